@@ -1,0 +1,26 @@
+"""robrep: how robust is a learned representation, really?
+
+Python API::
+
+    import robrep
+    learner = robrep.train("se-adversarial", "mnist5k", epochs=30)
+    learner = robrep.load(path)                 # a checkpoint folder
+    mu, logvar = learner.encode(x)              # x: (N, C, H, W) in [0, 1]
+"""
+from __future__ import annotations
+
+import logging
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+from robrep.checkpoint import CheckpointError, load_checkpoint as load, save_checkpoint as save  # noqa: E402
+from robrep.data import Dataset, DatasetError, Split, Task, list_datasets, load_dataset  # noqa: E402
+from robrep.learners import create_learner, list_learners  # noqa: E402
+from robrep.train import train  # noqa: E402
+
+__all__ = [
+    "__version__", "load", "save", "train", "create_learner", "list_learners",
+    "load_dataset", "list_datasets", "Dataset", "Split", "Task", "DatasetError", "CheckpointError",
+]

@@ -1,0 +1,110 @@
+"""Checkpoints: weights as safetensors plus a JSON config that records their SHA-256.
+
+Nothing is ever unpickled. A checkpoint folder holds ``model.safetensors`` and
+``config.json``; the hash is verified before the weights are used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+log = logging.getLogger(__name__)
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupted or does not match its config."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees either the old or the new file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def state_bytes(module: torch.nn.Module) -> bytes:
+    """The module's state dict serialised as safetensors (contiguous CPU copies)."""
+    return st_save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+
+
+def save_checkpoint(learner: torch.nn.Module, out: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
+    """Save ``learner`` (a registered learner) to folder ``out``; returns the folder."""
+    from robrep import __version__
+
+    out = Path(out)
+    weights = state_bytes(learner)
+    meta = {
+        "learner": learner.name,
+        "config": learner.config.to_dict(),
+        "sha256": sha256_bytes(weights),
+        "robrep_version": __version__,
+        "torch_version": torch.__version__,
+        **(info or {}),
+    }
+    atomic_write(out / WEIGHTS, weights)  # weights first: a config only ever points at complete weights
+    atomic_write(out / CONFIG, json.dumps(meta, indent=2, default=str).encode())
+    log.info("saved %s to %s (sha256 %s)", learner.name, out, meta["sha256"][:12])
+    return out
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    cfg = path / CONFIG
+    if not path.is_dir() or not cfg.is_file() or not (path / WEIGHTS).is_file():
+        raise CheckpointError(
+            f"{path} is not a robrep checkpoint: expected a folder holding {WEIGHTS} and {CONFIG}"
+        )
+    try:
+        meta = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg} is not valid JSON: {e}") from e
+    missing = [k for k in ("learner", "config", "sha256") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{cfg} lacks the key(s) {', '.join(missing)}")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Rebuild a learner from a checkpoint folder through the registry; verifies the SHA-256 first."""
+    from robrep.learners import create_learner
+
+    path = Path(path)
+    meta = read_config(path)
+    data = (path / WEIGHTS).read_bytes()
+    digest = sha256_bytes(data)
+    if digest != meta["sha256"]:
+        raise CheckpointError(
+            f"{path / WEIGHTS} is corrupted or was replaced: its SHA-256 is {digest}, "
+            f"but {CONFIG} records {meta['sha256']}"
+        )
+    learner = create_learner(meta["learner"], **meta["config"])
+    try:
+        learner.load_state_dict(st_load(data))
+    except RuntimeError as e:
+        raise CheckpointError(f"weights in {path} do not fit learner {meta['learner']!r}: {e}") from e
+    learner.to(map_location).eval()
+    learner.run_info = meta
+    return learner

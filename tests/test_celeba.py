@@ -1,0 +1,169 @@
+"""The CelebA reader on a miniature CelebA in the real layout (tests/fixtures.py)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fixtures import CELEBA_ATTRIBUTES, make_celeba
+from robrep.data import DatasetError, load_dataset
+from robrep.data import celeba as C
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """Never touch the user's cache or data folders."""
+    monkeypatch.setenv("ROBREP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ROBREP_DATA", raising=False)
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def root(tmp_path):
+    return make_celeba(tmp_path / "data")
+
+
+def read_lists(root):
+    lines = (root / "list_attr_celeba.txt").read_text().splitlines()
+    names = lines[1].split()
+    attrs = {r.split()[0]: dict(zip(names, map(int, r.split()[1:]))) for r in lines[2:]}
+    parts = [line.split() for line in (root / "list_eval_partition.txt").read_text().splitlines()]
+    return attrs, parts
+
+
+def test_attributes_constant_matches_real_order():
+    assert list(C.ATTRIBUTES) == CELEBA_ATTRIBUTES and len(set(CELEBA_ATTRIBUTES)) == 40
+    assert len(C.DEFAULT_TASKS) == 17 and set(C.DEFAULT_TASKS) <= set(C.ATTRIBUTES)
+
+
+def test_reads_fixture(root):
+    ds = load_dataset("celeba", root=root)
+    attrs, parts = read_lists(root)
+    train = [f for f, p in parts if p == "0"]
+    test = [f for f, p in parts if p == "2"]
+    assert ds.name == "celeba" and ds.shape == (3, 64, 64)
+    assert ds.train.images.shape == (len(train), 3, 64, 64) and ds.train.images.dtype == torch.uint8
+    assert len(ds.test) == len(test) >= 3
+    assert [t.name for t in ds.tasks] == list(C.DEFAULT_TASKS)
+    assert ds.task("Smiling").n_classes == 2 and ds.task("Smiling").class_names == ("no", "yes")
+    for task in ("Male", "Smiling", "Young"):
+        assert ds.train.labels[task].dtype == torch.int64
+        assert ds.train.labels[task].tolist() == [int(attrs[f][task] == 1) for f in train]
+        assert ds.test.labels[task].tolist() == [int(attrs[f][task] == 1) for f in test]
+
+    # pixels: a direct PIL centre crop (15, 35) of 148 x 148, then bilinear resize to 64
+    with Image.open(root / "img_align_celeba" / test[1]) as im:
+        ref = np.asarray(im.convert("RGB").crop((15, 35, 163, 183)).resize((64, 64), Image.BILINEAR))
+    assert torch.equal(ds.test.images[1], torch.from_numpy(ref.transpose(2, 0, 1).copy()))
+
+
+def test_task_selection_and_options(root):
+    assert len(C.celeba(root, tasks="all").tasks) == 40
+    ds = C.celeba(root, tasks=["Bald", "5_o_Clock_Shadow"], size=32, max_images=5, test_split="valid")
+    assert [t.name for t in ds.tasks] == ["Bald", "5_o_Clock_Shadow"]
+    assert ds.train.images.shape == (5, 3, 32, 32)
+    _, parts = read_lists(root)
+    assert len(ds.test) == min(5, sum(p == "1" for _, p in parts))
+    with pytest.raises(DatasetError, match="unknown CelebA attribute.*'Beard'.*Wearing_Necktie"):
+        C.celeba(root, tasks=["Smiling", "Beard"])
+
+
+def test_cache_is_reused_and_invalidated(root, _cache, monkeypatch):
+    first = C.celeba(root)
+    cached = sorted((_cache / "celeba").glob("*.npy"))
+    assert len(cached) == 2  # one per split
+    assert not list((_cache / "celeba").glob("*.tmp"))
+
+    def no_decoding(*args):
+        raise AssertionError("decoded although cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(C, "_decode", no_decoding)
+        second = C.celeba(root)
+    assert torch.equal(first.train.images, second.train.images)
+
+    # rewriting one training image gives a new cache key, so it is decoded again
+    img = root / "img_align_celeba" / "000001.jpg"
+    Image.new("RGB", (178, 218), (255, 0, 0)).save(img, quality=90)
+    os.utime(img, ns=(1, 1))  # a distinct mtime even on coarse-clock filesystems
+    third = C.celeba(root)
+    assert len(list((_cache / "celeba").glob("*.npy"))) == 3
+    assert third.train.images[0, 0].float().mean() > 240  # red
+    assert torch.equal(third.train.images[1:], first.train.images[1:])
+
+
+def test_torchvision_subfolder_layout(tmp_path):
+    make_celeba(tmp_path / "torchvision" / "celeba", n=8)
+    assert len(C.celeba(tmp_path / "torchvision").test) == 3
+
+
+def test_root_from_robrep_data(tmp_path, monkeypatch):
+    make_celeba(tmp_path / "datasets" / "celeba", n=8)
+    monkeypatch.setenv("ROBREP_DATA", str(tmp_path / "datasets"))
+    assert len(C.celeba().test) == 3
+
+
+@pytest.mark.parametrize(
+    "breakage, match",
+    [
+        ("no_root", "does not exist.*img_align_celeba.*list_attr_celeba.txt.*downloaded by hand"),
+        ("no_attr", "lacks list_attr_celeba.txt"),
+        ("no_images", "lacks img_align_celeba"),
+        ("count", "line 1 says 9 images but 8 rows follow"),
+        ("header", "line 2 must name the 40 CelebA attributes"),
+        ("short_row", r"line 5: expected a file name and 40 values, got 39"),
+        ("bad_value", r"line 4 \(000002.jpg\): values must be -1 or 1"),
+        ("bad_partition", "expected 'file.jpg 0\\|1\\|2'"),
+        ("unknown_file", "000099.jpg is not in list_attr_celeba.txt"),
+        ("missing_image", "000003.jpg is listed in list_eval_partition.txt but missing"),
+        ("truncated", "cannot decode CelebA image .*000002.jpg"),
+        ("not_jpeg", "cannot decode CelebA image .*000004.jpg"),
+    ],
+)
+def test_broken_folders(tmp_path, breakage, match):
+    root = make_celeba(tmp_path / "celeba", n=8)
+    attr, part = root / "list_attr_celeba.txt", root / "list_eval_partition.txt"
+    images = root / "img_align_celeba"
+    lines = attr.read_text().splitlines(keepends=True)
+    if breakage == "no_root":
+        root = tmp_path / "nowhere"
+    elif breakage == "no_attr":
+        attr.unlink()
+    elif breakage == "no_images":
+        for f in images.iterdir():
+            f.unlink()
+        images.rmdir()
+    elif breakage == "count":
+        attr.write_text("9\n" + "".join(lines[1:]))
+    elif breakage == "header":
+        attr.write_text(lines[0] + lines[1].replace("Young", "") + "".join(lines[2:]))
+    elif breakage == "short_row":
+        lines[4] = " ".join(lines[4].split()[:-1]) + "\n"
+        attr.write_text("".join(lines))
+    elif breakage == "bad_value":
+        row = lines[3]  # 000002.jpg
+        lines[3] = row.replace(" 1", " 2", 1) if " 1" in row else row.replace("-1", " 0", 1)
+        attr.write_text("".join(lines))
+    elif breakage == "bad_partition":
+        part.write_text(part.read_text().replace("000002.jpg 0", "000002.jpg 3"))
+    elif breakage == "unknown_file":
+        part.write_text(part.read_text() + "000099.jpg 2\n")
+    elif breakage == "missing_image":
+        (images / "000003.jpg").unlink()
+    elif breakage == "truncated":
+        data = (images / "000002.jpg").read_bytes()
+        (images / "000002.jpg").write_bytes(data[: len(data) // 2])
+    elif breakage == "not_jpeg":
+        (images / "000004.jpg").write_text("<html>Google Drive quota exceeded</html>")
+    with pytest.raises(DatasetError, match=match):
+        C.celeba(root)
+
+
+def test_download_explains_manual_steps(tmp_path):
+    with pytest.raises(DatasetError, match="downloaded by hand.*list_eval_partition.txt"):
+        C.celeba(tmp_path / "empty", download=True)
+    # with the files in place, download=True just loads them
+    assert len(C.celeba(make_celeba(tmp_path / "celeba", n=8), download=True).train) > 0
