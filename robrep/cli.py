@@ -81,6 +81,79 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+class _RichBenchProgress:
+    """Draws the harness's progress: one bar over all cells, one for the current phase."""
+
+    def __init__(self, progress: Progress):
+        self.p = progress
+        self.total_bar = progress.add_task("cells", total=None, parts="")
+        self.phase_bar = None
+
+    def cells(self, total):
+        self.p.update(self.total_bar, total=total)
+
+    def phase(self, description, total):
+        if self.phase_bar is not None:
+            self.p.remove_task(self.phase_bar)
+        self.phase_bar = self.p.add_task(description, total=total, parts="")
+
+    def advance(self, n=1, info=""):
+        if self.phase_bar is not None:
+            self.p.update(self.phase_bar, advance=n, parts=info)
+
+    def cell_done(self):
+        self.p.update(self.total_bar, advance=1)
+
+
+def _print_results(df) -> None:
+    from robrep.bench import summary_table
+
+    table = summary_table(df)
+    for (dataset, task, suite, attack), sub in table.groupby(level=[0, 1, 2, 3]):
+        t = Table(title=f"adversarial accuracy: {dataset} / {task} ({suite}: {attack})")
+        t.add_column("learner")
+        t.add_column("run", overflow="fold")
+        for r in sub.columns:
+            t.add_column(f"r={r:g}", justify="right")
+        for (_, _, _, _, learner, run), vals in sub.iterrows():
+            t.add_row(learner, run, *("" if v != v else f"{v:.3f}" for v in vals))
+        console.print(t)
+    failed = df[~df["checks_passed"].astype(bool)]
+    if len(failed):
+        console.print(f"[bold red]{len(failed)} row(s) failed a check[/bold red]: "
+                      + ", ".join(sorted(set(failed["run"] + "/" + failed["task"]))))
+    else:
+        console.print(f"all {len(df)} rows passed the checks (radius 0 = nominal, monotone, in ball, "
+                      "in [0,1] and finite, decision re-computed)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from robrep.bench import BenchConfig, bench
+
+    given = {k: v for k, v in {
+        "learners": args.learner, "datasets": args.dataset, "tasks": args.task, "radii": args.radii,
+        "steps": args.steps, "restarts": args.restarts, "n_examples": args.n_examples, "device": args.device,
+        "seed": args.seed, "out": args.out and str(args.out), "epochs": args.epochs, "arch": args.arch,
+        "norm": args.norm, "data_root": args.data_root and str(args.data_root),
+    }.items() if v is not None}
+    if args.retrain:
+        given["retrain"] = True
+    cfg = BenchConfig.from_toml(args.config, **given) if args.config else BenchConfig(**given)
+    with _progress() as progress:
+        df = bench(cfg, progress=_RichBenchProgress(progress))
+    _print_results(df)
+    out = Path(cfg.out)
+    console.print(f"results: [bold]{out / 'results.csv'}[/bold]   plot: [bold]{out / 'robustness.png'}[/bold]")
+    return 0
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _parse_set(text: str) -> tuple[str, object]:
     """``key=value`` with value parsed as int, float, bool, None or a comma list, else kept as text."""
     if "=" not in text:
@@ -105,6 +178,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"robrep {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log library messages at INFO level")
     sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("bench", help="freeze encoders, probe every task, attack probe∘encoder, write a leaderboard table")
+    b.add_argument("--config", type=Path, help="TOML file with a whole experiment (options below override it)")
+    b.add_argument("--learner", action="append", help="registered learner or checkpoint folder (repeatable; "
+                   "default: vae, beta-vae, se-random, se-adversarial)")
+    b.add_argument("--dataset", action="append", help="data set (repeatable; default mnist5k)")
+    b.add_argument("--task", action="append", help="task (repeatable; default: every task of the data set)")
+    b.add_argument("--radii", type=_floats, help="comma-separated attack radii (default 0,0.05,0.1,0.15,0.2)")
+    b.add_argument("--norm", choices=("linf", "l2"), help="threat model of the native PGD (default linf)")
+    b.add_argument("--steps", type=int, help="PGD iterations (default 100)")
+    b.add_argument("--restarts", type=int, help="PGD random restarts (default 10)")
+    b.add_argument("--n-examples", type=int, help="test points attacked (default 1000)")
+    b.add_argument("--epochs", type=int, help="training epochs of learners that need training")
+    b.add_argument("--arch", choices=("mlp", "conv"), help="architecture of learners that need training (default mlp)")
+    b.add_argument("--seed", type=int)
+    b.add_argument("--device", help="cpu, cuda or cuda:N")
+    b.add_argument("--out", type=Path, help="output folder (default robrep-bench)")
+    b.add_argument("--data-root", type=Path, help="folder of a folder-backed data set (mnist, celeba)")
+    b.add_argument("--retrain", action="store_true", help="train again even if a cached checkpoint exists")
+    b.set_defaults(func=cmd_bench)
 
     t = sub.add_parser("train", help="train a representation learner without labels and save it")
     t.add_argument("--learner", default=DEFAULT_LEARNER, help=f"registered learner (default {DEFAULT_LEARNER}; see `robrep list`)")

@@ -74,3 +74,4 @@ class Registry(Generic[T]):
 
 LEARNERS: Registry[Callable[..., Any]] = Registry("learner")
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
+ATTACKS: Registry[Callable[..., Any]] = Registry("attack")

@@ -1,0 +1,99 @@
+"""robrep's own projected gradient descent (Madry et al. 2018), L-inf and L2.
+
+Untargeted, random restarts, step size ``rel_stepsize * eps / steps``. A point is broken
+as soon as any iterate of any restart changes the decision; broken points leave the
+batch at once, and later restarts attack only the points still robust.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robrep.attacks.base import Attack, Progress
+
+
+def _flat_norm(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1).view(-1, *[1] * (t.dim() - 1)).clamp_min(1e-12)
+
+
+@dataclass(repr=False)
+class PGD(Attack):
+    steps: int = 100
+    restarts: int = 10
+    rel_stepsize: float = 2.5
+    loss: str = "ce"  # "ce" (cross-entropy) or "margin" (best other logit minus the true one)
+    norm: str = "linf"  # "linf" or "l2"
+
+    name = "pgd"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.restarts < 1:
+            raise ValueError(f"PGD needs steps >= 1 and restarts >= 1, got {self.steps}, {self.restarts}")
+        if self.norm not in ("linf", "l2") or self.loss not in ("ce", "margin"):
+            raise ValueError(f"PGD norm must be linf or l2 and loss ce or margin, got {self.norm}, {self.loss}")
+
+    def units(self, radii):
+        return self.restarts * sum(1 for r in radii if r > 0)
+
+    # -- the three norm-specific pieces (as in foolbox) ----------------------
+    def _random_start(self, x, eps, gen):
+        if self.norm == "linf":
+            delta = torch.empty(x.shape).uniform_(-eps, eps, generator=gen)
+        else:  # uniform direction, radius eps * U^(1/D): uniform in the L2 ball
+            delta = torch.randn(x.shape, generator=gen)
+            r = torch.rand(x.shape[0], generator=gen) ** (1.0 / x[0].numel())
+            delta = delta / _flat_norm(delta) * (eps * r).view(-1, *[1] * (x.dim() - 1))
+        return (x + delta.to(x.device, x.dtype)).clamp(0, 1)
+
+    def _step(self, grad, alpha):
+        return alpha * (grad.sign() if self.norm == "linf" else grad / _flat_norm(grad))
+
+    def _project(self, x_adv, x, eps):
+        if self.norm == "linf":
+            return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+        delta = x_adv - x
+        delta = delta * (eps / _flat_norm(delta)).clamp(max=1.0)
+        return (x + delta).clamp(0, 1)
+
+    def _loss(self, logits, y):
+        if self.loss == "ce":
+            return F.cross_entropy(logits, y, reduction="sum")
+        true = logits.gather(1, y[:, None]).squeeze(1)
+        other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).max(1).values
+        return (other - true).sum()
+
+    def perturb(self, model: nn.Module, x, y, eps, generator, progress: Progress | None = None):
+        alpha = self.rel_stepsize * eps / self.steps
+        broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        x_adv = x.clone()
+        for _ in range(self.restarts):
+            idx = (~broken).nonzero().squeeze(1)
+            if len(idx) == 0:
+                if progress:
+                    progress(1)
+                continue
+            x0, y0 = x[idx], y[idx]
+            xt = self._random_start(x0, eps, generator)
+            for t in range(self.steps + 1):
+                with torch.enable_grad():
+                    xt.requires_grad_(True)
+                    logits = model(xt)
+                    flipped = logits.argmax(1) != y0
+                    keep = ~flipped
+                    grad = None
+                    if t < self.steps and keep.any():
+                        grad = torch.autograd.grad(self._loss(logits[keep], y0[keep]), xt)[0][keep]
+                xt = xt.detach()
+                if flipped.any():  # any iterate that changes the decision breaks the point
+                    broken[idx[flipped]] = True
+                    x_adv[idx[flipped]] = xt[flipped]
+                    idx, x0, y0, xt = idx[keep], x0[keep], y0[keep], xt[keep]
+                if grad is None:
+                    break
+                xt = self._project(xt + self._step(grad, alpha), x0, eps)
+            if progress:
+                progress(1)
+        return broken, x_adv

@@ -1,0 +1,69 @@
+"""Frozen encoders and linear probes on their representation (method.md section 6, steps 1-2)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def freeze(learner: nn.Module) -> nn.Module:
+    """Eval mode and no gradient to the parameters: the representation is fixed from here on."""
+    learner.eval()
+    for p in learner.parameters():
+        p.requires_grad_(False)
+    return learner
+
+
+@torch.no_grad()
+def features(learner: nn.Module, images: torch.Tensor, batch_size: int = 1000, device=None) -> torch.Tensor:
+    """Encoder means mu(x) of uint8 (N, C, H, W) images, computed in batches. (N, d) float32 on ``device``."""
+    device = device or next(learner.parameters()).device
+    out = [learner.encode(images[i:i + batch_size].to(device).float().div_(255.0))[0]
+           for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(out)
+
+
+def train_probe(
+    feats: torch.Tensor, labels: torch.Tensor, n_classes: int, *, weight_decay: float = 1e-4, max_iter: int = 500
+) -> nn.Linear:
+    """Multinomial logistic regression on fixed features (binary tasks as 2 classes), no adversarial training.
+
+    Full-batch L-BFGS on the mean cross-entropy plus a small L2 penalty on W, so the
+    result is deterministic and converged (the features of a few thousand points fit in memory).
+    """
+    feats, labels = feats.detach(), labels.to(feats.device)
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(f"labels must lie in [0, {n_classes}), got [{labels.min()}, {labels.max()}]")
+    probe = nn.Linear(feats.shape[1], n_classes).to(feats.device)
+    nn.init.zeros_(probe.weight)
+    nn.init.zeros_(probe.bias)
+    opt = torch.optim.LBFGS(probe.parameters(), lr=1, max_iter=max_iter, tolerance_grad=1e-7,
+                            tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(probe(feats), labels) + 0.5 * weight_decay * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    for p in probe.parameters():
+        p.requires_grad_(False)
+    return probe.eval()
+
+
+class ProbedEncoder(nn.Module):
+    """x -> W mu(x) + b: the composition that is attacked. Returns (N, n_classes) logits."""
+
+    def __init__(self, learner: nn.Module, probe: nn.Linear):
+        super().__init__()
+        self.learner, self.probe = freeze(learner), probe.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probe(self.learner.encode(x)[0])
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        self.eval()
+        return torch.cat([self(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])

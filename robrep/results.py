@@ -1,0 +1,61 @@
+"""Result rows and the results CSV: numbers as numbers, one row per (run, dataset, task, suite, attack, radius).
+
+The CSV is rewritten atomically after every finished cell, so a killed run loses at
+most the cell in flight; rows are merged by key, never by order, so a resumed or
+scaled-out run adds no duplicates.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from robrep.checkpoint import atomic_write
+
+# A row is identified by these columns (what was attacked, how, and on which points).
+KEY = ("encoder_sha256", "dataset", "task", "suite", "attack", "attack_config", "radius", "n_examples", "seed")
+
+COLUMNS = (
+    "learner", "run", "learner_config", "arch", "dataset", "task", "n_classes", "suite", "attack",
+    "attack_config", "norm", "steps", "restarts", "step_size", "radius", "n_examples",
+    "nominal_accuracy", "adversarial_accuracy", "recomputed_accuracy", "n_attacked", "max_perturbation",
+    "check_radius0", "check_monotone", "check_in_ball", "check_bounds", "check_recomputed", "checks_passed",
+    "seed", "encoder_sha256", "probe_sha256", "probe_train_accuracy", "robrep_version", "torch_version",
+    "device", "wall_seconds", "timestamp",
+)
+
+
+def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``old`` and ``new``; where both have a key, the new row wins."""
+    if old is None or old.empty:
+        df = new
+    else:
+        df = pd.concat([old, new], ignore_index=True)
+    df = df.drop_duplicates(subset=list(KEY), keep="last")
+    cols = [c for c in COLUMNS if c in df.columns] + [c for c in df.columns if c not in COLUMNS]
+    return df[cols].sort_values(["dataset", "task", "suite", "attack", "learner", "run", "radius"],
+                                kind="stable").reset_index(drop=True)
+
+
+def read_results(path: str | Path) -> pd.DataFrame | None:
+    path = Path(path)
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def write_results(path: str | Path, df: pd.DataFrame) -> None:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, float_format="%.10g")
+    atomic_write(Path(path), buf.getvalue().encode())
+
+
+def done_cells(df: pd.DataFrame | None) -> set[tuple]:
+    """Keys (without the radius) of the cells already in ``df``."""
+    if df is None or df.empty:
+        return set()
+    cols = [k for k in KEY if k != "radius"]
+    return set(df[cols].astype(str).itertuples(index=False, name=None))
+
+
+def cell_key(row: dict) -> tuple:
+    return tuple(str(row[k]) for k in KEY if k != "radius")
