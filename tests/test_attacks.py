@@ -1,0 +1,104 @@
+"""The native PGD suite and the checks every attack result goes through."""
+import pytest
+import torch
+
+import robrep
+from robrep.attacks import ATTACKS, PGD, Attack
+from robrep.checks import check_result
+from robrep.probes import ProbedEncoder, features, train_probe
+
+RADII = [0.0, 0.05, 0.1, 0.2]
+
+
+@pytest.fixture(scope="module")
+def undefended(mnist5k):
+    """A VAE trained briefly on the real digits and a linear probe on its means."""
+    learner = robrep.train("vae", mnist5k, out=False, max_steps=120, seed=0)
+    probe = train_probe(features(learner, mnist5k.train.images), mnist5k.train.labels["digit"], 10)
+    x, y = mnist5k.test.batch(slice(0, 300)), mnist5k.test.labels["digit"][:300]
+    return ProbedEncoder(learner, probe), x, y
+
+
+@pytest.mark.parametrize("name", ATTACKS.list())
+def test_every_native_attack_lowers_accuracy_and_passes_the_checks(name, undefended):
+    model, x, y = undefended
+    radii = RADII if name.endswith("linf") else [0.0, 0.5, 1.0, 2.0]
+    attack = ATTACKS.create(name, steps=20, restarts=2)
+    res = attack.run(model, x, y, radii, seed=0)
+    clean = (model.predict(x) == y).float().mean().item()
+    assert clean > 0.5
+    assert res.accuracy(0.0) == clean
+    assert res.accuracy(radii[2]) < clean - 0.2
+    accs = [res.accuracy(r) for r in radii]
+    assert accs == sorted(accs, reverse=True)
+    checks = check_result(model, x, y, res, attack.norm)
+    for r in radii:
+        assert all(v for k, v in checks[r].items() if k.startswith("check_")), (r, checks[r])
+
+
+def test_points_broken_at_a_smaller_radius_are_not_attacked_again(undefended):
+    model, x, y = undefended
+    res = PGD(steps=10, restarts=2).run(model, x, y, RADII, seed=0)
+    for smaller, larger in zip(RADII, RADII[1:]):
+        assert res.attacked[larger] == int(res.robust[smaller].sum())
+        assert not (res.robust[larger] & ~res.robust[smaller]).any()
+
+
+def test_more_restarts_and_steps_never_help_the_model(undefended):
+    model, x, y = undefended
+    weak = PGD(steps=5, restarts=1).run(model, x, y, [0.05], seed=0).accuracy(0.05)
+    strong = PGD(steps=40, restarts=4).run(model, x, y, [0.05], seed=0).accuracy(0.05)
+    assert strong <= weak
+
+
+def test_same_seed_same_numbers(undefended):
+    model, x, y = undefended
+    a = PGD(steps=10, restarts=2).run(model, x, y, RADII, seed=3)
+    b = PGD(steps=10, restarts=2).run(model, x, y, RADII, seed=3)
+    assert all(torch.equal(a.robust[r], b.robust[r]) for r in RADII)
+
+
+class _OutsideTheBall(Attack):
+    """A broken attack: returns perturbations twice as large as allowed."""
+
+    def perturb(self, model, x, y, eps, generator, progress=None):
+        return torch.ones(len(x), dtype=torch.bool), (x + 2 * eps).clamp(0, 1)
+
+
+class _ClaimsWithoutFlipping(Attack):
+    """A broken attack: reports every point as broken without changing it."""
+
+    def perturb(self, model, x, y, eps, generator, progress=None):
+        return torch.ones(len(x), dtype=torch.bool), x.clone()
+
+
+def test_the_checks_catch_broken_attacks(undefended):
+    model, x, y = undefended
+    res = _OutsideTheBall().run(model, x, y, [0.0, 0.1], seed=0)
+    checks = check_result(model, x, y, res, "linf")
+    assert checks[0.0]["check_in_ball"] and not checks[0.1]["check_in_ball"]
+    res = _ClaimsWithoutFlipping().run(model, x, y, [0.0, 0.1], seed=0)
+    checks = check_result(model, x, y, res, "linf")
+    assert not checks[0.1]["check_recomputed"]
+    assert checks[0.1]["recomputed_accuracy"] > 0.5 and res.accuracy(0.1) == 0
+
+
+def test_pgd_rejects_bad_settings():
+    with pytest.raises(ValueError, match="steps >= 1"):
+        PGD(steps=0)
+    with pytest.raises(ValueError, match="linf or l2"):
+        PGD(norm="l1")
+    assert "steps=100" in repr(PGD()) and "restarts=10" in repr(PGD())
+
+
+def test_probe_learns_binary_and_multiclass_tasks():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(600, 5, generator=g)
+    binary = (feats[:, 0] + 0.1 * feats[:, 1] > 0).long()
+    probe = train_probe(feats, binary, 2)
+    assert probe.weight.shape == (2, 5)
+    assert (probe(feats).argmax(1) == binary).float().mean() > 0.97
+    multi = feats[:, :3].argmax(1)
+    assert (train_probe(feats, multi, 3)(feats).argmax(1) == multi).float().mean() > 0.95
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        train_probe(feats, multi, 2)

@@ -1,0 +1,111 @@
+"""End to end: robrep bench trains (or reuses) learners, probes, attacks, checks and writes results."""
+import json
+
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+import robrep
+import robrep.bench as bench_mod
+from robrep.bench import BenchConfig, bench
+from robrep.checkpoint import sha256_bytes
+from robrep.cli import main
+from robrep.results import COLUMNS
+
+SMALL = dict(learners=("vae", "se-random"), epochs=1, radii=(0.0, 0.1, 0.2), steps=5, restarts=2, n_examples=100)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    # the module-scoped run needs the same isolated cache as the function-scoped tests
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROBREP_CACHE", str(tmp_path_factory.getbasetemp() / "robrep-cache"))
+    df = bench(BenchConfig(out=str(out), **SMALL))
+    mp.undo()
+    return out, df
+
+
+def test_rows_carry_everything_needed_to_trust_them(first_run):
+    out, df = first_run
+    assert set(COLUMNS) <= set(df.columns)
+    assert len(df) == 2 * 3  # two learners x three radii on the one task
+    assert df["adversarial_accuracy"].between(0, 1).all() and df["nominal_accuracy"].between(0, 1).all()
+    assert df["checks_passed"].all()
+    assert set(df["learner"]) == {"vae", "se-random"} and (df["n_examples"] == 100).all()
+    assert (df["steps"] == 5).all() and (df["restarts"] == 2).all() and (df["n_classes"] == 10).all()
+    for _, g in df.groupby("run"):
+        g = g.sort_values("radius")
+        assert g["adversarial_accuracy"].iloc[0] == g["nominal_accuracy"].iloc[0]
+        assert g["adversarial_accuracy"].is_monotonic_decreasing
+    on_disk = pd.read_csv(out / "results.csv")
+    assert len(on_disk) == len(df) and on_disk["adversarial_accuracy"].dtype == float
+    assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_probes_are_saved_with_their_hash(first_run):
+    out, df = first_run
+    for _, row in df.drop_duplicates("run").iterrows():
+        path = out / "probes" / row["run"] / f"{row['dataset']}-{row['task']}.safetensors"
+        assert sha256_bytes(path.read_bytes()) == row["probe_sha256"]
+        assert load_file(path)["weight"].shape == (10, 32)
+
+
+def test_second_run_reuses_checkpoints_and_finished_cells(first_run, monkeypatch):
+    out, df = first_run
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached checkpoint should have been reused")
+
+    monkeypatch.setattr(bench_mod, "train", no_training)
+    again = bench(BenchConfig(out=str(out), **SMALL))
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), df.reset_index(drop=True))
+
+
+def test_a_killed_run_resumes_without_duplicates(first_run, tmp_path):
+    out, df = first_run
+    partial = df[df["learner"] == "vae"]
+    (tmp_path / "results.csv").write_text(partial.to_csv(index=False))
+    resumed = bench(BenchConfig(out=str(tmp_path), **SMALL))
+    assert len(resumed) == len(df)
+    assert not resumed.duplicated(["run", "task", "radius"]).any()
+    # same seed, same machine: the recomputed cell has the same numbers
+    a = df.sort_values(["run", "radius"])["adversarial_accuracy"].tolist()
+    b = resumed.sort_values(["run", "radius"])["adversarial_accuracy"].tolist()
+    assert a == b
+
+
+def test_a_checkpoint_folder_can_be_benchmarked(mnist5k, tmp_path):
+    robrep.train("beta-vae", mnist5k, out=tmp_path / "mine", max_steps=5)
+    df = bench(out=str(tmp_path / "b"), learners=(str(tmp_path / "mine"),), radii=(0.0, 0.1), steps=3, restarts=1,
+               n_examples=50)
+    assert set(df["learner"]) == {"beta-vae"} and set(df["run"]) == {"mine"}
+
+
+def test_colormnist_probes_both_tasks(tmp_path):
+    df = bench(out=str(tmp_path), learners=("vae",), datasets=("colormnist5k",), epochs=1, radii=(0.0, 0.1),
+               steps=3, restarts=1, n_examples=70)
+    assert set(df["task"]) == {"digit", "color"}
+    assert dict(zip(df["task"], df["n_classes"])) == {"digit": 10, "color": 7}
+    assert df["checks_passed"].all()
+
+
+def test_toml_config_and_cli(tmp_path, capsys):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(
+        'learners = ["vae"]\nradii = [0.0, 0.1]\nsteps = 3\nrestarts = 1\nn_examples = 60\nepochs = 1\n'
+        f'out = "{tmp_path / "out"}"\n[learner_config.vae]\nlatent_dim = 8\n'
+    )
+    assert main(["bench", "--config", str(cfg), "--seed", "1"]) == 0
+    df = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert (df["seed"] == 1).all() and json.loads(df["learner_config"][0])["latent_dim"] == 8
+    printed = capsys.readouterr().out
+    assert "adversarial accuracy" in printed and "passed the checks" in printed
+    (tmp_path / "bad.toml").write_text("learnerz = ['vae']\n")
+    assert main(["bench", "--config", str(tmp_path / "bad.toml")]) == 2
+    assert "unknown key(s) learnerz" in " ".join(capsys.readouterr().out.split())
+
+
+def test_bad_task_names_the_tasks(tmp_path):
+    with pytest.raises(robrep.DatasetError, match="its tasks are: digit"):
+        bench(out=str(tmp_path), learners=("vae",), tasks=("color",))
