@@ -189,7 +189,7 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
                 probe_sha = save_probe(probe, out / "probes" / run_dir.name / f"{ds.name}-{task.name}.safetensors")
                 settings = attack.settings()
                 base = {
-                    "learner": meta["learner"], "run": run_dir.name,
+                    "learner": meta["learner"], "run": run_dir.name, "checkpoint": str(run_dir.resolve()),
                     "learner_config": json.dumps(meta["config"], sort_keys=True), "arch": meta["config"].get("arch"),
                     "dataset": ds.name, "task": task.name, "n_classes": task.n_classes, "suite": attack.suite,
                     "attack": attack.name, "attack_config": json.dumps(settings, sort_keys=True),

@@ -17,7 +17,7 @@ from robrep.checkpoint import atomic_write
 KEY = ("encoder_sha256", "dataset", "task", "suite", "attack", "attack_config", "radius", "n_examples", "seed")
 
 COLUMNS = (
-    "learner", "run", "learner_config", "arch", "dataset", "task", "n_classes", "suite", "attack",
+    "learner", "run", "checkpoint", "learner_config", "arch", "dataset", "task", "n_classes", "suite", "attack",
     "attack_config", "norm", "steps", "restarts", "step_size", "radius", "n_examples",
     "nominal_accuracy", "adversarial_accuracy", "recomputed_accuracy", "n_attacked", "max_perturbation",
     "check_radius0", "check_monotone", "check_in_ball", "check_bounds", "check_recomputed", "checks_passed",

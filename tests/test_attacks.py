@@ -102,3 +102,16 @@ def test_probe_learns_binary_and_multiclass_tasks():
     assert (train_probe(feats, multi, 3)(feats).argmax(1) == multi).float().mean() > 0.95
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
         train_probe(feats, multi, 2)
+
+
+def test_without_reuse_every_point_is_attacked_and_the_answer_is_the_same_kind(undefended):
+    model, x, y = undefended
+    fast = PGD(steps=10, restarts=2).run(model, x, y, RADII, seed=0)
+    naive = PGD(steps=10, restarts=2, reuse=False).run(model, x, y, RADII, seed=0)
+    n_correct = int(fast.clean_correct.sum())
+    assert all(naive.attacked[r] == n_correct for r in RADII[1:])
+    assert sum(fast.attacked.values()) < sum(naive.attacked.values())
+    checks = check_result(model, x, y, naive, "linf")
+    assert all(v for r in RADII for k, v in checks[r].items() if k.startswith("check_"))
+    for r in RADII:
+        assert abs(fast.accuracy(r) - naive.accuracy(r)) < 0.05

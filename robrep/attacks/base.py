@@ -78,15 +78,17 @@ class Attack:
         res = AttackResult(radii, clean_correct=pred == y)
         robust, x_adv = res.clean_correct.clone(), x.clone()
         for k, eps in enumerate(radii):
-            idx = robust.nonzero().squeeze(1)  # only points not yet broken at a smaller radius
+            # only points not yet broken at a smaller radius (unless the attack opts out of reuse)
+            idx = (robust if getattr(self, "reuse", True) else res.clean_correct).nonzero().squeeze(1)
             res.attacked[eps] = len(idx) if eps > 0 else 0
             if eps > 0 and len(idx):
                 gen = torch.Generator().manual_seed(seed * 1000 + k)
                 for s in range(0, len(idx), batch_size):
                     b = idx[s:s + batch_size]
                     broken, adv = self.perturb(model, x[b], y[b], eps, gen, progress if s == 0 else None)
-                    robust[b[broken]] = False
-                    x_adv[b[broken]] = adv[broken].to(x_adv.dtype)
+                    newly = broken & robust[b]  # without reuse, keep the first (smallest-radius) example
+                    robust[b[newly]] = False
+                    x_adv[b[newly]] = adv[newly].to(x_adv.dtype)
             elif eps > 0 and progress:
                 progress(self.units([eps]))
             res.robust[eps] = robust.clone()
