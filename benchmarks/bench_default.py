@@ -56,7 +56,7 @@ def main() -> None:
     os.environ["ROBREP_CACHE"] = env["ROBREP_CACHE"]
     import robrep
     from robrep.attacks import PGD
-    from robrep.bench import test_indices
+    from robrep.harness import test_indices
     from robrep.probes import ProbedEncoder, features, freeze, train_probe
 
     ds = robrep.load_dataset("mnist5k")

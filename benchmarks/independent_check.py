@@ -21,7 +21,7 @@ import torchattacks
 from safetensors.torch import load_file
 
 import robrep
-from robrep.bench import test_indices
+from robrep.harness import test_indices
 from robrep.checkpoint import sha256_bytes
 from robrep.probes import ProbedEncoder, freeze
 

@@ -6,6 +6,7 @@ Python API::
     learner = robrep.train("se-adversarial", "mnist5k", epochs=30)
     learner = robrep.load(path)                 # a checkpoint folder
     mu, logvar = learner.encode(x)              # x: (N, C, H, W) in [0, 1]
+    df = robrep.bench(learners=["vae", "se-adversarial"], out="runs/b")   # a pandas DataFrame
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from robrep.checkpoint import CheckpointError, load_checkpoint as load, save_che
 from robrep.data import Dataset, DatasetError, Split, Task, list_datasets, load_dataset  # noqa: E402
 from robrep.learners import create_learner, list_learners  # noqa: E402
 from robrep.train import train  # noqa: E402
+from robrep.harness import BenchConfig, bench  # noqa: E402
 
 __all__ = [
-    "__version__", "load", "save", "train", "create_learner", "list_learners",
+    "__version__", "load", "save", "train", "bench", "BenchConfig", "create_learner", "list_learners",
     "load_dataset", "list_datasets", "Dataset", "Split", "Task", "DatasetError", "CheckpointError",
 ]

@@ -106,7 +106,7 @@ class _RichBenchProgress:
 
 
 def _print_results(df) -> None:
-    from robrep.bench import summary_table
+    from robrep.harness import summary_table
 
     table = summary_table(df)
     for (dataset, task, suite, attack), sub in table.groupby(level=[0, 1, 2, 3]):
@@ -128,7 +128,7 @@ def _print_results(df) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from robrep.bench import BenchConfig, bench
+    from robrep.harness import BenchConfig, bench
 
     given = {k: v for k, v in {
         "learners": args.learner, "datasets": args.dataset, "tasks": args.task, "radii": args.radii,

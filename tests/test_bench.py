@@ -6,8 +6,8 @@ import pytest
 from safetensors.torch import load_file
 
 import robrep
-import robrep.bench as bench_mod
-from robrep.bench import BenchConfig, bench
+import robrep.harness as bench_mod
+from robrep.harness import BenchConfig, bench
 from robrep.checkpoint import sha256_bytes
 from robrep.cli import main
 from robrep.results import COLUMNS
@@ -109,3 +109,11 @@ def test_toml_config_and_cli(tmp_path, capsys):
 def test_bad_task_names_the_tasks(tmp_path):
     with pytest.raises(robrep.DatasetError, match="its tasks are: digit"):
         bench(out=str(tmp_path), learners=("vae",), tasks=("color",))
+
+
+def test_the_default_experiment_file_is_the_default_config():
+    from pathlib import Path
+
+    toml = Path(__file__).parent.parent / "benchmarks" / "default.toml"
+    assert BenchConfig.from_toml(toml) == BenchConfig()
+    assert robrep.bench is bench and robrep.BenchConfig is BenchConfig

@@ -1,6 +1,6 @@
 """The benchmark harness: freeze encoders, probe every task, attack probe∘encoder, record rows.
 
-``bench()`` is the Python API behind ``robrep bench``. Each cell (learner run, data set,
+``bench()`` (``robrep.bench``) is the Python API behind ``robrep bench``. Each cell (learner run, data set,
 task, suite, attack) is a pure function of (encoder, probe, test indices, attack settings,
 seed): see ``run_cell``. Finished cells are written to ``<out>/results.csv`` at once and
 skipped when the run is resumed.
