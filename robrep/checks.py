@@ -8,14 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robrep.attacks.base import AttackResult
-
-TOL = 1e-6
-
-
-def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    flat = delta.flatten(1)
-    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
+from robrep.attacks.base import TOL, AttackResult, perturbation_norm
 
 
 @torch.no_grad()
@@ -29,7 +22,9 @@ def check_result(
     - ``check_in_ball``: every returned input is within the radius (+1e-6);
     - ``check_bounds``: every returned input is finite and inside [0, 1];
     - ``check_recomputed``: the decision re-computed on the returned inputs (model in eval mode)
-      gives exactly the reported robust points.
+      gives exactly the reported robust points;
+    - ``check_valid_outputs``: the attack returned no input that failed validation (such inputs
+      never count as adversarial, but a library that returns them is flagged).
     """
     model.eval()
 
@@ -49,6 +44,8 @@ def check_result(
             "check_in_ball": bool((dist <= r + TOL).all()),
             "check_bounds": bool(torch.isfinite(adv).all() and adv.min() >= 0 and adv.max() <= 1),
             "check_recomputed": bool(torch.equal(recomputed, robust)),
+            "check_valid_outputs": result.rejected.get(r, 0) == 0,
+            "n_rejected": result.rejected.get(r, 0),
             "recomputed_accuracy": recomputed.float().mean().item(),
             "max_perturbation": dist.max().item() if len(dist) else 0.0,
         }
@@ -56,4 +53,6 @@ def check_result(
     return out
 
 
-CHECK_COLUMNS = ("check_radius0", "check_monotone", "check_in_ball", "check_bounds", "check_recomputed")
+CHECK_COLUMNS = (
+    "check_radius0", "check_monotone", "check_in_ball", "check_bounds", "check_recomputed", "check_valid_outputs",
+)

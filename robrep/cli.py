@@ -68,13 +68,14 @@ def cmd_toy(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     import robrep
-    from robrep.registry import DATASETS, LEARNERS
+    import robrep.attacks  # noqa: F401  (registers attacks and suites)
+    from robrep.registry import ATTACKS, DATASETS, LEARNERS, SUITES
 
     table = Table(title="robrep registry")
     for col in ("kind", "name", "from", "description"):
         table.add_column(col)
-    for kind, reg, names in (("learner", LEARNERS, robrep.list_learners()), ("dataset", DATASETS, robrep.list_datasets())):
-        for name in names:
+    for kind, reg in (("learner", LEARNERS), ("dataset", DATASETS), ("suite", SUITES), ("attack", ATTACKS)):
+        for name in reg.list():
             doc = (reg.get(name).__doc__ or "").strip().splitlines()
             table.add_row(kind, name, reg.origin(name), doc[0] if doc else "")
     console.print(table)
@@ -109,22 +110,28 @@ def _print_results(df) -> None:
     from robrep.harness import summary_table
 
     table = summary_table(df)
-    for (dataset, task, suite, attack), sub in table.groupby(level=[0, 1, 2, 3]):
-        t = Table(title=f"adversarial accuracy: {dataset} / {task} ({suite}: {attack})")
-        t.add_column("learner")
-        t.add_column("run", overflow="fold")
+    several_runs = df.groupby("learner")["run"].nunique().max() > 1
+    for (dataset, task), sub in table.groupby(level=[0, 1]):
+        t = Table(title=f"adversarial accuracy: {dataset} / {task}")
+        for col in ("learner", *(("run",) if several_runs else ()), "suite", "attack"):
+            t.add_column(col, overflow="fold")
         for r in sub.columns:
             t.add_column(f"r={r:g}", justify="right")
-        for (_, _, _, _, learner, run), vals in sub.iterrows():
-            t.add_row(learner, run, *("" if v != v else f"{v:.3f}" for v in vals))
+        for (_, _, suite, attack, learner, run), vals in sub.sort_index(level=[4, 5, 2, 3]).iterrows():
+            name = [learner, *((run,) if several_runs else ())]
+            style = "bold" if suite == "worst-case" else None
+            t.add_row(*name, suite, attack, *("" if v != v else f"{v:.3f}" for v in vals), style=style)
         console.print(t)
     failed = df[~df["checks_passed"].astype(bool)]
     if len(failed):
         console.print(f"[bold red]{len(failed)} row(s) failed a check[/bold red]: "
-                      + ", ".join(sorted(set(failed["run"] + "/" + failed["task"]))))
+                      + ", ".join(sorted(set(failed["run"] + "/" + failed["task"] + "/" + failed["attack"]))))
     else:
         console.print(f"all {len(df)} rows passed the checks (radius 0 = nominal, monotone, in ball, "
-                      "in [0,1] and finite, decision re-computed)")
+                      "in [0,1] and finite, decision re-computed, library outputs valid)")
+    if "warnings" in df:
+        for _, row in df[df["warnings"].fillna("").astype(str) != ""].iterrows():
+            console.print(f"[yellow]warning[/yellow] {row['run']} / {row['task']} / r={row['radius']:g}: {row['warnings']}")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -134,7 +141,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "learners": args.learner, "datasets": args.dataset, "tasks": args.task, "radii": args.radii,
         "steps": args.steps, "restarts": args.restarts, "n_examples": args.n_examples, "device": args.device,
         "seed": args.seed, "out": args.out and str(args.out), "epochs": args.epochs, "arch": args.arch,
-        "norm": args.norm, "data_root": args.data_root and str(args.data_root),
+        "norm": args.norm, "data_root": args.data_root and str(args.data_root), "suites": args.suite,
     }.items() if v is not None}
     if args.retrain:
         given["retrain"] = True
@@ -186,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dataset", action="append", help="data set (repeatable; default mnist5k)")
     b.add_argument("--task", action="append", help="task (repeatable; default: every task of the data set)")
     b.add_argument("--radii", type=_floats, help="comma-separated attack radii (default 0,0.05,0.1,0.15,0.2)")
-    b.add_argument("--norm", choices=("linf", "l2"), help="threat model of the native PGD (default linf)")
+    b.add_argument("--suite", action="append", help="attack suite: native, torchattacks, foolbox (repeatable; "
+                   "default native). With several, a worst-case row per radius is added")
+    b.add_argument("--norm", choices=("linf", "l2"), help="threat model (default linf; l2: native suite only)")
     b.add_argument("--steps", type=int, help="PGD iterations (default 100)")
     b.add_argument("--restarts", type=int, help="PGD random restarts (default 10)")
     b.add_argument("--n-examples", type=int, help="test points attacked (default 1000)")

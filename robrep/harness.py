@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
 import robrep
-from robrep.attacks import ATTACKS, Attack
+from robrep.attacks import Attack, suite_attacks
 from robrep.checkpoint import CheckpointError, atomic_write, load_checkpoint, read_config, sha256_bytes
 from robrep.checks import CHECK_COLUMNS, check_result
 from robrep.data import Dataset, DatasetError, cache_dir, load_dataset
@@ -52,7 +53,8 @@ class BenchConfig:
     arch: str = "mlp"
     epochs: int | None = None  # default: each learner's config
     radii: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2)
-    norm: str = "linf"  # the native PGD's norm: linf or l2
+    norm: str = "linf"  # threat model: linf (every suite) or l2 (native suite only)
+    suites: tuple[str, ...] = ("native",)  # native, torchattacks, foolbox (see `robrep list`)
     steps: int = 100
     restarts: int = 10
     n_examples: int | None = 1000  # test points attacked (None: the whole test split)
@@ -63,7 +65,7 @@ class BenchConfig:
     retrain: bool = False  # ignore cached checkpoints
 
     def __post_init__(self) -> None:
-        for name in ("learners", "datasets", "radii"):
+        for name in ("learners", "datasets", "radii", "suites"):
             setattr(self, name, tuple(getattr(self, name)))
         if self.tasks is not None:
             self.tasks = tuple(self.tasks)
@@ -137,10 +139,11 @@ def test_indices(n_test: int, n_examples: int | None, seed: int) -> torch.Tensor
 
 
 def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Attack, radii, seed: int,
-             progress=None) -> list[dict]:
+             progress=None) -> tuple[list[dict], torch.Tensor]:
     """Attack ``model`` on (x, y) at every radius and check the result: the pure unit of work.
 
-    Returns one partial row per radius (attack results and checks, no provenance).
+    Returns one partial row per radius (attack results and checks, no provenance) and the
+    per-example robust masks, (n_radii, N) bool in the order of ``sorted(radii)``.
     """
     res = attack.run(model, x, y, list(radii), seed=seed, progress=progress)
     checks = check_result(model, x, y, res, attack.norm)
@@ -154,13 +157,72 @@ def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Att
             "checks_passed": all(c[k] for k in CHECK_COLUMNS),
             "wall_seconds": res.wall_seconds,
         })
-    return rows
+    return rows, torch.stack([res.robust[r] for r in res.radii]).cpu()
 
 
 def save_probe(probe: torch.nn.Linear, path: Path) -> str:
     data = st_save({k: v.detach().cpu().contiguous() for k, v in probe.state_dict().items()})
     atomic_write(path, data)
     return sha256_bytes(data)
+
+
+def _masks_path(out: Path, row: dict) -> Path:
+    """Where a cell's per-example robust masks live (the worst case is computed from them)."""
+    tag = _short_hash([row["attack_config"], row["n_examples"], row["seed"], row["encoder_sha256"]])
+    return out / "examples" / row["run"] / f"{row['dataset']}-{row['task']}" / f"{row['suite']}--{row['attack']}--{tag}.safetensors"
+
+
+def _save_masks(path: Path, radii, masks: torch.Tensor, idx: torch.Tensor) -> None:
+    atomic_write(path, st_save({"radii": torch.tensor(sorted(set(float(r) for r in radii)), dtype=torch.float64),
+                                "robust": masks.to(torch.uint8).contiguous(), "indices": idx.contiguous()}))
+
+
+def consistency_warnings(accuracy: list[tuple[Attack, float]]) -> list[str]:
+    """design/evaluation.md: iterative attacks should beat single-step ones, and a black-box attack
+    should not beat the white-box ones by much (a sign of gradient masking)."""
+    def label(a):
+        return f"{a.suite}/{a.name}"
+
+    warnings = []
+    single = [(acc, a) for a, acc in accuracy if a.kind == "single-step"]
+    for acc, a in ((acc, a) for a, acc in accuracy if a.kind == "iterative"):
+        for s_acc, s in single:
+            if acc > s_acc + 0.01:
+                warnings.append(f"iterative {label(a)} ({acc:.3f}) weaker than single-step {label(s)} ({s_acc:.3f})")
+    white = [acc for a, acc in accuracy if a.kind != "black-box"]
+    for acc, a in ((acc, a) for a, acc in accuracy if a.kind == "black-box"):
+        if white and acc < min(white) - 0.02:
+            warnings.append(f"black-box {label(a)} ({acc:.3f}) beats every white-box attack "
+                            f"(best {min(white):.3f}): possible gradient masking")
+    return warnings
+
+
+def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, torch.Tensor]], radii) -> list[dict]:
+    """Per radius, a point is robust only if every attack that ran failed on it.
+
+    ``cells`` holds, per attack, its result rows and its (n_radii, N) robust masks."""
+    radii = sorted(set(float(r) for r in radii))
+    robust = torch.stack([m for _, _, m in cells]).all(dim=0)  # (n_radii, N)
+    rows = []
+    for i, r in enumerate(radii):
+        at_r = [(a, df[df["radius"] == r].iloc[0]) for a, df, _ in cells]
+        first = at_r[0][1]
+        row = {
+            **base, "suite": "worst-case", "attack": "worst-case",
+            "attack_config": json.dumps(sorted(f"{a.suite}/{a.name}: {json.dumps(a.settings(), sort_keys=True)}"
+                                               for a, _, _ in cells)),
+            "norm": first["norm"], "steps": None, "restarts": None, "step_size": None, "radius": r,
+            "nominal_accuracy": first["nominal_accuracy"], "adversarial_accuracy": robust[i].float().mean().item(),
+            "n_attacked": None, "wall_seconds": float(sum(v["wall_seconds"] for _, v in at_r)),
+            "warnings": "; ".join(consistency_warnings([(a, float(v["adversarial_accuracy"])) for a, v in at_r])),
+        }
+        for col in (*CHECK_COLUMNS, "checks_passed"):
+            row[col] = bool(all(bool(v[col]) for _, v in at_r))
+        row["n_rejected"] = int(sum(int(v["n_rejected"]) for _, v in at_r))
+        if i > 0:
+            row["check_monotone"] = row["check_monotone"] and row["adversarial_accuracy"] <= rows[-1]["adversarial_accuracy"]
+        rows.append(row)
+    return rows
 
 
 def bench(config: BenchConfig | None = None, progress: BenchProgress | None = None, **overrides) -> pd.DataFrame:
@@ -172,10 +234,13 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
     results_csv = out / "results.csv"
     df = read_results(results_csv)
     done = done_cells(df)
-    attack = ATTACKS.create(f"pgd-{cfg.norm}", steps=cfg.steps, restarts=cfg.restarts)
     datasets = [load_dataset(name, root=cfg.data_root) for name in cfg.datasets]
     plan = [(ds, [ds.task(t) for t in cfg.tasks] if cfg.tasks else list(ds.tasks)) for ds in datasets]
-    progress.cells(sum(len(cfg.learners) * len(tasks) for _, tasks in plan))
+
+    def attacks_for(task):
+        return suite_attacks(cfg.suites, task.n_classes, steps=cfg.steps, restarts=cfg.restarts, norm=cfg.norm)
+
+    progress.cells(sum(len(cfg.learners) * len(attacks_for(t)) for _, tasks in plan for t in tasks))
     for ds, tasks in plan:
         idx = test_indices(len(ds.test), cfg.n_examples, cfg.seed)
         x_test = ds.test.batch(idx).to(device)
@@ -187,33 +252,56 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
                 y_train = ds.train.labels[task.name].to(device)
                 probe = train_probe(train_feats, y_train, task.n_classes)
                 probe_sha = save_probe(probe, out / "probes" / run_dir.name / f"{ds.name}-{task.name}.safetensors")
-                settings = attack.settings()
+                model = ProbedEncoder(learner, probe)
+                y = ds.test.labels[task.name][idx].to(device)
                 base = {
                     "learner": meta["learner"], "run": run_dir.name, "checkpoint": str(run_dir.resolve()),
                     "learner_config": json.dumps(meta["config"], sort_keys=True), "arch": meta["config"].get("arch"),
-                    "dataset": ds.name, "task": task.name, "n_classes": task.n_classes, "suite": attack.suite,
-                    "attack": attack.name, "attack_config": json.dumps(settings, sort_keys=True),
-                    "norm": attack.norm, "steps": settings.get("steps"), "restarts": settings.get("restarts"),
-                    "step_size": f"{settings.get('rel_stepsize')} * radius / steps", "n_examples": len(idx),
+                    "dataset": ds.name, "task": task.name, "n_classes": task.n_classes, "n_examples": len(idx),
                     "seed": cfg.seed, "encoder_sha256": meta["sha256"], "probe_sha256": probe_sha,
                     "probe_train_accuracy": (probe(train_feats).argmax(1) == y_train).float().mean().item(),
                     "robrep_version": robrep.__version__, "torch_version": torch.__version__, "device": str(device),
                 }
-                if cell_key({**base, "radius": None}) in done:
-                    log.info("skipping finished cell %s / %s / %s", run_dir.name, ds.name, task.name)
+                cells = []  # (attack, rows, masks) for the worst case
+                for attack in attacks_for(task):
+                    settings = attack.settings()
+                    cell = {
+                        **base, "suite": attack.suite, "attack": attack.name,
+                        "attack_config": json.dumps(settings, sort_keys=True), "norm": attack.norm,
+                        "steps": settings.get("steps", settings.get("kwargs", {}).get("steps")),
+                        "restarts": settings.get("restarts", settings.get("kwargs", {}).get("n_restarts")),
+                        "step_size": f"{settings['rel_stepsize']} * radius / steps" if "rel_stepsize" in settings
+                        else None,
+                    }
+                    mask_path = _masks_path(out, cell)
+                    if cell_key({**cell, "radius": None}) in done and mask_path.is_file():
+                        log.info("skipping finished cell %s / %s / %s / %s", run_dir.name, ds.name, task.name, attack)
+                        old = df[(df["run"] == run_dir.name) & (df["dataset"] == ds.name) & (df["task"] == task.name)
+                                 & (df["attack_config"] == cell["attack_config"]) & (df["suite"] == attack.suite)]
+                        cells.append((attack, old, load_file(mask_path)["robust"].bool()))
+                        progress.cell_done()
+                        continue
+                    progress.phase(f"{attack.suite}/{attack.name}: {spec} / {ds.name} / {task.name}",
+                                   attack.units(cfg.radii))
+                    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                    partial, masks = run_cell(model, x_test, y, attack, cfg.radii, cfg.seed, progress.advance)
+                    rows = pd.DataFrame([{**cell, **r, "timestamp": stamp} for r in partial])
+                    cells.append((attack, rows, masks))
+                    _save_masks(mask_path, cfg.radii, masks, idx)
+                    df = merge(df, rows)
+                    write_results(results_csv, df)
                     progress.cell_done()
-                    continue
-                progress.phase(f"attack {spec} / {ds.name} / {task.name}", attack.units(cfg.radii))
-                model = ProbedEncoder(learner, probe)
-                y = ds.test.labels[task.name][idx].to(device)
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-                rows = [{**base, **r, "timestamp": stamp}
-                        for r in run_cell(model, x_test, y, attack, cfg.radii, cfg.seed, progress.advance)]
-                df = merge(df, pd.DataFrame(rows))
-                write_results(results_csv, df)
-                progress.cell_done()
+                if len(cells) > 1:
+                    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                    worst = worst_case_rows({**base, "timestamp": stamp}, cells, cfg.radii)
+                    for w in worst:
+                        if w["warnings"]:
+                            log.warning("%s / %s / radius %g: %s", run_dir.name, task.name, w["radius"], w["warnings"])
+                    df = merge(df, pd.DataFrame(worst))
+                    write_results(results_csv, df)
     if df is not None and not df.empty:
-        plot_robustness(df, out / "robustness.png")
+        shown = "worst-case" if (df["suite"] == "worst-case").any() else None
+        plot_robustness(df, out / "robustness.png", suite=shown)
     return df
 
 

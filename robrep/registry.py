@@ -75,3 +75,4 @@ class Registry(Generic[T]):
 LEARNERS: Registry[Callable[..., Any]] = Registry("learner")
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
 ATTACKS: Registry[Callable[..., Any]] = Registry("attack")
+SUITES: Registry[Callable[..., Any]] = Registry("suite")

@@ -20,7 +20,8 @@ COLUMNS = (
     "learner", "run", "checkpoint", "learner_config", "arch", "dataset", "task", "n_classes", "suite", "attack",
     "attack_config", "norm", "steps", "restarts", "step_size", "radius", "n_examples",
     "nominal_accuracy", "adversarial_accuracy", "recomputed_accuracy", "n_attacked", "max_perturbation",
-    "check_radius0", "check_monotone", "check_in_ball", "check_bounds", "check_recomputed", "checks_passed",
+    "check_radius0", "check_monotone", "check_in_ball", "check_bounds", "check_recomputed", "check_valid_outputs",
+    "n_rejected", "checks_passed", "warnings",
     "seed", "encoder_sha256", "probe_sha256", "probe_train_accuracy", "robrep_version", "torch_version",
     "device", "wall_seconds", "timestamp",
 )
@@ -33,14 +34,21 @@ def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
     else:
         df = pd.concat([old, new], ignore_index=True)
     df = df.drop_duplicates(subset=list(KEY), keep="last")
-    cols = [c for c in COLUMNS if c in df.columns] + [c for c in df.columns if c not in COLUMNS]
+    df = df.assign(**{c: None for c in COLUMNS if c not in df.columns})  # every row has every column
+    df["warnings"] = df["warnings"].fillna("").astype(str)
+    cols = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
     return df[cols].sort_values(["dataset", "task", "suite", "attack", "learner", "run", "radius"],
                                 kind="stable").reset_index(drop=True)
 
 
 def read_results(path: str | Path) -> pd.DataFrame | None:
     path = Path(path)
-    return pd.read_csv(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path)
+    if "warnings" in df:
+        df["warnings"] = df["warnings"].fillna("").astype(str)
+    return df
 
 
 def write_results(path: str | Path, df: pd.DataFrame) -> None:

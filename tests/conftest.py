@@ -21,3 +21,15 @@ def mnist5k():
     from robrep.data import load_dataset
 
     return load_dataset("mnist5k")
+
+
+@pytest.fixture(scope="session")
+def undefended(mnist5k):
+    """A VAE trained briefly on the real digits, a linear probe on its means, and 300 test digits."""
+    import robrep
+    from robrep.probes import ProbedEncoder, features, train_probe
+
+    learner = robrep.train("vae", mnist5k, out=False, max_steps=120, seed=0)
+    probe = train_probe(features(learner, mnist5k.train.images), mnist5k.train.labels["digit"], 10)
+    x, y = mnist5k.test.batch(slice(0, 300)), mnist5k.test.labels["digit"][:300]
+    return ProbedEncoder(learner, probe), x, y

@@ -5,18 +5,9 @@ import torch
 import robrep
 from robrep.attacks import ATTACKS, PGD, Attack
 from robrep.checks import check_result
-from robrep.probes import ProbedEncoder, features, train_probe
+from robrep.probes import train_probe
 
 RADII = [0.0, 0.05, 0.1, 0.2]
-
-
-@pytest.fixture(scope="module")
-def undefended(mnist5k):
-    """A VAE trained briefly on the real digits and a linear probe on its means."""
-    learner = robrep.train("vae", mnist5k, out=False, max_steps=120, seed=0)
-    probe = train_probe(features(learner, mnist5k.train.images), mnist5k.train.labels["digit"], 10)
-    x, y = mnist5k.test.batch(slice(0, 300)), mnist5k.test.labels["digit"][:300]
-    return ProbedEncoder(learner, probe), x, y
 
 
 @pytest.mark.parametrize("name", ATTACKS.list())
@@ -72,15 +63,27 @@ class _ClaimsWithoutFlipping(Attack):
         return torch.ones(len(x), dtype=torch.bool), x.clone()
 
 
-def test_the_checks_catch_broken_attacks(undefended):
+def test_inputs_that_fail_validation_never_count_and_are_flagged(undefended):
     model, x, y = undefended
-    res = _OutsideTheBall().run(model, x, y, [0.0, 0.1], seed=0)
+    clean = (model.predict(x) == y).float().mean().item()
+    for broken_attack in (_OutsideTheBall(), _ClaimsWithoutFlipping()):
+        res = broken_attack.run(model, x, y, [0.0, 0.1], seed=0)
+        assert res.accuracy(0.1) == clean  # nothing it returned was accepted
+        assert res.rejected[0.1] == res.attacked[0.1] > 0
+        checks = check_result(model, x, y, res, "linf")
+        assert checks[0.0]["check_valid_outputs"] and not checks[0.1]["check_valid_outputs"]
+        assert checks[0.1]["n_rejected"] == res.rejected[0.1]
+        assert checks[0.1]["check_in_ball"] and checks[0.1]["check_recomputed"]
+
+
+def test_the_checks_catch_a_result_that_was_tampered_with(undefended):
+    model, x, y = undefended
+    res = PGD(steps=10, restarts=1).run(model, x, y, [0.0, 0.1], seed=0)
+    res.x_adv[0.1] = (res.x_adv[0.1] + 0.5).clamp(0, 1)  # outside the ball
+    res.robust[0.1] = ~res.robust[0.1]  # and the decisions no longer match
     checks = check_result(model, x, y, res, "linf")
-    assert checks[0.0]["check_in_ball"] and not checks[0.1]["check_in_ball"]
-    res = _ClaimsWithoutFlipping().run(model, x, y, [0.0, 0.1], seed=0)
-    checks = check_result(model, x, y, res, "linf")
-    assert not checks[0.1]["check_recomputed"]
-    assert checks[0.1]["recomputed_accuracy"] > 0.5 and res.accuracy(0.1) == 0
+    assert not checks[0.1]["check_in_ball"] and not checks[0.1]["check_recomputed"]
+    assert not checks[0.1]["check_monotone"]
 
 
 def test_pgd_rejects_bad_settings():

@@ -1,13 +1,17 @@
-"""The part every attack shares: the radius loop, reuse across radii, and the result.
+"""The part every attack shares: the radius loop, reuse across radii, validation, the result.
 
-An attack only writes ``perturb``: given the points still robust at radius ``eps``,
-return which of them it broke and the adversarial inputs that did it. The base class
-owns the rest, as foolbox's does:
+An attack writes ``perturb`` (one radius: given the points still robust at radius ``eps``,
+return which it broke and the inputs that did it) or, for libraries that evaluate a whole
+list of radii in one call (foolbox), ``perturb_all``. The base class owns the rest, as
+foolbox's does:
 
 - radius 0 is evaluated without attacking (it is the clean accuracy);
 - radii are visited in increasing order and a point broken at radius r counts as
   broken at every larger radius (its adversarial input lies in the larger ball too),
   so it is never attacked again;
+- an adversarial input only counts once it is checked: finite, inside [0, 1], inside the
+  ball, and misclassified when the decision is re-computed here. A returned input that
+  fails (a library bug, a leaky projection) is rejected and counted in ``rejected``;
 - every attack gets an explicit seed.
 """
 from __future__ import annotations
@@ -21,6 +25,12 @@ import torch
 from torch import nn
 
 Progress = Callable[[int], None]  # called with a number of work units done
+TOL = 1e-6  # slack of the ball check: float32 rounding of x + delta
+
+
+def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = delta.flatten(1)
+    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
 
 
 @dataclass
@@ -32,6 +42,7 @@ class AttackResult:
     robust: dict[float, torch.Tensor] = field(default_factory=dict)  # radius -> (N,) bool
     x_adv: dict[float, torch.Tensor] = field(default_factory=dict)  # radius -> (N, C, H, W)
     attacked: dict[float, int] = field(default_factory=dict)  # radius -> points actually attacked
+    rejected: dict[float, int] = field(default_factory=dict)  # radius -> returned inputs that failed validation
     wall_seconds: float = 0.0
 
     def accuracy(self, radius: float) -> float:
@@ -39,11 +50,13 @@ class AttackResult:
 
 
 class Attack:
-    """Base class. Subclasses set ``name``, ``norm`` and implement ``perturb``."""
+    """Base class. Subclasses set ``name``, ``norm``, ``suite`` and implement ``perturb`` or ``perturb_all``."""
 
     name = "attack"
     norm = "linf"
     suite = "native"
+    kind = "iterative"  # iterative | single-step | black-box | minimal (for the consistency warnings)
+    reuse = True  # attack only the points not broken at a smaller radius
 
     def settings(self) -> dict:
         """The attack's full configuration, recorded in every result row."""
@@ -64,6 +77,21 @@ class Attack:
         """Attack the (correctly classified) points x at radius eps. Returns (broken (n,) bool, x_adv (n, ...))."""
         raise NotImplementedError
 
+    def perturb_all(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, radii: list[float], generator: torch.Generator,
+    ) -> dict[float, tuple[torch.Tensor, torch.Tensor]] | None:
+        """Attack at every radius in one call; None (the default) means: use ``perturb`` per radius."""
+        return None
+
+    @torch.no_grad()
+    def validate(self, model, x, y, x_adv, eps, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+        """(valid, fooled): returned input is finite, in [0,1] and in the ball; and it is misclassified."""
+        ok = torch.isfinite(x_adv).flatten(1).all(1)
+        ok &= (x_adv >= 0).flatten(1).all(1) & (x_adv <= 1).flatten(1).all(1)
+        ok &= perturbation_norm(x_adv - x, self.norm) <= eps + TOL
+        pred = torch.cat([model(x_adv[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        return ok, pred != y
+
     @torch.no_grad()
     def run(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, radii: list[float], seed: int,
@@ -77,20 +105,37 @@ class Attack:
         pred = torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
         res = AttackResult(radii, clean_correct=pred == y)
         robust, x_adv = res.clean_correct.clone(), x.clone()
+        positive = [r for r in radii if r > 0]
+        correct = res.clean_correct.nonzero().squeeze(1)
+        at_once = self.perturb_all(model, x[correct], y[correct], positive, torch.Generator().manual_seed(seed)) \
+            if len(correct) and positive else None
         for k, eps in enumerate(radii):
-            # only points not yet broken at a smaller radius (unless the attack opts out of reuse)
-            idx = (robust if getattr(self, "reuse", True) else res.clean_correct).nonzero().squeeze(1)
-            res.attacked[eps] = len(idx) if eps > 0 else 0
-            if eps > 0 and len(idx):
-                gen = torch.Generator().manual_seed(seed * 1000 + k)
-                for s in range(0, len(idx), batch_size):
-                    b = idx[s:s + batch_size]
-                    broken, adv = self.perturb(model, x[b], y[b], eps, gen, progress if s == 0 else None)
-                    newly = broken & robust[b]  # without reuse, keep the first (smallest-radius) example
-                    robust[b[newly]] = False
-                    x_adv[b[newly]] = adv[newly].to(x_adv.dtype)
-            elif eps > 0 and progress:
-                progress(self.units([eps]))
+            res.attacked[eps] = res.rejected[eps] = 0
+            if eps > 0:
+                if at_once is not None:
+                    idx, (broken, adv) = correct, at_once[eps]
+                    if progress:
+                        progress(self.units([eps]))
+                else:
+                    # only points not yet broken at a smaller radius (unless the attack opts out of reuse)
+                    idx = (robust if self.reuse else res.clean_correct).nonzero().squeeze(1)
+                    broken, adv = torch.zeros(0, dtype=torch.bool), x[:0]
+                    gen = torch.Generator().manual_seed(seed * 1000 + k)
+                    parts = [self.perturb(model, x[idx[s:s + batch_size]], y[idx[s:s + batch_size]], eps, gen,
+                                          progress if s == 0 else None) for s in range(0, len(idx), batch_size)]
+                    if parts:
+                        broken, adv = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+                    elif progress:
+                        progress(self.units([eps]))
+                res.attacked[eps] = len(idx)
+                if len(idx):
+                    adv = adv.to(x.dtype)
+                    valid, fooled = self.validate(model, x[idx], y[idx], adv, eps)
+                    res.rejected[eps] = int((broken & ~(valid & fooled)).sum())  # claimed, but not confirmed
+                    # a point falls only to a checked input; keep the smallest-radius example
+                    newly = fooled & valid & robust[idx]
+                    robust[idx[newly]] = False
+                    x_adv[idx[newly]] = adv[newly]
             res.robust[eps] = robust.clone()
             res.x_adv[eps] = x_adv.clone()
         res.wall_seconds = time.perf_counter() - t0

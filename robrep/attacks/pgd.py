@@ -32,6 +32,7 @@ class PGD(Attack):
     reuse: bool = True
 
     name = "pgd"
+    kind = "iterative"
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.restarts < 1:

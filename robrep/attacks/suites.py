@@ -1,0 +1,64 @@
+"""Attack suites, registered by name: ``native``, ``torchattacks``, ``foolbox``.
+
+A suite is ``fn(n_classes, *, steps, restarts, norm) -> list[Attack]``: the task's number of
+classes decides which attacks are valid (AutoAttack's standard version needs >= 4).
+"""
+from __future__ import annotations
+
+from robrep.attacks.base import Attack
+from robrep.attacks.external import FoolboxAttack, TorchattacksAttack
+from robrep.attacks.pgd import PGD
+from robrep.registry import SUITES
+
+
+def _linf_only(suite: str, norm: str) -> None:
+    if norm != "linf":
+        raise ValueError(f"the {suite} suite is L-inf only in robrep; use --suite native for --norm {norm}")
+
+
+@SUITES.register("native")
+def native(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
+    """robrep's own PGD: any iterate of any restart that flips the decision breaks the point."""
+    return [PGD(steps=steps, restarts=restarts, norm=norm)]
+
+
+@SUITES.register("torchattacks")
+def torchattacks_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
+    """torchattacks: PGD with restarts, APGD-CE, untargeted FAB, Square, and AutoAttack
+    (standard for >= 4 classes, the binary-safe APGD-CE + FAB + Square for fewer)."""
+    _linf_only("torchattacks", norm)
+    auto = (
+        TorchattacksAttack("AutoAttack", {"version": "standard", "n_classes": n_classes}, label="AutoAttack-standard")
+        if n_classes >= 4 else
+        TorchattacksAttack("BinaryAutoAttack", {}, label="AutoAttack-binary(APGD-CE,FAB,Square)")
+    )
+    return [
+        TorchattacksAttack("PGD", {"steps": steps, "rel_alpha": 2.5, "random_start": True}, restarts=restarts),
+        TorchattacksAttack("APGD", {"loss": "ce", "steps": steps, "n_restarts": restarts}, label="APGD-CE"),
+        TorchattacksAttack("FAB", {"multi_targeted": False, "n_classes": n_classes, "steps": steps, "n_restarts": 1},
+                           kind="minimal"),
+        TorchattacksAttack("Square", {"n_queries": 5000, "n_restarts": 1}, kind="black-box"),
+        auto,
+    ]
+
+
+@SUITES.register("foolbox")
+def foolbox_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
+    """foolbox: LinfPGD, FGSM, L-inf DeepFool and L-inf basic iterative, all radii in one call."""
+    _linf_only("foolbox", norm)
+    return [
+        FoolboxAttack("LinfPGD", {"steps": steps, "rel_stepsize": 2.5 / steps, "random_start": True}),
+        FoolboxAttack("FGSM", {}, kind="single-step"),
+        FoolboxAttack("LinfDeepFoolAttack", {"steps": 50, "candidates": min(10, n_classes), "overshoot": 0.02},
+                      kind="minimal"),
+        FoolboxAttack("LinfBasicIterativeAttack", {"steps": steps, "rel_stepsize": 2.5 / steps}),
+    ]
+
+
+def suite_attacks(names, n_classes: int, *, steps: int, restarts: int, norm: str) -> list[Attack]:
+    attacks = []
+    for name in names:
+        for attack in SUITES.create(name, n_classes, steps=steps, restarts=restarts, norm=norm):
+            attack.suite = name
+            attacks.append(attack)
+    return attacks

@@ -1,0 +1,91 @@
+"""The torchattacks and foolbox suites beside the native one, and the per-example worst case."""
+import pandas as pd
+import pytest
+
+from robrep.attacks import SUITES, suite_attacks
+from robrep.checks import CHECK_COLUMNS, check_result
+from robrep.harness import bench, consistency_warnings
+from robrep.probes import ProbedEncoder, features, train_probe
+
+SMALL = dict(steps=10, restarts=2, norm="linf")
+
+
+def _cases():
+    for suite in ("native", "torchattacks", "foolbox"):
+        for i, attack in enumerate(SUITES.create(suite, 10, **SMALL)):
+            yield pytest.param(suite, i, id=f"{suite}-{attack.name}")
+
+
+@pytest.mark.parametrize("suite,i", list(_cases()))
+def test_every_attack_of_every_suite_lowers_accuracy_and_passes_the_checks(suite, i, undefended):
+    model, x, y = undefended
+    x, y = x[:80], y[:80]
+    attack = suite_attacks([suite], 10, **SMALL)[i]
+    res = attack.run(model, x, y, [0.0, 0.1], seed=0)
+    clean = (model.predict(x) == y).float().mean().item()
+    assert res.accuracy(0.0) == clean > 0.5
+    assert res.accuracy(0.1) < clean - 0.2, f"{attack!r} barely hurt an undefended model"
+    checks = check_result(model, x, y, res, attack.norm)
+    assert all(checks[r][c] for r in (0.0, 0.1) for c in CHECK_COLUMNS), checks
+
+
+@pytest.fixture(scope="module")
+def binary(mnist5k, undefended):
+    """The same encoder with a 2-class probe: is the digit >= 5?"""
+    model, x, y = undefended
+    labels = (mnist5k.train.labels["digit"] >= 5).long()
+    probe = train_probe(features(model.learner, mnist5k.train.images), labels, 2)
+    return ProbedEncoder(model.learner, probe), x[:60], (y[:60] >= 5).long()
+
+
+@pytest.mark.parametrize("suite", ["native", "torchattacks", "foolbox"])
+def test_two_class_tasks_work_in_every_suite(suite, binary):
+    model, x, y = binary
+    attacks = suite_attacks([suite], 2, **SMALL)
+    if suite == "torchattacks":
+        names = [a.name for a in attacks]
+        assert "AutoAttack-binary(APGD-CE,FAB,Square)" in names and "AutoAttack-standard" not in names
+    for attack in attacks:
+        res = attack.run(model, x, y, [0.0, 0.15], seed=0)
+        assert res.accuracy(0.15) < res.accuracy(0.0), repr(attack)
+        checks = check_result(model, x, y, res, "linf")
+        assert all(checks[0.15][c] for c in CHECK_COLUMNS), (attack, checks[0.15])
+
+
+def test_four_or_more_classes_get_standard_autoattack_with_the_task_classes():
+    auto = [a for a in suite_attacks(["torchattacks"], 7, **SMALL) if a.name.startswith("AutoAttack")]
+    assert auto[0].name == "AutoAttack-standard" and auto[0].kwargs["n_classes"] == 7
+
+
+def test_external_suites_refuse_l2_with_a_clear_message():
+    with pytest.raises(ValueError, match="L-inf only"):
+        suite_attacks(["foolbox"], 10, steps=5, restarts=1, norm="l2")
+
+
+def test_worst_case_is_never_above_any_single_attack(tmp_path):
+    df = bench(out=str(tmp_path), learners=("vae",), epochs=1, radii=(0.0, 0.1, 0.2), steps=5, restarts=1,
+               n_examples=60, suites=("native", "foolbox"))
+    worst = df[df["suite"] == "worst-case"].set_index("radius")["adversarial_accuracy"]
+    singles = df[df["suite"] != "worst-case"]
+    assert len(worst) == 3 and set(singles["attack"]) == {"pgd", "LinfPGD", "FGSM", "LinfDeepFoolAttack",
+                                                           "LinfBasicIterativeAttack"}
+    for _, row in singles.iterrows():
+        assert worst[row["radius"]] <= row["adversarial_accuracy"]
+    assert worst[0.0] == singles[singles["radius"] == 0.0]["adversarial_accuracy"].iloc[0]
+    assert df["checks_passed"].all()
+    assert (tmp_path / "examples").is_dir()
+    # resuming recomputes nothing and gives the same worst case
+    again = bench(out=str(tmp_path), learners=("vae",), epochs=1, radii=(0.0, 0.1, 0.2), steps=5, restarts=1,
+                  n_examples=60, suites=("native", "foolbox"))
+    pd.testing.assert_series_equal(
+        again[again["suite"] == "worst-case"].set_index("radius")["adversarial_accuracy"], worst)
+
+
+def test_consistency_warnings():
+    pgd, fgsm, square = suite_attacks(["native"], 10, **SMALL)[0], *[
+        a for a in suite_attacks(["foolbox", "torchattacks"], 10, **SMALL) if a.name in ("FGSM", "Square")]
+    assert consistency_warnings([(pgd, 0.30), (fgsm, 0.40), (square, 0.31)]) == []
+    weak = consistency_warnings([(pgd, 0.50), (fgsm, 0.40)])
+    assert len(weak) == 1 and "weaker than single-step" in weak[0]
+    masked = consistency_warnings([(pgd, 0.50), (fgsm, 0.55), (square, 0.20)])
+    assert len(masked) == 1 and "gradient masking" in masked[0]
