@@ -5,6 +5,7 @@ Nothing is ever unpickled. A checkpoint folder holds ``model.safetensors`` and
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -58,7 +59,7 @@ def save_checkpoint(learner: torch.nn.Module, out: str | os.PathLike, info: dict
     weights = state_bytes(learner)
     meta = {
         "learner": learner.name,
-        "config": learner.config.to_dict(),
+        "config": dataclasses.asdict(learner.config),
         "sha256": sha256_bytes(weights),
         "robrep_version": __version__,
         "torch_version": torch.__version__,

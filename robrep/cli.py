@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -79,6 +80,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             doc = (reg.get(name).__doc__ or "").strip().splitlines()
             table.add_row(kind, name, reg.origin(name), doc[0] if doc else "")
     console.print(table)
+    from robrep.plugins import failures
+
+    for f in failures():
+        console.print(f"[bold red]plugin failed[/bold red] {f.group} {f.name!r} from {f.distribution}: {f.error}")
+    if os.environ.get("ROBREP_DISABLE_PLUGINS", "") not in ("", "0"):
+        console.print("plugins are turned off (ROBREP_DISABLE_PLUGINS)")
     return 0
 
 
@@ -148,9 +155,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig.from_toml(args.config, **given) if args.config else BenchConfig(**given)
     with _progress() as progress:
         df = bench(cfg, progress=_RichBenchProgress(progress))
+    for skip in df.attrs.get("skipped", []):
+        console.print(f"[bold red]skipped[/bold red] learner {skip['learner']} on {skip['dataset']}: {skip['error']}")
+    if df.empty:
+        console.print("[bold red]no results[/bold red]")
+        return 1
     _print_results(df)
     out = Path(cfg.out)
     console.print(f"results: [bold]{out / 'results.csv'}[/bold]   plot: [bold]{out / 'robustness.png'}[/bold]")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from robrep.leaderboard import publish, read_boards
+
+    if args.results:
+        for path in publish(args.results, out=args.out):
+            console.print(f"updated [bold]{path}[/bold] and {path.with_suffix('.md')}")
+    _print_results(read_boards(args.out))
     return 0
 
 
@@ -208,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--retrain", action="store_true", help="train again even if a cached checkpoint exists")
     b.set_defaults(func=cmd_bench)
 
+    lb = sub.add_parser("leaderboard", help="merge results CSVs into the published leaderboard and show it")
+    lb.add_argument("results", nargs="*", type=Path, help="results.csv files or bench output folders (none: just show)")
+    lb.add_argument("--out", type=Path, default=Path("leaderboard"), help="leaderboard folder (default leaderboard/)")
+    lb.set_defaults(func=cmd_leaderboard)
+
     t = sub.add_parser("train", help="train a representation learner without labels and save it")
     t.add_argument("--learner", default=DEFAULT_LEARNER, help=f"registered learner (default {DEFAULT_LEARNER}; see `robrep list`)")
     t.add_argument("--dataset", default="mnist5k", help="registered data set (default mnist5k, embedded)")
@@ -239,11 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     from robrep.checkpoint import CheckpointError
     from robrep.data import DatasetError
+    from robrep.leaderboard import LeaderboardError
     from robrep.registry import UnknownNameError
 
     try:
         return args.func(args)
-    except (DatasetError, CheckpointError, UnknownNameError, ValueError, RuntimeError) as e:
+    except (DatasetError, CheckpointError, UnknownNameError, LeaderboardError, ValueError, RuntimeError) as e:
         console.print(f"[bold red]error:[/bold red] {e}")
         return 2
 

@@ -28,8 +28,10 @@ from robrep.checks import CHECK_COLUMNS, check_result
 from robrep.data import Dataset, DatasetError, cache_dir, load_dataset
 from robrep.learners import create_learner
 from robrep.plots import plot_robustness
+from robrep.plugins import ContractError, check_encoder
 from robrep.probes import ProbedEncoder, features, freeze, train_probe
-from robrep.results import cell_key, done_cells, merge, read_results, write_results
+from robrep.registry import LEARNERS, UnknownNameError
+from robrep.results import COLUMNS, cell_key, done_cells, merge, read_results, write_results
 from robrep.train import resolve_device, train
 
 if sys.version_info >= (3, 11):
@@ -54,7 +56,7 @@ class BenchConfig:
     epochs: int | None = None  # default: each learner's config
     radii: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2)
     norm: str = "linf"  # threat model: linf (every suite) or l2 (native suite only)
-    suites: tuple[str, ...] = ("native",)  # native, torchattacks, foolbox (see `robrep list`)
+    suites: tuple[str, ...] = ("native",)  # native, torchattacks, foolbox, plugins (see `robrep list`)
     steps: int = 100
     restarts: int = 10
     n_examples: int | None = 1000  # test points attacked (None: the whole test split)
@@ -109,11 +111,13 @@ def obtain_learner(spec: str, ds: Dataset, cfg: BenchConfig, progress: BenchProg
         if tuple(learner.config.shape) != ds.shape:
             raise ValueError(f"checkpoint {spec} expects inputs {learner.config.shape}, data set {ds.name} has {ds.shape}")
         return freeze(learner), Path(spec)
-    overrides = {**cfg.learner_config.get(spec, {}), "arch": cfg.learner_config.get(spec, {}).get("arch", cfg.arch)}
-    if cfg.epochs is not None:
-        overrides["epochs"] = cfg.epochs
-    config = create_learner(spec, shape=ds.shape, **overrides).config.to_dict()
-    run_dir = cache_dir() / "runs" / f"{spec}-{ds.name}-{config['arch']}-s{cfg.seed}-{_short_hash(config)}"
+    fields = {f.name for f in dataclasses.fields(LEARNERS.get(spec).config_class)}
+    overrides = dict(cfg.learner_config.get(spec, {}))
+    for key, value in (("arch", cfg.arch), ("epochs", cfg.epochs)):  # only where the learner has the field
+        if key in fields and key not in overrides and value is not None:
+            overrides[key] = value
+    config = dataclasses.asdict(create_learner(spec, shape=ds.shape, **overrides).config)
+    run_dir = cache_dir() / "runs" / f"{spec}-{ds.name}-{config.get('arch', 'custom')}-s{cfg.seed}-{_short_hash(config)}"
     if not cfg.retrain:
         try:
             if read_config(run_dir)["config"] == json.loads(json.dumps(config)):
@@ -121,7 +125,7 @@ def obtain_learner(spec: str, ds: Dataset, cfg: BenchConfig, progress: BenchProg
                 return freeze(load_checkpoint(run_dir, map_location=cfg.device)), run_dir
         except CheckpointError:
             pass
-    steps_total = config["epochs"] * -(-len(ds.train) // config["batch_size"])
+    steps_total = config["epochs"] * -(-len(ds.train) // config["batch_size"]) if "epochs" in config else None
     progress.phase(f"train {spec} on {ds.name}", steps_total)
 
     def on_step(epoch, step, steps_per_epoch, parts):
@@ -240,12 +244,22 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
     def attacks_for(task):
         return suite_attacks(cfg.suites, task.n_classes, steps=cfg.steps, restarts=cfg.restarts, norm=cfg.norm)
 
+    skipped: list[dict] = []
     progress.cells(sum(len(cfg.learners) * len(attacks_for(t)) for _, tasks in plan for t in tasks))
     for ds, tasks in plan:
         idx = test_indices(len(ds.test), cfg.n_examples, cfg.seed)
         x_test = ds.test.batch(idx).to(device)
         for spec in cfg.learners:
-            learner, run_dir = obtain_learner(spec, ds, cfg, progress)
+            try:  # a learner that cannot be had, or breaks the encoder contract, is reported and skipped
+                learner, run_dir = obtain_learner(spec, ds, cfg, progress)
+                check_encoder(learner, ds.train.batch(slice(0, 8)).to(device), name=spec)
+            except (ContractError, UnknownNameError, CheckpointError, FloatingPointError) as e:
+                log.error("learner %r skipped on %s: %s", spec, ds.name, e)
+                skipped.append({"learner": spec, "dataset": ds.name, "error": str(e)})
+                for task in tasks:
+                    for _ in attacks_for(task):
+                        progress.cell_done()
+                continue
             meta = read_config(run_dir)
             train_feats = features(learner, ds.train.images, device=device)
             for task in tasks:
@@ -299,9 +313,12 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
                             log.warning("%s / %s / radius %g: %s", run_dir.name, task.name, w["radius"], w["warnings"])
                     df = merge(df, pd.DataFrame(worst))
                     write_results(results_csv, df)
-    if df is not None and not df.empty:
+    if df is None:
+        df = merge(None, pd.DataFrame(columns=list(COLUMNS)))
+    if not df.empty:
         shown = "worst-case" if (df["suite"] == "worst-case").any() else None
         plot_robustness(df, out / "robustness.png", suite=shown)
+    df.attrs["skipped"] = skipped  # learners reported and skipped, with their errors
     return df
 
 

@@ -17,7 +17,7 @@ def freeze(learner: nn.Module) -> nn.Module:
 @torch.no_grad()
 def features(learner: nn.Module, images: torch.Tensor, batch_size: int = 1000, device=None) -> torch.Tensor:
     """Encoder means mu(x) of uint8 (N, C, H, W) images, computed in batches. (N, d) float32 on ``device``."""
-    device = device or next(learner.parameters()).device
+    device = device or next(iter([*learner.parameters(), *learner.buffers()])).device
     out = [learner.encode(images[i:i + batch_size].to(device).float().div_(255.0))[0]
            for i in range(0, images.shape[0], batch_size)]
     return torch.cat(out)

@@ -1,7 +1,9 @@
 """A small named registry, in the style of timm's (register / create / list).
 
-Unlike timm, a duplicate name is rejected instead of silently overwriting the
-first registration: the entry points of a later issue rely on that.
+Unlike timm, a duplicate name is rejected instead of silently overwriting the first
+registration. Registries with an entry-point ``group`` also hold third-party plugins,
+loaded lazily the first time a name is looked up (see ``robrep.plugins``); built-ins
+are registered at import time, so they always win a name clash.
 """
 from __future__ import annotations
 
@@ -21,10 +23,12 @@ class UnknownNameError(KeyError):
 class Registry(Generic[T]):
     """Maps names to factories (classes or functions) of one kind of thing."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, group: str | None = None):
         self.kind = kind
+        self.group = group  # entry-point group of third-party plugins, if any
         self._entries: dict[str, T] = {}
         self._origin: dict[str, str] = {}
+        self._plugins_loaded = group is None
 
     def register(self, name: str, obj: T | None = None, *, origin: str = "built-in"):
         """Register ``obj`` under ``name``; usable as ``@registry.register("name")``."""
@@ -43,12 +47,31 @@ class Registry(Generic[T]):
 
         return _add(obj) if obj is not None else _add
 
+    def _ensure_plugins(self) -> None:
+        if not self._plugins_loaded:
+            self._plugins_loaded = True
+            from robrep.plugins import load_plugins
+
+            load_plugins(self)
+
+    def reload_plugins(self) -> None:
+        """Forget plugin entries and load the entry points again (after installing a plugin)."""
+        for name in [n for n, o in self._origin.items() if o != "built-in"]:
+            del self._entries[name], self._origin[name]
+        self._plugins_loaded = self.group is None
+        self._ensure_plugins()
+
     def get(self, name: str) -> T:
+        self._ensure_plugins()
         try:
             return self._entries[name]
         except KeyError:
+            from robrep.plugins import failures
+
             known = ", ".join(sorted(self._entries)) or "(none)"
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
+            failed = [f for f in failures() if f.group == self.group and f.name == name]
+            hint = f" (a plugin of that name failed to load: {failed[0].error})" if failed else ""
+            raise UnknownNameError(f"unknown {self.kind} {name!r}{hint}; known {self.kind}s: {known}") from None
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
         factory = self.get(name)
@@ -56,6 +79,7 @@ class Registry(Generic[T]):
         return factory(*args, **kwargs)  # type: ignore[operator]
 
     def list(self, pattern: str = "*") -> list[str]:
+        self._ensure_plugins()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def origin(self, name: str) -> str:
@@ -63,16 +87,18 @@ class Registry(Generic[T]):
         return self._origin[name]
 
     def __contains__(self, name: object) -> bool:
+        self._ensure_plugins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.list())
 
     def __len__(self) -> int:
+        self._ensure_plugins()
         return len(self._entries)
 
 
-LEARNERS: Registry[Callable[..., Any]] = Registry("learner")
-DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
-ATTACKS: Registry[Callable[..., Any]] = Registry("attack")
+LEARNERS: Registry[Callable[..., Any]] = Registry("learner", group="robrep.encoders")
+DATASETS: Registry[Callable[..., Any]] = Registry("dataset", group="robrep.datasets")
+ATTACKS: Registry[Callable[..., Any]] = Registry("attack", group="robrep.attacks")
 SUITES: Registry[Callable[..., Any]] = Registry("suite")

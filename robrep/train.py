@@ -51,18 +51,44 @@ def train(
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     torch.manual_seed(seed)
     model = create_learner(learner, shape=ds.shape, **config).to(device)
+    images = ds.train.images.to(device)  # uint8 on the device; batches are converted on the fly
+    t0 = time.perf_counter()
+    if callable(getattr(model, "fit", None)):  # closed-form learners (e.g. a PCA plugin) fit in one go
+        model.fit(images, seed=seed)
+        history, step = [], 0
+    else:
+        history, step = _gradient_training(model, images, seed, callback, max_steps, learner)
+    model.eval()
+    info = {
+        "dataset": ds.name,
+        "seed": seed,
+        "device": str(device),
+        "steps": step,
+        "train_seconds": round(time.perf_counter() - t0, 3),
+        "history": history,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    model.run_info = info
+    if out is not False:
+        out = Path(out) if out is not None else default_run_dir(learner, ds.name, getattr(model.config, "arch", "custom"), seed)
+        save_checkpoint(model, out, info)
+        model.run_info = {**info, "path": str(out)}
+    return model
+
+
+def _gradient_training(model, images, seed, callback, max_steps, learner):
+    """Adam on the learner's loss, in shuffled minibatches; returns (per-epoch history, steps)."""
     c = model.config
     opt = torch.optim.Adam(model.parameters(), lr=c.lr)
-    images = ds.train.images.to(device)  # uint8 on the device; batches are converted on the fly
     gen = torch.Generator().manual_seed(seed)
     n = images.shape[0]
     steps_per_epoch = (n + c.batch_size - 1) // c.batch_size
     history: list[dict[str, float]] = []
-    t0, step = time.perf_counter(), 0
+    step = 0
     model.train()
     for epoch in range(c.epochs):
         sums: dict[str, float] = {}
-        perm = torch.randperm(n, generator=gen).to(device)
+        perm = torch.randperm(n, generator=gen).to(images.device)
         for i in range(steps_per_epoch):
             x = images[perm[i * c.batch_size:(i + 1) * c.batch_size]].float().div_(255.0)
             parts = model.loss(x)
@@ -84,19 +110,4 @@ def train(
         log.info("%s epoch %d: %s", learner, epoch + 1, history[-1])
         if max_steps is not None and step >= max_steps:
             break
-    model.eval()
-    info = {
-        "dataset": ds.name,
-        "seed": seed,
-        "device": str(device),
-        "steps": step,
-        "train_seconds": round(time.perf_counter() - t0, 3),
-        "history": history,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    model.run_info = info
-    if out is not False:
-        out = Path(out) if out is not None else default_run_dir(learner, ds.name, c.arch, seed)
-        save_checkpoint(model, out, info)
-        model.run_info = {**info, "path": str(out)}
-    return model
+    return history, step

@@ -6,16 +6,18 @@ from robrep.registry import ATTACKS, SUITES
 
 
 
+# An attack factory is fn(n_classes, *, steps, restarts, norm) -> Attack, like a suite's, so
+# plugin attacks (entry point group robrep.attacks) run in the "plugins" suite.
 @ATTACKS.register("pgd-linf")
-def pgd_linf(**settings) -> PGD:
+def pgd_linf(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> PGD:
     """robrep's L-inf PGD (default 100 steps x 10 restarts, step 2.5 eps / steps)."""
-    return PGD(norm="linf", **settings)
+    return PGD(norm="linf", steps=steps, restarts=restarts)
 
 
 @ATTACKS.register("pgd-l2")
-def pgd_l2(**settings) -> PGD:
+def pgd_l2(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "l2") -> PGD:
     """robrep's L2 PGD (default 100 steps x 10 restarts, step 2.5 eps / steps)."""
-    return PGD(norm="l2", **settings)
+    return PGD(norm="l2", steps=steps, restarts=restarts)
 
 
 from robrep.attacks.suites import suite_attacks  # noqa: E402  (registers the suites)

@@ -90,6 +90,7 @@ class FoolboxAttack(Attack):
 
     attack: str = "LinfPGD"
     kwargs: dict = field(default_factory=dict)
+    restarts: int = 1  # re-seeded calls (for attacks with a random start); a point falls to any of them
     norm: str = "linf"
     label: str = ""
     kind: str = "iterative"
@@ -106,7 +107,18 @@ class FoolboxAttack(Attack):
 
         fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
         attack = getattr(fb.attacks, self.attack)(**self.kwargs)
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        with torch.enable_grad():
-            _, clipped, success = attack(fmodel, x, y, epsilons=list(radii))
-        return {r: (success[i].to(torch.bool), clipped[i].detach()) for i, r in enumerate(radii)}
+        out = {r: (torch.zeros(len(x), dtype=torch.bool, device=x.device), x.clone()) for r in radii}
+        for _ in range(self.restarts):
+            todo = ~out[radii[-1]][0]  # points still robust at the largest radius
+            if not todo.any():
+                break
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+            with torch.enable_grad():
+                _, clipped, success = attack(fmodel, x[todo], y[todo], epsilons=list(radii))
+            idx = todo.nonzero().squeeze(1)
+            for i, r in enumerate(radii):
+                broken, adv = out[r]
+                new = success[i].to(torch.bool) & ~broken[idx]
+                broken[idx[new]] = True
+                adv[idx[new]] = clipped[i].detach()[new]
+        return out

@@ -44,15 +44,24 @@ def torchattacks_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, 
 
 @SUITES.register("foolbox")
 def foolbox_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
-    """foolbox: LinfPGD, FGSM, L-inf DeepFool and L-inf basic iterative, all radii in one call."""
+    """foolbox: LinfPGD (with re-seeded restarts), FGSM, L-inf DeepFool and L-inf basic iterative, all radii in one call."""
     _linf_only("foolbox", norm)
     return [
-        FoolboxAttack("LinfPGD", {"steps": steps, "rel_stepsize": 2.5 / steps, "random_start": True}),
+        FoolboxAttack("LinfPGD", {"steps": steps, "rel_stepsize": 2.5 / steps, "random_start": True}, restarts=restarts),
         FoolboxAttack("FGSM", {}, kind="single-step"),
         FoolboxAttack("LinfDeepFoolAttack", {"steps": 50, "candidates": min(10, n_classes), "overshoot": 0.02},
                       kind="minimal"),
         FoolboxAttack("LinfBasicIterativeAttack", {"steps": steps, "rel_stepsize": 2.5 / steps}),
     ]
+
+
+@SUITES.register("plugins")
+def plugins_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
+    """Every attack installed by a plugin (entry point group robrep.attacks)."""
+    from robrep.registry import ATTACKS
+
+    return [ATTACKS.create(name, n_classes, steps=steps, restarts=restarts, norm=norm)
+            for name in ATTACKS.list() if ATTACKS.origin(name) != "built-in"]
 
 
 def suite_attacks(names, n_classes: int, *, steps: int, restarts: int, norm: str) -> list[Attack]:

@@ -1,0 +1,56 @@
+"""Publishing results CSVs into the leaderboard."""
+import pandas as pd
+import pytest
+
+from robrep.cli import main
+from robrep.harness import bench
+from robrep.leaderboard import LeaderboardError, publish
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROBREP_CACHE", str(tmp_path_factory.getbasetemp() / "robrep-cache"))
+    bench(out=str(out), learners=("vae",), epochs=1, radii=(0.0, 0.1), steps=3, restarts=1, n_examples=50)
+    bench(out=str(out / "l2"), learners=("vae",), epochs=1, radii=(0.0, 1.0), steps=3, restarts=1, n_examples=50,
+          norm="l2")
+    mp.undo()
+    return out
+
+
+def test_publish_writes_one_board_per_dataset_and_threat_model(results, tmp_path):
+    written = publish([results, results / "l2" / "results.csv"], out=tmp_path)
+    assert sorted(p.name for p in written) == ["mnist5k-l2.csv", "mnist5k-linf.csv"]
+    board = pd.read_csv(tmp_path / "mnist5k-linf.csv")
+    assert len(board) == 2 and board["adversarial_accuracy"].dtype == float
+    assert "checkpoint" not in board.columns  # no machine-local paths in published files
+    md = (tmp_path / "mnist5k-linf.md").read_text()
+    assert "## digit" in md and "| vae |" in md
+
+
+def test_merging_the_same_results_twice_changes_nothing(results, tmp_path):
+    publish([results], out=tmp_path)
+    first = (tmp_path / "mnist5k-linf.csv").read_bytes()
+    publish([results], out=tmp_path)
+    assert (tmp_path / "mnist5k-linf.csv").read_bytes() == first
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda df: df.drop(columns=["encoder_sha256"]), "lacks the column"),
+    (lambda df: df.assign(checks_passed=[False] + [True] * (len(df) - 1)), "failed their checks"),
+    (lambda df: df.assign(adversarial_accuracy=df["adversarial_accuracy"] * 100), "numbers in \\[0, 1\\]"),
+])
+def test_bad_results_are_refused_and_nothing_is_written(results, tmp_path, damage, message):
+    bad = tmp_path / "bad.csv"
+    damage(pd.read_csv(results / "results.csv")).to_csv(bad, index=False)
+    with pytest.raises(LeaderboardError, match=message):
+        publish([results, bad], out=tmp_path / "board")
+    assert not (tmp_path / "board").exists()
+
+
+def test_leaderboard_command(results, tmp_path, capsys):
+    assert main(["leaderboard", str(results), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mnist5k-linf.csv" in " ".join(out.split()) and "adversarial accuracy" in out
+    assert main(["leaderboard", str(tmp_path / "nothing-here.csv"), "--out", str(tmp_path)]) == 2

@@ -1,0 +1,153 @@
+"""Third-party encoders, data sets and attacks through entry points.
+
+Plugins are installed for real, as far as importlib.metadata can tell: each test writes a
+distribution (``<name>.dist-info`` with METADATA and entry_points.txt, plus its modules)
+into a folder on sys.path, which is exactly what pip leaves in site-packages.
+"""
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import robrep
+from robrep.cli import main
+from robrep.harness import bench
+from robrep.plugins import failures
+from robrep.registry import ATTACKS, DATASETS, LEARNERS
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "robrep-pca" / "src"
+SMALL = dict(epochs=1, radii=(0.0, 0.1), steps=3, restarts=1, n_examples=50)
+
+
+def install(site: Path, dist: str, entry_points: str, modules: dict[str, str] | None = None) -> None:
+    info = site / f"{dist.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    for name, code in (modules or {}).items():
+        (site / f"{name}.py").write_text(textwrap.dedent(code))
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A site folder on sys.path; registries re-read their entry points before and after."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    monkeypatch.undo()
+    for name in [m for m in sys.modules if m.startswith(("brokenmods", "robrep_pca", "dataplug"))]:
+        del sys.modules[name]
+    for reg in (LEARNERS, DATASETS, ATTACKS):
+        reg.reload_plugins()
+
+
+def reload_all():
+    for reg in (LEARNERS, DATASETS, ATTACKS):
+        reg.reload_plugins()
+
+
+@pytest.fixture
+def pca(site, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    install(site, "robrep-pca", "[robrep.encoders]\npca = robrep_pca:PCAEncoder\n")
+    reload_all()
+    return site
+
+
+def test_the_example_pca_plugin_is_listed_and_benchmarked_like_a_built_in(pca, tmp_path, capsys):
+    assert "pca" in robrep.list_learners() and LEARNERS.origin("pca") == "robrep-pca 0.1.0"
+    assert main(["list"]) == 0
+    assert "robrep-pca 0.1.0" in capsys.readouterr().out
+    df = bench(out=str(tmp_path / "b"), learners=("pca", "vae"), **SMALL)
+    assert set(df["learner"]) == {"pca", "vae"} and df["checks_passed"].all()
+    pca_rows = df[df["learner"] == "pca"].set_index("radius")
+    assert pca_rows.loc[0.0, "nominal_accuracy"] > 0.6  # 32 principal directions of the digits, linear probe
+    assert pca_rows.loc[0.1, "adversarial_accuracy"] < pca_rows.loc[0.0, "adversarial_accuracy"]
+    # the fitted PCA is saved like any learner and reloads through the registry
+    run = df[df["learner"] == "pca"]["checkpoint"].iloc[0]
+    loaded = robrep.load(run)
+    assert type(loaded).__name__ == "PCAEncoder" and float(loaded.components.abs().sum()) > 0
+
+
+def test_broken_plugins_are_reported_and_skipped_and_the_run_completes(site, tmp_path):
+    install(site, "brokenplugins", """
+        [robrep.encoders]
+        badimport = no_such_module:Encoder
+        wrongshape = brokenmods:WrongShape
+        nanout = brokenmods:NaNOut
+        vae = brokenmods:WrongShape
+        notamodule = brokenmods:make
+    """, {"brokenmods": """
+        from dataclasses import dataclass
+        import torch
+
+        @dataclass
+        class Config:
+            shape: tuple = (1, 28, 28)
+
+        class WrongShape(torch.nn.Module):
+            config_class = Config
+            def __init__(self, config=None):
+                super().__init__()
+                self.config = config or Config()
+                self.w = torch.nn.Parameter(torch.ones(1))
+            def fit(self, images, seed=0):
+                pass
+            def encode(self, x):
+                return x.flatten(1).sum(1) * self.w, x.flatten(1).sum(1)  # (N,), not (N, d)
+
+        class NaNOut(WrongShape):
+            def encode(self, x):
+                mu = torch.full((x.shape[0], 4), float("nan"))
+                return mu, mu
+
+        def make():
+            return None
+    """})
+    reload_all()
+    failed = {f.name: f for f in failures()}
+    assert "ModuleNotFoundError" in failed["badimport"].error and failed["badimport"].distribution == "brokenplugins 0.1.0"
+    assert "duplicate learner name 'vae'" in failed["vae"].error and LEARNERS.origin("vae") == "built-in"
+    assert "nn.Module subclass" in failed["notamodule"].error
+    assert {"wrongshape", "nanout"} <= set(robrep.list_learners())
+    df = bench(out=str(tmp_path / "b"), learners=("wrongshape", "nanout", "badimport", "vae"), **SMALL)
+    assert set(df["learner"]) == {"vae"}
+    skipped = {s["learner"]: s["error"] for s in df.attrs["skipped"]}
+    assert "shape (N, d)" in skipped["wrongshape"]
+    assert "non-finite" in skipped["nanout"]
+    assert "failed to load" in skipped["badimport"] and "ModuleNotFoundError" in skipped["badimport"]
+
+
+def test_dataset_and_attack_plugins(site, tmp_path):
+    install(site, "dataplug", """
+        [robrep.datasets]
+        tiny-digits = dataplug:tiny
+        [robrep.attacks]
+        fgsm-native = dataplug:fgsm
+    """, {"dataplug": """
+        import robrep
+        from robrep.attacks import PGD
+
+        def tiny(root=None, download=False):
+            '''The first 500 training and 100 test digits of mnist5k.'''
+            ds = robrep.load_dataset("mnist5k")
+            return robrep.Dataset("tiny-digits", ds.train.subset(slice(0, 500)), ds.test.subset(slice(0, 100)), ds.tasks)
+
+        def fgsm(n_classes, *, steps, restarts, norm):
+            '''One full-size signed-gradient step from a random start.'''
+            return PGD(steps=1, restarts=1, rel_stepsize=1.0)
+    """})
+    reload_all()
+    assert DATASETS.origin("tiny-digits") == "dataplug 0.1.0" and "fgsm-native" in ATTACKS.list()
+    df = bench(out=str(tmp_path / "b"), learners=("vae",), datasets=("tiny-digits",), suites=("native", "plugins"),
+               **SMALL)
+    assert set(df["suite"]) == {"native", "plugins", "worst-case"} and (df["n_examples"] == 50).all()
+    assert df["checks_passed"].all()
+
+
+def test_plugins_can_be_turned_off(pca, monkeypatch):
+    monkeypatch.setenv("ROBREP_DISABLE_PLUGINS", "1")
+    reload_all()
+    assert "pca" not in robrep.list_learners()
