@@ -149,6 +149,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "steps": args.steps, "restarts": args.restarts, "n_examples": args.n_examples, "device": args.device,
         "seed": args.seed, "out": args.out and str(args.out), "epochs": args.epochs, "arch": args.arch,
         "norm": args.norm, "data_root": args.data_root and str(args.data_root), "suites": args.suite,
+        "label_fraction": args.label_fraction, "images": args.images,
     }.items() if v is not None}
     if args.retrain:
         given["retrain"] = True
@@ -221,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, help="PGD iterations (default 100)")
     b.add_argument("--restarts", type=int, help="PGD random restarts (default 10)")
     b.add_argument("--n-examples", type=int, help="test points attacked (default 1000)")
+    b.add_argument("--label-fraction", type=float, help="fraction of training labels the probes see (default 1)")
+    b.add_argument("--images", type=float, metavar="RADIUS",
+                   help="write <out>/images/*.png: clean and PGD images at RADIUS and their reconstructions")
     b.add_argument("--epochs", type=int, help="training epochs of learners that need training")
     b.add_argument("--arch", choices=("mlp", "conv"), help="architecture of learners that need training (default mlp)")
     b.add_argument("--seed", type=int)

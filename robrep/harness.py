@@ -27,7 +27,7 @@ from robrep.checkpoint import CheckpointError, atomic_write, load_checkpoint, re
 from robrep.checks import CHECK_COLUMNS, check_result
 from robrep.data import Dataset, DatasetError, cache_dir, load_dataset
 from robrep.learners import create_learner
-from robrep.plots import plot_robustness
+from robrep.plots import attack_grid, plot_robustness
 from robrep.plugins import ContractError, check_encoder
 from robrep.probes import ProbedEncoder, features, freeze, train_probe
 from robrep.registry import LEARNERS, UnknownNameError
@@ -60,6 +60,8 @@ class BenchConfig:
     steps: int = 100
     restarts: int = 10
     n_examples: int | None = 1000  # test points attacked (None: the whole test split)
+    label_fraction: float = 1.0  # fraction of the training labels the probe sees (stratified; paper fig. 8)
+    images: float | None = None  # write a grid of clean / adversarial images and reconstructions at this radius
     seed: int = 0
     device: str = "cpu"
     out: str = "robrep-bench"
@@ -75,6 +77,8 @@ class BenchConfig:
             raise ValueError("a benchmark needs at least one learner, one data set and one radius")
         if self.n_examples is not None and self.n_examples < 1:
             raise ValueError(f"n_examples must be >= 1, got {self.n_examples}")
+        if not 0 < self.label_fraction <= 1:
+            raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "BenchConfig":
@@ -142,6 +146,19 @@ def test_indices(n_test: int, n_examples: int | None, seed: int) -> torch.Tensor
     return torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:n_examples].sort().values
 
 
+def probe_indices(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Training points whose labels the probe sees: all, or a stratified random ``fraction`` (>= 1 per class)."""
+    if fraction >= 1:
+        return torch.arange(len(labels))
+    gen = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in labels.unique():
+        members = (labels == c).nonzero().squeeze(1)
+        n = max(1, round(fraction * len(members)))
+        keep.append(members[torch.randperm(len(members), generator=gen)[:n]])
+    return torch.cat(keep).sort().values
+
+
 def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Attack, radii, seed: int,
              progress=None) -> tuple[list[dict], torch.Tensor]:
     """Attack ``model`` on (x, y) at every radius and check the result: the pure unit of work.
@@ -172,7 +189,7 @@ def save_probe(probe: torch.nn.Linear, path: Path) -> str:
 
 def _masks_path(out: Path, row: dict) -> Path:
     """Where a cell's per-example robust masks live (the worst case is computed from them)."""
-    tag = _short_hash([row["attack_config"], row["n_examples"], row["seed"], row["encoder_sha256"]])
+    tag = _short_hash([row["attack_config"], row["n_examples"], row["seed"], row["encoder_sha256"], row["probe_sha256"]])
     return out / "examples" / row["run"] / f"{row['dataset']}-{row['task']}" / f"{row['suite']}--{row['attack']}--{tag}.safetensors"
 
 
@@ -264,14 +281,22 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
             train_feats = features(learner, ds.train.images, device=device)
             for task in tasks:
                 y_train = ds.train.labels[task.name].to(device)
-                probe = train_probe(train_feats, y_train, task.n_classes)
-                probe_sha = save_probe(probe, out / "probes" / run_dir.name / f"{ds.name}-{task.name}.safetensors")
+                seen = probe_indices(y_train.cpu(), cfg.label_fraction, cfg.seed).to(device)
+                probe = train_probe(train_feats[seen], y_train[seen], task.n_classes)
+                suffix = "" if cfg.label_fraction == 1 else f"-labels{cfg.label_fraction:g}"
+                probe_sha = save_probe(probe, out / "probes" / run_dir.name / f"{ds.name}-{task.name}{suffix}.safetensors")
                 model = ProbedEncoder(learner, probe)
                 y = ds.test.labels[task.name][idx].to(device)
+                if cfg.images is not None:
+                    spread = torch.linspace(0, len(idx) - 1, 8).long().to(device)  # across classes, not the first 8
+                    attack_grid(model, x_test[spread], y[spread], cfg.images, cfg.steps,
+                                out / "images" / f"{run_dir.name}-{ds.name}-{task.name}-r{cfg.images:g}.png",
+                                title=f"{spec} on {ds.name} / {task.name}: PGD at radius {cfg.images:g}")
                 base = {
                     "learner": meta["learner"], "run": run_dir.name, "checkpoint": str(run_dir.resolve()),
                     "learner_config": json.dumps(meta["config"], sort_keys=True), "arch": meta["config"].get("arch"),
                     "dataset": ds.name, "task": task.name, "n_classes": task.n_classes, "n_examples": len(idx),
+                    "label_fraction": cfg.label_fraction, "n_probe_labels": len(seen),
                     "seed": cfg.seed, "encoder_sha256": meta["sha256"], "probe_sha256": probe_sha,
                     "probe_train_accuracy": (probe(train_feats).argmax(1) == y_train).float().mean().item(),
                     "robrep_version": robrep.__version__, "torch_version": torch.__version__, "device": str(device),

@@ -1,8 +1,8 @@
 """Publishing: merge results CSVs of runs into the leaderboard, one CSV per data set and threat model.
 
 The leaderboard is data (RobustBench's lesson): ``leaderboard/<dataset>-<norm>.csv`` holds the
-rows, deduplicated on their key and sorted, numbers as numbers; ``<dataset>-<norm>.md`` is
-generated from it, never edited by hand. A results file that lacks required columns, holds
+rows, deduplicated on their key and sorted, numbers as numbers; ``<dataset>-<norm>.md`` and
+``.png`` are generated from it, never edited by hand. A results file that lacks required columns, holds
 numbers that are not numbers in [0, 1], or has a row whose checks failed is refused whole.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from robrep.checkpoint import atomic_write
+from robrep.plots import plot_robustness
 from robrep.results import KEY, merge, read_results, write_results
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard") -> list[
         board = board.drop(columns=[c for c in LOCAL_ONLY if c in board.columns])
         write_results(path, board)
         atomic_write(path.with_suffix(".md"), render_markdown(board, f"{dataset}, {norm} threat model").encode())
+        plot_robustness(board, path.with_suffix(".png"),
+                        suite="worst-case" if (board["suite"] == "worst-case").any() else None)
         log.info("leaderboard %s: %d rows", path, len(board))
         written.append(path)
     return written

@@ -29,7 +29,9 @@ def plot_robustness(df: pd.DataFrame, path: str | Path, suite: str | None = None
     FigureCanvasAgg(fig)
     for i, ((dataset, task, suite_, attack), sub) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
-        for label, line in sub.groupby("label" if "label" in sub else "run", sort=True):
+        # a learner's name is label enough unless it has several runs in the panel
+        key = "learner" if sub.groupby("learner")["run"].nunique().max() == 1 else "run"
+        for label, line in sub.groupby(key, sort=True):
             line = line.sort_values("radius")
             ax.plot(line["radius"], line["adversarial_accuracy"], marker="o", ms=3, label=label)
         ax.set_title(f"{dataset} / {task} ({suite_}: {attack})", fontsize=9)
@@ -38,6 +40,55 @@ def plot_robustness(df: pd.DataFrame, path: str | Path, suite: str | None = None
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def attack_grid(model, x, y, eps: float, steps: int, path: str | Path, title: str = "") -> Path:
+    """Clean images, their PGD versions at radius ``eps``, and the decoder's reconstructions of both
+    (paper figures 1 and 6): what the attack does to the representation. Predicted classes on top.
+
+    ``model`` is a ProbedEncoder; reconstructions are drawn when its learner has ``decode``.
+    The adversarial versions are the last PGD iterate (cross-entropy, step 2.5 eps / steps),
+    shown whether or not they flip the decision.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x_adv = x.clone()
+    if eps > 0:
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            with torch.enable_grad():
+                grad = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)[0]
+            x_adv = torch.min(torch.max(x_adv.detach() + 2.5 * eps / steps * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    rows = [("clean", x), (f"PGD, radius {eps:g}", x_adv)]
+    learner = model.learner
+    with torch.no_grad():
+        preds = [model(x).argmax(1), model(x_adv).argmax(1)]
+        if callable(getattr(learner, "decode", None)):
+            rows += [("reconstruction of clean", learner.decode(learner.encode(x)[0])),
+                     ("reconstruction of PGD", learner.decode(learner.encode(x_adv)[0]))]
+    n = x.shape[0]
+    fig = Figure(figsize=(1.1 * n + 1.6, 1.25 * len(rows) + 0.4), dpi=110)
+    FigureCanvasAgg(fig)
+    for r, (name, imgs) in enumerate(rows):
+        for i in range(n):
+            ax = fig.add_subplot(len(rows), n, r * n + i + 1)
+            img = imgs[i].detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
+            ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r < 2:
+                ok = bool(preds[r][i] == y[i])
+                ax.set_title(f"pred {int(preds[r][i])}", fontsize=7, color="black" if ok else "red")
+            if i == 0:
+                ax.set_ylabel(name, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

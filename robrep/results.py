@@ -14,11 +14,13 @@ import pandas as pd
 from robrep.checkpoint import atomic_write
 
 # A row is identified by these columns (what was attacked, how, and on which points).
-KEY = ("encoder_sha256", "dataset", "task", "suite", "attack", "attack_config", "radius", "n_examples", "seed")
+KEY = ("encoder_sha256", "dataset", "task", "suite", "attack", "attack_config", "radius", "n_examples", "seed",
+       "label_fraction")
 
 COLUMNS = (
     "learner", "run", "checkpoint", "learner_config", "arch", "dataset", "task", "n_classes", "suite", "attack",
-    "attack_config", "norm", "steps", "restarts", "step_size", "radius", "n_examples",
+    "attack_config", "norm", "steps", "restarts", "step_size", "radius", "n_examples", "label_fraction",
+    "n_probe_labels",
     "nominal_accuracy", "adversarial_accuracy", "recomputed_accuracy", "n_attacked", "max_perturbation",
     "check_radius0", "check_monotone", "check_in_ball", "check_bounds", "check_recomputed", "check_valid_outputs",
     "n_rejected", "checks_passed", "warnings",
@@ -35,6 +37,7 @@ def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
         df = pd.concat([old, new], ignore_index=True)
     df = df.drop_duplicates(subset=list(KEY), keep="last")
     df = df.assign(**{c: None for c in COLUMNS if c not in df.columns})  # every row has every column
+    df["label_fraction"] = df["label_fraction"].fillna(1.0).astype(float)  # rows from before the option: all labels
     df["warnings"] = df["warnings"].fillna("").astype(str)
     cols = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
     return df[cols].sort_values(["dataset", "task", "suite", "attack", "learner", "run", "radius"],
@@ -48,6 +51,8 @@ def read_results(path: str | Path) -> pd.DataFrame | None:
     df = pd.read_csv(path)
     if "warnings" in df:
         df["warnings"] = df["warnings"].fillna("").astype(str)
+    if "label_fraction" in df:
+        df["label_fraction"] = df["label_fraction"].fillna(1.0).astype(float)
     return df
 
 

@@ -117,3 +117,15 @@ def test_the_default_experiment_file_is_the_default_config():
     toml = Path(__file__).parent.parent / "benchmarks" / "default.toml"
     assert BenchConfig.from_toml(toml) == BenchConfig()
     assert robrep.bench is bench and robrep.BenchConfig is BenchConfig
+
+
+def test_label_fraction_and_image_grid(tmp_path):
+    df = bench(out=str(tmp_path), learners=("vae",), epochs=1, radii=(0.0, 0.1), steps=3, restarts=1, n_examples=40,
+               label_fraction=0.05, images=0.1)
+    assert (df["label_fraction"] == 0.05).all() and (df["n_probe_labels"] == 200).all()  # 5% of 400 per class
+    grid = tmp_path / "images" / f"{df['run'][0]}-mnist5k-digit-r0.1.png"
+    assert grid.read_bytes()[:4] == b"\x89PNG"
+    full = bench(out=str(tmp_path), learners=("vae",), epochs=1, radii=(0.0, 0.1), steps=3, restarts=1, n_examples=40)
+    assert sorted(full["label_fraction"].unique()) == [0.05, 1.0]  # a different probe: its own rows
+    with pytest.raises(ValueError, match="label_fraction"):
+        BenchConfig(label_fraction=0)

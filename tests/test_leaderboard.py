@@ -27,6 +27,7 @@ def test_publish_writes_one_board_per_dataset_and_threat_model(results, tmp_path
     assert "checkpoint" not in board.columns  # no machine-local paths in published files
     md = (tmp_path / "mnist5k-linf.md").read_text()
     assert "## digit" in md and "| vae |" in md
+    assert (tmp_path / "mnist5k-linf.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_merging_the_same_results_twice_changes_nothing(results, tmp_path):
