@@ -35,10 +35,10 @@ def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
         df = new
     else:
         df = pd.concat([old, new], ignore_index=True)
-    df = df.drop_duplicates(subset=list(KEY), keep="last")
     df = df.assign(**{c: None for c in COLUMNS if c not in df.columns})  # every row has every column
     df["label_fraction"] = df["label_fraction"].fillna(1.0).astype(float)  # rows from before the option: all labels
     df["warnings"] = df["warnings"].fillna("").astype(str)
+    df = df.drop_duplicates(subset=list(KEY), keep="last")
     cols = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
     return df[cols].sort_values(["dataset", "task", "suite", "attack", "learner", "run", "radius"],
                                 kind="stable").reset_index(drop=True)

@@ -55,3 +55,12 @@ def test_leaderboard_command(results, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mnist5k-linf.csv" in " ".join(out.split()) and "adversarial accuracy" in out
     assert main(["leaderboard", str(tmp_path / "nothing-here.csv"), "--out", str(tmp_path)]) == 2
+
+
+def test_results_from_before_the_label_fraction_option_merge_as_all_labels(results, tmp_path):
+    old = pd.read_csv(results / "results.csv").drop(columns=["label_fraction", "n_probe_labels"])
+    old.to_csv(tmp_path / "old.csv", index=False)
+    publish([tmp_path / "old.csv"], out=tmp_path / "board")
+    publish([results], out=tmp_path / "board")  # the same cells again, now with the column: no duplicates
+    board = pd.read_csv(tmp_path / "board" / "mnist5k-linf.csv")
+    assert len(board) == 2 and (board["label_fraction"] == 1.0).all()
