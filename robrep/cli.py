@@ -117,14 +117,14 @@ def _print_results(df) -> None:
     from robrep.harness import summary_table
 
     table = summary_table(df)
-    several_runs = df.groupby("learner")["run"].nunique().max() > 1
+    several_runs = df.groupby("label")["run"].nunique().max() > 1
     for (dataset, task), sub in table.groupby(level=[0, 1]):
         t = Table(title=f"adversarial accuracy: {dataset} / {task}")
         for col in ("learner", *(("run",) if several_runs else ()), "suite", "attack"):
             t.add_column(col, overflow="fold")
         for r in sub.columns:
             t.add_column(f"r={r:g}", justify="right")
-        for (_, _, suite, attack, learner, run), vals in sub.sort_index(level=[4, 5, 2, 3]).iterrows():
+        for (_, _, suite, attack, learner, run), vals in sub.sort_index(level=[4, 5, 2, 3]).iterrows():  # learner: label
             name = [learner, *((run,) if several_runs else ())]
             style = "bold" if suite == "worst-case" else None
             t.add_row(*name, suite, attack, *("" if v != v else f"{v:.3f}" for v in vals), style=style)

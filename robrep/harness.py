@@ -108,20 +108,27 @@ def _short_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
+def learner_name(spec: str) -> str:
+    """The registered learner of a spec: ``NAME`` or ``NAME:LABEL`` (a labelled variant, configured
+    under ``learner_config."NAME:LABEL"``, so one experiment can hold several configs of one learner)."""
+    return spec.split(":", 1)[0]
+
+
 def obtain_learner(spec: str, ds: Dataset, cfg: BenchConfig, progress: BenchProgress):
-    """A frozen learner for ``spec`` (a registered name or a checkpoint folder), training it if needed."""
+    """A frozen learner for ``spec`` (a registered name, ``NAME:LABEL``, or a checkpoint folder), trained if needed."""
     if Path(spec).is_dir():
         learner = load_checkpoint(spec, map_location=cfg.device)
         if tuple(learner.config.shape) != ds.shape:
             raise ValueError(f"checkpoint {spec} expects inputs {learner.config.shape}, data set {ds.name} has {ds.shape}")
         return freeze(learner), Path(spec)
-    fields = {f.name for f in dataclasses.fields(LEARNERS.get(spec).config_class)}
+    name = learner_name(spec)
+    fields = {f.name for f in dataclasses.fields(LEARNERS.get(name).config_class)}
     overrides = dict(cfg.learner_config.get(spec, {}))
     for key, value in (("arch", cfg.arch), ("epochs", cfg.epochs)):  # only where the learner has the field
         if key in fields and key not in overrides and value is not None:
             overrides[key] = value
-    config = dataclasses.asdict(create_learner(spec, shape=ds.shape, **overrides).config)
-    run_dir = cache_dir() / "runs" / f"{spec}-{ds.name}-{config.get('arch', 'custom')}-s{cfg.seed}-{_short_hash(config)}"
+    config = dataclasses.asdict(create_learner(name, shape=ds.shape, **overrides).config)
+    run_dir = cache_dir() / "runs" / f"{name}-{ds.name}-{config.get('arch', 'custom')}-s{cfg.seed}-{_short_hash(config)}"
     if not cfg.retrain:
         try:
             if read_config(run_dir)["config"] == json.loads(json.dumps(config)):
@@ -135,7 +142,7 @@ def obtain_learner(spec: str, ds: Dataset, cfg: BenchConfig, progress: BenchProg
     def on_step(epoch, step, steps_per_epoch, parts):
         progress.advance(1, f"epoch {epoch + 1}  " + "  ".join(f"{k} {v:.1f}" for k, v in parts.items()))
 
-    learner = train(spec, ds, seed=cfg.seed, device=cfg.device, out=run_dir, callback=on_step, **overrides)
+    learner = train(name, ds, seed=cfg.seed, device=cfg.device, out=run_dir, callback=on_step, **overrides)
     return freeze(learner), run_dir
 
 
@@ -293,7 +300,8 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
                                 out / "images" / f"{run_dir.name}-{ds.name}-{task.name}-r{cfg.images:g}.png",
                                 title=f"{spec} on {ds.name} / {task.name}: PGD at radius {cfg.images:g}")
                 base = {
-                    "learner": meta["learner"], "run": run_dir.name, "checkpoint": str(run_dir.resolve()),
+                    "learner": meta["learner"], "label": spec if not Path(spec).is_dir() else run_dir.name,
+                    "run": run_dir.name, "checkpoint": str(run_dir.resolve()),
                     "learner_config": json.dumps(meta["config"], sort_keys=True), "arch": meta["config"].get("arch"),
                     "dataset": ds.name, "task": task.name, "n_classes": task.n_classes, "n_examples": len(idx),
                     "label_fraction": cfg.label_fraction, "n_probe_labels": len(seen),
@@ -349,7 +357,7 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """Adversarial accuracy with runs as rows and radii as columns, per (dataset, task, suite, attack)."""
-    return df.pivot_table(index=["dataset", "task", "suite", "attack", "learner", "run"], columns="radius",
+    return df.pivot_table(index=["dataset", "task", "suite", "attack", "label", "run"], columns="radius",
                           values="adversarial_accuracy", aggfunc="first")
 
 

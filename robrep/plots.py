@@ -30,7 +30,7 @@ def plot_robustness(df: pd.DataFrame, path: str | Path, suite: str | None = None
     for i, ((dataset, task, suite_, attack), sub) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         # a learner's name is label enough unless it has several runs in the panel
-        key = "learner" if sub.groupby("learner")["run"].nunique().max() == 1 else "run"
+        key = "label" if sub.groupby("label")["run"].nunique().max() == 1 else "run"
         for label, line in sub.groupby(key, sort=True):
             line = line.sort_values("radius")
             ax.plot(line["radius"], line["adversarial_accuracy"], marker="o", ms=3, label=label)

@@ -18,7 +18,7 @@ KEY = ("encoder_sha256", "dataset", "task", "suite", "attack", "attack_config", 
        "label_fraction")
 
 COLUMNS = (
-    "learner", "run", "checkpoint", "learner_config", "arch", "dataset", "task", "n_classes", "suite", "attack",
+    "learner", "label", "run", "checkpoint", "learner_config", "arch", "dataset", "task", "n_classes", "suite", "attack",
     "attack_config", "norm", "steps", "restarts", "step_size", "radius", "n_examples", "label_fraction",
     "n_probe_labels",
     "nominal_accuracy", "adversarial_accuracy", "recomputed_accuracy", "n_attacked", "max_perturbation",
@@ -38,6 +38,7 @@ def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
     df = df.assign(**{c: None for c in COLUMNS if c not in df.columns})  # every row has every column
     df["label_fraction"] = df["label_fraction"].fillna(1.0).astype(float)  # rows from before the option: all labels
     df["warnings"] = df["warnings"].fillna("").astype(str)
+    df["label"] = df["label"].fillna(df["learner"])  # rows from before labels: the learner's name
     df = df.drop_duplicates(subset=list(KEY), keep="last")
     cols = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
     return df[cols].sort_values(["dataset", "task", "suite", "attack", "learner", "run", "radius"],

@@ -129,3 +129,13 @@ def test_label_fraction_and_image_grid(tmp_path):
     assert sorted(full["label_fraction"].unique()) == [0.05, 1.0]  # a different probe: its own rows
     with pytest.raises(ValueError, match="label_fraction"):
         BenchConfig(label_fraction=0)
+
+
+def test_labelled_variants_of_one_learner(tmp_path):
+    df = bench(out=str(tmp_path), learners=("se-random:weak", "se-random:strong"), epochs=1, radii=(0.0, 0.1), steps=3,
+               restarts=1, n_examples=40, learner_config={"se-random:weak": {"gamma": 1.0},
+                                                          "se-random:strong": {"gamma": 100.0}})
+    assert set(df["label"]) == {"se-random:weak", "se-random:strong"} and set(df["learner"]) == {"se-random"}
+    gammas = {row["label"]: json.loads(row["learner_config"])["gamma"] for _, row in df.iterrows()}
+    assert gammas == {"se-random:weak": 1.0, "se-random:strong": 100.0}
+    assert df["run"].nunique() == 2
