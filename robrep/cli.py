@@ -34,18 +34,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.arch is not None:
         overrides["arch"] = args.arch
     ds = robrep.load_dataset(args.dataset, root=args.data_root, download=args.download)
-    epochs = create_learner(args.learner, shape=ds.shape, **overrides).config.epochs  # validates overrides early
+    epochs = getattr(create_learner(args.learner, shape=ds.shape, **overrides).config, "epochs", None)  # validates early
     with _progress() as progress:
         bar = progress.add_task(f"train {args.learner} on {ds.name}", total=None, parts="")
 
         def callback(epoch: int, step: int, steps_per_epoch: int, parts: dict[str, float]) -> None:
             shown = "  ".join(f"{k} {v:.2f}" for k, v in parts.items())
-            progress.update(bar, total=epochs * steps_per_epoch, advance=1, parts=f"epoch {epoch + 1}/{epochs}  {shown}")
+            progress.update(bar, total=(epochs or 1) * steps_per_epoch, advance=1,
+                            parts=f"epoch {epoch + 1}/{epochs}  {shown}")
 
         learner = robrep.train(
             args.learner, ds, seed=args.seed, device=args.device, out=args.out, callback=callback, **overrides
         )
     info = learner.run_info
+    if not info["history"]:  # fitted in closed form (e.g. a PCA plugin): no epochs to show
+        console.print(f"fitted in {info['train_seconds']:.1f} s; saved to [bold]{info['path']}[/bold]")
+        return 0
     table = Table(title=f"{args.learner} on {ds.name}", show_header=True)
     table.add_column("epoch", justify="right")
     parts = [k for k in info["history"][-1] if k != "epoch"]

@@ -151,3 +151,9 @@ def test_plugins_can_be_turned_off(pca, monkeypatch):
     monkeypatch.setenv("ROBREP_DISABLE_PLUGINS", "1")
     reload_all()
     assert "pca" not in robrep.list_learners()
+
+
+def test_train_command_fits_a_closed_form_plugin(pca, tmp_path, capsys):
+    assert main(["train", "--learner", "pca", "--out", str(tmp_path / "pca"), "--set", "latent_dim=8"]) == 0
+    assert "fitted in" in capsys.readouterr().out
+    assert robrep.load(tmp_path / "pca").components.shape == (784, 8)

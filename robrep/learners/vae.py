@@ -47,9 +47,6 @@ class VAEConfig:
         if self.obs_var <= 0 or self.lr <= 0:
             raise ValueError("obs_var and lr must be positive")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 def kl_to_prior(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(q(z|x) || N(0, I)) per example: 1/2 sum (mu^2 + s^2 - log s^2 - 1). (N,)"""
