@@ -42,7 +42,8 @@ def main() -> None:
             cfg = json.loads(a["attack_config"].iloc[0]) if suite != "worst-case" else {}
             kw = cfg.get("kwargs", {})
             steps = cfg.get("steps", kw.get("steps", kw.get("n_queries", "")))
-            restarts = cfg.get("restarts", kw.get("n_restarts", ""))
+            restarts = a["restarts"].iloc[0]
+            restarts = "" if restarts != restarts else int(restarts)  # NaN: the attack has no restarts
             accs = "  ".join(f"{a.loc[r, 'adversarial_accuracy']:7.3f}" for r in radii)
             print(f"{learner:15s} {suite + '/' + attack:44s} {str(steps):>5s} {str(restarts):>4s} "
                   f"{a['wall_seconds'].iloc[0]:7.1f}  {accs}")

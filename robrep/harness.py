@@ -316,7 +316,9 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
                         **base, "suite": attack.suite, "attack": attack.name,
                         "attack_config": json.dumps(settings, sort_keys=True), "norm": attack.norm,
                         "steps": settings.get("steps", settings.get("kwargs", {}).get("steps")),
-                        "restarts": settings.get("restarts", settings.get("kwargs", {}).get("n_restarts")),
+                        # re-seeded runs x the library's own restarts (APGD's n_restarts)
+                        "restarts": settings.get("restarts", 1) * settings.get("kwargs", {}).get("n_restarts", 1)
+                        if "restarts" in settings or "n_restarts" in settings.get("kwargs", {}) else None,
                         "step_size": f"{settings['rel_stepsize']} * radius / steps" if "rel_stepsize" in settings
                         else None,
                     }

@@ -89,3 +89,10 @@ def test_consistency_warnings():
     assert len(weak) == 1 and "weaker than single-step" in weak[0]
     masked = consistency_warnings([(pgd, 0.50), (fgsm, 0.55), (square, 0.20)])
     assert len(masked) == 1 and "gradient masking" in masked[0]
+
+
+def test_rows_record_restarts_including_the_library_s_own(tmp_path):
+    df = bench(out=str(tmp_path), learners=("vae",), epochs=1, radii=(0.0,), steps=2, restarts=3, n_examples=10,
+               suites=("native", "torchattacks"))
+    restarts = df.drop_duplicates("attack").set_index("attack")["restarts"]
+    assert restarts["pgd"] == 3 and restarts["PGD"] == 3 and restarts["APGD-CE"] == 3 and restarts["Square"] == 1
