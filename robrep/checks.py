@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robrep.attacks.base import TOL, AttackResult, perturbation_norm
+from robrep.attacks.base import TOL, AttackResult, perturbation_norm, predict
 
 
 @torch.no_grad()
@@ -28,16 +28,13 @@ def check_result(
     """
     model.eval()
 
-    def predict(inp):
-        return torch.cat([model(inp[i:i + batch_size]).argmax(1) for i in range(0, len(inp), batch_size)])
-
-    nominal = (predict(x) == y).float().mean().item()
+    nominal = (predict(model, x, batch_size) == y).float().mean().item()
     out, prev = {}, float("inf")
     for r in result.radii:
         adv, robust = result.x_adv[r], result.robust[r]
         acc = robust.float().mean().item()
         dist = perturbation_norm(adv - x, norm)
-        recomputed = predict(adv) == y
+        recomputed = predict(model, adv, batch_size) == y
         out[r] = {
             "check_radius0": bool(r > 0 or acc == nominal),
             "check_monotone": bool(acc <= prev),

@@ -25,14 +25,14 @@ import robrep
 from robrep.attacks import Attack, suite_attacks
 from robrep.checkpoint import CheckpointError, atomic_write, load_checkpoint, read_config, sha256_bytes
 from robrep.checks import CHECK_COLUMNS, check_result
-from robrep.data import Dataset, DatasetError, cache_dir, load_dataset
+from robrep.data import Dataset, DatasetError, load_dataset
 from robrep.learners import create_learner
 from robrep.plots import attack_grid, plot_robustness
 from robrep.plugins import ContractError, check_encoder
 from robrep.probes import ProbedEncoder, features, freeze, train_probe
 from robrep.registry import LEARNERS, UnknownNameError
-from robrep.results import COLUMNS, cell_key, done_cells, merge, read_results, write_results
-from robrep.train import resolve_device, train
+from robrep.results import COLUMNS, cell_key, cell_keys, done_cells, merge, read_results, write_results
+from robrep.train import resolve_device, run_dir_for, train
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -77,6 +77,7 @@ class BenchConfig:
             raise ValueError("a benchmark needs at least one learner, one data set and one radius")
         if self.n_examples is not None and self.n_examples < 1:
             raise ValueError(f"n_examples must be >= 1, got {self.n_examples}")
+        self.label_fraction = float(self.label_fraction)  # 1 and 1.0 are the same cell on resume
         if not 0 < self.label_fraction <= 1:
             raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
 
@@ -128,7 +129,7 @@ def obtain_learner(spec: str, ds: Dataset, cfg: BenchConfig, progress: BenchProg
         if key in fields and key not in overrides and value is not None:
             overrides[key] = value
     config = dataclasses.asdict(create_learner(name, shape=ds.shape, **overrides).config)
-    run_dir = cache_dir() / "runs" / f"{name}-{ds.name}-{config.get('arch', 'custom')}-s{cfg.seed}-{_short_hash(config)}"
+    run_dir = run_dir_for(name, ds.name, config, cfg.seed)
     if not cfg.retrain:
         try:
             if read_config(run_dir)["config"] == json.loads(json.dumps(config)):
@@ -194,9 +195,9 @@ def save_probe(probe: torch.nn.Linear, path: Path) -> str:
     return sha256_bytes(data)
 
 
-def _masks_path(out: Path, row: dict) -> Path:
+def _masks_path(out: Path, row: dict, radii) -> Path:
     """Where a cell's per-example robust masks live (the worst case is computed from them)."""
-    tag = _short_hash([row["attack_config"], row["n_examples"], row["seed"], row["encoder_sha256"], row["probe_sha256"]])
+    tag = _short_hash([cell_key({**row, "radius": None}), row["probe_sha256"], sorted(set(float(r) for r in radii))])
     return out / "examples" / row["run"] / f"{row['dataset']}-{row['task']}" / f"{row['suite']}--{row['attack']}--{tag}.safetensors"
 
 
@@ -262,6 +263,7 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
     results_csv = out / "results.csv"
     df = read_results(results_csv)
     done = done_cells(df)
+    radii = set(float(r) for r in cfg.radii)
     datasets = [load_dataset(name, root=cfg.data_root) for name in cfg.datasets]
     plan = [(ds, [ds.task(t) for t in cfg.tasks] if cfg.tasks else list(ds.tasks)) for ds in datasets]
 
@@ -277,7 +279,8 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
             try:  # a learner that cannot be had, or breaks the encoder contract, is reported and skipped
                 learner, run_dir = obtain_learner(spec, ds, cfg, progress)
                 check_encoder(learner, ds.train.batch(slice(0, 8)).to(device), name=spec)
-            except (ContractError, UnknownNameError, CheckpointError, FloatingPointError) as e:
+            except (ContractError, UnknownNameError, CheckpointError, FloatingPointError, ValueError, KeyError,
+                    AttributeError, TypeError) as e:
                 log.error("learner %r skipped on %s: %s", spec, ds.name, e)
                 skipped.append({"learner": spec, "dataset": ds.name, "error": str(e)})
                 for task in tasks:
@@ -306,7 +309,7 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
                     "dataset": ds.name, "task": task.name, "n_classes": task.n_classes, "n_examples": len(idx),
                     "label_fraction": cfg.label_fraction, "n_probe_labels": len(seen),
                     "seed": cfg.seed, "encoder_sha256": meta["sha256"], "probe_sha256": probe_sha,
-                    "probe_train_accuracy": (probe(train_feats).argmax(1) == y_train).float().mean().item(),
+                    "probe_train_accuracy": (probe(train_feats[seen]).argmax(1) == y_train[seen]).float().mean().item(),
                     "robrep_version": robrep.__version__, "torch_version": torch.__version__, "device": str(device),
                 }
                 cells = []  # (attack, rows, masks) for the worst case
@@ -322,11 +325,12 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
                         "step_size": f"{settings['rel_stepsize']} * radius / steps" if "rel_stepsize" in settings
                         else None,
                     }
-                    mask_path = _masks_path(out, cell)
-                    if cell_key({**cell, "radius": None}) in done and mask_path.is_file():
+                    mask_path = _masks_path(out, cell, cfg.radii)
+                    key = cell_key({**cell, "radius": None})
+                    if radii <= done.get(key, set()) and mask_path.is_file():  # every radius is there
                         log.info("skipping finished cell %s / %s / %s / %s", run_dir.name, ds.name, task.name, attack)
-                        old = df[(df["run"] == run_dir.name) & (df["dataset"] == ds.name) & (df["task"] == task.name)
-                                 & (df["attack_config"] == cell["attack_config"]) & (df["suite"] == attack.suite)]
+                        mine = pd.Series([k == key for k in cell_keys(df)], index=df.index)
+                        old = df[mine & df["radius"].astype(float).isin(radii)]
                         cells.append((attack, old, load_file(mask_path)["robust"].bool()))
                         progress.cell_done()
                         continue

@@ -7,7 +7,7 @@ A distribution declares, in its pyproject.toml::
     [project.entry-points."robrep.datasets"]
     mydata = "mypkg.data:load"             # fn(root=None, download=False, **options) -> robrep.Dataset
     [project.entry-points."robrep.attacks"]
-    myattack = "mypkg.attacks:make"        # fn(**settings) -> robrep.attacks.Attack
+    myattack = "mypkg.attacks:make"        # fn(n_classes, *, steps, restarts, norm) -> robrep.attacks.Attack
 
 Entry points are loaded lazily (the first time a registry is searched), through the same
 registries as the built-ins. A plugin that fails to import is recorded with its error and
@@ -44,6 +44,13 @@ class ContractError(ValueError):
 def failures() -> list[PluginFailure]:
     """Plugins that failed to load or were rejected, with their errors."""
     return list(_FAILURES)
+
+
+def report_failure(registry, name: str, error: str) -> None:
+    """Record (and log) a plugin of ``registry`` that broke its contract after loading."""
+    source = registry._origin.get(name, "an unknown distribution")
+    log.warning("%s plugin %r from %s skipped: %s", registry.kind, name, source, error)
+    _FAILURES.append(PluginFailure(registry.group, name, source, error))
 
 
 def _distribution(ep) -> str:
@@ -90,6 +97,11 @@ def _check_learner_class(obj) -> None:
         raise ContractError(f"{obj.__name__} has no encode(x) method")
     if not (callable(getattr(obj, "loss", None)) or callable(getattr(obj, "fit", None))):
         raise ContractError(f"{obj.__name__} needs loss(x) (gradient training) or fit(images, seed=...)")
+    if not callable(getattr(obj, "fit", None)):
+        missing = {"epochs", "batch_size", "lr"} - {f.name for f in dataclasses.fields(cfg)}
+        if missing:
+            raise ContractError(f"{obj.__name__} is trained by gradient, so {cfg.__name__} needs the field(s) "
+                                f"{', '.join(sorted(missing))}")
 
 
 @torch.no_grad()

@@ -63,7 +63,7 @@ class ProbedEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.probe(self.learner.encode(x)[0])
 
-    @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        self.eval()
-        return torch.cat([self(x[i:i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)])
+        from robrep.attacks.base import predict
+
+        return predict(self.eval(), x, batch_size)

@@ -63,13 +63,20 @@ def write_results(path: str | Path, df: pd.DataFrame) -> None:
     atomic_write(Path(path), buf.getvalue().encode())
 
 
-def done_cells(df: pd.DataFrame | None) -> set[tuple]:
-    """Keys (without the radius) of the cells already in ``df``."""
+def done_cells(df: pd.DataFrame | None) -> dict[tuple, set[float]]:
+    """For every cell (key without the radius) in ``df``: the radii it has rows for."""
+    done: dict[tuple, set[float]] = {}
     if df is None or df.empty:
-        return set()
-    cols = [k for k in KEY if k != "radius"]
-    return set(df[cols].astype(str).itertuples(index=False, name=None))
+        return done
+    for key, radius in zip(cell_keys(df), df["radius"].astype(float)):
+        done.setdefault(key, set()).add(radius)
+    return done
 
 
 def cell_key(row: dict) -> tuple:
+    """A cell's identity: the row key without the radius, as text (so CSV round trips compare equal)."""
     return tuple(str(row[k]) for k in KEY if k != "radius")
+
+
+def cell_keys(df: pd.DataFrame) -> list[tuple]:
+    return list(df[[k for k in KEY if k != "radius"]].astype(str).itertuples(index=False, name=None))

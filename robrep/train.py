@@ -1,6 +1,9 @@
 """Unsupervised training of a registered learner on a data set's training split."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 import time
@@ -26,8 +29,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def default_run_dir(learner: str, dataset: str, arch: str, seed: int) -> Path:
-    return cache_dir() / "runs" / f"{learner}-{dataset}-{arch}-s{seed}"
+def run_dir_for(learner: str, dataset: str, config: dict, seed: int) -> Path:
+    """The cached checkpoint folder of a learner's full config: ``robrep train`` and ``robrep bench`` share it,
+    so a bench reuses what train made (and a changed config never reuses a stale checkpoint)."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return cache_dir() / "runs" / f"{learner}-{dataset}-{config.get('arch', 'custom')}-s{seed}-{digest}"
 
 
 def train(
@@ -45,7 +51,7 @@ def train(
 
     ``config`` overrides fields of the learner's config (epochs, latent_dim, gamma, ...).
     ``max_steps`` stops early (tests). ``out=None`` saves under the user's cache
-    (see ``default_run_dir``); ``out=False`` does not save.
+    (see ``run_dir_for``); ``out=False`` does not save.
     """
     device = resolve_device(device)
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
@@ -70,7 +76,7 @@ def train(
     }
     model.run_info = info
     if out is not False:
-        out = Path(out) if out is not None else default_run_dir(learner, ds.name, getattr(model.config, "arch", "custom"), seed)
+        out = Path(out) if out is not None else run_dir_for(learner, ds.name, dataclasses.asdict(model.config), seed)
         save_checkpoint(model, out, info)
         model.run_info = {**info, "path": str(out)}
     return model

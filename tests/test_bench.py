@@ -139,3 +139,24 @@ def test_labelled_variants_of_one_learner(tmp_path):
     gammas = {row["label"]: json.loads(row["learner_config"])["gamma"] for _, row in df.iterrows()}
     assert gammas == {"se-random:weak": 1.0, "se-random:strong": 100.0}
     assert df["run"].nunique() == 2
+
+
+def test_resuming_with_more_radii_computes_the_missing_ones(tmp_path):
+    kw = dict(out=str(tmp_path), learners=("vae",), epochs=1, steps=3, restarts=1, n_examples=40,
+              suites=("native", "foolbox"))
+    bench(radii=(0.0, 0.1), **kw)
+    df = bench(radii=(0.0, 0.1, 0.2), **kw)
+    for attack, g in df.groupby("attack"):
+        assert sorted(g["radius"]) == [0.0, 0.1, 0.2], attack
+    assert not df.duplicated(["suite", "attack", "radius"]).any()
+
+
+def test_label_fraction_one_is_one_cell_whatever_its_type():
+    assert BenchConfig(label_fraction=1).label_fraction == 1.0 and isinstance(BenchConfig(label_fraction=1).label_fraction, float)
+
+
+def test_bench_reuses_what_robrep_train_made(mnist5k, monkeypatch, tmp_path):
+    robrep.train("vae", mnist5k, epochs=1)  # saved under the cache, named by its full config
+    monkeypatch.setattr(bench_mod, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    df = bench(out=str(tmp_path), learners=("vae",), epochs=1, radii=(0.0,), steps=1, restarts=1, n_examples=10)
+    assert len(df) == 1

@@ -79,6 +79,7 @@ def test_broken_plugins_are_reported_and_skipped_and_the_run_completes(site, tmp
         nanout = brokenmods:NaNOut
         vae = brokenmods:WrongShape
         notamodule = brokenmods:make
+        noepochs = brokenmods:NoEpochs
     """, {"brokenmods": """
         from dataclasses import dataclass
         import torch
@@ -105,12 +106,20 @@ def test_broken_plugins_are_reported_and_skipped_and_the_run_completes(site, tmp
 
         def make():
             return None
+
+        class NoEpochs(torch.nn.Module):  # trained by gradient, but its config has no epochs/batch_size/lr
+            config_class = Config
+            def encode(self, x):
+                return x, x
+            def loss(self, x):
+                return {"loss": x.sum()}
     """})
     reload_all()
     failed = {f.name: f for f in failures()}
     assert "ModuleNotFoundError" in failed["badimport"].error and failed["badimport"].distribution == "brokenplugins 0.1.0"
     assert "duplicate learner name 'vae'" in failed["vae"].error and LEARNERS.origin("vae") == "built-in"
     assert "nn.Module subclass" in failed["notamodule"].error
+    assert "batch_size, epochs, lr" in failed["noepochs"].error
     assert {"wrongshape", "nanout"} <= set(robrep.list_learners())
     df = bench(out=str(tmp_path / "b"), learners=("wrongshape", "nanout", "badimport", "vae"), **SMALL)
     assert set(df["learner"]) == {"vae"}
@@ -126,6 +135,7 @@ def test_dataset_and_attack_plugins(site, tmp_path):
         tiny-digits = dataplug:tiny
         [robrep.attacks]
         fgsm-native = dataplug:fgsm
+        returns-nothing = dataplug:nothing
     """, {"dataplug": """
         import robrep
         from robrep.attacks import PGD
@@ -138,6 +148,9 @@ def test_dataset_and_attack_plugins(site, tmp_path):
         def fgsm(n_classes, *, steps, restarts, norm):
             '''One full-size signed-gradient step from a random start.'''
             return PGD(steps=1, restarts=1, rel_stepsize=1.0)
+
+        def nothing(n_classes, *, steps, restarts, norm):
+            return None
     """})
     reload_all()
     assert DATASETS.origin("tiny-digits") == "dataplug 0.1.0" and "fgsm-native" in ATTACKS.list()
@@ -145,6 +158,7 @@ def test_dataset_and_attack_plugins(site, tmp_path):
                **SMALL)
     assert set(df["suite"]) == {"native", "plugins", "worst-case"} and (df["n_examples"] == 50).all()
     assert df["checks_passed"].all()
+    assert any(f.name == "returns-nothing" and "not a robrep.attacks.Attack" in f.error for f in failures())
 
 
 def test_plugins_can_be_turned_off(pca, monkeypatch):

@@ -96,3 +96,16 @@ def test_rows_record_restarts_including_the_library_s_own(tmp_path):
                suites=("native", "torchattacks"))
     restarts = df.drop_duplicates("attack").set_index("attack")["restarts"]
     assert restarts["pgd"] == 3 and restarts["PGD"] == 3 and restarts["APGD-CE"] == 3 and restarts["Square"] == 1
+
+
+def test_foolbox_restarts_only_ever_help(undefended):
+    from robrep.attacks import FoolboxAttack
+
+    model, x, y = undefended
+    x, y = x[:80], y[:80]
+    radii = [0.0, 0.03, 0.06, 0.1]
+    kw = {"steps": 5, "rel_stepsize": 0.5, "random_start": True}
+    one = FoolboxAttack("LinfPGD", kw, restarts=1).run(model, x, y, radii, seed=0)
+    three = FoolboxAttack("LinfPGD", kw, restarts=3).run(model, x, y, radii, seed=0)
+    for r in radii:  # the same first call, then more chances at every radius, not just the largest
+        assert not (three.robust[r] & ~one.robust[r]).any()

@@ -28,6 +28,12 @@ Progress = Callable[[int], None]  # called with a number of work units done
 TOL = 1e-6  # slack of the ball check: float32 rounding of x + delta
 
 
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Decisions (argmax of the logits) of ``model`` on x, in batches. (N,)"""
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
 def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     flat = delta.flatten(1)
     return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
@@ -89,8 +95,7 @@ class Attack:
         ok = torch.isfinite(x_adv).flatten(1).all(1)
         ok &= (x_adv >= 0).flatten(1).all(1) & (x_adv <= 1).flatten(1).all(1)
         ok &= perturbation_norm(x_adv - x, self.norm) <= eps + TOL
-        pred = torch.cat([model(x_adv[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
-        return ok, pred != y
+        return ok, predict(model, x_adv, batch_size) != y
 
     @torch.no_grad()
     def run(
@@ -102,8 +107,7 @@ class Attack:
         t0 = time.perf_counter()
         model.eval()
         radii = sorted(set(float(r) for r in radii))
-        pred = torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
-        res = AttackResult(radii, clean_correct=pred == y)
+        res = AttackResult(radii, clean_correct=predict(model, x, batch_size) == y)
         robust, x_adv = res.clean_correct.clone(), x.clone()
         positive = [r for r in radii if r > 0]
         correct = res.clean_correct.nonzero().squeeze(1)

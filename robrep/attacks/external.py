@@ -13,14 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from robrep.attacks.base import Attack, Progress
+from robrep.attacks.base import Attack, Progress, predict
 
 _NORMS = {"linf": "Linf", "l2": "L2"}
-
-
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(x).argmax(1)
 
 
 @dataclass(repr=False)
@@ -76,7 +71,7 @@ class TorchattacksAttack(Attack):
                 torch.manual_seed(seed)  # PGD's random start comes from the global generator
                 with torch.enable_grad():
                     adv = self.build(model, eps, seed)(x[idx], y[idx]).detach()
-                fooled = _predict(model, adv) != y[idx]
+                fooled = predict(model, adv) != y[idx]
                 broken[idx[fooled]] = True
                 x_adv[idx[fooled]] = adv[fooled]
             if progress:
@@ -96,7 +91,6 @@ class FoolboxAttack(Attack):
     kind: str = "iterative"
 
     suite = "foolbox"
-    reuse = False  # foolbox evaluates every radius in one call
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -109,7 +103,7 @@ class FoolboxAttack(Attack):
         attack = getattr(fb.attacks, self.attack)(**self.kwargs)
         out = {r: (torch.zeros(len(x), dtype=torch.bool, device=x.device), x.clone()) for r in radii}
         for _ in range(self.restarts):
-            todo = ~out[radii[-1]][0]  # points still robust at the largest radius
+            todo = torch.stack([~out[r][0] for r in radii]).any(0)  # still robust at some radius
             if not todo.any():
                 break
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))

@@ -58,10 +58,22 @@ def foolbox_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm:
 @SUITES.register("plugins")
 def plugins_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
     """Every attack installed by a plugin (entry point group robrep.attacks)."""
+    from robrep.plugins import report_failure
     from robrep.registry import ATTACKS
 
-    return [ATTACKS.create(name, n_classes, steps=steps, restarts=restarts, norm=norm)
-            for name in ATTACKS.list() if ATTACKS.origin(name) != "built-in"]
+    attacks = []
+    for name in ATTACKS.list():
+        if ATTACKS.origin(name) == "built-in":
+            continue
+        try:  # a broken plugin attack is reported and skipped, never fatal
+            attack = ATTACKS.create(name, n_classes, steps=steps, restarts=restarts, norm=norm)
+            if not isinstance(attack, Attack):
+                raise TypeError(f"returned {type(attack).__name__}, not a robrep.attacks.Attack")
+        except Exception as e:
+            report_failure(ATTACKS, name, f"{type(e).__name__}: {e}")
+            continue
+        attacks.append(attack)
+    return attacks
 
 
 def suite_attacks(names, n_classes: int, *, steps: int, restarts: int, norm: str) -> list[Attack]:
