@@ -7,6 +7,7 @@ numbers that are not numbers in [0, 1], or has a row whose checks failed is refu
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -68,8 +69,9 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard") -> list[
         old = read_results(path)
         board = merge(old, new)
         board = board.drop(columns=[c for c in LOCAL_ONLY if c in board.columns])
+        markdown = render_markdown(board, f"{dataset}, {norm} threat model")  # before anything is written
         write_results(path, board)
-        atomic_write(path.with_suffix(".md"), render_markdown(board, f"{dataset}, {norm} threat model").encode())
+        atomic_write(path.with_suffix(".md"), markdown.encode())
         plot_robustness(board, path.with_suffix(".png"),
                         suite="worst-case" if (board["suite"] == "worst-case").any() else None)
         log.info("leaderboard %s: %d rows", path, len(board))
@@ -93,12 +95,15 @@ def render_markdown(board: pd.DataFrame, title: str) -> str:
              "do not edit by hand.", ""]
     for task, rows in board.groupby("task", sort=True):
         radii = sorted(rows["radius"].unique())
-        lines += [f"## {task}", "", "| learner | run | suite | attack | n | " + " | ".join(f"{r:g}" for r in radii) + " |",
-                  "|---|---|---|---|---:|" + "---:|" * len(radii)]
-        for (learner, run, suite, attack, n), g in rows.groupby(["learner", "run", "suite", "attack", "n_examples"],
-                                                                 sort=True):
+        lines += [f"## {task}", "",
+                  "| learner | run | suite | attack | n | labels | " + " | ".join(f"{r:g}" for r in radii) + " |",
+                  "|---|---|---|---|---:|---:|" + "---:|" * len(radii)]
+        keys = ["label", "run", "suite", "attack", "n_examples", "label_fraction", "attack_config"]
+        for (label, run, suite, attack, n, fraction, config), g in rows.groupby(keys, sort=True):
             acc = g.set_index("radius")["adversarial_accuracy"]
             cells = [f"{acc[r]:.3f}" if r in acc.index else "" for r in radii]
-            lines.append(f"| {learner} | {run} | {suite} | {attack} | {n} | " + " | ".join(cells) + " |")
+            if suite == "worst-case":  # several worst cases can differ in the attacks they cover
+                attack = f"worst case of {len(json.loads(config))} attacks"
+            lines.append(f"| {label} | {run} | {suite} | {attack} | {n} | {fraction:g} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
