@@ -64,3 +64,11 @@ def test_results_from_before_the_label_fraction_option_merge_as_all_labels(resul
     publish([results], out=tmp_path / "board")  # the same cells again, now with the column: no duplicates
     board = pd.read_csv(tmp_path / "board" / "mnist5k-linf.csv")
     assert len(board) == 2 and (board["label_fraction"] == 1.0).all()
+
+
+def test_markdown_keeps_label_fractions_apart(results, tmp_path):
+    df = pd.read_csv(results / "results.csv")
+    df.assign(label_fraction=0.5).to_csv(tmp_path / "half.csv", index=False)
+    publish([results, tmp_path / "half.csv"], out=tmp_path / "board")
+    md = (tmp_path / "board" / "mnist5k-linf.md").read_text()
+    assert md.count("| vae |") == 2 and "| 0.5 |" in md and "| 1 |" in md
