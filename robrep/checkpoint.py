@@ -46,6 +46,11 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def short_hash(obj) -> str:
+    """8 hex digits of the SHA-256 of ``obj`` as canonical JSON: names folders and files after their content."""
+    return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())[:8]
+
+
 def state_bytes(module: torch.nn.Module) -> bytes:
     """The module's state dict serialised as safetensors (contiguous CPU copies)."""
     return st_save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})

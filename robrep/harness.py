@@ -8,7 +8,6 @@ skipped when the run is resumed.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import sys
@@ -23,7 +22,10 @@ from safetensors.torch import save as st_save
 
 import robrep
 from robrep.attacks import Attack, suite_attacks
-from robrep.checkpoint import CheckpointError, atomic_write, load_checkpoint, read_config, sha256_bytes
+from robrep.attacks.base import radius_grid
+from robrep.checkpoint import (
+    CheckpointError, atomic_write, load_checkpoint, read_config, sha256_bytes, short_hash, state_bytes,
+)
 from robrep.checks import CHECK_COLUMNS, check_result
 from robrep.data import Dataset, DatasetError, load_dataset
 from robrep.learners import create_learner
@@ -103,10 +105,6 @@ class BenchProgress:
     def phase(self, description: str, total: int | None) -> None: ...
     def advance(self, n: int = 1, info: str = "") -> None: ...
     def cell_done(self) -> None: ...
-
-
-def _short_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def learner_name(spec: str) -> str:
@@ -190,19 +188,19 @@ def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Att
 
 
 def save_probe(probe: torch.nn.Linear, path: Path) -> str:
-    data = st_save({k: v.detach().cpu().contiguous() for k, v in probe.state_dict().items()})
+    data = state_bytes(probe)
     atomic_write(path, data)
     return sha256_bytes(data)
 
 
 def _masks_path(out: Path, row: dict, radii) -> Path:
     """Where a cell's per-example robust masks live (the worst case is computed from them)."""
-    tag = _short_hash([cell_key({**row, "radius": None}), row["probe_sha256"], sorted(set(float(r) for r in radii))])
+    tag = short_hash([cell_key({**row, "radius": None}), row["probe_sha256"], radius_grid(radii)])
     return out / "examples" / row["run"] / f"{row['dataset']}-{row['task']}" / f"{row['suite']}--{row['attack']}--{tag}.safetensors"
 
 
 def _save_masks(path: Path, radii, masks: torch.Tensor, idx: torch.Tensor) -> None:
-    atomic_write(path, st_save({"radii": torch.tensor(sorted(set(float(r) for r in radii)), dtype=torch.float64),
+    atomic_write(path, st_save({"radii": torch.tensor(radius_grid(radii), dtype=torch.float64),
                                 "robust": masks.to(torch.uint8).contiguous(), "indices": idx.contiguous()}))
 
 
@@ -230,7 +228,7 @@ def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, torch.Te
     """Per radius, a point is robust only if every attack that ran failed on it.
 
     ``cells`` holds, per attack, its result rows and its (n_radii, N) robust masks."""
-    radii = sorted(set(float(r) for r in radii))
+    radii = radius_grid(radii)
     robust = torch.stack([m for _, _, m in cells]).all(dim=0)  # (n_radii, N)
     rows = []
     for i, r in enumerate(radii):

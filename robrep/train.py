@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import time
@@ -12,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from robrep.checkpoint import save_checkpoint
+from robrep.checkpoint import save_checkpoint, short_hash
 from robrep.data import Dataset, cache_dir, load_dataset
 from robrep.learners import create_learner
 
@@ -32,8 +30,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def run_dir_for(learner: str, dataset: str, config: dict, seed: int) -> Path:
     """The cached checkpoint folder of a learner's full config: ``robrep train`` and ``robrep bench`` share it,
     so a bench reuses what train made (and a changed config never reuses a stale checkpoint)."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return cache_dir() / "runs" / f"{learner}-{dataset}-{config.get('arch', 'custom')}-s{seed}-{digest}"
+    return cache_dir() / "runs" / f"{learner}-{dataset}-{config.get('arch', 'custom')}-s{seed}-{short_hash(config)}"
 
 
 def train(

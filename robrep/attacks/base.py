@@ -34,6 +34,11 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.
     return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
+def radius_grid(radii) -> list[float]:
+    """Radii as sorted distinct floats: the order attacks visit them and results store them in."""
+    return sorted(set(float(r) for r in radii))
+
+
 def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     flat = delta.flatten(1)
     return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
@@ -106,7 +111,7 @@ class Attack:
             raise ValueError(f"attack radii must be >= 0, got {radii}")
         t0 = time.perf_counter()
         model.eval()
-        radii = sorted(set(float(r) for r in radii))
+        radii = radius_grid(radii)
         res = AttackResult(radii, clean_correct=predict(model, x, batch_size) == y)
         robust, x_adv = res.clean_correct.clone(), x.clone()
         positive = [r for r in radii if r > 0]
