@@ -2,7 +2,8 @@
 
 The leaderboard is data (RobustBench's lesson): ``leaderboard/<dataset>-<norm>.csv`` holds the
 rows, deduplicated on their key and sorted, numbers as numbers; ``<dataset>-<norm>.md`` and
-``.png`` are generated from it, never edited by hand. A results file that lacks required columns, holds
+``.png`` are generated from it, never edited by hand. The image grids a run wrote (``robrep bench
+--images``: clean and adversarial images and their reconstructions) are copied to ``images/``. A results file that lacks required columns, holds
 numbers that are not numbers in [0, 1], or has a row whose checks failed is refused whole.
 """
 from __future__ import annotations
@@ -52,10 +53,14 @@ def board_path(out: Path, dataset: str, norm: str) -> Path:
 
 
 def publish(results: list[str | Path], out: str | Path = "leaderboard") -> list[Path]:
-    """Merge results CSVs (files, or run folders holding results.csv) into ``out``; returns the boards written."""
-    frames = []
+    """Merge results CSVs (files, or run folders holding results.csv) into ``out``; returns the boards written.
+
+    A run folder's image grids (``<run>/images/*.png``) are copied to ``<out>/images/``."""
+    frames, grids = [], []
     for item in results:
         path = Path(item) / "results.csv" if Path(item).is_dir() else Path(item)
+        if Path(item).is_dir():
+            grids += sorted((Path(item) / "images").glob("*.png"))
         if not path.is_file():
             raise LeaderboardError(f"no results file at {path}")
         try:
@@ -76,6 +81,9 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard") -> list[
                         suite="worst-case" if (board["suite"] == "worst-case").any() else None)
         log.info("leaderboard %s: %d rows", path, len(board))
         written.append(path)
+    for grid in grids:  # same name, same bytes: publishing twice changes nothing
+        atomic_write(Path(out) / "images" / grid.name, grid.read_bytes())
+        log.info("leaderboard image %s", Path(out) / "images" / grid.name)
     return written
 
 

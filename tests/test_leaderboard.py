@@ -12,7 +12,8 @@ def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     mp = pytest.MonkeyPatch()
     mp.setenv("ROBREP_CACHE", str(tmp_path_factory.getbasetemp() / "robrep-cache"))
-    bench(out=str(out), learners=("vae",), epochs=1, radii=(0.0, 0.1), steps=3, restarts=1, n_examples=50)
+    bench(out=str(out), learners=("vae",), epochs=1, radii=(0.0, 0.1), steps=3, restarts=1, n_examples=50,
+          images=0.1)
     bench(out=str(out / "l2"), learners=("vae",), epochs=1, radii=(0.0, 1.0), steps=3, restarts=1, n_examples=50,
           norm="l2")
     mp.undo()
@@ -35,6 +36,15 @@ def test_merging_the_same_results_twice_changes_nothing(results, tmp_path):
     first = (tmp_path / "mnist5k-linf.csv").read_bytes()
     publish([results], out=tmp_path)
     assert (tmp_path / "mnist5k-linf.csv").read_bytes() == first
+
+
+def test_a_run_folders_image_grids_are_published(results, tmp_path):
+    grids = sorted((results / "images").glob("*.png"))
+    assert len(grids) == 1 and "-mnist5k-digit-r0.1" in grids[0].name
+    publish([results], out=tmp_path)
+    assert (tmp_path / "images" / grids[0].name).read_bytes() == grids[0].read_bytes()
+    publish([results / "results.csv"], out=tmp_path / "csv-only")  # a bare CSV brings no images
+    assert not (tmp_path / "csv-only" / "images").exists()
 
 
 @pytest.mark.parametrize("damage,message", [
