@@ -1,0 +1,53 @@
+"""Does a re-run give the published numbers? Compare a run's results.csv with leaderboard/.
+
+    python benchmarks/paper/compare_published.py leaderboard-runs/fig8_labels [--board leaderboard]
+
+Rows are matched on what was run (run name, i.e. learner and its full config; data set, task,
+suite, attack and its config, radius, number of test points, seed, label fraction), not on the
+encoder's hash, so a re-trained encoder is matched to its published row. Prints how many rows
+matched, how many encoders came back bit for bit (same SHA-256), and the largest difference in
+nominal and adversarial accuracy. Exit status 1 if any matched number differs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+MATCH = ["run", "dataset", "task", "suite", "attack", "attack_config", "radius", "n_examples", "seed", "label_fraction"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, help="a run folder (holding results.csv) or a results CSV")
+    parser.add_argument("--board", type=Path, default=Path("leaderboard"), help="leaderboard folder")
+    args = parser.parse_args()
+    path = args.results / "results.csv" if args.results.is_dir() else args.results
+    new = pd.read_csv(path)
+    new["label_fraction"] = new.get("label_fraction", 1.0)
+    published = pd.concat([pd.read_csv(p) for p in sorted(args.board.glob("*.csv"))], ignore_index=True)
+    for df in (new, published):
+        df["label_fraction"] = df["label_fraction"].fillna(1.0).astype(float)
+        df["radius"] = df["radius"].astype(float)
+    both = new.merge(published, on=MATCH, suffixes=("", "_published"))
+    if both.empty:
+        print(f"none of the {len(new)} rows of {path} is on the leaderboard in {args.board}")
+        return 1
+    same_sha = both.groupby("run").apply(lambda g: (g["encoder_sha256"] == g["encoder_sha256_published"]).all(),
+                                         include_groups=False)
+    print(f"{len(both)} of {len(new)} rows of {path} are published; "
+          f"encoders identical (SHA-256): {int(same_sha.sum())} of {len(same_sha)}")
+    worst = 0.0
+    for col in ("nominal_accuracy", "adversarial_accuracy"):
+        diff = (both[col] - both[f"{col}_published"]).abs()
+        worst = max(worst, float(diff.max()))
+        at = both.loc[diff.idxmax()]
+        where = f" ({at['run']} / {at['task']} / {at['attack']} / radius {at['radius']:g})" if diff.max() > 0 else ""
+        print(f"  {col}: largest difference {diff.max():.4f}{where}; {int((diff > 0).sum())} rows differ")
+    return 0 if worst == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
