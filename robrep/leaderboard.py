@@ -104,14 +104,15 @@ def render_markdown(board: pd.DataFrame, title: str) -> str:
     for task, rows in board.groupby("task", sort=True):
         radii = sorted(rows["radius"].unique())
         lines += [f"## {task}", "",
-                  "| learner | run | suite | attack | n | labels | " + " | ".join(f"{r:g}" for r in radii) + " |",
-                  "|---|---|---|---|---:|---:|" + "---:|" * len(radii)]
-        keys = ["label", "run", "suite", "attack", "n_examples", "label_fraction", "attack_config"]
-        for (label, run, suite, attack, n, fraction, config), g in rows.groupby(keys, sort=True):
+                  "| learner | arch | run | suite | attack | n | labels | " + " | ".join(f"{r:g}" for r in radii) + " |",
+                  "|---|---|---|---|---|---:|---:|" + "---:|" * len(radii)]
+        rows = rows.assign(arch=rows["arch"].fillna("") if "arch" in rows else "")
+        keys = ["label", "arch", "run", "suite", "attack", "n_examples", "label_fraction", "attack_config"]
+        for (label, arch, run, suite, attack, n, fraction, config), g in rows.groupby(keys, sort=True):
             acc = g.set_index("radius")["adversarial_accuracy"]
             cells = [f"{acc[r]:.3f}" if r in acc.index else "" for r in radii]
             if suite == "worst-case":  # several worst cases can differ in the attacks they cover
                 attack = f"worst case of {len(json.loads(config))} attacks"
-            lines.append(f"| {label} | {run} | {suite} | {attack} | {n} | {fraction:g} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label} | {arch} | {run} | {suite} | {attack} | {n} | {fraction:g} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -13,28 +13,36 @@ from matplotlib.figure import Figure
 from robrep.checkpoint import atomic_write
 
 
+def robustness_panels(df: pd.DataFrame, suite: str | None = None) -> list[tuple[tuple, pd.DataFrame]]:
+    """The panels of ``plot_robustness``: ((dataset, task, arch, suite, attack), rows), MLP and ConvNet
+    encoders apart as in the paper's figure 5."""
+    if suite is not None:
+        df = df[df["suite"] == suite]
+    df = df.assign(arch=df["arch"].fillna("") if "arch" in df else "")
+    return list(df.groupby(["dataset", "task", "arch", "suite", "attack"], sort=True))
+
+
 def plot_robustness(df: pd.DataFrame, path: str | Path, suite: str | None = None) -> Path:
-    """Adversarial accuracy against attack radius, one panel per (dataset, task, attack), one line per run.
+    """Adversarial accuracy against attack radius, one panel per (dataset, task, architecture, attack), one line
+    per run.
 
     Like the paper's figures 4 and 5. ``suite`` selects the rows of one suite (default: all).
     """
-    if suite is not None:
-        df = df[df["suite"] == suite]
-    panels = list(df.groupby(["dataset", "task", "suite", "attack"], sort=True))
+    panels = robustness_panels(df, suite)
     if not panels:
         raise ValueError("no result rows to plot")
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(4.2 * cols, 3.4 * rows), dpi=110)
     FigureCanvasAgg(fig)
-    for i, ((dataset, task, suite_, attack), sub) in enumerate(panels):
+    for i, ((dataset, task, arch, suite_, attack), sub) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         # a learner's name is label enough unless it has several runs in the panel
         key = "label" if sub.groupby("label")["run"].nunique().max() == 1 else "run"
         for label, line in sub.groupby(key, sort=True):
             line = line.sort_values("radius")
             ax.plot(line["radius"], line["adversarial_accuracy"], marker="o", ms=3, label=label)
-        ax.set_title(f"{dataset} / {task} ({suite_}: {attack})", fontsize=9)
+        ax.set_title(f"{dataset} / {task}{f', {arch}' if arch else ''} ({suite_}: {attack})", fontsize=9)
         ax.set_xlabel("attack radius")
         ax.set_ylabel("adversarial accuracy")
         ax.set_ylim(-0.02, 1.02)

@@ -37,7 +37,7 @@ def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
         df = pd.concat([old, new], ignore_index=True)
     df = df.assign(**{c: None for c in COLUMNS if c not in df.columns})  # every row has every column
     df["label_fraction"] = df["label_fraction"].fillna(1.0).astype(float)  # rows from before the option: all labels
-    df["warnings"] = df["warnings"].fillna("").astype(str)
+    df["warnings"] = df["warnings"].astype(object).fillna("").astype(str)
     df["label"] = df["label"].fillna(df["learner"])  # rows from before labels: the learner's name
     df = df.drop_duplicates(subset=list(KEY), keep="last")
     cols = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
@@ -51,7 +51,7 @@ def read_results(path: str | Path) -> pd.DataFrame | None:
         return None
     df = pd.read_csv(path)
     if "warnings" in df:
-        df["warnings"] = df["warnings"].fillna("").astype(str)
+        df["warnings"] = df["warnings"].astype(object).fillna("").astype(str)
     if "label_fraction" in df:
         df["label_fraction"] = df["label_fraction"].fillna(1.0).astype(float)
     return df

@@ -5,6 +5,7 @@ import pytest
 from robrep.cli import main
 from robrep.harness import bench
 from robrep.leaderboard import LeaderboardError, publish
+from robrep.plots import robustness_panels
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,19 @@ def test_merging_the_same_results_twice_changes_nothing(results, tmp_path):
     first = (tmp_path / "mnist5k-linf.csv").read_bytes()
     publish([results], out=tmp_path)
     assert (tmp_path / "mnist5k-linf.csv").read_bytes() == first
+
+
+def test_mlp_and_convnet_encoders_get_their_own_panels_and_markdown_rows(results, tmp_path):
+    mlp = pd.read_csv(results / "results.csv")
+    conv = mlp.assign(arch="conv", run=mlp["run"].str.replace("-mlp-", "-conv-"), encoder_sha256="f" * 64)
+    board = pd.concat([mlp, conv], ignore_index=True)
+    panels = robustness_panels(board)
+    assert [key[2] for key, _ in panels] == ["conv", "mlp"]
+    assert all(len(rows) == len(mlp) for _, rows in panels)
+    board.to_csv(tmp_path / "both.csv", index=False)
+    publish([tmp_path / "both.csv"], out=tmp_path / "board")
+    md = (tmp_path / "board" / "mnist5k-linf.md").read_text()
+    assert "| vae | conv |" in md and "| vae | mlp |" in md
 
 
 def test_a_run_folders_image_grids_are_published(results, tmp_path):
