@@ -48,6 +48,25 @@ def validate(df: pd.DataFrame, source: str) -> pd.DataFrame:
     return df.drop(columns=[c for c in LOCAL_ONLY if c in df.columns])
 
 
+def drop_superseded(board: pd.DataFrame) -> pd.DataFrame:
+    """Drop worst-case rows whose attacks are a strict subset of another worst case's on the same points.
+
+    A worst case over more attacks is the better bound, so a run published again with more
+    suites replaces its older, partial worst case instead of standing beside it.
+    """
+    worst = board[board["suite"] == "worst-case"]
+    if worst.empty:
+        return board
+    same = [c for c in KEY if c not in ("suite", "attack", "attack_config")]
+    drop = []
+    for _, group in worst.groupby(same, sort=False, dropna=False):
+        sets = {i: frozenset(json.loads(c)) for i, c in group["attack_config"].items()}
+        drop += [i for i, a in sets.items() if any(a < b for b in sets.values())]
+    if drop:
+        log.info("dropped %d worst-case row(s) superseded by a worst case over more attacks", len(drop))
+    return board.drop(index=drop).reset_index(drop=True)
+
+
 def board_path(out: Path, dataset: str, norm: str) -> Path:
     return Path(out) / f"{dataset}-{norm}.csv"
 
@@ -72,7 +91,7 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard") -> list[
     for (dataset, norm), new in pd.concat(frames, ignore_index=True).groupby(["dataset", "norm"]):
         path = board_path(Path(out), dataset, norm)
         old = read_results(path)
-        board = merge(old, new)
+        board = drop_superseded(merge(old, new))
         board = board.drop(columns=[c for c in LOCAL_ONLY if c in board.columns])
         markdown = render_markdown(board, f"{dataset}, {norm} threat model")  # before anything is written
         write_results(path, board)

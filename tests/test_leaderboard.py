@@ -52,6 +52,23 @@ def test_mlp_and_convnet_encoders_get_their_own_panels_and_markdown_rows(results
     assert "| vae | conv |" in md and "| vae | mlp |" in md
 
 
+def test_a_worst_case_over_more_attacks_replaces_the_partial_one(results, tmp_path):
+    rows = pd.read_csv(results / "results.csv")
+    worst = rows[rows["suite"] == "native"].assign(suite="worst-case", attack="worst-case")
+    partial = worst.assign(attack_config='["native/pgd"]', adversarial_accuracy=worst["nominal_accuracy"])
+    full = worst.assign(attack_config='["foolbox/FGSM", "native/pgd"]')
+    other_points = partial.assign(n_examples=10)  # a worst case on other points is not superseded
+    for name, df in [("partial", pd.concat([partial, other_points])), ("full", full)]:
+        df.to_csv(tmp_path / f"{name}.csv", index=False)
+    publish([tmp_path / "partial.csv"], out=tmp_path / "board")
+    publish([tmp_path / "full.csv"], out=tmp_path / "board")
+    board = pd.read_csv(tmp_path / "board" / "mnist5k-linf.csv")
+    assert sorted(board["attack_config"].unique()) == ['["foolbox/FGSM", "native/pgd"]', '["native/pgd"]']
+    kept = board.set_index("attack_config")
+    assert (kept.loc['["native/pgd"]', "n_examples"] == 10).all()
+    assert len(kept.loc['["foolbox/FGSM", "native/pgd"]']) == len(full)
+
+
 def test_a_run_folders_image_grids_are_published(results, tmp_path):
     grids = sorted((results / "images").glob("*.png"))
     assert len(grids) == 1 and "-mnist5k-digit-r0.1" in grids[0].name
