@@ -89,6 +89,12 @@ def test_consistency_warnings():
     assert len(weak) == 1 and "weaker than single-step" in weak[0]
     masked = consistency_warnings([(pgd, 0.50), (fgsm, 0.55), (square, 0.20)])
     assert len(masked) == 1 and "gradient masking" in masked[0]
+    # AutoAttack ends with Square: its lower number must not hide Square beating every gradient attack
+    auto = next(a for a in suite_attacks(["torchattacks"], 10, **SMALL) if a.name == "AutoAttack-standard")
+    binary = next(a for a in suite_attacks(["torchattacks"], 2, **SMALL) if a.name.startswith("AutoAttack-binary"))
+    assert auto.includes_black_box and binary.includes_black_box and not pgd.includes_black_box
+    hidden = consistency_warnings([(pgd, 0.60), (square, 0.46), (auto, 0.43)])
+    assert len(hidden) == 1 and "Square (0.460) beats every gradient attack (best 0.600)" in hidden[0]
 
 
 def test_rows_record_restarts_including_the_library_s_own(tmp_path):

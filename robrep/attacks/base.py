@@ -67,6 +67,7 @@ class Attack:
     norm = "linf"
     suite = "native"
     kind = "iterative"  # iterative | single-step | black-box | minimal (for the consistency warnings)
+    includes_black_box = False  # an ensemble with a black-box part (AutoAttack): not a pure gradient attack
     reuse = True  # attack only the points not broken at a smaller radius
 
     def settings(self) -> dict:

@@ -36,6 +36,10 @@ class TorchattacksAttack(Attack):
     def name(self) -> str:  # type: ignore[override]
         return self.label or self.attack
 
+    @property
+    def includes_black_box(self) -> bool:  # type: ignore[override]
+        return self.attack in ("AutoAttack", "BinaryAutoAttack")  # both end with Square
+
     def units(self, radii):
         return self.restarts * sum(1 for r in radii if r > 0)
 
