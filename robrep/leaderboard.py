@@ -2,9 +2,10 @@
 
 The leaderboard is data (RobustBench's lesson): ``leaderboard/<dataset>-<norm>.csv`` holds the
 rows, deduplicated on their key and sorted, numbers as numbers; ``<dataset>-<norm>.md`` and
-``.png`` are generated from it, never edited by hand. The image grids a run wrote (``robrep bench
---images``: clean and adversarial images and their reconstructions) are copied to ``images/``. A results file that lacks required columns, holds
-numbers that are not numbers in [0, 1], or has a row whose checks failed is refused whole.
+``.png`` are generated from it, never edited by hand. The image grids a run wrote (``robrep
+bench --images``: clean and adversarial images and their reconstructions) are copied to
+``images/``. A results file that lacks required columns, holds numbers that are not numbers
+in [0, 1], or has a row whose checks failed is refused whole.
 """
 from __future__ import annotations
 
