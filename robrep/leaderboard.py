@@ -77,10 +77,10 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard") -> list[
 
     A run folder's image grids (``<run>/images/*.png``) are copied to ``<out>/images/``."""
     frames, grids = [], []
-    for item in results:
-        path = Path(item) / "results.csv" if Path(item).is_dir() else Path(item)
-        if Path(item).is_dir():
-            grids += sorted((Path(item) / "images").glob("*.png"))
+    for item in map(Path, results):
+        path = item / "results.csv" if item.is_dir() else item
+        if item.is_dir():
+            grids += sorted((item / "images").glob("*.png"))
         if not path.is_file():
             raise LeaderboardError(f"no results file at {path}")
         try:

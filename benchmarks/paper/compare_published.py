@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
+from robrep.leaderboard import read_boards
+from robrep.results import read_results
 
 MATCH = ["run", "dataset", "task", "suite", "attack", "attack_config", "radius", "n_examples", "seed", "label_fraction"]
 
@@ -25,11 +26,13 @@ def main() -> int:
     parser.add_argument("--board", type=Path, default=Path("leaderboard"), help="leaderboard folder")
     args = parser.parse_args()
     path = args.results / "results.csv" if args.results.is_dir() else args.results
-    new = pd.read_csv(path)
-    new["label_fraction"] = new.get("label_fraction", 1.0)
-    published = pd.concat([pd.read_csv(p) for p in sorted(args.board.glob("*.csv"))], ignore_index=True)
+    new = read_results(path)
+    if new is None:
+        parser.error(f"no results file at {path}")
+    if "label_fraction" not in new:  # results from before the option: all labels
+        new["label_fraction"] = 1.0
+    published = read_boards(args.board)
     for df in (new, published):
-        df["label_fraction"] = df["label_fraction"].fillna(1.0).astype(float)
         df["radius"] = df["radius"].astype(float)
     both = new.merge(published, on=MATCH, suffixes=("", "_published"))
     if both.empty:
