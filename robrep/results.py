@@ -35,10 +35,7 @@ def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
         df = new
     else:
         df = pd.concat([old, new], ignore_index=True)
-    df = df.assign(**{c: None for c in COLUMNS if c not in df.columns})  # every row has every column
-    df["label_fraction"] = df["label_fraction"].fillna(1.0).astype(float)  # rows from before the option: all labels
-    df["warnings"] = df["warnings"].astype(object).fillna("").astype(str)
-    df["label"] = df["label"].fillna(df["learner"])  # rows from before labels: the learner's name
+    df = _normalize(df.assign(**{c: None for c in COLUMNS if c not in df.columns}))  # every row has every column
     df = df.drop_duplicates(subset=list(KEY), keep="last")
     cols = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
     return df[cols].sort_values(["dataset", "task", "suite", "attack", "learner", "run", "radius"],
@@ -49,11 +46,19 @@ def read_results(path: str | Path) -> pd.DataFrame | None:
     path = Path(path)
     if not path.is_file():
         return None
-    df = pd.read_csv(path)
-    if "warnings" in df:
-        df["warnings"] = df["warnings"].astype(object).fillna("").astype(str)
+    return _normalize(pd.read_csv(path))
+
+
+def _normalize(df: pd.DataFrame) -> pd.DataFrame:
+    """Fill what older rows, or learners without the field, leave empty (for the columns ``df`` has)."""
+    df = df.copy()
     if "label_fraction" in df:
-        df["label_fraction"] = df["label_fraction"].fillna(1.0).astype(float)
+        df["label_fraction"] = df["label_fraction"].fillna(1.0).astype(float)  # rows from before the option: all labels
+    for column in ("warnings", "arch"):  # no warnings; a learner without an architecture choice
+        if column in df:
+            df[column] = df[column].astype(object).fillna("").astype(str)
+    if "label" in df and "learner" in df:
+        df["label"] = df["label"].fillna(df["learner"])  # rows from before labels: the learner's name
     return df
 
 

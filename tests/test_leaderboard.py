@@ -52,6 +52,17 @@ def test_mlp_and_convnet_encoders_get_their_own_panels_and_markdown_rows(results
     assert "| vae | conv |" in md and "| vae | mlp |" in md
 
 
+def test_rows_of_a_learner_without_an_architecture_are_published_not_dropped(results, tmp_path):
+    rows = pd.read_csv(results / "results.csv")
+    plugin = rows.assign(arch=None, learner="pca", label="pca", run=rows["run"].str.replace("vae", "pca"),
+                         encoder_sha256="e" * 64)
+    pd.concat([rows, plugin], ignore_index=True).to_csv(tmp_path / "both.csv", index=False)
+    publish([tmp_path / "both.csv"], out=tmp_path / "board")
+    md = (tmp_path / "board" / "mnist5k-linf.md").read_text()
+    assert "| pca |  |" in md and "| vae | mlp |" in md
+    assert len(pd.read_csv(tmp_path / "board" / "mnist5k-linf.csv")) == 2 * len(rows)
+
+
 def test_a_worst_case_over_more_attacks_replaces_the_partial_one(results, tmp_path):
     rows = pd.read_csv(results / "results.csv")
     worst = rows[rows["suite"] == "native"].assign(suite="worst-case", attack="worst-case")
