@@ -3,6 +3,7 @@ user's global backend is never touched."""
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 
@@ -22,6 +23,35 @@ def robustness_panels(df: pd.DataFrame, suite: str | None = None) -> list[tuple[
     return list(df.groupby(["dataset", "task", "arch", "suite", "attack"], sort=True))
 
 
+# short legend names for the settings that tell a panel's lines apart
+_SHORT = {"selection_eps": "sel", "selection_steps": "L", "label_fraction": "labels"}
+
+
+def line_labels(rows: pd.DataFrame) -> dict[tuple[str, float], str]:
+    """A legend label for every line ((run, label_fraction)) of a panel: the learner's label, plus the
+    learner settings and label fraction that differ between the panel's lines (selection radius, budget L...).
+    Lines that would still read alike are named by their run."""
+    lines = rows.drop_duplicates(["run", "label_fraction"])
+    settings = {}
+    for run, fraction, label, config in zip(lines["run"], lines["label_fraction"], lines["label"],
+                                            lines["learner_config"]):
+        try:
+            config = json.loads(config) if isinstance(config, str) else {}
+        except json.JSONDecodeError:
+            config = {}
+        settings[(run, fraction)] = (label, {**config, "label_fraction": fraction})
+    varying = sorted({k for _, c in settings.values() for k in c
+                      if len({json.dumps(c2.get(k)) for _, c2 in settings.values() if k in c2}) > 1},
+                     key=lambda k: (k == "label_fraction", k))  # the learner's settings, then the labels
+    names = {}
+    for key, (label, config) in settings.items():
+        shown = [f"{_SHORT.get(k, k)} {config[k]:g}" if isinstance(config[k], (int, float)) else
+                 f"{_SHORT.get(k, k)} {config[k]}" for k in varying if k in config]
+        names[key] = f"{label} ({', '.join(shown)})" if shown else str(label)
+    texts = list(names.values())
+    return {key: (text if texts.count(text) == 1 else f"{key[0]} ({text})") for key, text in names.items()}
+
+
 def plot_robustness(df: pd.DataFrame, path: str | Path, suite: str | None = None) -> Path:
     """Adversarial accuracy against attack radius, one panel per (dataset, task, architecture, attack), one line
     per run.
@@ -37,11 +67,10 @@ def plot_robustness(df: pd.DataFrame, path: str | Path, suite: str | None = None
     FigureCanvasAgg(fig)
     for i, ((dataset, task, arch, suite_, attack), sub) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
-        # a learner's name is label enough unless it has several runs in the panel
-        key = "label" if sub.groupby("label")["run"].nunique().max() == 1 else "run"
-        for label, line in sub.groupby(key, sort=True):
-            line = line.sort_values("radius")
-            ax.plot(line["radius"], line["adversarial_accuracy"], marker="o", ms=3, label=label)
+        labels = line_labels(sub)
+        for key in sorted(labels, key=labels.get):
+            line = sub[(sub["run"] == key[0]) & (sub["label_fraction"] == key[1])].sort_values("radius")
+            ax.plot(line["radius"], line["adversarial_accuracy"], marker="o", ms=3, label=labels[key])
         ax.set_title(f"{dataset} / {task}{f', {arch}' if arch else ''} ({suite_}: {attack})", fontsize=9)
         ax.set_xlabel("attack radius")
         ax.set_ylabel("adversarial accuracy")

@@ -5,7 +5,7 @@ import pytest
 from robrep.cli import main
 from robrep.harness import bench
 from robrep.leaderboard import LeaderboardError, publish
-from robrep.plots import robustness_panels
+from robrep.plots import line_labels, robustness_panels
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,23 @@ def test_mlp_and_convnet_encoders_get_their_own_panels_and_markdown_rows(results
     publish([tmp_path / "both.csv"], out=tmp_path / "board")
     md = (tmp_path / "board" / "mnist5k-linf.md").read_text()
     assert "| vae | conv |" in md and "| vae | mlp |" in md
+
+
+def test_plot_lines_are_told_apart_by_label_fraction_and_selection_settings(results):
+    rows = pd.read_csv(results / "results.csv")
+    se = rows.assign(learner="se-adversarial", label="se-adversarial", run="se-a", encoder_sha256="a" * 64,
+                     learner_config='{"selection_eps": 0.1, "selection_steps": 20, "gamma": 50.0}')
+    se_l50 = se.assign(run="se-b", encoder_sha256="b" * 64,
+                       learner_config='{"selection_eps": 0.1, "selection_steps": 50, "gamma": 50.0}')
+    few_labels = rows.assign(label_fraction=0.01)
+    labels = line_labels(pd.concat([rows, few_labels, se, se_l50], ignore_index=True))
+    vae_run = rows["run"].iloc[0]
+    assert labels == {(vae_run, 1.0): "vae (labels 1)", (vae_run, 0.01): "vae (labels 0.01)",
+                      ("se-a", 1.0): "se-adversarial (L 20, labels 1)",
+                      ("se-b", 1.0): "se-adversarial (L 50, labels 1)"}
+    twin = se.assign(run="se-c", encoder_sha256="c" * 64)  # same label and settings: named by run
+    assert line_labels(pd.concat([se, twin], ignore_index=True)) == {
+        ("se-a", 1.0): "se-a (se-adversarial)", ("se-c", 1.0): "se-c (se-adversarial)"}
 
 
 def test_rows_of_a_learner_without_an_architecture_are_published_not_dropped(results, tmp_path):
