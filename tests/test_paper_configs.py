@@ -1,7 +1,10 @@
 """The paper's experiments as configs: each one parses and names things that exist; Table 1 runs on a
 miniature CelebA generated in the real layout."""
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from fixtures import make_celeba
@@ -36,3 +39,22 @@ def test_table1_runs_on_a_miniature_celeba(tmp_path):
     assert set(df["learner"]) == {"vae", "se-adversarial"} and (df["n_classes"] == 2).all()
     assert (df["arch"] == "conv").all() and set(df["radius"]) == {0.0, 0.1}
     assert df["checks_passed"].all() and (df["n_examples"] == 6).all()
+
+
+def test_compare_published_tells_a_reproduced_run_from_a_changed_one(tmp_path):
+    board = pd.read_csv(PAPER.parent.parent / "leaderboard" / "mnist5k-linf.csv")
+    run = board[board["run"] == board["run"].iloc[0]]
+    run.to_csv(tmp_path / "same.csv", index=False)
+    changed = run.copy()
+    changed.loc[changed.index[-1], "adversarial_accuracy"] += 0.002
+    changed.to_csv(tmp_path / "changed.csv", index=False)
+
+    def compare(name):
+        return subprocess.run([sys.executable, str(PAPER / "compare_published.py"), str(tmp_path / name),
+                               "--board", str(PAPER.parent.parent / "leaderboard")], capture_output=True, text=True)
+
+    same = compare("same.csv")
+    assert same.returncode == 0 and f"{len(run)} of {len(run)} rows" in same.stdout
+    assert "encoders identical (SHA-256): 1 of 1" in same.stdout
+    other = compare("changed.csv")
+    assert other.returncode == 1 and "largest difference 0.0020" in other.stdout and "1 rows differ" in other.stdout
