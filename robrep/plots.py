@@ -15,12 +15,12 @@ from robrep.checkpoint import atomic_write
 
 
 def robustness_panels(df: pd.DataFrame, suite: str | None = None) -> list[tuple[tuple, pd.DataFrame]]:
-    """The panels of ``plot_robustness``: ((dataset, task, arch, suite, attack), rows), MLP and ConvNet
-    encoders apart as in the paper's figure 5."""
+    """The panels of ``plot_robustness``: ((dataset, task, arch, suite, attack, n_examples), rows), MLP and
+    ConvNet encoders apart as in the paper's figure 5, and runs on different numbers of test points apart."""
     if suite is not None:
         df = df[df["suite"] == suite]
     df = df.assign(arch=df["arch"].fillna("") if "arch" in df else "")
-    return list(df.groupby(["dataset", "task", "arch", "suite", "attack"], sort=True))
+    return list(df.groupby(["dataset", "task", "arch", "suite", "attack", "n_examples"], sort=True))
 
 
 # short legend names for the settings that tell a panel's lines apart
@@ -28,7 +28,7 @@ _SHORT = {"selection_eps": "sel", "selection_steps": "L", "label_fraction": "lab
 
 
 def line_labels(rows: pd.DataFrame) -> dict[tuple[str, float], str]:
-    """A legend label for every line ((run, label_fraction)) of a panel: the learner's label, plus the
+    """A legend label for every line ((run, label_fraction)) of a panel (one number of test points): the learner's label, plus the
     learner settings and label fraction that differ between the panel's lines (selection radius, budget L...).
     Lines that would still read alike are named by their run."""
     lines = rows.drop_duplicates(["run", "label_fraction"])
@@ -65,13 +65,14 @@ def plot_robustness(df: pd.DataFrame, path: str | Path, suite: str | None = None
     rows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(4.2 * cols, 3.4 * rows), dpi=110)
     FigureCanvasAgg(fig)
-    for i, ((dataset, task, arch, suite_, attack), sub) in enumerate(panels):
+    for i, ((dataset, task, arch, suite_, attack, n), sub) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         labels = line_labels(sub)
         for key in sorted(labels, key=labels.get):
             line = sub[(sub["run"] == key[0]) & (sub["label_fraction"] == key[1])].sort_values("radius")
             ax.plot(line["radius"], line["adversarial_accuracy"], marker="o", ms=3, label=labels[key])
-        ax.set_title(f"{dataset} / {task}{f', {arch}' if arch else ''} ({suite_}: {attack})", fontsize=9)
+        what = suite_ if attack == suite_ else f"{suite_}: {attack}"  # "worst-case", not "worst-case: worst-case"
+        ax.set_title(f"{dataset} / {task}{f', {arch}' if arch else ''}, {n:g} points ({what})", fontsize=9)
         ax.set_xlabel("attack radius")
         ax.set_ylabel("adversarial accuracy")
         ax.set_ylim(-0.02, 1.02)

@@ -64,6 +64,9 @@ def test_plot_lines_are_told_apart_by_label_fraction_and_selection_settings(resu
     assert labels == {(vae_run, 1.0): "vae (labels 1)", (vae_run, 0.01): "vae (labels 0.01)",
                       ("se-a", 1.0): "se-adversarial (L 20, labels 1)",
                       ("se-b", 1.0): "se-adversarial (L 50, labels 1)"}
+    more_points = rows.assign(n_examples=100)  # the same run on other test points: its own panel, not one line
+    panels = robustness_panels(pd.concat([rows, more_points], ignore_index=True))
+    assert [key[-1] for key, _ in panels] == [50, 100] and all(len(sub) == len(rows) for _, sub in panels)
     twin = se.assign(run="se-c", encoder_sha256="c" * 64)  # same label and settings: named by run
     assert line_labels(pd.concat([se, twin], ignore_index=True)) == {
         ("se-a", 1.0): "se-a (se-adversarial)", ("se-c", 1.0): "se-c (se-adversarial)"}
