@@ -12,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from robrep.checkpoint import atomic_write
+from robrep.results import normalize
 
 
 def robustness_panels(df: pd.DataFrame, suite: str | None = None) -> list[tuple[tuple, pd.DataFrame]]:
@@ -19,7 +20,10 @@ def robustness_panels(df: pd.DataFrame, suite: str | None = None) -> list[tuple[
     ConvNet encoders apart as in the paper's figure 5, and runs on different numbers of test points apart."""
     if suite is not None:
         df = df[df["suite"] == suite]
-    df = df.assign(arch=df["arch"].fillna("") if "arch" in df else "")
+    defaults = {"arch": "", "label_fraction": 1.0, "learner_config": "{}", "n_examples": 0}  # hand-made frames
+    df = normalize(df.assign(**{c: v for c, v in defaults.items() if c not in df}))
+    if "label" not in df:
+        df = df.assign(label=df["learner"])
     return list(df.groupby(["dataset", "task", "arch", "suite", "attack", "n_examples"], sort=True))
 
 
@@ -28,9 +32,9 @@ _SHORT = {"selection_eps": "sel", "selection_steps": "L", "label_fraction": "lab
 
 
 def line_labels(rows: pd.DataFrame) -> dict[tuple[str, float], str]:
-    """A legend label for every line ((run, label_fraction)) of a panel (one number of test points): the learner's label, plus the
-    learner settings and label fraction that differ between the panel's lines (selection radius, budget L...).
-    Lines that would still read alike are named by their run."""
+    """A legend label for every line ((run, label_fraction)) of a panel (rows as ``robustness_panels`` gives
+    them): the learner's label, plus the learner settings and label fraction that differ between the panel's
+    lines (selection radius, budget L...). Lines that would still read alike are named by their run."""
     lines = rows.drop_duplicates(["run", "label_fraction"])
     settings = {}
     for run, fraction, label, config in zip(lines["run"], lines["label_fraction"], lines["label"],

@@ -35,7 +35,7 @@ def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
         df = new
     else:
         df = pd.concat([old, new], ignore_index=True)
-    df = _normalize(df.assign(**{c: None for c in COLUMNS if c not in df.columns}))  # every row has every column
+    df = normalize(df.assign(**{c: None for c in COLUMNS if c not in df.columns}))  # every row has every column
     df = df.drop_duplicates(subset=list(KEY), keep="last")
     cols = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
     return df[cols].sort_values(["dataset", "task", "suite", "attack", "learner", "run", "radius"],
@@ -46,11 +46,12 @@ def read_results(path: str | Path) -> pd.DataFrame | None:
     path = Path(path)
     if not path.is_file():
         return None
-    return _normalize(pd.read_csv(path))
+    return normalize(pd.read_csv(path))
 
 
-def _normalize(df: pd.DataFrame) -> pd.DataFrame:
-    """Fill what older rows, or learners without the field, leave empty (for the columns ``df`` has)."""
+def normalize(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with what older rows, or learners without the field, leave empty filled in (for the
+    columns ``df`` has). ``merge`` and ``read_results`` return normalized rows."""
     df = df.copy()
     if "label_fraction" in df:
         df["label_fraction"] = df["label_fraction"].fillna(1.0).astype(float)  # rows from before the option: all labels

@@ -5,7 +5,7 @@ import pytest
 from robrep.cli import main
 from robrep.harness import bench
 from robrep.leaderboard import LeaderboardError, publish
-from robrep.plots import line_labels, robustness_panels
+from robrep.plots import line_labels, plot_robustness, robustness_panels
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +144,11 @@ def test_markdown_keeps_label_fractions_apart(results, tmp_path):
     publish([results, tmp_path / "half.csv"], out=tmp_path / "board")
     md = (tmp_path / "board" / "mnist5k-linf.md").read_text()
     assert md.count("| vae |") == 2 and "| 0.5 |" in md and "| 1 |" in md
+
+
+def test_a_hand_made_frame_with_only_the_essential_columns_plots(tmp_path):
+    df = pd.DataFrame({"dataset": "mnist5k", "task": "digit", "suite": "native", "attack": "pgd", "learner": "vae",
+                       "run": "r", "radius": [0.0, 0.1], "adversarial_accuracy": [0.9, 0.2]})
+    assert plot_robustness(df, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    (key, rows), = robustness_panels(df)
+    assert key == ("mnist5k", "digit", "", "native", "pgd", 0) and len(rows) == 2
