@@ -20,10 +20,8 @@ def robustness_panels(df: pd.DataFrame, suite: str | None = None) -> list[tuple[
     ConvNet encoders apart as in the paper's figure 5, and runs on different numbers of test points apart."""
     if suite is not None:
         df = df[df["suite"] == suite]
-    defaults = {"arch": "", "label_fraction": 1.0, "learner_config": "{}", "n_examples": 0}  # hand-made frames
+    defaults = {"learner_config": "{}", "n_examples": 0}  # hand-made frames; normalize fills the rest
     df = normalize(df.assign(**{c: v for c, v in defaults.items() if c not in df}))
-    if "label" not in df:
-        df = df.assign(label=df["learner"])
     return list(df.groupby(["dataset", "task", "arch", "suite", "attack", "n_examples"], sort=True))
 
 
@@ -71,9 +69,9 @@ def plot_robustness(df: pd.DataFrame, path: str | Path, suite: str | None = None
     FigureCanvasAgg(fig)
     for i, ((dataset, task, arch, suite_, attack, n), sub) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
-        labels = line_labels(sub)
+        labels, lines = line_labels(sub), dict(list(sub.groupby(["run", "label_fraction"])))
         for key in sorted(labels, key=labels.get):
-            line = sub[(sub["run"] == key[0]) & (sub["label_fraction"] == key[1])].sort_values("radius")
+            line = lines[key].sort_values("radius")
             ax.plot(line["radius"], line["adversarial_accuracy"], marker="o", ms=3, label=labels[key])
         what = suite_ if attack == suite_ else f"{suite_}: {attack}"  # "worst-case", not "worst-case: worst-case"
         ax.set_title(f"{dataset} / {task}{f', {arch}' if arch else ''}, {n:g} points ({what})", fontsize=9)

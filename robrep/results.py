@@ -50,16 +50,16 @@ def read_results(path: str | Path) -> pd.DataFrame | None:
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``df`` with what older rows, or learners without the field, leave empty filled in (for the
-    columns ``df`` has). ``merge`` and ``read_results`` return normalized rows."""
+    """A copy of ``df`` in which what older results, or learners without the field, leave empty or out is
+    filled in: label fraction, warnings, architecture and label. ``merge`` and ``read_results`` return
+    normalized rows."""
     df = df.copy()
-    if "label_fraction" in df:
-        df["label_fraction"] = df["label_fraction"].fillna(1.0).astype(float)  # rows from before the option: all labels
+    # rows from before the option: all labels
+    df["label_fraction"] = df.get("label_fraction", pd.Series(1.0, index=df.index)).fillna(1.0).astype(float)
     for column in ("warnings", "arch"):  # no warnings; a learner without an architecture choice
-        if column in df:
-            df[column] = df[column].astype(object).fillna("").astype(str)
-    if "label" in df and "learner" in df:
-        df["label"] = df["label"].fillna(df["learner"])  # rows from before labels: the learner's name
+        df[column] = df.get(column, pd.Series("", index=df.index)).astype(object).fillna("").astype(str)
+    if "learner" in df:  # rows from before labels: the learner's name
+        df["label"] = df.get("label", df["learner"]).fillna(df["learner"])
     return df
 
 

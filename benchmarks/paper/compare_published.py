@@ -29,8 +29,6 @@ def main() -> int:
     new = read_results(path)
     if new is None:
         parser.error(f"no results file at {path}")
-    if "label_fraction" not in new:  # results from before the option: all labels
-        new["label_fraction"] = 1.0
     published = read_boards(args.board)
     for df in (new, published):
         df["radius"] = df["radius"].astype(float)

@@ -9,9 +9,10 @@ Each config runs as `robrep bench --config benchmarks/paper/<name>.toml` into th
 `out` names (a finished cell is skipped, so a killed run resumes), then `robrep leaderboard
 <out>` merges it into leaderboard/. Table 1 needs the real CelebA (and, realistically, a GPU)
 and is left out unless named. Trained checkpoints are cached under $ROBREP_CACHE (default
-~/.cache/robrep); with the same seed on the same machine the published numbers come back. ``--compare`` checks
-that with compare_published.py and exits 1 if any re-run number differs from its published
-row (it needs a fresh ``--out``: a run folder that already has its cells skips them).
+~/.cache/robrep); with the same seed on the same machine the published numbers come back.
+``--compare`` checks that with compare_published.py and exits 1 if any re-run number differs
+from its published row (it needs a fresh ``--out``: a run folder that already has its cells
+skips them).
 """
 from __future__ import annotations
 
