@@ -38,6 +38,10 @@ def main() -> int:
     print(f"{'run':40s} {'task':8s} {'radius':>6s} {'robrep':>7s} {'torchattacks':>12s}")
     for (run, dataset, task), rows in df.groupby(["run", "dataset", "task"]):
         first = rows.iloc[0]
+        if not isinstance(first["checkpoint"], str) or not first["checkpoint"]:
+            # an encoder robrep did not train (a module, module:attr, plugin) has no checkpoint to reload
+            print(f"{run:40s} {task:8s} skipped: no checkpoint ({first.get('source', '')})")
+            continue
         learner = freeze(robrep.load(first["checkpoint"]))
         probe_path = args.results / "probes" / run / f"{dataset}-{task}.safetensors"
         if sha256_bytes(probe_path.read_bytes()) != first["probe_sha256"]:

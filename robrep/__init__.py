@@ -7,12 +7,14 @@ Python API::
     learner = robrep.load(path)                 # a checkpoint folder
     mu, logvar = learner.encode(x)              # x: (N, C, H, W) in [0, 1]
     df = robrep.bench(learners=["vae", "se-adversarial"], out="runs/b")   # a pandas DataFrame
+    df = robrep.bench(learners=[my_module, "pkg.mod:make_encoder",          # any encoder, as it is
+                                robrep.Encoder(resnet, preprocessing="imagenet", name="resnet18")])
 """
 from __future__ import annotations
 
 import logging
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -20,9 +22,11 @@ from robrep.checkpoint import CheckpointError, load_checkpoint as load, save_che
 from robrep.data import Dataset, DatasetError, Split, Task, list_datasets, load_dataset  # noqa: E402
 from robrep.learners import create_learner, list_learners  # noqa: E402
 from robrep.train import train  # noqa: E402
+from robrep.encoders import ContractError, Encoder, LearnerError  # noqa: E402
 from robrep.harness import BenchConfig, bench  # noqa: E402
 
 __all__ = [
     "__version__", "load", "save", "train", "bench", "BenchConfig", "create_learner", "list_learners",
     "load_dataset", "list_datasets", "Dataset", "Split", "Task", "DatasetError", "CheckpointError",
+    "Encoder", "ContractError", "LearnerError",
 ]

@@ -79,10 +79,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     table = Table(title="robrep registry")
     for col in ("kind", "name", "from", "description"):
         table.add_column(col)
+    from robrep.encoders import is_learner
+
     for kind, reg in (("learner", LEARNERS), ("dataset", DATASETS), ("suite", SUITES), ("attack", ATTACKS)):
         for name in reg.list():
-            doc = (reg.get(name).__doc__ or "").strip().splitlines()
-            table.add_row(kind, name, reg.origin(name), doc[0] if doc else "")
+            entry = reg.get(name)
+            doc = (entry.__doc__ or "").strip().splitlines()
+            shown = "encoder" if kind == "learner" and not is_learner(entry) else kind  # benchmarked as it is
+            table.add_row(shown, name, reg.origin(name), doc[0] if doc else "")
     console.print(table)
     from robrep.plugins import failures
 
@@ -153,22 +157,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "steps": args.steps, "restarts": args.restarts, "n_examples": args.n_examples, "device": args.device,
         "seed": args.seed, "out": args.out and str(args.out), "epochs": args.epochs, "arch": args.arch,
         "norm": args.norm, "data_root": args.data_root and str(args.data_root), "suites": args.suite,
-        "label_fraction": args.label_fraction, "images": args.images,
+        "label_fraction": args.label_fraction, "images": args.images, "preprocessing": args.preprocessing,
     }.items() if v is not None}
     if args.retrain:
         given["retrain"] = True
     cfg = BenchConfig.from_toml(args.config, **given) if args.config else BenchConfig(**given)
-    with _progress() as progress:
-        df = bench(cfg, progress=_RichBenchProgress(progress))
-    for skip in df.attrs.get("skipped", []):
-        console.print(f"[bold red]skipped[/bold red] learner {skip['learner']} on {skip['dataset']}: {skip['error']}")
+    with _progress() as progress:  # a learner that fails is skipped, the rest completes, and the exit status says so
+        df = bench(cfg, progress=_RichBenchProgress(progress), strict=False)
     if df.empty:
         console.print("[bold red]no results[/bold red]")
-        return 1
-    _print_results(df)
-    out = Path(cfg.out)
-    console.print(f"results: [bold]{out / 'results.csv'}[/bold]   plot: [bold]{out / 'robustness.png'}[/bold]")
-    return 0
+    else:
+        _print_results(df)
+        out = Path(cfg.out)
+        console.print(f"results: [bold]{out / 'results.csv'}[/bold]   plot: [bold]{out / 'robustness.png'}[/bold]")
+    skipped = df.attrs.get("skipped", [])
+    if skipped:
+        table = Table(title=f"{len(skipped)} learner(s) skipped", title_style="bold red")
+        for col in ("learner", "dataset", "error"):
+            table.add_column(col, overflow="fold")
+        for skip in skipped:
+            table.add_row(skip["learner"], skip["dataset"] or "(all)", skip["error"])
+        console.print(table)
+    return 1 if skipped or df.empty else 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -215,8 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="freeze encoders, probe every task, attack probe∘encoder, write a leaderboard table")
     b.add_argument("--config", type=Path, help="TOML file with a whole experiment (options below override it)")
-    b.add_argument("--learner", action="append", help="registered learner or checkpoint folder (repeatable; "
-                   "default: vae, beta-vae, se-random, se-adversarial)")
+    b.add_argument("--learner", action="append", help="registered learner, NAME:LABEL, checkpoint folder, or "
+                   "package.module:attr (an nn.Module class or instance, or a factory); repeatable; "
+                   "default: vae, beta-vae, se-random, se-adversarial")
+    b.add_argument("--preprocessing", metavar="SPEC",
+                   help="input normalisation of the encoders robrep does not train: 'imagenet', 'none', or "
+                   "'mean=M1,M2,M3 std=S1,S2,S3' (attacks stay in [0, 1] pixel space)")
     b.add_argument("--dataset", action="append", help="data set (repeatable; default mnist5k)")
     b.add_argument("--task", action="append", help="task (repeatable; default: every task of the data set)")
     b.add_argument("--radii", type=_floats, help="comma-separated attack radii (default 0,0.05,0.1,0.15,0.2)")

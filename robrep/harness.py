@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,18 +24,17 @@ from safetensors.torch import save as st_save
 import robrep
 from robrep.attacks import Attack, suite_attacks
 from robrep.attacks.base import radius_grid
-from robrep.checkpoint import (
-    CheckpointError, atomic_write, load_checkpoint, read_config, sha256_bytes, short_hash, state_bytes,
-)
+from robrep.checkpoint import atomic_write, sha256_bytes, short_hash, state_bytes
 from robrep.checks import CHECK_COLUMNS, check_result
 from robrep.data import Dataset, DatasetError, load_dataset
-from robrep.learners import create_learner
+from robrep.encoders import (
+    ContractError, EncoderSource, LearnerError, Preprocessing, check_encoder, obtain, resolve,
+)
 from robrep.plots import attack_grid, plot_robustness
-from robrep.plugins import ContractError, check_encoder
-from robrep.probes import ProbedEncoder, features, freeze, train_probe
-from robrep.registry import LEARNERS, UnknownNameError
+from robrep.probes import ProbedEncoder, features, train_probe
+from robrep.registry import UnknownNameError
 from robrep.results import COLUMNS, cell_key, cell_keys, done_cells, merge, read_results, write_results
-from robrep.train import resolve_device, run_dir_for, train
+from robrep.train import resolve_device
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,8 +50,13 @@ DEFAULT_LEARNERS = ("vae", "beta-vae", "se-random", "se-adversarial")
 class BenchConfig:
     """A whole experiment. Every field can be set in a TOML file (``--config``) or on the command line."""
 
-    learners: tuple[str, ...] = DEFAULT_LEARNERS  # registered names, or checkpoint folders
-    learner_config: dict[str, dict] = field(default_factory=dict)  # per learner name: config overrides
+    # registered names, NAME:LABEL variants, checkpoint folders, "module:attr" specs; from Python also
+    # nn.Module instances or classes, factories and robrep.Encoder objects (see robrep.encoders)
+    learners: tuple = DEFAULT_LEARNERS
+    learner_config: dict[str, dict] = field(default_factory=dict)  # per learner label: config overrides
+    # what encoders robrep does not train expect their inputs normalised with ("imagenet", "mean=... std=...",
+    # or {mean, std}), unless their learner_config says otherwise; robrep learners take [0, 1]
+    preprocessing: str | dict | None = None
     datasets: tuple[str, ...] = ("mnist5k",)
     tasks: tuple[str, ...] | None = None  # default: every task of each data set
     arch: str = "mlp"
@@ -72,13 +77,14 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         for name in ("learners", "datasets", "radii", "suites"):
-            setattr(self, name, tuple(getattr(self, name)))
+            setattr(self, name, _as_tuple(getattr(self, name)))
         if self.tasks is not None:
-            self.tasks = tuple(self.tasks)
+            self.tasks = _as_tuple(self.tasks)
         if not self.learners or not self.datasets or not self.radii:
             raise ValueError("a benchmark needs at least one learner, one data set and one radius")
         if self.n_examples is not None and self.n_examples < 1:
             raise ValueError(f"n_examples must be >= 1, got {self.n_examples}")
+        Preprocessing.parse(self.preprocessing)  # a bad one is refused before any work
         self.label_fraction = float(self.label_fraction)  # 1 and 1.0 are the same cell on resume
         if not 0 < self.label_fraction <= 1:
             raise ValueError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
@@ -105,44 +111,6 @@ class BenchProgress:
     def phase(self, description: str, total: int | None) -> None: ...
     def advance(self, n: int = 1, info: str = "") -> None: ...
     def cell_done(self) -> None: ...
-
-
-def learner_name(spec: str) -> str:
-    """The registered learner of a spec: ``NAME`` or ``NAME:LABEL`` (a labelled variant, configured
-    under ``learner_config."NAME:LABEL"``, so one experiment can hold several configs of one learner)."""
-    return spec.split(":", 1)[0]
-
-
-def obtain_learner(spec: str, ds: Dataset, cfg: BenchConfig, progress: BenchProgress):
-    """A frozen learner for ``spec`` (a registered name, ``NAME:LABEL``, or a checkpoint folder), trained if needed."""
-    if Path(spec).is_dir():
-        learner = load_checkpoint(spec, map_location=cfg.device)
-        if tuple(learner.config.shape) != ds.shape:
-            raise ValueError(f"checkpoint {spec} expects inputs {learner.config.shape}, data set {ds.name} has {ds.shape}")
-        return freeze(learner), Path(spec)
-    name = learner_name(spec)
-    fields = {f.name for f in dataclasses.fields(LEARNERS.get(name).config_class)}
-    overrides = dict(cfg.learner_config.get(spec, {}))
-    for key, value in (("arch", cfg.arch), ("epochs", cfg.epochs)):  # only where the learner has the field
-        if key in fields and key not in overrides and value is not None:
-            overrides[key] = value
-    config = dataclasses.asdict(create_learner(name, shape=ds.shape, **overrides).config)
-    run_dir = run_dir_for(name, ds.name, config, cfg.seed)
-    if not cfg.retrain:
-        try:
-            if read_config(run_dir)["config"] == json.loads(json.dumps(config)):
-                log.info("reusing checkpoint %s", run_dir)
-                return freeze(load_checkpoint(run_dir, map_location=cfg.device)), run_dir
-        except CheckpointError:
-            pass
-    steps_total = config["epochs"] * -(-len(ds.train) // config["batch_size"]) if "epochs" in config else None
-    progress.phase(f"train {spec} on {ds.name}", steps_total)
-
-    def on_step(epoch, step, steps_per_epoch, parts):
-        progress.advance(1, f"epoch {epoch + 1}  " + "  ".join(f"{k} {v:.1f}" for k, v in parts.items()))
-
-    learner = train(name, ds, seed=cfg.seed, device=cfg.device, out=run_dir, callback=on_step, **overrides)
-    return freeze(learner), run_dir
 
 
 def test_indices(n_test: int, n_examples: int | None, seed: int) -> torch.Tensor:
@@ -253,111 +221,179 @@ def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, torch.Te
     return rows
 
 
-def bench(config: BenchConfig | None = None, progress: BenchProgress | None = None, **overrides) -> pd.DataFrame:
-    """Run a benchmark; returns every result row of ``<out>/results.csv`` as a DataFrame."""
+def _as_tuple(value) -> tuple:
+    """A config list: a single string (or object) is one item, never a sequence of letters."""
+    if value is None or isinstance(value, (str, bytes, Path, torch.nn.Module, type)) or callable(value):
+        return (value,)
+    return tuple(value)
+
+
+@contextmanager
+def _stage(src: EncoderSource, dataset: str, what: str):
+    """Any exception on a learner's path becomes a LearnerError that names the learner and what it was doing."""
+    try:
+        yield
+    except LearnerError:
+        raise
+    except Exception as e:
+        raise LearnerError(src.label, f"failed {what} on {dataset}: {type(e).__name__}: {e}", src.source, what) from e
+
+
+@dataclass
+class _Run:
+    """What every learner of one bench shares: its settings, the results so far, and where they go."""
+
+    cfg: BenchConfig
+    device: torch.device
+    out: Path
+    progress: BenchProgress
+    df: pd.DataFrame | None
+    done: dict
+    cells_done: int = 0  # of the learner in progress (to settle the progress bar when it fails)
+
+    def attacks_for(self, task) -> list[Attack]:
+        c = self.cfg
+        return suite_attacks(c.suites, task.n_classes, steps=c.steps, restarts=c.restarts, norm=c.norm)
+
+    def record(self, rows: pd.DataFrame) -> None:
+        self.df = merge(self.df, rows)
+        write_results(self.out / "results.csv", self.df)
+
+    def cell_done(self) -> None:
+        self.cells_done += 1
+        self.progress.cell_done()
+
+
+def bench(config: BenchConfig | None = None, progress: BenchProgress | None = None, *, strict: bool = True,
+          **overrides) -> pd.DataFrame:
+    """Run a benchmark; returns every result row of ``<out>/results.csv`` as a DataFrame.
+
+    Learners are resolved before any work (``robrep.encoders.resolve``). With ``strict`` (the
+    default), an unknown name, a learner of the wrong type, or a learner that fails anywhere on
+    its path (building, training, loading, encoding any batch, non-finite features, probing,
+    attacking) raises ``UnknownNameError`` or ``robrep.LearnerError`` naming it; the rows of cells
+    finished before stay in results.csv. With ``strict=False`` such a learner is logged and
+    skipped, the rest of the run completes, and ``df.attrs["skipped"]`` lists each skip as a dict
+    (learner, dataset, error).
+    """
     cfg = dataclasses.replace(config, **overrides) if config else BenchConfig(**overrides)
-    progress = progress or BenchProgress()
+    skipped: list[dict] = []
+
+    def skip(label: str, dataset: str, error: Exception) -> None:
+        if strict:
+            raise error
+        log.error("learner %s skipped%s: %s", label, f" on {dataset}" if dataset else "", error)
+        skipped.append({"learner": label, "dataset": dataset, "error": str(error)})
+
+    sources: list[EncoderSource] = []
+    for spec in cfg.learners:
+        try:
+            sources.append(resolve(spec, cfg.learner_config, cfg.preprocessing))
+        except (UnknownNameError, LearnerError) as e:
+            skip(getattr(e, "label", None) or str(spec), "", e)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
-    results_csv = out / "results.csv"
-    df = read_results(results_csv)
-    done = done_cells(df)
-    radii = set(float(r) for r in cfg.radii)
+    df = read_results(out / "results.csv")
+    run = _Run(cfg, device, out, progress or BenchProgress(), df, done_cells(df))
     datasets = [load_dataset(name, root=cfg.data_root) for name in cfg.datasets]
     plan = [(ds, [ds.task(t) for t in cfg.tasks] if cfg.tasks else list(ds.tasks)) for ds in datasets]
-
-    def attacks_for(task):
-        return suite_attacks(cfg.suites, task.n_classes, steps=cfg.steps, restarts=cfg.restarts, norm=cfg.norm)
-
-    skipped: list[dict] = []
-    progress.cells(sum(len(cfg.learners) * len(attacks_for(t)) for _, tasks in plan for t in tasks))
+    run.progress.cells(sum(len(sources) * len(run.attacks_for(t)) for _, tasks in plan for t in tasks))
     for ds, tasks in plan:
         idx = test_indices(len(ds.test), cfg.n_examples, cfg.seed)
-        x_test = ds.test.batch(idx).to(device)
-        for spec in cfg.learners:
-            try:  # a learner that cannot be had, or breaks the encoder contract, is reported and skipped
-                learner, run_dir = obtain_learner(spec, ds, cfg, progress)
-                check_encoder(learner, ds.train.batch(slice(0, 8)).to(device), name=spec)
-            except (ContractError, UnknownNameError, CheckpointError, FloatingPointError, ValueError, KeyError,
-                    AttributeError, TypeError) as e:
-                log.error("learner %r skipped on %s: %s", spec, ds.name, e)
-                skipped.append({"learner": spec, "dataset": ds.name, "error": str(e)})
-                for task in tasks:
-                    for _ in attacks_for(task):
-                        progress.cell_done()
-                continue
-            meta = read_config(run_dir)
-            train_feats = features(learner, ds.train.images, device=device)
-            for task in tasks:
-                y_train = ds.train.labels[task.name].to(device)
-                seen = probe_indices(y_train.cpu(), cfg.label_fraction, cfg.seed).to(device)
-                probe = train_probe(train_feats[seen], y_train[seen], task.n_classes)
-                suffix = "" if cfg.label_fraction == 1 else f"-labels{cfg.label_fraction:g}"
-                probe_sha = save_probe(probe, out / "probes" / run_dir.name / f"{ds.name}-{task.name}{suffix}.safetensors")
-                model = ProbedEncoder(learner, probe)
-                y = ds.test.labels[task.name][idx].to(device)
-                if cfg.images is not None:
-                    spread = torch.linspace(0, len(idx) - 1, 8).long().to(device)  # across classes, not the first 8
-                    attack_grid(model, x_test[spread], y[spread], cfg.images, cfg.steps,
-                                out / "images" / f"{run_dir.name}-{ds.name}-{task.name}-r{cfg.images:g}.png",
-                                title=f"{spec} on {ds.name} / {task.name}: PGD at radius {cfg.images:g}")
-                base = {
-                    "learner": meta["learner"], "label": spec if not Path(spec).is_dir() else run_dir.name,
-                    "run": run_dir.name, "checkpoint": str(run_dir.resolve()),
-                    "learner_config": json.dumps(meta["config"], sort_keys=True), "arch": meta["config"].get("arch"),
-                    "dataset": ds.name, "task": task.name, "n_classes": task.n_classes, "n_examples": len(idx),
-                    "label_fraction": cfg.label_fraction, "n_probe_labels": len(seen),
-                    "seed": cfg.seed, "encoder_sha256": meta["sha256"], "probe_sha256": probe_sha,
-                    "probe_train_accuracy": (probe(train_feats[seen]).argmax(1) == y_train[seen]).float().mean().item(),
-                    "robrep_version": robrep.__version__, "torch_version": torch.__version__, "device": str(device),
-                }
-                cells = []  # (attack, rows, masks) for the worst case
-                for attack in attacks_for(task):
-                    settings = attack.settings()
-                    cell = {
-                        **base, "suite": attack.suite, "attack": attack.name,
-                        "attack_config": json.dumps(settings, sort_keys=True), "norm": attack.norm,
-                        "steps": settings.get("steps", settings.get("kwargs", {}).get("steps")),
-                        # re-seeded runs x the library's own restarts (APGD's n_restarts)
-                        "restarts": settings.get("restarts", 1) * settings.get("kwargs", {}).get("n_restarts", 1)
-                        if "restarts" in settings or "n_restarts" in settings.get("kwargs", {}) else None,
-                        "step_size": f"{settings['rel_stepsize']} * radius / steps" if "rel_stepsize" in settings
-                        else None,
-                    }
-                    mask_path = _masks_path(out, cell, cfg.radii)
-                    key = cell_key({**cell, "radius": None})
-                    if radii <= done.get(key, set()) and mask_path.is_file():  # every radius is there
-                        log.info("skipping finished cell %s / %s / %s / %s", run_dir.name, ds.name, task.name, attack)
-                        mine = pd.Series([k == key for k in cell_keys(df)], index=df.index)
-                        old = df[mine & df["radius"].astype(float).isin(radii)]
-                        cells.append((attack, old, load_file(mask_path)["robust"].bool()))
-                        progress.cell_done()
-                        continue
-                    progress.phase(f"{attack.suite}/{attack.name}: {spec} / {ds.name} / {task.name}",
-                                   attack.units(cfg.radii))
-                    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-                    partial, masks = run_cell(model, x_test, y, attack, cfg.radii, cfg.seed, progress.advance)
-                    rows = pd.DataFrame([{**cell, **r, "timestamp": stamp} for r in partial])
-                    cells.append((attack, rows, masks))
-                    _save_masks(mask_path, cfg.radii, masks, idx)
-                    df = merge(df, rows)
-                    write_results(results_csv, df)
-                    progress.cell_done()
-                if len(cells) > 1:
-                    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-                    worst = worst_case_rows({**base, "timestamp": stamp}, cells, cfg.radii)
-                    for w in worst:
-                        if w["warnings"]:
-                            log.warning("%s / %s / radius %g: %s", run_dir.name, task.name, w["radius"], w["warnings"])
-                    df = merge(df, pd.DataFrame(worst))
-                    write_results(results_csv, df)
-    if df is None:
-        df = merge(None, pd.DataFrame(columns=list(COLUMNS)))
+        for src in sources:
+            run.cells_done = 0
+            try:
+                _bench_learner(run, src, ds, tasks, idx)
+            except LearnerError as e:
+                skip(src.label, ds.name, e)
+                for _ in range(sum(len(run.attacks_for(t)) for t in tasks) - run.cells_done):
+                    run.progress.cell_done()
+    df = run.df if run.df is not None else merge(None, pd.DataFrame(columns=list(COLUMNS)))
     if not df.empty:
         shown = "worst-case" if (df["suite"] == "worst-case").any() else None
         plot_robustness(df, out / "robustness.png", suite=shown)
     df.attrs["skipped"] = skipped  # learners reported and skipped, with their errors
     return df
+
+
+def _bench_learner(run: _Run, src: EncoderSource, ds: Dataset, tasks, idx: torch.Tensor) -> None:
+    """Every cell of one learner on one data set: obtain it, probe each task, attack, record."""
+    cfg, device, out = run.cfg, run.device, run.out
+    with _stage(src, ds.name, "while being built, trained or loaded"):
+        got = obtain(src, ds, seed=cfg.seed, device=device, arch=cfg.arch, epochs=cfg.epochs, retrain=cfg.retrain,
+                     progress=run.progress)
+    with _stage(src, ds.name, "the contract check on 8 training images"):
+        check_encoder(got.encoder, ds.train.batch(slice(0, 8)).to(device))
+    with _stage(src, ds.name, "while encoding the training split"):
+        train_feats = features(got.encoder, ds.train.images, device=device)
+    x_test = ds.test.batch(idx).to(device)
+    for task in tasks:
+        y_train = ds.train.labels[task.name].to(device)
+        seen = probe_indices(y_train.cpu(), cfg.label_fraction, cfg.seed).to(device)
+        with _stage(src, ds.name, f"while fitting the probe for task {task.name}"):
+            probe = train_probe(train_feats[seen], y_train[seen], task.n_classes)
+            if not all(torch.isfinite(p).all() for p in probe.parameters()):
+                raise ContractError("the probe's weights are not finite (the features are too large or degenerate)")
+        suffix = "" if cfg.label_fraction == 1 else f"-labels{cfg.label_fraction:g}"
+        probe_sha = save_probe(probe, out / "probes" / got.run / f"{ds.name}-{task.name}{suffix}.safetensors")
+        model = ProbedEncoder(got.encoder, probe)
+        y = ds.test.labels[task.name][idx].to(device)
+        if cfg.images is not None:
+            spread = torch.linspace(0, len(idx) - 1, 8).long().to(device)  # across classes, not the first 8
+            with _stage(src, ds.name, f"while drawing the image grid for task {task.name}"):
+                attack_grid(model, x_test[spread], y[spread], cfg.images, cfg.steps,
+                            out / "images" / f"{got.run}-{ds.name}-{task.name}-r{cfg.images:g}.png",
+                            title=f"{src.label} on {ds.name} / {task.name}: PGD at radius {cfg.images:g}")
+        base = {
+            "learner": got.learner, "label": src.label, "run": got.run, "checkpoint": got.checkpoint,
+            "source": got.source, "learner_config": json.dumps(got.config, sort_keys=True), "arch": got.arch,
+            "dataset": ds.name, "task": task.name, "n_classes": task.n_classes, "n_examples": len(idx),
+            "label_fraction": cfg.label_fraction, "n_probe_labels": len(seen),
+            "seed": cfg.seed, "encoder_sha256": got.sha256, "probe_sha256": probe_sha,
+            "probe_train_accuracy": (probe(train_feats[seen]).argmax(1) == y_train[seen]).float().mean().item(),
+            "robrep_version": robrep.__version__, "torch_version": torch.__version__, "device": str(device),
+        }
+        cells = []  # (attack, rows, masks) for the worst case
+        radii = set(float(r) for r in cfg.radii)
+        for attack in run.attacks_for(task):
+            settings = attack.settings()
+            cell = {
+                **base, "suite": attack.suite, "attack": attack.name,
+                "attack_config": json.dumps(settings, sort_keys=True), "norm": attack.norm,
+                "steps": settings.get("steps", settings.get("kwargs", {}).get("steps")),
+                # re-seeded runs x the library's own restarts (APGD's n_restarts)
+                "restarts": settings.get("restarts", 1) * settings.get("kwargs", {}).get("n_restarts", 1)
+                if "restarts" in settings or "n_restarts" in settings.get("kwargs", {}) else None,
+                "step_size": f"{settings['rel_stepsize']} * radius / steps" if "rel_stepsize" in settings
+                else None,
+            }
+            mask_path = _masks_path(out, cell, cfg.radii)
+            key = cell_key({**cell, "radius": None})
+            if radii <= run.done.get(key, set()) and mask_path.is_file():  # every radius is there
+                log.info("skipping finished cell %s / %s / %s / %s", got.run, ds.name, task.name, attack)
+                df = run.df
+                mine = pd.Series([k == key for k in cell_keys(df)], index=df.index)
+                old = df[mine & df["radius"].astype(float).isin(radii)]
+                cells.append((attack, old, load_file(mask_path)["robust"].bool()))
+                run.cell_done()
+                continue
+            run.progress.phase(f"{attack.suite}/{attack.name}: {src.label} / {ds.name} / {task.name}",
+                               attack.units(cfg.radii))
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            with _stage(src, ds.name, f"under attack {attack.suite}/{attack.name} (task {task.name})"):
+                partial, masks = run_cell(model, x_test, y, attack, cfg.radii, cfg.seed, run.progress.advance)
+            rows = pd.DataFrame([{**cell, **r, "timestamp": stamp} for r in partial])
+            cells.append((attack, rows, masks))
+            _save_masks(mask_path, cfg.radii, masks, idx)
+            run.record(rows)
+            run.cell_done()
+        if len(cells) > 1:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            worst = worst_case_rows({**base, "timestamp": stamp}, cells, cfg.radii)
+            for w in worst:
+                if w["warnings"]:
+                    log.warning("%s / %s / radius %g: %s", got.run, task.name, w["radius"], w["warnings"])
+            run.record(pd.DataFrame(worst))
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -366,5 +402,4 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
                           values="adversarial_accuracy", aggfunc="first")
 
 
-__all__ = ["BenchConfig", "BenchProgress", "bench", "run_cell", "obtain_learner", "test_indices", "summary_table",
-           "DatasetError"]
+__all__ = ["BenchConfig", "BenchProgress", "bench", "run_cell", "test_indices", "summary_table", "DatasetError"]

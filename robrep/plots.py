@@ -91,7 +91,7 @@ def attack_grid(model, x, y, eps: float, steps: int, path: str | Path, title: st
     """Clean images, their PGD versions at radius ``eps``, and the decoder's reconstructions of both
     (paper figures 1 and 6): what the attack does to the representation. Predicted classes on top.
 
-    ``model`` is a ProbedEncoder; reconstructions are drawn when its learner has ``decode``.
+    ``model`` is a ProbedEncoder; reconstructions are drawn when its encoder is a robrep learner (``decode``).
     The adversarial versions are the last PGD iterate (cross-entropy, step 2.5 eps / steps),
     shown whether or not they flip the decision.
     """
@@ -106,10 +106,12 @@ def attack_grid(model, x, y, eps: float, steps: int, path: str | Path, title: st
                 grad = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)[0]
             x_adv = torch.min(torch.max(x_adv.detach() + 2.5 * eps / steps * grad.sign(), x - eps), x + eps).clamp(0, 1)
     rows = [("clean", x), (f"PGD, radius {eps:g}", x_adv)]
-    learner = model.learner
+    from robrep.encoders import is_learner
+
+    learner = model.encoder.module
     with torch.no_grad():
         preds = [model(x).argmax(1), model(x_adv).argmax(1)]
-        if callable(getattr(learner, "decode", None)):
+        if is_learner(learner) and callable(getattr(learner, "decode", None)):
             rows += [("reconstruction of clean", learner.decode(learner.encode(x)[0])),
                      ("reconstruction of PGD", learner.decode(learner.encode(x_adv)[0]))]
     n = x.shape[0]

@@ -5,20 +5,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def freeze(learner: nn.Module) -> nn.Module:
-    """Eval mode and no gradient to the parameters: the representation is fixed from here on."""
-    learner.eval()
-    for p in learner.parameters():
-        p.requires_grad_(False)
-    return learner
+from robrep.encoders.adapter import as_encoder, freeze
 
 
 @torch.no_grad()
-def features(learner: nn.Module, images: torch.Tensor, batch_size: int = 1000, device=None) -> torch.Tensor:
-    """Encoder means mu(x) of uint8 (N, C, H, W) images, computed in batches. (N, d) float32 on ``device``."""
-    device = device or next(iter([*learner.parameters(), *learner.buffers()])).device
-    out = [learner.encode(images[i:i + batch_size].to(device).float().div_(255.0))[0]
+def features(encoder: nn.Module, images: torch.Tensor, batch_size: int = 1000, device=None) -> torch.Tensor:
+    """The representation (an encoder's mean mu(x), or its output; see ``robrep.encoders.Encoder``) of uint8
+    (N, C, H, W) images, computed in batches. (N, d) float32 on ``device``."""
+    encoder = as_encoder(encoder)
+    if device is None:
+        tensors = [*encoder.parameters(), *encoder.buffers()]
+        device = tensors[0].device if tensors else torch.device("cpu")
+    out = [encoder(images[i:i + batch_size].to(device).float().div_(255.0))
            for i in range(0, images.shape[0], batch_size)]
     return torch.cat(out)
 
@@ -54,14 +52,15 @@ def train_probe(
 
 
 class ProbedEncoder(nn.Module):
-    """x -> W mu(x) + b: the composition that is attacked. Returns (N, n_classes) logits."""
+    """x -> W f(x) + b, f(x) the encoder's representation: the composition that is attacked.
+    Returns (N, n_classes) logits. ``encoder``: a ``robrep.encoders.Encoder``, or any module it wraps."""
 
-    def __init__(self, learner: nn.Module, probe: nn.Linear):
+    def __init__(self, encoder: nn.Module, probe: nn.Linear):
         super().__init__()
-        self.learner, self.probe = freeze(learner), probe.eval()
+        self.encoder, self.probe = freeze(as_encoder(encoder)), probe.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.probe(self.learner.encode(x)[0])
+        return self.probe(self.encoder(x))
 
     def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         from robrep.attacks.base import predict

@@ -28,9 +28,10 @@ class Registry(Generic[T]):
         self.group = group  # entry-point group of third-party plugins, if any
         self._entries: dict[str, T] = {}
         self._origin: dict[str, str] = {}
+        self._target: dict[str, str] = {}  # a plugin's entry point value, "module:attr"
         self._plugins_loaded = group is None
 
-    def register(self, name: str, obj: T | None = None, *, origin: str = "built-in"):
+    def register(self, name: str, obj: T | None = None, *, origin: str = "built-in", target: str = ""):
         """Register ``obj`` under ``name``; usable as ``@registry.register("name")``."""
 
         def _add(o: T) -> T:
@@ -43,6 +44,7 @@ class Registry(Generic[T]):
                 )
             self._entries[name] = o
             self._origin[name] = origin
+            self._target[name] = target or f"{getattr(o, '__module__', '?')}:{getattr(o, '__qualname__', name)}"
             return o
 
         return _add(obj) if obj is not None else _add
@@ -57,7 +59,7 @@ class Registry(Generic[T]):
     def reload_plugins(self) -> None:
         """Forget plugin entries and load the entry points again (after installing a plugin)."""
         for name in [n for n, o in self._origin.items() if o != "built-in"]:
-            del self._entries[name], self._origin[name]
+            del self._entries[name], self._origin[name], self._target[name]
         self._plugins_loaded = self.group is None
         self._ensure_plugins()
 
@@ -85,6 +87,11 @@ class Registry(Generic[T]):
     def origin(self, name: str) -> str:
         self.get(name)
         return self._origin[name]
+
+    def target(self, name: str) -> str:
+        """``module:attr`` of the entry (a plugin's entry point value)."""
+        self.get(name)
+        return self._target[name]
 
     def __contains__(self, name: object) -> bool:
         self._ensure_plugins()

@@ -18,9 +18,9 @@ KEY = ("encoder_sha256", "dataset", "task", "suite", "attack", "attack_config", 
        "label_fraction")
 
 COLUMNS = (
-    "learner", "label", "run", "checkpoint", "learner_config", "arch", "dataset", "task", "n_classes", "suite", "attack",
-    "attack_config", "norm", "steps", "restarts", "step_size", "radius", "n_examples", "label_fraction",
-    "n_probe_labels",
+    "learner", "label", "run", "checkpoint", "source", "learner_config", "arch", "dataset", "task", "n_classes",
+    "suite", "attack", "attack_config", "norm", "steps", "restarts", "step_size", "radius", "n_examples",
+    "label_fraction", "n_probe_labels",
     "nominal_accuracy", "adversarial_accuracy", "recomputed_accuracy", "n_attacked", "max_perturbation",
     "check_radius0", "check_monotone", "check_in_ball", "check_bounds", "check_recomputed", "check_valid_outputs",
     "n_rejected", "checks_passed", "warnings",
@@ -56,7 +56,8 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     # rows from before the option: all labels
     df["label_fraction"] = df.get("label_fraction", pd.Series(1.0, index=df.index)).fillna(1.0).astype(float)
-    for column in ("warnings", "arch"):  # no warnings; a learner without an architecture choice
+    # no warnings; a learner without an architecture choice; rows from before provenance was recorded
+    for column in ("warnings", "arch", "source"):
         df[column] = df.get(column, pd.Series("", index=df.index)).astype(object).fillna("").astype(str)
     if "learner" in df:  # rows from before labels: the learner's name
         df["label"] = df.get("label", df["learner"]).fillna(df["learner"])

@@ -12,7 +12,7 @@ import torch
 
 from robrep.checkpoint import save_checkpoint, short_hash
 from robrep.data import Dataset, cache_dir, load_dataset
-from robrep.learners import create_learner
+from robrep.learners import create_learner, learner_code, learner_source
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def run_dir_for(learner: str, dataset: str, config: dict, seed: int) -> Path:
-    """The cached checkpoint folder of a learner's full config: ``robrep train`` and ``robrep bench`` share it,
-    so a bench reuses what train made (and a changed config never reuses a stale checkpoint)."""
-    return cache_dir() / "runs" / f"{learner}-{dataset}-{config.get('arch', 'custom')}-s{seed}-{short_hash(config)}"
+    """The cached checkpoint folder of a learner's full config and code: ``robrep train`` and ``robrep bench``
+    share it, so a bench reuses what train made, and neither a changed config nor changed code (robrep's
+    version, the plugin's distribution version, the learner's source file; see ``learner_code``) is
+    ever served a stale checkpoint. The folder's own name (the run's name in results) depends on the
+    config alone; the code key is the folder above it."""
+    code = learner_code(learner)
+    package = code["package"].replace(" ", "-") or "unpackaged"
+    run = f"{learner}-{dataset}-{config.get('arch', 'custom')}-s{seed}-{short_hash(config)}"
+    return cache_dir() / "runs" / f"{package}-{short_hash(code)}" / run
 
 
 def train(
@@ -57,12 +63,14 @@ def train(
     images = ds.train.images.to(device)  # uint8 on the device; batches are converted on the fly
     t0 = time.perf_counter()
     if callable(getattr(model, "fit", None)):  # closed-form learners (e.g. a PCA plugin) fit in one go
-        model.fit(images, seed=seed)
+        model.fit(images.float().div_(255.0), seed=seed)  # (N, C, H, W) float32 in [0, 1], as encode sees
         history, step = [], 0
     else:
         history, step = _gradient_training(model, images, seed, callback, max_steps, learner)
     model.eval()
     info = {
+        "source": learner_source(learner),
+        "code": learner_code(learner),
         "dataset": ds.name,
         "seed": seed,
         "device": str(device),

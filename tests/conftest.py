@@ -6,6 +6,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/fixtures.py
 
+from fixtures import reload_all  # noqa: E402
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
@@ -33,3 +35,18 @@ def undefended(mnist5k):
     probe = train_probe(features(learner, mnist5k.train.images), mnist5k.train.labels["digit"], 10)
     x, y = mnist5k.test.batch(slice(0, 300)), mnist5k.test.labels["digit"][:300]
     return ProbedEncoder(learner, probe), x, y
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A site folder on sys.path (install plugins with fixtures.install); registries re-read their entry
+    points after the test, and modules imported from the folder are forgotten."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    monkeypatch.undo()
+    for name, mod in list(sys.modules.items()):
+        if str(getattr(mod, "__file__", "") or "").startswith(str(folder)) or name.startswith("robrep_pca"):
+            del sys.modules[name]
+    reload_all()

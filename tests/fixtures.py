@@ -1,6 +1,7 @@
 """Miniature data sets in the exact on-disk layout of the real ones, for tests (no pytest here)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,30 @@ def make_mnist_raw(root: Path, n_train: int = 60, n_test: int = 20) -> Path:
             np.array([0x0801, len(labels)], dtype=">i4").tobytes() + labels.tobytes()
         )
     return Path(root)
+
+
+def install(site: Path, dist: str, entry_points: str, modules: dict[str, str] | None = None,
+            version: str = "0.1.0") -> None:
+    """Install a distribution into ``site`` (a folder on sys.path) as pip leaves one in site-packages:
+    ``<dist>-<version>.dist-info`` with METADATA and entry_points.txt, plus its modules."""
+    for old in site.glob(f"{dist.replace('-', '_')}-*.dist-info"):  # a reinstall replaces the old version
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    for name, code in (modules or {}).items():
+        (site / f"{name}.py").write_text(textwrap.dedent(code))
+
+
+def reload_all() -> None:
+    """Registries re-read their entry points (after a plugin was installed, changed or removed)."""
+    import importlib
+
+    from robrep.registry import ATTACKS, DATASETS, LEARNERS
+
+    importlib.invalidate_caches()  # module files written while this process runs
+    for reg in (LEARNERS, DATASETS, ATTACKS):
+        reg.reload_plugins()

@@ -1,4 +1,5 @@
 """End to end: robrep bench trains (or reuses) learners, probes, attacks, checks and writes results."""
+import importlib
 import json
 
 import pandas as pd
@@ -6,7 +7,6 @@ import pytest
 from safetensors.torch import load_file
 
 import robrep
-import robrep.harness as bench_mod
 from robrep.harness import BenchConfig, bench
 from robrep.checkpoint import sha256_bytes
 from robrep.cli import main
@@ -57,7 +57,7 @@ def test_second_run_reuses_checkpoints_and_finished_cells(first_run, monkeypatch
     def no_training(*a, **k):
         raise AssertionError("a cached checkpoint should have been reused")
 
-    monkeypatch.setattr(bench_mod, "train", no_training)
+    monkeypatch.setattr(importlib.import_module("robrep.train"), "train", no_training)
     again = bench(BenchConfig(out=str(out), **SMALL))
     pd.testing.assert_frame_equal(again.reset_index(drop=True), df.reset_index(drop=True))
 
@@ -157,6 +157,7 @@ def test_label_fraction_one_is_one_cell_whatever_its_type():
 
 def test_bench_reuses_what_robrep_train_made(mnist5k, monkeypatch, tmp_path):
     robrep.train("vae", mnist5k, epochs=1)  # saved under the cache, named by its full config
-    monkeypatch.setattr(bench_mod, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    monkeypatch.setattr(importlib.import_module("robrep.train"), "train",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     df = bench(out=str(tmp_path), learners=("vae",), epochs=1, radii=(0.0,), steps=1, restarts=1, n_examples=10)
     assert len(df) == 1

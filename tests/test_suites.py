@@ -34,8 +34,8 @@ def binary(mnist5k, undefended):
     """The same encoder with a 2-class probe: is the digit >= 5?"""
     model, x, y = undefended
     labels = (mnist5k.train.labels["digit"] >= 5).long()
-    probe = train_probe(features(model.learner, mnist5k.train.images), labels, 2)
-    return ProbedEncoder(model.learner, probe), x[:60], (y[:60] >= 5).long()
+    probe = train_probe(features(model.encoder, mnist5k.train.images), labels, 2)
+    return ProbedEncoder(model.encoder, probe), x[:60], (y[:60] >= 5).long()
 
 
 @pytest.mark.parametrize("suite", ["native", "torchattacks", "foolbox"])

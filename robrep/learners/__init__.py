@@ -1,4 +1,9 @@
-"""Representation learners, registered by name: ``vae``, ``beta-vae``, ``se-random``, ``se-adversarial``."""
+"""Representation learners, registered by name: ``vae``, ``beta-vae``, ``se-random``, ``se-adversarial``.
+
+The registry also holds third-party entries (entry point group ``robrep.encoders``): robrep
+learners, which robrep trains, and plain encoders, which it benchmarks as they are (see
+``robrep.encoders``).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -8,12 +13,16 @@ from robrep.learners.smooth import (
     random_selection, w2_squared, wd_gamma,
 )
 from robrep.learners.vae import VAE, BetaVAE, BetaVAEConfig, VAEConfig, kl_to_prior
+from robrep.provenance import code_identity
 from robrep.registry import LEARNERS
 
 
 def create_learner(name: str, **config):
     """Build an untrained learner; ``config`` holds fields of its config dataclass."""
     cls = LEARNERS.get(name)
+    if getattr(cls, "config_class", None) is None:
+        raise ValueError(f"{name!r} is a plain encoder ({LEARNERS.origin(name)}), not a robrep learner: robrep "
+                         "benchmarks it as it is and never trains it (robrep bench --learner " + name + ")")
     known = {f.name for f in dataclasses.fields(cls.config_class)}
     unknown = sorted(set(config) - known)
     if unknown:
@@ -27,9 +36,25 @@ def list_learners(pattern: str = "*") -> list[str]:
     return LEARNERS.list(pattern)
 
 
+def learner_source(name: str) -> str:
+    """Where a registered learner comes from, as result rows record it."""
+    from robrep import __version__
+
+    origin = LEARNERS.origin(name)
+    if origin == "built-in":
+        return f"robrep {__version__}"
+    return f"entry point robrep.encoders:{name} = {LEARNERS.target(name)} ({origin})"
+
+
+def learner_code(name: str) -> dict[str, str]:
+    """What a trained checkpoint of learner ``name`` depends on besides its config (part of the cache key)."""
+    origin = LEARNERS.origin(name)
+    return code_identity(LEARNERS.get(name), package="" if origin == "built-in" else origin)
+
+
 __all__ = [
     "VAE", "BetaVAE", "SmoothEncoder", "SmoothEncoderAdversarial",
     "VAEConfig", "BetaVAEConfig", "SEConfig", "SEAdversarialConfig",
-    "create_learner", "list_learners", "wd_gamma", "w2_squared", "kl_to_prior",
+    "create_learner", "list_learners", "learner_source", "learner_code", "wd_gamma", "w2_squared", "kl_to_prior",
     "random_selection", "adversarial_selection",
 ]

@@ -1,12 +1,13 @@
-"""A PCA encoder as a robrep plugin (entry point group ``robrep.encoders``).
+"""A PCA encoder as a robrep plugin (entry point group ``robrep.encoders``): a robrep *learner*.
 
-The contract a robrep encoder keeps:
+A learner is an encoder robrep fits on a data set's training split itself (README, "Your own
+encoder"). Its contract:
 - an ``nn.Module`` subclass built as ``cls(config)`` from ``cls.config_class``, a dataclass
   with a ``shape`` field (robrep sets it to the data set's (C, H, W));
-- ``encode(x) -> (mu, logvar)``, each (N, d), for x of shape (N, C, H, W) in [0, 1];
+- ``encode(x) -> (mu, logvar)``, each (N, d), for x of shape (N, C, H, W), float32 in [0, 1];
 - either ``loss(x) -> {"loss": ..., ...}`` (robrep trains it with Adam) or, as here,
   ``fit(images, seed=...)`` for learners fitted in closed form (``images`` is the training
-  split as uint8 (N, C, H, W));
+  split as float32 (N, C, H, W) in [0, 1], the same range ``encode`` sees);
 - everything it needs at inference lives in parameters or buffers, so robrep can save it
   as safetensors and reload it through the registry.
 """
@@ -51,7 +52,7 @@ class PCAEncoder(nn.Module):
         n = images.shape[0]
         if n > self.config.max_fit_samples:
             images = images[torch.randperm(n, generator=gen)[: self.config.max_fit_samples].to(images.device)]
-        x = images.flatten(1).float() / 255.0  # (N, D)
+        x = images.flatten(1)  # (N, D), in [0, 1]
         mean = x.mean(0)
         # exact thin SVD of the centred data: (N, D) with N, D of a few thousand is cheap
         _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
