@@ -291,6 +291,11 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
             sources.append(resolve(spec, cfg.learner_config, cfg.preprocessing))
         except (UnknownNameError, LearnerError) as e:
             skip(getattr(e, "label", None) or str(spec), "", e)
+    if cfg.preprocessing is not None:
+        for src in sources:
+            if src.kind != "module":
+                log.warning("preprocessing %r does not apply to %s: robrep learners take inputs in [0, 1]",
+                            cfg.preprocessing, src.label)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     df = read_results(out / "results.csv")

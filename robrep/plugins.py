@@ -11,8 +11,8 @@ A distribution declares, in its pyproject.toml::
     myattack = "mypkg.attacks:make"        # fn(n_classes, *, steps, restarts, norm) -> robrep.attacks.Attack
 
 Entry points are loaded lazily (the first time a registry is searched), through the same
-registries as the built-ins. What an encoder entry point may be is ``robrep.encoders.contract``. A plugin that fails to import is recorded with its error and
-skipped; a name that is already taken is rejected (the built-in or first one wins) with a
+registries as the built-ins; what an encoder entry point may be is ``robrep.encoders.contract``.
+A plugin that fails to import is recorded with its error and skipped; a name that is already taken is rejected (the built-in or first one wins) with a
 warning naming the distribution. ``ROBREP_DISABLE_PLUGINS=1`` turns plugin loading off.
 """
 from __future__ import annotations

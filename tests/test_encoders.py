@@ -81,7 +81,7 @@ PLAINENC = """
 
 
     class Raises(Features):
-        def forward(self, x):
+        def encode(self, x):  # encode is the representation when a module has it
             raise RuntimeError("boom inside the plugin")
 
 

@@ -54,6 +54,8 @@ def test_broken_plugins_are_reported_and_skipped_and_the_run_completes(site, tmp
         vae = brokenmods:WrongShape
         notamodule = brokenmods:make
         noepochs = brokenmods:NoEpochs
+        fitfails = brokenmods:FitFails
+        lossnan = brokenmods:LossNaN
     """, {"brokenmods": """
         from dataclasses import dataclass
         import torch
@@ -81,6 +83,29 @@ def test_broken_plugins_are_reported_and_skipped_and_the_run_completes(site, tmp
         def make():
             return None
 
+        class FitFails(WrongShape):
+            def fit(self, images, seed=0):
+                raise RuntimeError("singular matrix in fit")
+
+        @dataclass
+        class GradConfig:
+            shape: tuple = (1, 28, 28)
+            epochs: int = 1
+            batch_size: int = 500
+            lr: float = 1e-3
+
+        class LossNaN(torch.nn.Module):
+            config_class = GradConfig
+            def __init__(self, config=None):
+                super().__init__()
+                self.config = config or GradConfig()
+                self.lin = torch.nn.Linear(784, 4)
+            def encode(self, x):
+                mu = self.lin(x.flatten(1))
+                return mu, mu
+            def loss(self, x):
+                return {"loss": self.lin(x.flatten(1)).sum() * float("nan")}
+
         class NoEpochs(torch.nn.Module):  # trained by gradient, but its config has no epochs/batch_size/lr
             config_class = Config
             def encode(self, x):
@@ -95,11 +120,13 @@ def test_broken_plugins_are_reported_and_skipped_and_the_run_completes(site, tmp
     assert "notamodule" not in failed  # a factory: what it returns is checked when the bench calls it
     assert "batch_size, epochs, lr" in failed["noepochs"].error
     assert {"wrongshape", "nanout"} <= set(robrep.list_learners())
-    df = bench(out=str(tmp_path / "b"), learners=("wrongshape", "nanout", "badimport", "notamodule", "vae"),
-               strict=False, **SMALL)
+    df = bench(out=str(tmp_path / "b"), learners=("wrongshape", "nanout", "badimport", "notamodule", "fitfails",
+                                                   "lossnan", "vae"), strict=False, **SMALL)
     assert set(df["learner"]) == {"vae"}
     skipped = {s["learner"]: s["error"] for s in df.attrs["skipped"]}
     assert "brokenmods.make returned NoneType, not a torch.nn.Module" in skipped["notamodule"]
+    assert "built, trained or loaded on mnist5k: RuntimeError: singular matrix in fit" in skipped["fitfails"]
+    assert "FloatingPointError: non-finite loss at epoch 0 step 0" in skipped["lossnan"]
     assert "shape (N, d)" in skipped["wrongshape"]
     assert "non-finite" in skipped["nanout"]
     assert "failed to load" in skipped["badimport"] and "ModuleNotFoundError" in skipped["badimport"]

@@ -143,7 +143,8 @@ def resolve(spec, learner_config: dict | None = None, preprocessing=None) -> Enc
         return _resolve_text(os.fspath(spec), learner_config, preprocessing)
     if isinstance(spec, Encoder):
         label = spec.name
-        source = spec.source or _with_version(f"python object {qualified_name(spec.module)}", type(spec.module).__module__)
+        inner = type(spec.module)
+        source = spec.source or _with_version(f"python module {qualified_name(inner)}", inner.__module__)
         return EncoderSource(label, "module", label, source, obj=spec, spec=qualified_name(spec.module))
     if not (isinstance(spec, nn.Module) or callable(spec)):
         _check_object(repr(spec)[:60], spec, "")
