@@ -4,9 +4,15 @@ Plugins are installed for real, as far as importlib.metadata can tell: each test
 distribution (``<name>.dist-info`` with METADATA and entry_points.txt, plus its modules)
 into a folder on sys.path, which is exactly what pip leaves in site-packages.
 """
+import sys
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from fixtures import install, reload_all
 
@@ -17,23 +23,23 @@ from robrep.plugins import failures
 from robrep.registry import ATTACKS, DATASETS, LEARNERS
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "robrep-pca" / "src"
+# the example's own version: a pip build of the example leaves its egg-info (that version) beside EXAMPLE
+PCA_VERSION = tomllib.loads((EXAMPLE.parent / "pyproject.toml").read_text())["project"]["version"]
 SMALL = dict(epochs=1, radii=(0.0, 0.1), steps=3, restarts=1, n_examples=50)
-
-
 
 
 @pytest.fixture
 def pca(site, monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLE))
-    install(site, "robrep-pca", "[robrep.encoders]\npca = robrep_pca:PCAEncoder\n")
+    install(site, "robrep-pca", "[robrep.encoders]\npca = robrep_pca:PCAEncoder\n", version=PCA_VERSION)
     reload_all()
     return site
 
 
 def test_the_example_pca_plugin_is_listed_and_benchmarked_like_a_built_in(pca, tmp_path, capsys):
-    assert "pca" in robrep.list_learners() and LEARNERS.origin("pca") == "robrep-pca 0.1.0"
+    assert "pca" in robrep.list_learners() and LEARNERS.origin("pca") == f"robrep-pca {PCA_VERSION}"
     assert main(["list"]) == 0
-    assert "robrep-pca 0.1.0" in capsys.readouterr().out
+    assert f"robrep-pca {PCA_VERSION}" in capsys.readouterr().out
     df = bench(out=str(tmp_path / "b"), learners=("pca", "vae"), **SMALL)
     assert set(df["learner"]) == {"pca", "vae"} and df["checks_passed"].all()
     pca_rows = df[df["learner"] == "pca"].set_index("radius")
