@@ -45,9 +45,9 @@ def main() -> None:
     print(f"  warm  (checkpoints reused)     : {warm:7.1f} s")
     print(f"  resumed (all cells done)       : {resumed:7.1f} s")
 
-    import pandas as pd
+    from robrep.results import read_results
 
-    df = pd.read_csv(work / "cold" / "results.csv")
+    df = read_results(work / "cold" / "results.csv")
     print("\nadversarial accuracy (cold run):")
     print(df.pivot_table(index="learner", columns="radius", values="adversarial_accuracy").round(3).to_string())
     if args.skip_naive:

@@ -15,7 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torchattacks
 from safetensors.torch import load_file
@@ -24,6 +23,7 @@ import robrep
 from robrep.harness import test_indices
 from robrep.checkpoint import sha256_bytes
 from robrep.probes import ProbedEncoder, freeze
+from robrep.results import read_results
 
 
 def main() -> int:
@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--restarts", type=int, default=10)
     args = ap.parse_args()
-    df = pd.read_csv(args.results / "results.csv")
+    df = read_results(args.results / "results.csv")
     df = df[(df["suite"] == "native") & (df["norm"] == "linf")]
     worst = 0.0
     print(f"{'run':40s} {'task':8s} {'radius':>6s} {'robrep':>7s} {'torchattacks':>12s}")

@@ -15,7 +15,8 @@ from robrep.attacks.base import TOL, AttackResult, perturbation_norm, predict
 def check_result(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, result: AttackResult, norm: str, batch_size: int = 1000
 ) -> dict[float, dict[str, object]]:
-    """Per radius: the checks (bools), the re-computed accuracy and the largest perturbation found.
+    """Per radius: the checks (bools, the columns ``robrep.results.CHECK_COLUMNS``), the re-computed accuracy
+    and the largest perturbation found.
 
     - ``check_radius0``: the accuracy at radius 0 equals the clean accuracy, re-computed here;
     - ``check_monotone``: the accuracy never rises with the radius;
@@ -49,7 +50,3 @@ def check_result(
         prev = acc
     return out
 
-
-CHECK_COLUMNS = (
-    "check_radius0", "check_monotone", "check_in_ball", "check_bounds", "check_recomputed", "check_valid_outputs",
-)

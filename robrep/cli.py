@@ -28,7 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import robrep
     from robrep.learners import create_learner
 
-    overrides = dict(_parse_set(s) for s in args.set)
+    overrides = dict(args.set)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.arch is not None:
@@ -159,9 +159,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "norm": args.norm, "data_root": args.data_root and str(args.data_root), "suites": args.suite,
         "label_fraction": args.label_fraction, "images": args.images, "preprocessing": args.preprocessing,
     }.items() if v is not None}
-    if args.retrain:
-        given["retrain"] = True
+    for flag in ("retrain", "download"):
+        if getattr(args, flag):
+            given[flag] = True
     cfg = BenchConfig.from_toml(args.config, **given) if args.config else BenchConfig(**given)
+    if args.dry_run:
+        return _print_plan(cfg)
     with _progress() as progress:  # a learner that fails is skipped, the rest completes, and the exit status says so
         df = bench(cfg, progress=_RichBenchProgress(progress), strict=False)
     if df.empty:
@@ -179,6 +182,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
             table.add_row(skip["learner"], skip["dataset"] or "(all)", skip["error"])
         console.print(table)
     return 1 if skipped or df.empty else 0
+
+
+def _print_plan(cfg) -> int:
+    from robrep.harness.plan import plan
+
+    cells = plan(cfg)
+    table = Table(title=f"plan of {cfg.out}: nothing is trained or attacked (--dry-run)")
+    for col in ("learner", "dataset", "learner", "run", "cells done", "cells to run"):
+        table.add_column(col, overflow="fold")
+    table.columns[2].header = "what happens to it"
+    for (label, dataset, status, run), g in cells.groupby(["label", "dataset", "learner_status", "run"],
+                                                          dropna=False, sort=False):
+        done = int((g["status"] == "done").sum())
+        table.add_row(str(label), str(dataset) if dataset == dataset else "", str(status),
+                      str(run) if run == run else "", str(done), str(int((g["status"] == "to run").sum())))
+    console.print(table)
+    console.print(f"{int((cells['status'] == 'done').sum())} cell(s) done, "
+                  f"{int((cells['status'] == 'to run').sum())} to run, "
+                  f"{int(cells.loc[cells['learner_status'] == 'train', 'label'].nunique())} learner(s) to train")
+    return 1 if (cells["status"] == "skipped").any() else 0  # as the bench would: a learner would be skipped
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -250,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, help="output folder (default robrep-bench)")
     b.add_argument("--data-root", type=Path, help="folder of a folder-backed data set (mnist, celeba)")
     b.add_argument("--retrain", action="store_true", help="train again even if a cached checkpoint exists")
+    b.add_argument("--download", action="store_true", help="download a missing data set where possible (mnist)")
+    b.add_argument("--dry-run", action="store_true", help="print the plan: what would be trained, what is done in "
+                   "--out, what would run; run nothing")
     b.set_defaults(func=cmd_bench)
 
     lb = sub.add_parser("leaderboard", help="merge results CSVs into the published leaderboard and show it")
@@ -267,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=None, help="checkpoint folder (default: under ~/.cache/robrep/runs)")
     t.add_argument("--data-root", type=Path, default=None, help="folder of a folder-backed data set (mnist, celeba)")
     t.add_argument("--download", action="store_true", help="download the data set if it is missing (where possible)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=_parse_set,
                    help="override a config field, e.g. --set gamma=100 --set latent_dim=16")
     t.set_defaults(func=cmd_train)
 

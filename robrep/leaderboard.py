@@ -17,15 +17,10 @@ import pandas as pd
 
 from robrep.checkpoint import atomic_write
 from robrep.plots import plot_robustness
-from robrep.results import KEY, merge, read_results, write_results
+from robrep.results import KEY, ResultsError, merge, read_results, write_results
 
 log = logging.getLogger(__name__)
 
-REQUIRED = (
-    "learner", "run", "learner_config", "dataset", "task", "n_classes", "suite", "attack", "attack_config", "norm",
-    "radius", "n_examples", "nominal_accuracy", "adversarial_accuracy", "checks_passed", "seed", "encoder_sha256",
-    "probe_sha256", "robrep_version", "torch_version", "device", "timestamp",
-)
 LOCAL_ONLY = ("checkpoint",)  # paths on the machine that ran it: meaningless to a reader
 
 
@@ -34,17 +29,13 @@ class LeaderboardError(ValueError):
 
 
 def validate(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise LeaderboardError(f"{source} cannot be published: it lacks the column(s) {', '.join(missing)}")
-    for col in ("nominal_accuracy", "adversarial_accuracy"):
-        values = pd.to_numeric(df[col], errors="coerce")
-        if values.isna().any() or not values.between(0, 1).all():
-            raise LeaderboardError(f"{source}: column {col} must hold numbers in [0, 1] (not percentages or text)")
-    passed = df["checks_passed"].astype(str).str.lower().isin(("true", "1"))
+    """Rows as ``read_results`` gives them (each already checked against the row layout) that may be
+    published: every row passed its checks. Returns them without the machine-local columns."""
+    passed = df["checks_passed"].astype(bool)
     if not passed.all():
         bad = df[~passed]
-        where = ", ".join(sorted(set(bad["run"].astype(str) + "/" + bad["task"].astype(str) + "/" + bad["attack"].astype(str))))
+        where = ", ".join(sorted(set(bad["run"].astype(str) + "/" + bad["task"].astype(str) + "/"
+                                     + bad["attack"].astype(str))))
         raise LeaderboardError(f"{source} cannot be published: {len(bad)} row(s) failed their checks ({where})")
     return df.drop(columns=[c for c in LOCAL_ONLY if c in df.columns])
 
@@ -84,9 +75,14 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard") -> list[
         if not path.is_file():
             raise LeaderboardError(f"no results file at {path}")
         try:
-            df = pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise LeaderboardError(f"{path} is not a readable CSV: {e}") from e
+            df = read_results(path)
+        except ResultsError as e:
+            raise LeaderboardError(f"{path} cannot be published: {e}") from e
+        invalid = df.attrs.get("invalid", [])
+        if invalid:  # a row cut short, junk, or without provenance: the file is refused whole
+            file, line, reason = invalid[0]
+            raise LeaderboardError(f"{path} cannot be published: {len(invalid)} row(s) do not fit the row layout "
+                                   f"(types, numbers in [0, 1], provenance); the first, {file}:{line}, {reason}")
         frames.append(validate(df, str(path)))  # refuse before anything is written
     written = []
     for (dataset, norm), new in pd.concat(frames, ignore_index=True).groupby(["dataset", "norm"]):

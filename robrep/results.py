@@ -1,21 +1,44 @@
-"""Result rows and the results CSV: numbers as numbers, one row per (run, dataset, task, suite, attack, radius).
+"""The result-row layout, in one place: key, columns, checks, validation, row builders, mask files, worst cases,
+and the results CSV. Numbers as numbers, one row per (run, dataset, task, suite, attack, radius).
 
 The CSV is rewritten atomically after every finished cell, so a killed run loses at
 most the cell in flight; rows are merged by key, never by order, so a resumed or
-scaled-out run adds no duplicates.
+scaled-out run adds no duplicates. Every row read is validated against the layout
+(``parse_row``): a row that is cut short, holds junk or lacks its provenance is reported
+with its file and line and kept out of tables, resumes and publishing.
 """
 from __future__ import annotations
 
+import csv
 import io
+import json
+import logging
+import math
+import re
 from pathlib import Path
+from typing import Any, Callable
 
 import pandas as pd
+import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
 
-from robrep.checkpoint import atomic_write
+from robrep.attacks.base import Attack, radius_grid
+from robrep.checkpoint import atomic_write, short_hash
+
+log = logging.getLogger(__name__)
 
 # A row is identified by these columns (what was attacked, how, and on which points).
 KEY = ("encoder_sha256", "dataset", "task", "suite", "attack", "attack_config", "radius", "n_examples", "seed",
        "label_fraction")
+
+# The checks every attack row records (robrep.checks computes them).
+CHECK_COLUMNS = (
+    "check_radius0", "check_monotone", "check_in_ball", "check_bounds", "check_recomputed", "check_valid_outputs",
+)
+
+# What was run, without the encoder's hash: matches a re-trained encoder's rows to the published ones.
+MATCH_RUN = ("run", *(k for k in KEY if k != "encoder_sha256"))
 
 COLUMNS = (
     "learner", "label", "run", "checkpoint", "source", "learner_config", "arch", "dataset", "task", "n_classes",
@@ -27,6 +50,101 @@ COLUMNS = (
     "seed", "encoder_sha256", "probe_sha256", "probe_train_accuracy", "robrep_version", "torch_version",
     "device", "wall_seconds", "timestamp",
 )
+
+
+class ResultsError(ValueError):
+    """A results file cannot be read at all (not a results CSV); the message names the file."""
+
+
+def _text(v: str) -> str:
+    return v
+
+
+def _int(v: str) -> int:
+    f = float(v)
+    if not f.is_integer():
+        raise ValueError(f"{v!r} is not an integer")
+    return int(f)
+
+
+def _float(v: str) -> float:
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"{v!r} is not a finite number")
+    return f
+
+
+def _unit(v: str) -> float:
+    f = _float(v)
+    if not 0 <= f <= 1:
+        raise ValueError(f"{v!r} is not in [0, 1]")
+    return f
+
+
+def _bool(v: str) -> bool:
+    if v in ("True", "true", "1"):
+        return True
+    if v in ("False", "false", "0"):
+        return False
+    raise ValueError(f"{v!r} is not True or False")
+
+
+def _sha256(v: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", v):
+        raise ValueError(f"{v!r} is not a SHA-256 (64 hex digits)")
+    return v
+
+
+def _timestamp(v: str) -> str:
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[+-]\d{4}|Z)?", v):
+        raise ValueError(f"{v!r} is not a timestamp (YYYY-MM-DDTHH:MM:SS+zzzz)")
+    return v
+
+
+# column -> (parser of its text, required). Optional columns may be empty (or missing, in older files).
+SCHEMA: dict[str, tuple[Callable[[str], Any], bool]] = {
+    **{c: (_text, True) for c in ("learner", "run", "learner_config", "dataset", "task", "suite", "attack",
+                                  "attack_config", "norm", "robrep_version", "torch_version", "device")},
+    **{c: (_text, False) for c in ("label", "checkpoint", "source", "arch", "step_size", "warnings")},
+    **{c: (_int, True) for c in ("n_classes", "n_examples", "seed")},
+    **{c: (_int, False) for c in ("steps", "restarts", "n_probe_labels", "n_attacked", "n_rejected")},
+    **{c: (_unit, True) for c in ("nominal_accuracy", "adversarial_accuracy")},
+    **{c: (_unit, False) for c in ("recomputed_accuracy", "probe_train_accuracy", "label_fraction")},
+    "radius": (_float, True), "max_perturbation": (_float, False), "wall_seconds": (_float, False),
+    "checks_passed": (_bool, True),
+    **{c: (_bool, False) for c in ("check_radius0", "check_monotone", "check_in_ball", "check_bounds",
+                                   "check_recomputed", "check_valid_outputs")},
+    "encoder_sha256": (_sha256, True), "probe_sha256": (_sha256, True), "timestamp": (_timestamp, True),
+}
+
+
+def _as_text(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return str(v)
+
+
+def parse_row(raw: dict[str, Any]) -> dict[str, Any]:
+    """A row checked against the layout: typed values, or ValueError saying what is wrong with it."""
+    row: dict[str, Any] = {}
+    for column, value in raw.items():
+        text = _as_text(value)
+        parser, required = SCHEMA.get(column, (_text, False))
+        if text == "":
+            if required:
+                raise ValueError(f"{column} is empty")
+            row[column] = None
+            continue
+        try:
+            row[column] = parser(text)
+        except ValueError as e:
+            raise ValueError(f"{column}: {e}") from None
+    missing = [c for c, (_, required) in SCHEMA.items() if required and c not in raw]
+    if missing:
+        raise ValueError(f"lacks {', '.join(missing)}")
+    if row["radius"] < 0:
+        raise ValueError(f"radius {row['radius']} is negative")
+    return row
 
 
 def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
@@ -42,11 +160,47 @@ def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
                                 kind="stable").reset_index(drop=True)
 
 
+def frame(rows: list[dict[str, Any]], columns: list[str] | None = None) -> pd.DataFrame:
+    """Parsed rows as a normalized DataFrame (every column of the layout, sorted, one row per key)."""
+    return merge(None, pd.DataFrame(rows, columns=columns or None))
+
+
 def read_results(path: str | Path) -> pd.DataFrame | None:
+    """The valid rows of a results CSV (None if there is no file). Rows that fail ``parse_row`` (cut short,
+    junk, missing provenance) are logged with file and line, left out, and listed in ``df.attrs["invalid"]``
+    as (file, line, reason); the file itself is not changed."""
     path = Path(path)
     if not path.is_file():
         return None
-    return normalize(pd.read_csv(path))
+    rows, invalid = [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if not header or not {"run", "radius", "adversarial_accuracy"} <= set(header):
+                raise ResultsError(f"{path} is not a robrep results file: its header is {header!r}")
+            missing = [c for c, (_, required) in SCHEMA.items() if required and c not in header]
+            if missing:
+                raise ResultsError(f"{path} lacks the column(s) {', '.join(missing)}, which every row needs")
+            line = reader.line_num
+            for fields in reader:
+                if not any(f.strip() for f in fields):
+                    line = reader.line_num
+                    continue
+                try:
+                    if len(fields) != len(header):
+                        raise ValueError(f"has {len(fields)} fields, the header {len(header)}")
+                    rows.append(parse_row(dict(zip(header, fields))))
+                except ValueError as e:
+                    invalid.append((str(path), line + 1, str(e)))
+                line = reader.line_num
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ResultsError(f"cannot read results file {path}: {e}") from e
+    for file, line, reason in invalid:
+        log.warning("%s:%d: row %s; it is kept out of tables, resumes and publishing", file, line, reason)
+    df = frame(rows, header)
+    df.attrs["invalid"] = invalid
+    return df
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
@@ -87,3 +241,141 @@ def cell_key(row: dict) -> tuple:
 
 def cell_keys(df: pd.DataFrame) -> list[tuple]:
     return list(df[[k for k in KEY if k != "radius"]].astype(str).itertuples(index=False, name=None))
+
+
+# --- row builders: every field a row has is set here ---------------------------------------------------------
+
+def row_key(row: dict[str, Any]) -> str:
+    """The row's key (``KEY``) as text that compares equal across CSV and JSON round trips."""
+    return json.dumps([str(row[k]) if k != "radius" else float(row[k]) for k in KEY])
+
+
+def encoder_row(*, learner: str, label: str, run: str, checkpoint: str, source: str, learner_config: dict,
+                arch: str, dataset: str, task: str, n_classes: int, n_examples: int, label_fraction: float,
+                n_probe_labels: int, seed: int, encoder_sha256: str, probe_sha256: str,
+                probe_train_accuracy: float, device: str) -> dict[str, Any]:
+    """The fields every row of one encoder, task and probe shares (what was attacked, and its provenance)."""
+    import robrep
+
+    return {
+        "learner": learner, "label": label, "run": run, "checkpoint": checkpoint, "source": source,
+        "learner_config": json.dumps(learner_config, sort_keys=True), "arch": arch, "dataset": dataset,
+        "task": task, "n_classes": n_classes, "n_examples": n_examples, "label_fraction": label_fraction,
+        "n_probe_labels": n_probe_labels, "seed": seed, "encoder_sha256": encoder_sha256,
+        "probe_sha256": probe_sha256, "probe_train_accuracy": probe_train_accuracy,
+        "robrep_version": robrep.__version__, "torch_version": torch.__version__, "device": device,
+    }
+
+
+def attack_cell(base: dict, attack: Attack) -> dict:
+    """The fields of a cell's rows that say which attack ran, with what budget, on top of ``base``."""
+    return {**base, "suite": attack.suite, "attack": attack.name,
+            "attack_config": json.dumps(attack.settings(), sort_keys=True), "norm": attack.norm, **attack.budget()}
+
+
+def is_finished(done: dict, cell: dict, out: Path, radii) -> bool:
+    """Every radius of the cell has a row (``done`` from ``done_cells``) and its mask file is there."""
+    key = cell_key({**cell, "radius": None})
+    return set(radius_grid(radii)) <= done.get(key, set()) and masks_path(out, cell, radii).is_file()
+
+
+def masks_path(out: Path, row: dict, radii) -> Path:
+    """Where a cell's per-example robust masks live (the worst case is computed from them): named by what the
+    cell is (its key and radius grid), not by anything computed, so a resume finds them."""
+    tag = short_hash([cell_key({**row, "radius": None}), radius_grid(radii)])
+    folder = out / "examples" / row["run"] / f"{row['dataset']}-{row['task']}"
+    return folder / f"{row['suite']}--{row['attack']}--{tag}.safetensors"
+
+
+def save_masks(path: Path, radii, masks: torch.Tensor, idx: torch.Tensor) -> None:
+    """A cell's (n_radii, N) robust masks, with its radii and the test indices they are for."""
+    atomic_write(path, st_save({"radii": torch.tensor(radius_grid(radii), dtype=torch.float64),
+                                "robust": masks.to(torch.uint8).contiguous(), "indices": idx.contiguous()}))
+
+
+def load_masks(path: Path) -> torch.Tensor:
+    """The (n_radii, N) bool robust masks ``save_masks`` wrote."""
+    return load_file(path)["robust"].bool()
+
+
+def result_rows(res, checks: dict[float, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One partial row per radius of an ``AttackResult`` and its checks (no provenance: ``cell_rows`` adds it)."""
+    nominal = res.clean_correct.float().mean().item()
+    return [{"radius": r, "nominal_accuracy": nominal, "adversarial_accuracy": res.accuracy(r),
+             "n_attacked": res.attacked[r], **checks[r], "checks_passed": all(checks[r][k] for k in CHECK_COLUMNS),
+             "wall_seconds": res.wall_seconds} for r in res.radii]
+
+
+def cell_rows(cell: dict[str, Any], partial: list[dict[str, Any]], timestamp: str) -> pd.DataFrame:
+    """A finished cell's rows: its fields, each radius's results, when."""
+    return pd.DataFrame([{**cell, **r, "timestamp": timestamp} for r in partial])
+
+
+def consistency_warnings(accuracy: list[tuple[Attack, float]]) -> list[str]:
+    """design/evaluation.md: iterative attacks should beat single-step ones, and a black-box attack
+    should not beat the white-box ones by much (a sign of gradient masking)."""
+    def label(a):
+        return f"{a.suite}/{a.name}"
+
+    warnings = []
+    single = [(acc, a) for a, acc in accuracy if a.kind == "single-step"]
+    for acc, a in ((acc, a) for a, acc in accuracy if a.kind == "iterative"):
+        for s_acc, s in single:
+            if acc > s_acc + 0.01:
+                warnings.append(f"iterative {label(a)} ({acc:.3f}) weaker than single-step {label(s)} ({s_acc:.3f})")
+    # white-box: the gradient attacks alone (AutoAttack holds Square, so it cannot tell on it)
+    white = [acc for a, acc in accuracy if a.kind != "black-box" and not a.includes_black_box]
+    for acc, a in ((acc, a) for a, acc in accuracy if a.kind == "black-box"):
+        if white and acc < min(white) - 0.02:
+            warnings.append(f"black-box {label(a)} ({acc:.3f}) beats every gradient attack "
+                            f"(best {min(white):.3f}): possible gradient masking")
+    return warnings
+
+
+def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, torch.Tensor]], radii) -> list[dict]:
+    """Per radius, a point is robust only if every attack that ran failed on it.
+
+    ``cells`` holds, per attack, its result rows and its (n_radii, N) robust masks."""
+    radii = radius_grid(radii)
+    robust = torch.stack([m for _, _, m in cells]).all(dim=0)  # (n_radii, N)
+    rows = []
+    for i, r in enumerate(radii):
+        at_r = [(a, df[df["radius"] == r].iloc[0]) for a, df, _ in cells]
+        first = at_r[0][1]
+        row = {
+            **base, "suite": "worst-case", "attack": "worst-case",
+            "attack_config": json.dumps(sorted(f"{a.suite}/{a.name}: {json.dumps(a.settings(), sort_keys=True)}"
+                                               for a, _, _ in cells)),
+            "norm": first["norm"], "steps": None, "restarts": None, "step_size": None, "radius": r,
+            "nominal_accuracy": first["nominal_accuracy"], "adversarial_accuracy": robust[i].float().mean().item(),
+            "n_attacked": None, "wall_seconds": float(sum(v["wall_seconds"] for _, v in at_r)),
+            "warnings": "; ".join(consistency_warnings([(a, float(v["adversarial_accuracy"])) for a, v in at_r])),
+        }
+        for col in (*CHECK_COLUMNS, "checks_passed"):
+            row[col] = bool(all(bool(v[col]) for _, v in at_r))
+        row["n_rejected"] = int(sum(int(v["n_rejected"]) for _, v in at_r))
+        if i > 0:
+            prev = rows[-1]["adversarial_accuracy"]
+            row["check_monotone"] = row["check_monotone"] and row["adversarial_accuracy"] <= prev
+        rows.append(row)
+    return rows
+
+
+def stored_as(df: pd.DataFrame, rows: list[dict]) -> pd.DataFrame | None:
+    """The stored rows with the keys of ``rows``, if every one is there with the same accuracies and warnings."""
+    want = {row_key(r): r for r in rows}
+    stored = df[[row_key(r) in want for r in df.to_dict("records")]] if not df.empty else df
+    if len(stored) != len(want):
+        return None
+    for r in stored.to_dict("records"):
+        new = want[row_key(r)]
+        if (r["adversarial_accuracy"], r["nominal_accuracy"], r["warnings"] or "") != \
+                (new["adversarial_accuracy"], new["nominal_accuracy"], new["warnings"] or ""):
+            return None
+    return stored
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Adversarial accuracy with runs as rows and radii as columns, per (dataset, task, suite, attack)."""
+    return df.pivot_table(index=["dataset", "task", "suite", "attack", "label", "run"], columns="radius",
+                          values="adversarial_accuracy", aggfunc="first")

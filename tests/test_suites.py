@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from robrep.attacks import SUITES, suite_attacks
-from robrep.checks import CHECK_COLUMNS, check_result
+from robrep.checks import check_result
+from robrep.results import CHECK_COLUMNS
 from robrep.harness import bench, consistency_warnings
 from robrep.probes import ProbedEncoder, features, train_probe
 

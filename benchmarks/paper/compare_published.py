@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from robrep.leaderboard import read_boards
-from robrep.results import read_results
+from robrep.results import MATCH_RUN, read_results
 
-MATCH = ["run", "dataset", "task", "suite", "attack", "attack_config", "radius", "n_examples", "seed", "label_fraction"]
+MATCH = list(MATCH_RUN)
 
 
 def main() -> int:

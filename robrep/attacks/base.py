@@ -74,6 +74,18 @@ class Attack:
         """The attack's full configuration, recorded in every result row."""
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
 
+    def budget(self) -> dict:
+        """The budget columns of its rows: ``steps``, ``restarts`` (re-seeded runs x the attack's own
+        restarts, e.g. APGD's n_restarts) and ``step_size``, each None where the attack has none."""
+        settings = self.settings()
+        kwargs = settings.get("kwargs", {})
+        has_restarts = "restarts" in settings or "n_restarts" in kwargs
+        return {
+            "steps": settings.get("steps", kwargs.get("steps")),
+            "restarts": settings.get("restarts", 1) * kwargs.get("n_restarts", 1) if has_restarts else None,
+            "step_size": f"{settings['rel_stepsize']} * radius / steps" if "rel_stepsize" in settings else None,
+        }
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
         return f"{type(self).__name__}({args})"

@@ -37,6 +37,7 @@ from robrep.encoders.contract import ContractError, LearnerError, is_learner, ou
 from robrep.learners import create_learner, learner_source
 from robrep.provenance import distribution_of, qualified_name
 from robrep.registry import LEARNERS, UnknownNameError
+from robrep.validate import check_fields
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,10 @@ def _resolve_text(text: str, learner_config: dict, preprocessing) -> EncoderSour
             if unknown:
                 raise LearnerError(text, f"has no config field(s) {', '.join(unknown)}; its fields are: "
                                          f"{', '.join(sorted(fields))}", source)
+            try:  # types and ranges of its config, before any data is loaded (the shape comes later)
+                entry.config_class(**check_fields(entry.config_class, options, f"learner_config.{text!r}"))
+            except ValueError as e:
+                raise LearnerError(text, f"has a config it refuses: {e}", source) from None
             return EncoderSource(text, "learner", head, source, name=head, options=options, spec=text)
         options = _foreign_options(text, options, preprocessing, source)
         return EncoderSource(text, "module", head, source, obj=entry, options=options, spec=text)
@@ -196,8 +201,10 @@ def _resolve_text(text: str, learner_config: dict, preprocessing) -> EncoderSour
     return EncoderSource(text, "module", f"{head}:{attr}", source, obj=obj, options=options, spec=text)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "encoder"
+def foreign_run(label: str, dataset: str, sha256: str) -> str:
+    """The run name of an encoder robrep does not train: its label (made safe for a file name), data set, hash."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.") or "encoder"
+    return f"{slug}-{dataset}-{sha256[:8]}"
 
 
 def _call(target, shape, kwargs: dict):
@@ -246,8 +253,7 @@ def obtain(src: EncoderSource, ds, *, seed: int, device: torch.device, arch: str
         config = {"spec": src.spec, "class": qualified_name(encoder.module), "output": encoder.output,
                   "preprocessing": encoder.preprocessing.as_dict() if encoder.preprocessing else None,
                   "kwargs": src.options.get("kwargs", {}), "shape": list(ds.shape)}
-        return Obtained(encoder, f"{_slug(src.label)}-{ds.name}-{sha[:8]}", "", src.learner, config, sha,
-                        src.source, "")
+        return Obtained(encoder, foreign_run(src.label, ds.name, sha), "", src.learner, config, sha, src.source, "")
     if src.kind == "checkpoint":
         learner, run_dir = load_checkpoint(src.path, map_location=device), Path(src.path)
         if tuple(learner.config.shape) != ds.shape:
@@ -263,8 +269,10 @@ def obtain(src: EncoderSource, ds, *, seed: int, device: torch.device, arch: str
                     source, meta["config"].get("arch") or "")
 
 
-def _train_or_reuse(src: EncoderSource, ds, *, seed, device, arch, epochs, retrain, progress):
-    from robrep.train import run_dir_for, train  # robrep.train imports robrep.learners, as this module does
+def planned_run(src: EncoderSource, ds, *, seed: int, arch: str | None = None, epochs: int | None = None):
+    """What training ``src`` (a robrep learner given by name) on ``ds`` means, before it happens:
+    (config overrides, full config as a dict, checkpoint folder in the cache)."""
+    from robrep.train import run_dir_for  # robrep.train imports robrep.learners, as this module does
 
     fields = {f.name for f in dataclasses.fields(LEARNERS.get(src.name).config_class)}
     overrides = dict(src.options)
@@ -272,10 +280,25 @@ def _train_or_reuse(src: EncoderSource, ds, *, seed, device, arch, epochs, retra
         if key in fields and key not in overrides and value is not None:
             overrides[key] = value
     config = dataclasses.asdict(create_learner(src.name, shape=ds.shape, **overrides).config)
-    run_dir = run_dir_for(src.name, ds.name, config, seed)
-    if not retrain and (run_dir / "config.json").is_file():
+    return overrides, config, run_dir_for(src.name, ds.name, config, seed)
+
+
+def cached_meta(run_dir: Path, config: dict) -> dict | None:
+    """The verified config.json of the checkpoint cached at ``run_dir`` if it was trained with ``config``
+    (None if there is none, or another config); a damaged one raises CheckpointError."""
+    if not (run_dir / "config.json").is_file():
+        return None
+    meta = read_config(run_dir)
+    return meta if meta["config"] == json.loads(json.dumps(config)) else None
+
+
+def _train_or_reuse(src: EncoderSource, ds, *, seed, device, arch, epochs, retrain, progress):
+    from robrep.train import train
+
+    overrides, config, run_dir = planned_run(src, ds, seed=seed, arch=arch, epochs=epochs)
+    if not retrain:
         try:
-            if read_config(run_dir)["config"] == json.loads(json.dumps(config)):
+            if cached_meta(run_dir, config) is not None:
                 log.info("reusing checkpoint %s", run_dir)
                 return load_checkpoint(run_dir, map_location=device), run_dir
         except CheckpointError as e:

@@ -15,6 +15,7 @@ from robrep.learners.smooth import (
 from robrep.learners.vae import VAE, BetaVAE, BetaVAEConfig, VAEConfig, kl_to_prior
 from robrep.provenance import code_identity
 from robrep.registry import LEARNERS
+from robrep.validate import check_fields
 
 
 def create_learner(name: str, **config):
@@ -29,6 +30,7 @@ def create_learner(name: str, **config):
         raise ValueError(
             f"learner {name!r} has no config field(s) {', '.join(unknown)}; its fields are: {', '.join(sorted(known))}"
         )
+    config = check_fields(cls.config_class, config, f"learner {name!r} config")  # types, before ranges
     return cls(cls.config_class(**config))
 
 

@@ -1,0 +1,108 @@
+"""The results store of a run folder: SQLite in WAL mode, one row per key, for any number of writers.
+
+``<out>/results.sqlite`` is the record; ``<out>/results.csv`` is exported from it, atomically,
+after every write, for people and for publishing. Two ``robrep bench`` commands on one folder
+(or, later, many ranks) each upsert their rows, so both keep them. Every row is validated
+before it is stored and again when it is read (``robrep.results.parse_row``).
+
+A folder that has a results.csv but no store yet (a run from before the store) is imported
+once: its valid rows go into the store; rows that fail validation are reported with their
+line and copied, with the reason, to ``results-rejected.csv``, so nothing is lost; the
+original CSV is kept as ``results.csv.orig`` before the first export replaces it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from robrep.checkpoint import atomic_write
+from robrep.results import frame, parse_row, read_results, row_key, write_results
+
+log = logging.getLogger(__name__)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready scalar: numpy and pandas scalars as Python ones, NaN as None."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+class ResultsStore:
+    """The rows of one run folder. ``add`` upserts, ``frame`` reads back (validated), ``export`` writes the CSV."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.db, self.csv = self.out / "results.sqlite", self.out / "results.csv"
+        fresh = not self.db.exists()
+        self.conn = sqlite3.connect(self.db, timeout=120, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, data TEXT NOT NULL)")
+        if fresh and self.csv.is_file():
+            self._import_csv()
+
+    def _import_csv(self) -> None:
+        old = read_results(self.csv)
+        invalid = old.attrs.get("invalid", [])
+        shutil.copy2(self.csv, self.out / "results.csv.orig")
+        if invalid:
+            lines = self.csv.read_text(encoding="utf-8", errors="replace").splitlines()
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow(["file", "line", "reason", "text"])
+            for file, line, reason in invalid:
+                writer.writerow([file, line, reason, lines[line - 1] if line <= len(lines) else ""])
+            atomic_write(self.out / "results-rejected.csv", buf.getvalue().encode())
+            log.warning("%d row(s) of %s failed validation; they are listed in %s and kept out of the store",
+                        len(invalid), self.csv, self.out / "results-rejected.csv")
+        self.add(old)
+
+    def add(self, rows: pd.DataFrame) -> None:
+        """Validate and upsert ``rows`` in one transaction (a row with the same key is replaced)."""
+        records = []
+        for raw in rows.to_dict("records"):
+            row = parse_row({k: _plain(v) for k, v in raw.items()})  # a row that cannot be read back is refused
+            records.append((row_key(row), json.dumps({k: _plain(v) for k, v in raw.items()})))
+        if not records:
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.executemany("INSERT INTO rows (key, data) VALUES (?, ?) "
+                                  "ON CONFLICT(key) DO UPDATE SET data = excluded.data", records)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def frame(self) -> pd.DataFrame:
+        """Every valid row in the store, normalized; ``attrs["invalid"]`` lists rows that failed validation."""
+        rows, invalid = [], []
+        for key, data in self.conn.execute("SELECT key, data FROM rows"):
+            try:
+                rows.append(parse_row(json.loads(data)))
+            except ValueError as e:
+                invalid.append((str(self.db), key, str(e)))
+                log.warning("%s: row %s %s; it is kept out of tables, resumes and publishing", self.db, key, e)
+        df = frame(rows)
+        df.attrs["invalid"] = invalid
+        return df
+
+    def export(self) -> pd.DataFrame:
+        """Write results.csv from the store (atomically); returns what was written."""
+        df = self.frame()
+        write_results(self.csv, df)
+        return df
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,84 @@
+"""Inputs validated before any work: every config value's type and range, the output folder, colliding
+labels, the train command's --set; and the plan (`robrep bench --dry-run`) of a half-finished folder."""
+import pytest
+
+from robrep.cli import main
+from robrep.harness import BenchConfig, ConfigError, bench
+
+SMALL = dict(learners=("vae",), epochs=1, radii=(0.0, 0.1), steps=3, restarts=1, n_examples=40)
+
+
+@pytest.mark.parametrize("toml,message", [
+    ('steps = "10"', "steps must be an integer, got the string '10'"),
+    ("n_examples = 200.5", "n_examples must be an integer or none, got 200.5"),
+    ('radii = "0.1"', "radii[0] must be a number, got the string '0.1'"),
+    ("radii = [0.0, -0.1]", "radii must be numbers >= 0"),
+    ("radii = [0.1, 0.1]", "radii must be distinct"),
+    ("radii = [2.0]", "at most 1 for the L-inf threat model"),
+    ('norm = "l3"', "norm must be one of linf, l2"),
+    ("label_fraction = 0", "label_fraction must be in (0, 1]"),
+    ('device = "gpu"', "device must be cpu, cuda or cuda:N"),
+    ("retrain = 1", "retrain must be true or false"),
+    ('learner_config = { vae = 3 }', "learner_config must be a table of tables"),
+])
+def test_toml_values_are_checked_before_any_work(tmp_path, capsys, toml, message):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(toml + "\n")
+    assert main(["bench", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    printed = " ".join(capsys.readouterr().out.split())
+    assert str(cfg) in printed and message in printed
+    assert not (tmp_path / "out").exists()  # nothing was made
+
+
+def test_values_are_kept_in_the_types_they_mean():
+    cfg = BenchConfig(learners="vae", radii=[0.2, 0, 0.1], steps=10.0, label_fraction=1)
+    assert cfg.learners == ("vae",) and cfg.radii == (0.0, 0.1, 0.2) and cfg.steps == 10
+    assert isinstance(cfg.label_fraction, float)
+    assert BenchConfig(norm="l2", radii=(0, 0.5, 2)).radii == (0.0, 0.5, 2.0)  # L2 radii may exceed 1
+
+
+def test_a_wrong_out_folder_is_a_one_line_error_before_any_work(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    for out, message in ((tmp_path / "afile", "is a file, not a folder"),
+                         (tmp_path / "afile" / "below", "cannot be written")):
+        assert main(["bench", "--learner", "vae", "--out", str(out)]) == 2
+        assert message in " ".join(capsys.readouterr().out.split())
+
+
+def test_colliding_labels_are_refused_before_anything_is_trained(tmp_path):
+    with pytest.raises(ConfigError, match="'se-random:a' and 'se-random:b' are the same run"):
+        bench(out=str(tmp_path), **{**SMALL, "learners": ("se-random:a", "se-random:b")},
+              learner_config={"se-random:a": {"gamma": 10}, "se-random:b": {"gamma": 10.0}})
+    with pytest.raises(ConfigError, match="'vae' and 'vae' are the same run"):
+        bench(out=str(tmp_path), **{**SMALL, "learners": ("vae", "vae")})
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_train_set_errors_are_messages_not_tracebacks(capsys):
+    with pytest.raises(SystemExit) as exit_:  # argparse refuses it with a usage line
+        main(["train", "--set", "lr"])
+    assert exit_.value.code == 2 and "--set expects key=value, got 'lr'" in capsys.readouterr().err
+    assert main(["train", "--learner", "vae", "--set", "epochs=abc"]) == 2
+    assert "epochs must be an integer, got the string 'abc'" in " ".join(capsys.readouterr().out.split())
+
+
+def test_dry_run_on_a_half_finished_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ROBREP_CACHE", str(tmp_path / "cache"))  # se-random is not cached
+    out = str(tmp_path / "half")
+    bench(out=out, **SMALL)  # the native cell of vae is finished
+    argv = ["bench", "--learner", "vae", "--learner", "se-random", "--epochs", "1", "--radii", "0,0.1", "--steps",
+            "3", "--restarts", "1", "--n-examples", "40", "--suite", "native", "--suite", "foolbox", "--out", out,
+            "--dry-run"]
+    assert main(argv) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "1 cell(s) done, 9 to run, 1 learner(s) to train" in printed
+    from robrep.harness.plan import plan
+
+    cells = plan(BenchConfig(learners=("vae", "se-random"), epochs=1, radii=(0, 0.1), steps=3, restarts=1,
+                             n_examples=40, suites=("native", "foolbox"), out=out))
+    status = cells.groupby("label")["learner_status"].first().to_dict()
+    assert status == {"vae": "cached checkpoint", "se-random": "train"}
+    assert cells.set_index(["label", "suite"]).loc[("vae", "native"), "status"] == "done"
+    import pandas as pd
+
+    assert len(pd.read_csv(tmp_path / "half" / "results.csv")) == 2  # the plan ran nothing

@@ -1,0 +1,137 @@
+"""The results store cannot lose or invent rows: damaged CSV rows are reported and kept out, concurrent
+writers keep every row, a resume with another thread count recomputes nothing, and bench returns
+exactly the rows of its own protocol."""
+import importlib
+import os
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from robrep.cli import main
+from robrep.harness import bench
+from robrep.leaderboard import LeaderboardError, publish
+from robrep.results import read_results
+
+SMALL = dict(learners=("vae",), epochs=1, radii=(0.0, 0.1), steps=3, restarts=1, n_examples=40)
+
+
+@pytest.fixture
+def finished(tmp_path):
+    out = tmp_path / "run"
+    df = bench(out=str(out), suites=("native", "foolbox"), **SMALL)
+    return out, df
+
+
+def _no_attacks(monkeypatch):
+    execute = importlib.import_module("robrep.harness.execute")
+    monkeypatch.setattr(execute, "run_cell", lambda *a, **k: pytest.fail("a finished cell was computed again"))
+
+
+def test_a_truncated_row_is_reported_with_its_line_and_kept_out_of_publishing(finished, tmp_path, caplog):
+    out, df = finished
+    text = (out / "results.csv").read_text()
+    cut = text[: text.rindex("\n", 0, len(text) - 1) + 1]  # every row but the last ...
+    last = text[len(cut):]
+    cut += last[: last.index(df["encoder_sha256"].iloc[0]) + 20]  # ... which is cut inside its provenance
+    damaged = tmp_path / "damaged.csv"
+    damaged.write_text(cut)
+    rows = read_results(damaged)
+    n = len(text.splitlines()) - 1
+    assert len(rows) == n - 1
+    [(file, line, reason)] = rows.attrs["invalid"]
+    assert file == str(damaged) and line == n + 1 and "fields" in reason
+    assert f"damaged.csv:{n + 1}: row has" in caplog.text
+    with pytest.raises(LeaderboardError, match=f"1 row.*do not fit the row layout.*damaged.csv:{n + 1}"):
+        publish([damaged], out=tmp_path / "board")
+    assert not (tmp_path / "board").exists()
+
+
+def test_a_cut_value_is_caught_by_the_layout():
+    from robrep.results import parse_row
+
+    good = pd.read_csv("leaderboard/mnist5k-linf.csv").iloc[0].to_dict()
+    assert parse_row(good)["adversarial_accuracy"] == good["adversarial_accuracy"]
+    for column, value, reason in (("timestamp", "2026-11-2", "not a timestamp"), ("probe_sha256", "abcdef0123",
+                                  "not a SHA-256"), ("checks_passed", "", "checks_passed is empty"),
+                                  ("seed", "0.5", "not an integer"), ("adversarial_accuracy", "89.69", "not in [0, 1]")):
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            parse_row({**good, column: value})
+
+
+def test_a_junk_line_is_kept_out_and_the_resume_recomputes_nothing(finished, monkeypatch):
+    out, df = finished
+    (out / "results.sqlite").unlink()  # a folder from before the store: its CSV is imported
+    with open(out / "results.csv", "a") as fh:
+        fh.write("this is not a row,1.5,junk\n")
+    _no_attacks(monkeypatch)
+    again = bench(out=str(out), suites=("native", "foolbox"), **SMALL)
+    assert len(again) == len(df) and again["seed"].dtype.kind == "i"
+    pd.testing.assert_series_equal(again["adversarial_accuracy"], df["adversarial_accuracy"])
+    rejected = pd.read_csv(out / "results-rejected.csv")
+    assert len(rejected) == 1 and "this is not a row" in rejected["text"].iloc[0]
+    assert "junk" in (out / "results.csv.orig").read_text()  # the original is kept
+    assert "junk" not in (out / "results.csv").read_text()
+
+
+def test_with_the_store_a_damaged_csv_loses_nothing(finished, monkeypatch):
+    out, df = finished
+    (out / "results.csv").write_text((out / "results.csv").read_text()[:300])  # truncated mid-line
+    _no_attacks(monkeypatch)
+    again = bench(out=str(out), suites=("native", "foolbox"), **SMALL)
+    assert len(again) == len(df)
+    assert len(pd.read_csv(out / "results.csv")) == len(df)  # exported whole again
+
+
+def test_a_resume_with_another_thread_count_recomputes_nothing(finished, monkeypatch):
+    out, df = finished
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)
+    try:
+        _no_attacks(monkeypatch)
+        again = bench(out=str(out), suites=("native", "foolbox"), **SMALL)
+    finally:
+        torch.set_num_threads(threads)
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), df.reset_index(drop=True))  # timestamps too
+    masks = list((out / "examples").rglob("*.safetensors"))
+    assert len(masks) == 5  # one per attack cell, none orphaned
+
+
+def test_bench_returns_the_rows_of_its_own_protocol(tmp_path, capsys):
+    out = str(tmp_path)
+    assert main(["bench", "--learner", "vae", "--epochs", "1", "--radii", "0,0.1", "--steps", "10", "--restarts", "1",
+                 "--n-examples", "40", "--out", out]) == 0
+    capsys.readouterr()
+    df = bench(out=out, **{**SMALL, "steps": 1})
+    assert (df["steps"] == 1).all() and len(df) == 2
+    assert main(["bench", "--learner", "vae", "--epochs", "1", "--radii", "0,0.1", "--steps", "1", "--restarts", "1",
+                 "--n-examples", "40", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    r01 = df[df["radius"] == 0.1]["adversarial_accuracy"].iloc[0]
+    assert f"{r01:.3f}" in printed and "all 2 rows passed" in printed
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 4  # both protocols are kept in the folder
+
+
+def test_two_concurrent_commands_on_one_folder_keep_both_runs_rows(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--epochs", "1", "--radii", "0,0.1", "--steps", "2", "--restarts", "1", "--n-examples", "30",
+              "--out", str(tmp_path / "shared")]
+    procs = [subprocess.Popen([sys.executable, "-m", "robrep", "bench", "--learner", name, *common], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name in ("vae", "beta-vae")]
+    for p in procs:
+        output = p.communicate(timeout=600)[0]
+        assert p.returncode == 0, output
+    df = pd.read_csv(tmp_path / "shared" / "results.csv")
+    assert set(df["learner"]) == {"vae", "beta-vae"} and len(df) == 4
+
+
+def test_files_get_the_users_permissions(finished):
+    out, _ = finished
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (out / "results.csv", next((out / "probes").rglob("*.safetensors"))):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask
