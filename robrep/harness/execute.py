@@ -191,21 +191,23 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
     for ds in datasets:
         _check_collisions(sources, ds, cfg)
     store = ResultsStore(out)
-    df = store.frame()
-    run = _Run(cfg, device, out, progress or BenchProgress(), store, df, done_cells(df))
-    run.progress.cells(sum(len(sources) * len(run.attacks_for(t)) for _, tasks in plan for t in tasks))
-    for ds, tasks in plan:
-        idx = test_indices(len(ds.test), cfg.n_examples, cfg.seed)
-        for src in sources:
-            run.cells_done = 0
-            try:
-                _bench_learner(run, src, ds, tasks, idx)
-            except LearnerError as e:
-                skip(src.label, ds.name, e)
-                for _ in range(sum(len(run.attacks_for(t)) for t in tasks) - run.cells_done):
-                    run.progress.cell_done()
-    everything = store.export()
-    store.close()
+    try:
+        df = store.frame()
+        run = _Run(cfg, device, out, progress or BenchProgress(), store, df, done_cells(df))
+        run.progress.cells(sum(len(sources) * len(run.attacks_for(t)) for _, tasks in plan for t in tasks))
+        for ds, tasks in plan:
+            idx = test_indices(len(ds.test), cfg.n_examples, cfg.seed)
+            for src in sources:
+                run.cells_done = 0
+                try:
+                    _bench_learner(run, src, ds, tasks, idx)
+                except LearnerError as e:
+                    skip(src.label, ds.name, e)
+                    for _ in range(sum(len(run.attacks_for(t)) for t in tasks) - run.cells_done):
+                        run.progress.cell_done()
+        everything = store.export()
+    finally:
+        store.close()
     df = everything[[row_key(r) in run.keys for r in everything.to_dict("records")]].reset_index(drop=True)
     df.attrs["invalid"] = everything.attrs.get("invalid", [])
     if not df.empty:
