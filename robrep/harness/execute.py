@@ -18,13 +18,14 @@ import pandas as pd
 import torch
 from safetensors.torch import load as st_load
 
-from robrep.attacks import Attack, suite_attacks
+from robrep.attacks import Attack
 from robrep.checkpoint import atomic_write, sha256_bytes, state_bytes
 from robrep.checks import check_result
 from robrep.data import Dataset, load_dataset
 from robrep.encoders import ContractError, EncoderSource, LearnerError, check_encoder, obtain, resolve
 from robrep.encoders.resolve import planned_run
 from robrep.harness.config import BenchConfig, check_out
+from robrep.harness.plan import Job, make_jobs, probe_indices
 from robrep.plots import attack_grid, plot_robustness
 from robrep.probes import ProbedEncoder, features, train_probe
 from robrep.registry import UnknownNameError
@@ -45,26 +46,6 @@ class BenchProgress:
     def phase(self, description: str, total: int | None) -> None: ...
     def advance(self, n: int = 1, info: str = "") -> None: ...
     def cell_done(self) -> None: ...
-
-
-def test_indices(n_test: int, n_examples: int | None, seed: int) -> torch.Tensor:
-    """The attacked test points: all of them, or a fixed random subset (sorted) chosen by ``seed``."""
-    if n_examples is None or n_examples >= n_test:
-        return torch.arange(n_test)
-    return torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:n_examples].sort().values
-
-
-def probe_indices(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """Training points whose labels the probe sees: all, or a stratified random ``fraction`` (>= 1 per class)."""
-    if fraction >= 1:
-        return torch.arange(len(labels))
-    gen = torch.Generator().manual_seed(seed)
-    keep = []
-    for c in labels.unique():
-        members = (labels == c).nonzero().squeeze(1)
-        n = max(1, round(fraction * len(members)))
-        keep.append(members[torch.randperm(len(members), generator=gen)[:n]])
-    return torch.cat(keep).sort().values
 
 
 def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Attack, radii, seed: int,
@@ -131,10 +112,6 @@ class _Run:
     keys: set = field(default_factory=set)  # row keys of this run's protocol (finished now or before)
     cells_done: int = 0  # of the learner in progress (to settle the progress bar when it fails)
 
-    def attacks_for(self, task) -> list[Attack]:
-        c = self.cfg
-        return suite_attacks(c.suites, task.n_classes, steps=c.steps, restarts=c.restarts, norm=c.norm)
-
     def record(self, rows: pd.DataFrame) -> None:
         """Store ``rows`` (validated, upserted; other writers' rows are kept) and export results.csv."""
         self.store.add(rows)
@@ -187,24 +164,22 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
                             cfg.preprocessing, src.label)
     device = resolve_device(cfg.device)
     datasets = [load_dataset(name, root=cfg.data_root, download=cfg.download) for name in cfg.datasets]
-    plan = [(ds, [ds.task(t) for t in cfg.tasks] if cfg.tasks else list(ds.tasks)) for ds in datasets]
     for ds in datasets:
         _check_collisions(sources, ds, cfg)
+    jobs = make_jobs(cfg, sources, datasets)
     store = ResultsStore(out)
     try:
         df = store.frame()
         run = _Run(cfg, device, out, progress or BenchProgress(), store, df, done_cells(df))
-        run.progress.cells(sum(len(sources) * len(run.attacks_for(t)) for _, tasks in plan for t in tasks))
-        for ds, tasks in plan:
-            idx = test_indices(len(ds.test), cfg.n_examples, cfg.seed)
-            for src in sources:
-                run.cells_done = 0
-                try:
-                    _bench_learner(run, src, ds, tasks, idx)
-                except LearnerError as e:
-                    skip(src.label, ds.name, e)
-                    for _ in range(sum(len(run.attacks_for(t)) for t in tasks) - run.cells_done):
-                        run.progress.cell_done()
+        run.progress.cells(sum(job.n_cells for job in jobs))
+        for job in jobs:  # the plan, in order: later issues may hand its jobs and cells to other processes
+            run.cells_done = 0
+            try:
+                _run_job(run, job)
+            except LearnerError as e:
+                skip(job.src.label, job.ds.name, e)
+                for _ in range(job.n_cells - run.cells_done):
+                    run.progress.cell_done()
         everything = store.export()
     finally:
         store.close()
@@ -235,9 +210,10 @@ def _check_collisions(sources: list[EncoderSource], ds: Dataset, cfg: BenchConfi
         seen[run_dir] = src.label
 
 
-def _bench_learner(run: _Run, src: EncoderSource, ds: Dataset, tasks, idx: torch.Tensor) -> None:
+def _run_job(run: _Run, job: Job) -> None:
     """Every cell of one learner on one data set: obtain it, probe each task, attack, record."""
     cfg, device, out = run.cfg, run.device, run.out
+    src, ds, idx = job.src, job.ds, job.idx
     with _stage(src, ds.name, "while being built, trained or loaded"):
         got = obtain(src, ds, seed=cfg.seed, device=device, arch=cfg.arch, epochs=cfg.epochs, retrain=cfg.retrain,
                      progress=run.progress)
@@ -246,7 +222,7 @@ def _bench_learner(run: _Run, src: EncoderSource, ds: Dataset, tasks, idx: torch
     with _stage(src, ds.name, "while encoding the training split"):
         train_feats = features(got.encoder, ds.train.images, device=device)
     x_test = ds.test.batch(idx).to(device)
-    for task in tasks:
+    for task, attacks in job.tasks:
         y_train = ds.train.labels[task.name].to(device)
         seen = probe_indices(y_train.cpu(), cfg.label_fraction, cfg.seed).to(device)
         suffix = "" if cfg.label_fraction == 1 else f"-labels{cfg.label_fraction:g}"
@@ -280,7 +256,7 @@ def _bench_learner(run: _Run, src: EncoderSource, ds: Dataset, tasks, idx: torch
         )
         cells = []  # (attack, rows, masks) for the worst case
         radii = set(float(r) for r in cfg.radii)
-        for attack in run.attacks_for(task):
+        for attack in attacks:
             cell = attack_cell(base, attack)
             mask_path = masks_path(out, cell, cfg.radii)
             key = cell_key({**cell, "radius": None})
@@ -314,4 +290,4 @@ def _bench_learner(run: _Run, src: EncoderSource, ds: Dataset, tasks, idx: torch
                 run.keep(stored)
             else:
                 run.record(pd.DataFrame(worst))
-__all__ = ["BenchProgress", "bench", "run_cell", "test_indices", "probe_indices", "saved_probe", "save_probe"]
+__all__ = ["BenchProgress", "bench", "run_cell", "saved_probe", "save_probe"]

@@ -1,6 +1,10 @@
-"""The plan of a benchmark, without running it: what would be trained, what is done, what would run.
+"""The plan of a benchmark: its jobs and cells, and (without running it) what is done and what would run.
 
-``plan(cfg)`` (``robrep bench --dry-run``) resolves the learners, loads the data sets, and for
+``make_jobs`` is the plan ``bench`` executes: one job per (learner, data set), holding the
+attacked test points and, per task, its attack cells in order; a job's learner is obtained
+once, a probe is fitted per task, then each cell runs (or is found finished) and the worst
+case is recorded. ``plan(cfg)`` (``robrep bench --dry-run``) resolves the learners, loads the
+data sets, and for
 every (learner, data set, task, attack) cell says whether it is finished in ``cfg.out`` (every
 radius has a row in the store and its mask file is there) or would run. It trains nothing:
 an encoder's identity is known for a cached or given checkpoint and for a module robrep builds
@@ -8,22 +12,69 @@ as it is (built here to hash its weights); a learner that would be trained has n
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from robrep.attacks import suite_attacks
+from robrep.attacks import Attack, suite_attacks
 from robrep.checkpoint import CheckpointError, read_config, sha256_bytes, state_bytes
-from robrep.data import load_dataset
+from robrep.data import Dataset, Task, load_dataset
 from robrep.encoders import EncoderSource, LearnerError, build, resolve
 from robrep.encoders.resolve import cached_meta, foreign_run, planned_run
 from robrep.harness.config import BenchConfig
-from robrep.harness.execute import test_indices
 from robrep.harness.store import ResultsStore
 from robrep.registry import UnknownNameError
 from robrep.results import attack_cell, done_cells, is_finished, read_results
 
 COLUMNS = ("label", "dataset", "learner_status", "run", "task", "suite", "attack", "status")
+
+
+def test_indices(n_test: int, n_examples: int | None, seed: int) -> torch.Tensor:
+    """The attacked test points: all of them, or a fixed random subset (sorted) chosen by ``seed``."""
+    if n_examples is None or n_examples >= n_test:
+        return torch.arange(n_test)
+    return torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:n_examples].sort().values
+
+
+def probe_indices(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Training points whose labels the probe sees: all, or a stratified random ``fraction`` (>= 1 per class)."""
+    if fraction >= 1:
+        return torch.arange(len(labels))
+    gen = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in labels.unique():
+        members = (labels == c).nonzero().squeeze(1)
+        n = max(1, round(fraction * len(members)))
+        keep.append(members[torch.randperm(len(members), generator=gen)[:n]])
+    return torch.cat(keep).sort().values
+
+
+@dataclass
+class Job:
+    """One learner on one data set: obtained once, probed per task, attacked by each task's cells."""
+
+    src: EncoderSource
+    ds: Dataset
+    idx: torch.Tensor  # the attacked test points
+    tasks: list[tuple[Task, list[Attack]]]  # per task, its attack cells in order
+
+    @property
+    def n_cells(self) -> int:
+        return sum(len(attacks) for _, attacks in self.tasks)
+
+
+def make_jobs(cfg: BenchConfig, sources: list[EncoderSource], datasets: list[Dataset]) -> list[Job]:
+    """The plan: per data set, per learner, the tasks and their attacks (``cfg.suites`` for the task's classes)."""
+    jobs = []
+    for ds in datasets:
+        tasks = [ds.task(t) for t in cfg.tasks] if cfg.tasks else list(ds.tasks)
+        cells = [(task, suite_attacks(cfg.suites, task.n_classes, steps=cfg.steps, restarts=cfg.restarts,
+                                      norm=cfg.norm)) for task in tasks]
+        idx = test_indices(len(ds.test), cfg.n_examples, cfg.seed)
+        jobs += [Job(src, ds, idx, cells) for src in sources]
+    return jobs
 
 
 def _identity(src: EncoderSource, ds, cfg: BenchConfig) -> tuple[str, str | None, str]:
@@ -61,25 +112,20 @@ def plan(cfg: BenchConfig) -> pd.DataFrame:
         store.close()
     else:  # a folder from before the store: read its CSV, change nothing
         done = done_cells(read_results(out / "results.csv"))
-    for name in cfg.datasets:
-        ds = load_dataset(name, root=cfg.data_root, download=cfg.download)
-        tasks = [ds.task(t) for t in cfg.tasks] if cfg.tasks else list(ds.tasks)
-        n = len(test_indices(len(ds.test), cfg.n_examples, cfg.seed))
-        for src in sources:
-            try:
-                status, sha, run = _identity(src, ds, cfg)
-            except Exception as e:  # noqa: BLE001  reported in the plan, as the bench would skip it
-                rows.append({"label": src.label, "dataset": ds.name, "learner_status": f"error: {e}",
-                             "status": "skipped"})
-                continue
-            for task in tasks:
-                base = {"encoder_sha256": sha, "run": run, "dataset": ds.name, "task": task.name, "n_examples": n,
-                        "seed": cfg.seed, "label_fraction": cfg.label_fraction}
-                for attack in suite_attacks(cfg.suites, task.n_classes, steps=cfg.steps, restarts=cfg.restarts,
-                                            norm=cfg.norm):
-                    cell = attack_cell(base, attack)
-                    finished = sha is not None and is_finished(done, cell, out, cfg.radii)
-                    rows.append({"label": src.label, "dataset": ds.name, "learner_status": status, "run": run,
-                                 "task": task.name, "suite": attack.suite, "attack": attack.name,
-                                 "status": "done" if finished else "to run"})
+    datasets = [load_dataset(name, root=cfg.data_root, download=cfg.download) for name in cfg.datasets]
+    for job in make_jobs(cfg, sources, datasets):
+        src, ds = job.src, job.ds
+        try:
+            status, sha, run = _identity(src, ds, cfg)
+        except Exception as e:  # noqa: BLE001  reported in the plan, as the bench would skip it
+            rows.append({"label": src.label, "dataset": ds.name, "learner_status": f"error: {e}", "status": "skipped"})
+            continue
+        for task, attacks in job.tasks:
+            base = {"encoder_sha256": sha, "run": run, "dataset": ds.name, "task": task.name,
+                    "n_examples": len(job.idx), "seed": cfg.seed, "label_fraction": cfg.label_fraction}
+            for attack in attacks:
+                finished = sha is not None and is_finished(done, attack_cell(base, attack), out, cfg.radii)
+                rows.append({"label": src.label, "dataset": ds.name, "learner_status": status, "run": run,
+                             "task": task.name, "suite": attack.suite, "attack": attack.name,
+                             "status": "done" if finished else "to run"})
     return pd.DataFrame(rows, columns=list(COLUMNS))
