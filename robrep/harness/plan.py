@@ -4,8 +4,7 @@
 attacked test points and, per task, its attack cells in order; a job's learner is obtained
 once, a probe is fitted per task, then each cell runs (or is found finished) and the worst
 case is recorded. ``plan(cfg)`` (``robrep bench --dry-run``) resolves the learners, loads the
-data sets, and for
-every (learner, data set, task, attack) cell says whether it is finished in ``cfg.out`` (every
+data sets, and for every cell of those jobs says whether it is finished in ``cfg.out`` (every
 radius has a row in the store and its mask file is there) or would run. It trains nothing:
 an encoder's identity is known for a cached or given checkpoint and for a module robrep builds
 as it is (built here to hash its weights); a learner that would be trained has no cells done.
