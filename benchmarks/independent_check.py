@@ -17,12 +17,11 @@ from pathlib import Path
 
 import torch
 import torchattacks
-from safetensors.torch import load_file
 
 import robrep
 from robrep.harness import test_indices
 from robrep.checkpoint import sha256_bytes
-from robrep.probes import ProbedEncoder, freeze
+from robrep.probes import ProbedEncoder, freeze, load_probe
 from robrep.results import read_results
 
 
@@ -46,10 +45,7 @@ def main() -> int:
         probe_path = args.results / "probes" / run / f"{dataset}-{task}.safetensors"
         if sha256_bytes(probe_path.read_bytes()) != first["probe_sha256"]:
             raise SystemExit(f"{probe_path} does not match the probe_sha256 of its rows")
-        state = load_file(probe_path)
-        probe = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
-        probe.load_state_dict(state)
-        model = ProbedEncoder(learner, probe.eval())
+        model = ProbedEncoder(learner, load_probe(probe_path.read_bytes()))
         ds = robrep.load_dataset(dataset)
         idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
         x, y = ds.test.batch(idx), ds.test.labels[task][idx]

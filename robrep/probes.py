@@ -1,6 +1,8 @@
 """Frozen encoders and linear probes on their representation (method.md section 6, steps 1-2)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,6 +48,27 @@ def train_probe(
 
     with torch.enable_grad():
         opt.step(closure)
+    for p in probe.parameters():
+        p.requires_grad_(False)
+    return probe.eval()
+
+
+def save_probe(probe: nn.Linear, path) -> str:
+    """Write ``probe`` as safetensors (atomically); returns the SHA-256 of the bytes written."""
+    from robrep.checkpoint import atomic_write, sha256_bytes, state_bytes
+
+    data = state_bytes(probe)
+    atomic_write(Path(path), data)
+    return sha256_bytes(data)
+
+
+def load_probe(data: bytes) -> nn.Linear:
+    """A probe from the safetensors bytes ``save_probe`` wrote: frozen, eval mode, on the CPU."""
+    from safetensors.torch import load as st_load
+
+    state = st_load(data)
+    probe = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+    probe.load_state_dict(state)
     for p in probe.parameters():
         p.requires_grad_(False)
     return probe.eval()

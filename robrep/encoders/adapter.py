@@ -156,6 +156,12 @@ class Encoder(nn.Module):
             state["robrep.preprocessing.std"] = torch.tensor(self.preprocessing.std)
         return state
 
+    def sha256(self) -> str:
+        """``encoder_sha256``: the SHA-256 of ``weights()`` as safetensors."""
+        from robrep.checkpoint import sha256_bytes, state_bytes
+
+        return sha256_bytes(state_bytes(self.weights()))
+
 
 def freeze(module: nn.Module) -> nn.Module:
     """Eval mode and no gradient to the parameters: the representation is fixed from here on."""

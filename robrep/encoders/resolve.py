@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robrep.checkpoint import CheckpointError, load_checkpoint, read_config, sha256_bytes, state_bytes
+from robrep.checkpoint import CheckpointError, load_checkpoint, read_config
 from robrep.encoders.adapter import Encoder, Preprocessing, freeze
 from robrep.encoders.contract import ContractError, LearnerError, is_learner, output_method
 from robrep.learners import create_learner, learner_source
@@ -249,7 +249,7 @@ def obtain(src: EncoderSource, ds, *, seed: int, device: torch.device, arch: str
     else is built as it is. ``progress`` (optional) has ``phase(description, total)`` and ``advance(n, info)``."""
     if src.kind == "module":
         encoder = freeze(build(src, ds.shape, seed).to(device))
-        sha = sha256_bytes(state_bytes(encoder.weights()))
+        sha = encoder.sha256()
         config = {"spec": src.spec, "class": qualified_name(encoder.module), "output": encoder.output,
                   "preprocessing": encoder.preprocessing.as_dict() if encoder.preprocessing else None,
                   "kwargs": src.options.get("kwargs", {}), "shape": list(ds.shape)}

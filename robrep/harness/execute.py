@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors.torch import load as st_load
 
 from robrep.attacks import Attack
-from robrep.checkpoint import atomic_write, sha256_bytes, state_bytes
+from robrep.checkpoint import sha256_bytes
 from robrep.checks import check_result
 from robrep.data import Dataset, load_dataset
 from robrep.encoders import ContractError, EncoderSource, LearnerError, check_encoder, obtain, resolve
@@ -27,7 +26,7 @@ from robrep.encoders.resolve import planned_run
 from robrep.harness.config import BenchConfig, check_out
 from robrep.harness.plan import Job, make_jobs, probe_indices
 from robrep.plots import attack_grid, plot_robustness
-from robrep.probes import ProbedEncoder, features, train_probe
+from robrep.probes import ProbedEncoder, features, load_probe, save_probe, train_probe
 from robrep.registry import UnknownNameError
 from robrep.harness.store import ResultsStore
 from robrep.results import (
@@ -38,6 +37,7 @@ from robrep.train import resolve_device
 from robrep.validate import ConfigError
 
 log = logging.getLogger(__name__)
+
 
 class BenchProgress:
     """Hooks the CLI fills with progress bars; the library default does nothing."""
@@ -60,12 +60,6 @@ def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Att
     return result_rows(res, checks), torch.stack([res.robust[r] for r in res.radii]).cpu()
 
 
-def save_probe(probe: torch.nn.Linear, path: Path) -> str:
-    data = state_bytes(probe)
-    atomic_write(path, data)
-    return sha256_bytes(data)
-
-
 def saved_probe(path: Path, df: pd.DataFrame, base: dict) -> tuple[torch.nn.Linear, str] | None:
     """The probe a finished cell of the same encoder, data set, task, label fraction and seed was attacked with,
     if its file is still there with the SHA-256 its rows record: a resume attacks the same probe, whatever
@@ -77,14 +71,7 @@ def saved_probe(path: Path, df: pd.DataFrame, base: dict) -> tuple[torch.nn.Line
               & (df["seed"] == base["seed"])]
     data = path.read_bytes()
     sha = sha256_bytes(data)
-    if sha not in set(same["probe_sha256"]):
-        return None
-    state = st_load(data)
-    probe = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
-    probe.load_state_dict(state)
-    for p in probe.parameters():
-        p.requires_grad_(False)
-    return probe.eval(), sha
+    return (load_probe(data), sha) if sha in set(same["probe_sha256"]) else None
 
 
 @contextmanager
@@ -259,10 +246,9 @@ def _run_job(run: _Run, job: Job) -> None:
         for attack in attacks:
             cell = attack_cell(base, attack)
             mask_path = masks_path(out, cell, cfg.radii)
-            key = cell_key({**cell, "radius": None})
             if is_finished(run.done, cell, out, cfg.radii):
                 log.info("skipping finished cell %s / %s / %s / %s", got.run, ds.name, task.name, attack)
-                df = run.df
+                key, df = cell_key({**cell, "radius": None}), run.df
                 mine = pd.Series([k == key for k in cell_keys(df)], index=df.index)
                 old = df[mine & df["radius"].astype(float).isin(radii)]
                 run.keep(old)
@@ -290,4 +276,6 @@ def _run_job(run: _Run, job: Job) -> None:
                 run.keep(stored)
             else:
                 run.record(pd.DataFrame(worst))
-__all__ = ["BenchProgress", "bench", "run_cell", "saved_probe", "save_probe"]
+
+
+__all__ = ["BenchProgress", "bench", "run_cell", "saved_probe"]

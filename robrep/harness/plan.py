@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from robrep.attacks import Attack, suite_attacks
-from robrep.checkpoint import CheckpointError, read_config, sha256_bytes, state_bytes
+from robrep.checkpoint import CheckpointError, read_config
 from robrep.data import Dataset, Task, load_dataset
 from robrep.encoders import EncoderSource, LearnerError, build, resolve
 from robrep.encoders.resolve import cached_meta, foreign_run, planned_run
@@ -82,7 +82,7 @@ def _identity(src: EncoderSource, ds, cfg: BenchConfig) -> tuple[str, str | None
         meta = read_config(src.path)
         return "load checkpoint", meta["sha256"], Path(src.path).name
     if src.kind == "module":
-        sha = sha256_bytes(state_bytes(build(src, ds.shape, cfg.seed).weights()))
+        sha = build(src, ds.shape, cfg.seed).sha256()
         return "build (never trained)", sha, foreign_run(src.label, ds.name, sha)
     _, config, run_dir = planned_run(src, ds, seed=cfg.seed, arch=cfg.arch, epochs=cfg.epochs)
     try:
