@@ -35,6 +35,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["arch"] = args.arch
     ds = robrep.load_dataset(args.dataset, root=args.data_root, download=args.download)
     epochs = getattr(create_learner(args.learner, shape=ds.shape, **overrides).config, "epochs", None)  # validates early
+    world = _world(args.device)
+    if world.rank != 0:  # under torchrun: every rank trains its share of each minibatch; rank 0 reports
+        robrep.train(args.learner, ds, seed=args.seed, device=args.device, out=args.out, world=world, **overrides)
+        return 0
     with _progress() as progress:
         bar = progress.add_task(f"train {args.learner} on {ds.name}", total=None, parts="")
 
@@ -44,7 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                             parts=f"epoch {epoch + 1}/{epochs}  {shown}")
 
         learner = robrep.train(
-            args.learner, ds, seed=args.seed, device=args.device, out=args.out, callback=callback, **overrides
+            args.learner, ds, seed=args.seed, device=args.device, out=args.out, callback=callback, world=world,
+            **overrides
         )
     info = learner.run_info
     if not info["history"]:  # fitted in closed form (e.g. a PCA plugin): no epochs to show
@@ -58,7 +63,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for row in info["history"][-5:]:
         table.add_row(str(row["epoch"]), *(f"{row[k]:.3f}" for k in parts))
     console.print(table)
-    console.print(f"trained in {info['train_seconds']:.1f} s; saved to [bold]{info['path']}[/bold]")
+    on = f" on {world.size} processes (DistributedDataParallel)" if world.distributed else ""
+    console.print(f"trained{on} in {info['train_seconds']:.1f} s; saved to [bold]{info['path']}[/bold]")
     return 0
 
 
@@ -117,8 +123,8 @@ class _RichBenchProgress:
         if self.phase_bar is not None:
             self.p.update(self.phase_bar, advance=n, parts=info)
 
-    def cell_done(self):
-        self.p.update(self.total_bar, advance=1)
+    def completed(self, n):
+        self.p.update(self.total_bar, completed=n)
 
 
 def _print_results(df) -> None:
@@ -165,8 +171,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg = BenchConfig.from_toml(args.config, **given) if args.config else BenchConfig(**given)
     if args.dry_run:
         return _print_plan(cfg)
+    world = _world(cfg.device)
+    if world.rank != 0:  # under torchrun: rank 0 draws and reports; the others work quietly
+        df = bench(cfg, strict=False, world=world)
+        return 1 if df.attrs.get("skipped") or df.empty else 0
     with _progress() as progress:  # a learner that fails is skipped, the rest completes, and the exit status says so
-        df = bench(cfg, progress=_RichBenchProgress(progress), strict=False)
+        df = bench(cfg, progress=_RichBenchProgress(progress), strict=False, world=world)
     if df.empty:
         console.print("[bold red]no results[/bold red]")
     else:
@@ -182,6 +192,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             table.add_row(skip["learner"], skip["dataset"] or "(all)", skip["error"])
         console.print(table)
     return 1 if skipped or df.empty else 0
+
+
+def _world(device):
+    """The processes of this command (several under torchrun); their log lines say which rank wrote them."""
+    from robrep.distributed import World
+
+    world = World.current(device)
+    if world.distributed:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(logging.Formatter(f"[rank {world.rank}/{world.size}] %(message)s"))
+    return world
 
 
 def _print_plan(cfg) -> int:
@@ -314,14 +335,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     from robrep.checkpoint import CheckpointError
     from robrep.data import DatasetError
+    from robrep.distributed import World
     from robrep.leaderboard import LeaderboardError
     from robrep.registry import UnknownNameError
 
     try:
         return args.func(args)
     except (DatasetError, CheckpointError, UnknownNameError, LeaderboardError, ValueError, RuntimeError) as e:
-        console.print(f"[bold red]error:[/bold red] {e}")
+        rank = os.environ.get("RANK") if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else None
+        console.print(f"[bold red]error{f' (rank {rank})' if rank else ''}:[/bold red] {e}")
         return 2
+    finally:
+        World.shutdown()
 
 
 if __name__ == "__main__":

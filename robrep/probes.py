@@ -74,6 +74,47 @@ def load_probe(data: bytes) -> nn.Linear:
     return probe.eval()
 
 
+# What a probe was fitted for and what it is: written next to its weights, so any process that attacks with
+# it (a resumed run, another rank) uses the same bytes and the same recorded facts.
+PROBE_FACTS = ("encoder_sha256", "dataset", "task", "label_fraction", "seed", "probe_sha256", "n_probe_labels",
+               "probe_train_accuracy")
+ASKED = PROBE_FACTS[:5]  # what a probe must have been fitted for to be reused
+
+
+def record_path(path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def write_probe_record(path, facts: dict) -> None:
+    """Record (atomically) what the probe at ``path`` was fitted for and what it is (``PROBE_FACTS``)."""
+    import json
+
+    from robrep.checkpoint import atomic_write
+
+    atomic_write(record_path(path), json.dumps({k: facts[k] for k in PROBE_FACTS}, sort_keys=True).encode())
+
+
+def read_probe(path, asked: dict) -> tuple[nn.Linear, dict] | None:
+    """The probe saved at ``path`` and its record, if the record says it was fitted for ``asked`` (encoder
+    SHA-256, data set, task, label fraction, seed) and the file's bytes have the SHA-256 it records;
+    otherwise None (the probe must be fitted)."""
+    import json
+
+    from robrep.checkpoint import sha256_bytes
+
+    path = Path(path)
+    try:
+        facts = json.loads(record_path(path).read_text(encoding="utf-8"))
+        data = path.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(facts, dict) or any(facts.get(k) != asked[k] for k in ASKED):
+        return None
+    if sha256_bytes(data) != facts.get("probe_sha256"):
+        return None
+    return load_probe(data), facts
+
+
 class ProbedEncoder(nn.Module):
     """x -> W f(x) + b, f(x) the encoder's representation: the composition that is attacked.
     Returns (N, n_classes) logits. ``encoder``: a ``robrep.encoders.Encoder``, or any module it wraps."""

@@ -250,6 +250,19 @@ def row_key(row: dict[str, Any]) -> str:
     return json.dumps([str(row[k]) if k != "radius" else float(row[k]) for k in KEY])
 
 
+# The fields ``encoder_row`` sets: what every row of one encoder, task and probe shares.
+ENCODER_FIELDS = (
+    "learner", "label", "run", "checkpoint", "source", "learner_config", "arch", "dataset", "task", "n_classes",
+    "n_examples", "label_fraction", "n_probe_labels", "seed", "encoder_sha256", "probe_sha256",
+    "probe_train_accuracy", "robrep_version", "torch_version", "device",
+)
+
+
+def encoder_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The ``ENCODER_FIELDS`` of a stored row (e.g. a cell's, to build the worst case of its task)."""
+    return {k: row[k] for k in ENCODER_FIELDS}
+
+
 def encoder_row(*, learner: str, label: str, run: str, checkpoint: str, source: str, learner_config: dict,
                 arch: str, dataset: str, task: str, n_classes: int, n_examples: int, label_fraction: float,
                 n_probe_labels: int, seed: int, encoder_sha256: str, probe_sha256: str,

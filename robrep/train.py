@@ -48,6 +48,7 @@ def train(
     out: str | Path | None = None,
     callback: Callback | None = None,
     max_steps: int | None = None,
+    world=None,
     **config,
 ):
     """Train learner ``learner`` on ``dataset`` and save it to ``out``; returns the trained learner (eval mode).
@@ -55,8 +56,14 @@ def train(
     ``config`` overrides fields of the learner's config (epochs, latent_dim, gamma, ...).
     ``max_steps`` stops early (tests). ``out=None`` saves under the user's cache
     (see ``run_dir_for``); ``out=False`` does not save.
+
+    ``world`` (a ``robrep.distributed.World`` of several ranks, e.g. ``torchrun ... -m robrep train``)
+    trains with DistributedDataParallel: every rank takes its share of each minibatch and
+    gradients are averaged, so a step uses the same minibatch as one process would; rank 0 saves.
     """
-    device = resolve_device(device)
+    world = world or _one_process()
+    world.begin()
+    device = world.device(resolve_device(device))
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     torch.manual_seed(seed)
     model = create_learner(learner, shape=ds.shape, **config).to(device)
@@ -66,7 +73,7 @@ def train(
         model.fit(images.float().div_(255.0), seed=seed)  # (N, C, H, W) float32 in [0, 1], as encode sees
         history, step = [], 0
     else:
-        history, step = _gradient_training(model, images, seed, callback, max_steps, learner)
+        history, step = _gradient_training(model, images, seed, callback, max_steps, learner, world)
     model.eval()
     info = {
         "source": learner_source(learner),
@@ -74,6 +81,7 @@ def train(
         "dataset": ds.name,
         "seed": seed,
         "device": str(device),
+        "processes": world.size,
         "steps": step,
         "train_seconds": round(time.perf_counter() - t0, 3),
         "history": history,
@@ -82,14 +90,46 @@ def train(
     model.run_info = info
     if out is not False:
         out = Path(out) if out is not None else run_dir_for(learner, ds.name, dataclasses.asdict(model.config), seed)
-        save_checkpoint(model, out, info)
+        if world.is_writer:
+            save_checkpoint(model, out, info)
         model.run_info = {**info, "path": str(out)}
+    world.barrier(f"trained {learner}")  # every rank returns once the checkpoint is written
     return model
 
 
-def _gradient_training(model, images, seed, callback, max_steps, learner):
-    """Adam on the learner's loss, in shuffled minibatches; returns (per-epoch history, steps)."""
+def _one_process():
+    from robrep.distributed import World
+
+    return World()
+
+
+class _Loss(torch.nn.Module):
+    """The learner's loss as ``forward``, so DistributedDataParallel sees the call it synchronises on."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.loss(x)
+
+
+def _gradient_training(model, images, seed, callback, max_steps, learner, world):
+    """Adam on the learner's loss, in shuffled minibatches; returns (per-epoch history, steps).
+
+    On several ranks each minibatch (the same one a single process draws) is split in contiguous shares;
+    each rank's mean loss is weighted by its share, so the averaged gradient is the minibatch's mean
+    gradient, and the logged losses are the minibatch means. Each rank draws its own noise (rank 0 the
+    single process's stream)."""
     c = model.config
+    step_fn = model.loss
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp = DDP(_Loss(model), device_ids=[images.device.index] if images.device.type == "cuda" else None)
+        step_fn = ddp
+        if world.rank:
+            torch.manual_seed(seed * 1_000_003 + world.rank)
     opt = torch.optim.Adam(model.parameters(), lr=c.lr)
     gen = torch.Generator().manual_seed(seed)
     n = images.shape[0]
@@ -101,16 +141,23 @@ def _gradient_training(model, images, seed, callback, max_steps, learner):
         sums: dict[str, float] = {}
         perm = torch.randperm(n, generator=gen).to(images.device)
         for i in range(steps_per_epoch):
-            x = images[perm[i * c.batch_size:(i + 1) * c.batch_size]].float().div_(255.0)
-            parts = model.loss(x)
+            batch = perm[i * c.batch_size:(i + 1) * c.batch_size]
+            share = torch.tensor_split(batch, world.size)[world.rank] if world.distributed else batch
+            x = images[share if len(share) else batch[:1]].float().div_(255.0)  # an empty share counts 0
+            parts = step_fn(x)
             opt.zero_grad(set_to_none=True)
-            parts["loss"].backward()
+            if world.distributed:
+                weight = len(share) * world.size / len(batch)  # DDP averages over ranks
+                (parts["loss"] * weight).backward()
+                parts = _minibatch_means(parts, len(share) / len(batch))
+            else:
+                parts["loss"].backward()
             opt.step()
             vals = {k: v.item() for k, v in parts.items()}
             if not all(map(math.isfinite, vals.values())):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch} step {i}: {vals}")
             for k, v in vals.items():
-                sums[k] = sums.get(k, 0.0) + v * x.shape[0]
+                sums[k] = sums.get(k, 0.0) + v * len(batch)
             if callback:
                 callback(epoch, i, steps_per_epoch, vals)
             step += 1
@@ -122,3 +169,13 @@ def _gradient_training(model, images, seed, callback, max_steps, learner):
         if max_steps is not None and step >= max_steps:
             break
     return history, step
+
+
+def _minibatch_means(parts: dict[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
+    """Every rank's share-weighted loss parts summed over ranks: the minibatch means, the same on every rank."""
+    import torch.distributed as dist
+
+    names = list(parts)
+    stacked = torch.stack([parts[k].detach().float() for k in names]) * fraction
+    dist.all_reduce(stacked)
+    return dict(zip(names, stacked))

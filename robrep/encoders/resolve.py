@@ -243,10 +243,11 @@ def build(src: EncoderSource, shape: tuple[int, ...], seed: int) -> Encoder:
 
 
 def obtain(src: EncoderSource, ds, *, seed: int, device: torch.device, arch: str | None = None,
-           epochs: int | None = None, retrain: bool = False, progress=None) -> Obtained:
+           epochs: int | None = None, retrain: bool = False, progress=None, train: bool = True) -> Obtained:
     """The frozen encoder of ``src`` for data set ``ds``, on ``device``. Robrep learners given by name are
     trained, or reused from the checkpoint cache; checkpoints are loaded (hashes verified); anything
-    else is built as it is. ``progress`` (optional) has ``phase(description, total)`` and ``advance(n, info)``."""
+    else is built as it is. ``progress`` (optional) has ``phase(description, total)`` and ``advance(n, info)``.
+    ``train=False``: a learner that is not in the cache is an error (it was trained by another process)."""
     if src.kind == "module":
         encoder = freeze(build(src, ds.shape, seed).to(device))
         sha = encoder.sha256()
@@ -261,7 +262,7 @@ def obtain(src: EncoderSource, ds, *, seed: int, device: torch.device, arch: str
                                 f"has {ds.shape}")
     else:
         learner, run_dir = _train_or_reuse(src, ds, seed=seed, device=device, arch=arch, epochs=epochs,
-                                           retrain=retrain, progress=progress)
+                                           retrain=retrain, progress=progress, train=train)
     meta = read_config(run_dir)
     source = meta.get("source", src.source) if src.kind == "learner" else f"{src.source}; {meta.get('source', '')}"
     encoder = Encoder(freeze(learner), name=src.label, source=source)
@@ -292,10 +293,18 @@ def cached_meta(run_dir: Path, config: dict) -> dict | None:
     return meta if meta["config"] == json.loads(json.dumps(config)) else None
 
 
-def _train_or_reuse(src: EncoderSource, ds, *, seed, device, arch, epochs, retrain, progress):
-    from robrep.train import train
+def _train_or_reuse(src: EncoderSource, ds, *, seed, device, arch, epochs, retrain, progress, train=True):
+    from robrep.train import train as train_learner
 
     overrides, config, run_dir = planned_run(src, ds, seed=seed, arch=arch, epochs=epochs)
+    if not train:  # another process trained it: it must be in the cache every process shares
+        try:
+            if cached_meta(run_dir, config) is not None:
+                return load_checkpoint(run_dir, map_location=device), run_dir
+        except CheckpointError as e:
+            raise CheckpointError(f"the checkpoint of {src.label} trained for this run is damaged: {e}") from e
+        raise CheckpointError(f"{src.label} was trained for this run, but its checkpoint {run_dir} is not in this "
+                              "process's cache: every process must share robrep's cache (ROBREP_CACHE)")
     if not retrain:
         try:
             if cached_meta(run_dir, config) is not None:
@@ -311,5 +320,5 @@ def _train_or_reuse(src: EncoderSource, ds, *, seed, device, arch, epochs, retra
         if progress is not None:
             progress.advance(1, f"epoch {epoch + 1}  " + "  ".join(f"{k} {v:.1f}" for k, v in parts.items()))
 
-    learner = train(src.name, ds, seed=seed, device=device, out=run_dir, callback=on_step, **overrides)
+    learner = train_learner(src.name, ds, seed=seed, device=device, out=run_dir, callback=on_step, **overrides)
     return learner, run_dir

@@ -1,9 +1,21 @@
 """Running a benchmark: freeze encoders, probe every task, attack probe∘encoder, record rows.
 
-``bench()`` (``robrep.bench``) is the Python API behind ``robrep bench``. Each cell (learner run, data set,
-task, suite, attack) is a pure function of (encoder, probe, test indices, attack settings,
-seed): see ``run_cell``. Finished cells are written to ``<out>/results.csv`` at once and
-skipped when the run is resumed.
+``bench()`` (``robrep.bench``) is the Python API behind ``robrep bench``. It runs the plan
+(``robrep.harness.plan``) in two phases, on one process or on every rank of a torchrun launch
+(``robrep.distributed.World``), with the same numbers either way:
+
+1. **prepare**, one unit per job (learner, data set): obtain the encoder (train it, or load it),
+   check its contract, and fit and save a probe per task (``robrep.probes``), with a record of
+   what it was fitted for. A learner is trained whole by one rank, so its checkpoint is the one a
+   single process would make.
+2. **attack**, one unit per unfinished cell (learner run, data set, task, suite, attack): a pure
+   function of (encoder, saved probe, test indices, attack settings, seed), see ``run_cell``.
+   Its rows are posted as one file (``store.post``) the moment it is done.
+
+Units are handed out from a shared counter, so a rank that finishes early takes the next one.
+Rank 0, the one writer, then collects posted cells into the results store (``store.collect``),
+adds the worst case of every task and exports ``<out>/results.csv``. Finished cells (every
+radius stored, masks on disk) are skipped when a run is resumed, whatever killed it.
 """
 from __future__ import annotations
 
@@ -18,21 +30,26 @@ import pandas as pd
 import torch
 
 from robrep.attacks import Attack
+from robrep.attacks.base import radius_grid
 from robrep.checkpoint import sha256_bytes
 from robrep.checks import check_result
-from robrep.data import Dataset, load_dataset
+from robrep.data import Dataset, cache_dir, load_dataset
+from robrep.distributed import World
 from robrep.encoders import ContractError, EncoderSource, LearnerError, check_encoder, obtain, resolve
-from robrep.encoders.resolve import planned_run
+from robrep.encoders.resolve import Obtained, planned_run
 from robrep.harness.config import BenchConfig, check_out
-from robrep.harness.plan import Job, make_jobs, probe_indices
+from robrep.harness.plan import Job, make_jobs, needs_training, probe_indices
+from robrep.harness.store import ResultsStore, post
 from robrep.plots import attack_grid, plot_robustness
-from robrep.probes import ProbedEncoder, features, load_probe, save_probe, train_probe
-from robrep.registry import UnknownNameError
-from robrep.harness.store import ResultsStore
-from robrep.results import (
-    attack_cell, cell_key, cell_keys, cell_rows, done_cells, encoder_row, is_finished, load_masks, masks_path,
-    result_rows, row_key, save_masks, stored_as, worst_case_rows,
+from robrep.probes import (
+    ASKED, ProbedEncoder, features, read_probe, record_path, save_probe, train_probe, write_probe_record,
 )
+from robrep.registry import UnknownNameError
+from robrep.results import (
+    attack_cell, cell_key, cell_keys, cell_rows, done_cells, encoder_fields, encoder_row, is_finished, masks_path,
+    load_masks, read_results, result_rows, row_key, save_masks, stored_as, worst_case_rows,
+)
+from robrep.checkpoint import short_hash
 from robrep.train import resolve_device
 from robrep.validate import ConfigError
 
@@ -40,12 +57,20 @@ log = logging.getLogger(__name__)
 
 
 class BenchProgress:
-    """Hooks the CLI fills with progress bars; the library default does nothing."""
+    """Hooks the CLI fills with progress bars; the library default does nothing. A progress object may
+    define any of them; the ones it lacks do nothing."""
 
-    def cells(self, total: int) -> None: ...
-    def phase(self, description: str, total: int | None) -> None: ...
-    def advance(self, n: int = 1, info: str = "") -> None: ...
-    def cell_done(self) -> None: ...
+    def __init__(self, hooks=None):
+        self._hooks = hooks
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name not in ("cells", "phase", "advance", "completed"):
+            raise AttributeError(name)
+        return getattr(self._hooks, name, None) or (lambda *a, **k: None)
+
+    # cells(total): the run has ``total`` cells; phase(description, total): a unit of work starts (training a
+    # learner, an attack cell) with ``total`` steps; advance(n, info): it made ``n`` steps;
+    # completed(n): ``n`` cells of the run are finished, on any rank.
 
 
 def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Attack, radii, seed: int,
@@ -60,20 +85,6 @@ def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Att
     return result_rows(res, checks), torch.stack([res.robust[r] for r in res.radii]).cpu()
 
 
-def saved_probe(path: Path, df: pd.DataFrame, base: dict) -> tuple[torch.nn.Linear, str] | None:
-    """The probe a finished cell of the same encoder, data set, task, label fraction and seed was attacked with,
-    if its file is still there with the SHA-256 its rows record: a resume attacks the same probe, whatever
-    the thread count does to a re-fitted one's float rounding."""
-    if df.empty or not path.is_file():
-        return None
-    same = df[(df["encoder_sha256"] == base["encoder_sha256"]) & (df["dataset"] == base["dataset"])
-              & (df["task"] == base["task"]) & (df["label_fraction"] == base["label_fraction"])
-              & (df["seed"] == base["seed"])]
-    data = path.read_bytes()
-    sha = sha256_bytes(data)
-    return (load_probe(data), sha) if sha in set(same["probe_sha256"]) else None
-
-
 @contextmanager
 def _stage(src: EncoderSource, dataset: str, what: str):
     """Any exception on a learner's path becomes a LearnerError that names the learner and what it was doing."""
@@ -85,37 +96,247 @@ def _stage(src: EncoderSource, dataset: str, what: str):
         raise LearnerError(src.label, f"failed {what} on {dataset}: {type(e).__name__}: {e}", src.source, what) from e
 
 
+def probe_file(out: Path, run: str, dataset: str, task: str, label_fraction: float) -> Path:
+    """Where the probe of a run's task is saved (its record is next to it, ``probes.record_path``)."""
+    suffix = "" if label_fraction == 1 else f"-labels{label_fraction:g}"
+    return out / "probes" / run / f"{dataset}-{task}{suffix}.safetensors"
+
+
+def adopt_old_probes(out: Path, df: pd.DataFrame) -> int:
+    """Probes saved before probe records existed: a probe whose SHA-256 the stored rows record gets the record
+    those rows imply, so a resume attacks with it rather than a re-fitted one. Returns how many."""
+    folder = out / "probes"
+    if df.empty or not folder.is_dir():
+        return 0
+    n = 0
+    for path in folder.glob("*/*.safetensors"):
+        if record_path(path).is_file():
+            continue
+        sha = sha256_bytes(path.read_bytes())
+        rows = df[df["probe_sha256"] == sha]
+        if rows.empty:
+            continue
+        row = rows.iloc[0].to_dict()
+        write_probe_record(path, {k: str(row[k]) for k in ("encoder_sha256", "dataset", "task")}
+                           | {"label_fraction": float(row["label_fraction"]), "seed": int(row["seed"]),
+                              "n_probe_labels": int(row["n_probe_labels"]), "probe_sha256": sha,
+                              "probe_train_accuracy": float(row["probe_train_accuracy"])})
+        n += 1
+    return n
+
+
 @dataclass
 class _Run:
-    """What every learner of one bench shares: its settings, the results so far, and where they go."""
+    """One bench on one rank: its settings, its plan, and what this rank holds on to between units."""
 
     cfg: BenchConfig
     device: torch.device
     out: Path
     progress: BenchProgress
-    store: ResultsStore
-    df: pd.DataFrame  # the store's rows when the run started, then as last exported
-    done: dict
-    keys: set = field(default_factory=set)  # row keys of this run's protocol (finished now or before)
-    cells_done: int = 0  # of the learner in progress (to settle the progress bar when it fails)
+    world: World
+    jobs: list[Job]
+    strict: bool
+    _got: tuple[int, Obtained] | None = None  # the last encoder this rank obtained (cells of a job come in a row)
+    _test: tuple[int, torch.Tensor] | None = None
+    skipped_here: list[dict] = field(default_factory=list)
 
-    def record(self, rows: pd.DataFrame) -> None:
-        """Store ``rows`` (validated, upserted; other writers' rows are kept) and export results.csv."""
-        self.store.add(rows)
-        self.df = self.store.export()
-        self.keep(rows)
+    # --- failures --------------------------------------------------------------------------------------------
 
-    def keep(self, rows: pd.DataFrame) -> None:
-        """``rows`` belong to this run's protocol: they are what ``bench`` returns."""
-        self.keys.update(row_key(r) for r in rows.to_dict("records"))
+    @contextmanager
+    def guard(self, j: int):
+        """A LearnerError of job ``j`` raises (strict) or is shared with every rank, whose later units of that
+        job are then skipped."""
+        try:
+            yield
+        except LearnerError as e:
+            if self.strict:
+                raise
+            job = self.jobs[j]
+            log.error("learner %s skipped on %s: %s", job.src.label, job.ds.name, e)
+            self.world.note("skip", j, {"learner": job.src.label, "dataset": job.ds.name, "error": str(e)})
 
-    def cell_done(self) -> None:
-        self.cells_done += 1
-        self.progress.cell_done()
+    def skipped(self, j: int) -> bool:
+        return self.world.noted("skip", j) is not None
+
+    # --- what units need -------------------------------------------------------------------------------------
+
+    def encoder(self, j: int, train: bool = False) -> Obtained:
+        if self._got is not None and self._got[0] == j:
+            return self._got[1]
+        cfg, job = self.cfg, self.jobs[j]
+        self._got = self._test = None
+        with _stage(job.src, job.ds.name, "while being built, trained or loaded"):
+            got = obtain(job.src, job.ds, seed=cfg.seed, device=self.device, arch=cfg.arch, epochs=cfg.epochs,
+                         retrain=cfg.retrain and train, progress=self.progress, train=train)
+        self._got = (j, got)
+        return got
+
+    def x_test(self, j: int) -> torch.Tensor:
+        if self._test is None or self._test[0] != j:
+            job = self.jobs[j]
+            self._test = (j, job.ds.test.batch(job.idx).to(self.device))
+        return self._test[1]
+
+    def probe_path(self, got: Obtained, ds: Dataset, task: str) -> Path:
+        return probe_file(self.out, got.run, ds.name, task, self.cfg.label_fraction)
+
+    def asked(self, got: Obtained, ds: Dataset, task: str) -> dict:
+        return {"encoder_sha256": got.sha256, "dataset": ds.name, "task": task,
+                "label_fraction": float(self.cfg.label_fraction), "seed": self.cfg.seed}
+
+    # --- phase 1: prepare a job -----------------------------------------------------------------------------
+
+    def prepare(self, j: int) -> None:
+        """Obtain job ``j``'s encoder (training it if needed), check it, and fit every task's probe that has no
+        valid saved one; share the encoder's identity with the writer."""
+        cfg, job = self.cfg, self.jobs[j]
+        src, ds = job.src, job.ds
+        got = self.encoder(j, train=True)
+        with _stage(src, ds.name, "the contract check on 8 training images"):
+            check_encoder(got.encoder, ds.train.batch(slice(0, 8)).to(self.device))
+        train_feats = None
+        for task, _ in job.tasks:
+            path = self.probe_path(got, ds, task.name)
+            saved = read_probe(path, self.asked(got, ds, task.name))
+            if saved is None:
+                if train_feats is None:
+                    with _stage(src, ds.name, "while encoding the training split"):
+                        train_feats = features(got.encoder, ds.train.images, device=self.device)
+                y_train = ds.train.labels[task.name].to(self.device)
+                seen = probe_indices(y_train.cpu(), cfg.label_fraction, cfg.seed).to(self.device)
+                with _stage(src, ds.name, f"while fitting the probe for task {task.name}"):
+                    probe = train_probe(train_feats[seen], y_train[seen], task.n_classes)
+                    if not all(torch.isfinite(p).all() for p in probe.parameters()):
+                        raise ContractError("the probe's weights are not finite (features too large or degenerate)")
+                accuracy = (probe(train_feats[seen]).argmax(1) == y_train[seen]).float().mean().item()
+                sha = save_probe(probe, path)
+                write_probe_record(path, {**self.asked(got, ds, task.name), "probe_sha256": sha,
+                                          "n_probe_labels": len(seen), "probe_train_accuracy": accuracy})
+                saved = read_probe(path, self.asked(got, ds, task.name))
+            if cfg.images is not None:
+                probe = saved[0].to(self.device)
+                model = ProbedEncoder(got.encoder, probe)
+                spread = torch.linspace(0, len(job.idx) - 1, 8).long()  # across classes, not the first 8
+                y = ds.test.labels[task.name][job.idx][spread].to(self.device)
+                with _stage(src, ds.name, f"while drawing the image grid for task {task.name}"):
+                    attack_grid(model, self.x_test(j)[spread.to(self.device)], y, cfg.images, cfg.steps,
+                                self.out / "images" / f"{got.run}-{ds.name}-{task.name}-r{cfg.images:g}.png",
+                                title=f"{src.label} on {ds.name} / {task.name}: PGD at radius {cfg.images:g}")
+        self.world.note("identity", j, {"sha256": got.sha256, "run": got.run})
+
+    # --- phase 2: attack a cell -----------------------------------------------------------------------------
+
+    def base(self, j: int, t: int, got: Obtained, facts: dict) -> dict:
+        cfg, job = self.cfg, self.jobs[j]
+        task = job.tasks[t][0]
+        return encoder_row(
+            learner=got.learner, label=job.src.label, run=got.run, checkpoint=got.checkpoint, source=got.source,
+            learner_config=got.config, arch=got.arch, dataset=job.ds.name, task=task.name, n_classes=task.n_classes,
+            n_examples=len(job.idx), label_fraction=cfg.label_fraction, n_probe_labels=facts["n_probe_labels"],
+            seed=cfg.seed, encoder_sha256=got.sha256, probe_sha256=facts["probe_sha256"], device=str(self.device),
+            probe_train_accuracy=facts["probe_train_accuracy"],
+        )
+
+    def attack(self, j: int, t: int, a: int) -> None:
+        """Run cell (job j, task t, attack a) whole and post its rows; its masks go next to them."""
+        cfg, job = self.cfg, self.jobs[j]
+        src, ds = job.src, job.ds
+        task, attacks = job.tasks[t]
+        attack = attacks[a]
+        got = self.encoder(j)
+        saved = read_probe(self.probe_path(got, ds, task.name), self.asked(got, ds, task.name))
+        if saved is None:
+            raise LearnerError(src.label, f"the probe for task {task.name} on {ds.name} is missing or changed since "
+                               "it was fitted in this run (is the output folder shared by every process?)",
+                               src.source, "loading its probe")
+        probe, facts = saved
+        model = ProbedEncoder(got.encoder, probe.to(self.device))
+        y = ds.test.labels[task.name][job.idx].to(self.device)
+        cell = attack_cell(self.base(j, t, got, facts), attack)
+        self.progress.phase(f"{attack.suite}/{attack.name}: {src.label} / {ds.name} / {task.name}",
+                            attack.units(cfg.radii))
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        with _stage(src, ds.name, f"under attack {attack.suite}/{attack.name} (task {task.name})"):
+            partial, masks = run_cell(model, self.x_test(j), y, attack, cfg.radii, cfg.seed, self.progress.advance)
+        rows = cell_rows(cell, partial, stamp)
+        path = masks_path(self.out, cell, cfg.radii)
+        save_masks(path, cfg.radii, masks, job.idx)
+        post(self.out, path.stem + "--" + short_hash(cell_key({**cell, "radius": None})), rows)
+
+    # --- the writer ------------------------------------------------------------------------------------------
+
+    def cell_base(self, j: int, t: int, identity: dict) -> dict:
+        """What identifies a cell's rows before its probe is known (enough for ``is_finished``)."""
+        job = self.jobs[j]
+        return {"encoder_sha256": identity["sha256"], "run": identity["run"], "dataset": job.ds.name,
+                "task": job.tasks[t][0].name, "n_examples": len(job.idx), "seed": self.cfg.seed,
+                "label_fraction": self.cfg.label_fraction}
+
+    def todo(self, store: ResultsStore) -> dict:
+        """(writer) The unfinished cells of every prepared job, and how many cells are finished."""
+        store.collect()
+        done = done_cells(store.frame())
+        cells, finished = [], 0
+        for j, job in enumerate(self.jobs):
+            identity = self.world.noted("identity", j)
+            if identity is None or self.skipped(j):
+                continue
+            for t, (_, attacks) in enumerate(job.tasks):
+                base = self.cell_base(j, t, identity)
+                for a, attack in enumerate(attacks):
+                    if is_finished(done, attack_cell(base, attack), self.out, self.cfg.radii):
+                        finished += 1
+                    else:
+                        cells.append([j, t, a])
+        return {"cells": cells, "finished": finished}
+
+    def finish(self, store: ResultsStore, skipped: list[dict]) -> dict:
+        """(writer) Collect every posted cell, add each task's worst case, export; returns this run's row keys and
+        the learners skipped on any rank."""
+        store.collect()
+        df = store.frame()
+        by_cell: dict[tuple, list[int]] = {}
+        for i, key in enumerate(cell_keys(df)):
+            by_cell.setdefault(key, []).append(i)
+        keep: list[str] = []
+        radii = set(radius_grid(self.cfg.radii))
+        for j, job in enumerate(self.jobs):
+            note = self.world.noted("skip", j)
+            if note is not None:
+                skipped.append(note)
+            identity = self.world.noted("identity", j)
+            if identity is None:
+                continue
+            for t, (task, attacks) in enumerate(job.tasks):
+                base = self.cell_base(j, t, identity)
+                cells = []
+                for attack in attacks:
+                    cell = attack_cell(base, attack)
+                    key = cell_key({**cell, "radius": None})
+                    rows = df.iloc[by_cell.get(key, [])]
+                    rows = rows[rows["radius"].astype(float).isin(radii)]
+                    keep += [row_key(r) for r in rows.to_dict("records")]
+                    path = masks_path(self.out, cell, self.cfg.radii)
+                    if len(rows) == len(radii) and path.is_file():
+                        cells.append((attack, rows, load_masks(path)))
+                if len(cells) < 2 or len(cells) < len(attacks) or note is not None:
+                    continue
+                first = cells[0][1].iloc[0].to_dict()
+                worst = worst_case_rows({**encoder_fields(first), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                                        cells, self.cfg.radii)
+                for w in worst:
+                    if w["warnings"]:
+                        log.warning("%s / %s / radius %g: %s", identity["run"], task.name, w["radius"], w["warnings"])
+                stored = stored_as(df, worst)
+                if stored is None:  # a resume that computed nothing new keeps the stored rows, timestamps too
+                    store.add(pd.DataFrame(worst))
+                keep += [row_key(w) for w in worst]
+        store.export()
+        return {"keys": keep, "skipped": skipped}
 
 
 def bench(config: BenchConfig | None = None, progress: BenchProgress | None = None, *, strict: bool = True,
-          **overrides) -> pd.DataFrame:
+          world: World | None = None, **overrides) -> pd.DataFrame:
     """Run a benchmark; returns its rows (this run's protocol, computed now or found finished in ``out``) as a
     DataFrame. ``<out>/results.sqlite`` (exported to ``<out>/results.csv``) holds every run's rows.
 
@@ -126,10 +347,15 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
     finished before stay in results.csv. With ``strict=False`` such a learner is logged and
     skipped, the rest of the run completes, and ``df.attrs["skipped"]`` lists each skip as a dict
     (learner, dataset, error).
+
+    Launched by torchrun, every rank calls ``bench`` with the same arguments (``world`` defaults to
+    ``World.current``); the work is shared out and every rank returns the same rows.
     """
     cfg = dataclasses.replace(config, **overrides) if config else BenchConfig(**overrides)
     out = Path(cfg.out)
     check_out(out)
+    world = world or World.current(cfg.device)
+    world.begin()
     skipped: list[dict] = []
 
     def skip(label: str, dataset: str, error: Exception) -> None:
@@ -144,38 +370,64 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
             sources.append(resolve(spec, cfg.learner_config, cfg.preprocessing))
         except (UnknownNameError, LearnerError) as e:
             skip(getattr(e, "label", None) or str(spec), "", e)
-    if cfg.preprocessing is not None:
+    if cfg.preprocessing is not None and world.is_writer:
         for src in sources:
             if src.kind != "module":
                 log.warning("preprocessing %r does not apply to %s: robrep learners take inputs in [0, 1]",
                             cfg.preprocessing, src.label)
-    device = resolve_device(cfg.device)
+    device = world.device(resolve_device(cfg.device))
     datasets = [load_dataset(name, root=cfg.data_root, download=cfg.download) for name in cfg.datasets]
     for ds in datasets:
         _check_collisions(sources, ds, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    world.check_shared({"output folder": out, "cache": cache_dir()})
     jobs = make_jobs(cfg, sources, datasets)
-    store = ResultsStore(out)
+    progress = BenchProgress(progress if world.is_writer else None)
+    run = _Run(cfg, device, out, progress, world, jobs, strict)
+    store = ResultsStore(out) if world.is_writer else None
     try:
-        df = store.frame()
-        run = _Run(cfg, device, out, progress or BenchProgress(), store, df, done_cells(df))
-        run.progress.cells(sum(job.n_cells for job in jobs))
-        for job in jobs:  # the plan, in order: later issues may hand its jobs and cells to other processes
-            run.cells_done = 0
-            try:
-                _run_job(run, job)
-            except LearnerError as e:
-                skip(job.src.label, job.ds.name, e)
-                for _ in range(job.n_cells - run.cells_done):
-                    run.progress.cell_done()
-        everything = store.export()
+        if store is not None:
+            store.collect()  # cells a killed run posted but never stored
+            adopted = adopt_old_probes(out, store.frame())
+            if adopted:
+                log.info("%d probe(s) saved before probe records were adopted from the stored rows", adopted)
+        progress.cells(sum(job.n_cells for job in jobs))
+        # 1. prepare: jobs that train go first, so the longest units start first
+        order = world.decide("prepare", lambda: sorted(range(len(jobs)),
+                                                        key=lambda j: not needs_training(jobs[j].src, jobs[j].ds, cfg)))
+        for i in world.units("prepare", len(order)):
+            with run.guard(order[i]):
+                run.prepare(order[i])
+        world.barrier("prepared")
+        # 2. attack every unfinished cell
+        todo = world.decide("cells", lambda: run.todo(store))
+        progress.completed(todo["finished"])
+        for i in world.units("cells", len(todo["cells"])):
+            j, t, a = todo["cells"][i]
+            if not run.skipped(j):
+                with run.guard(j):
+                    run.attack(j, t, a)
+            finished = world.count("cells") + todo["finished"]
+            if store is not None:
+                store.collect()
+                store.export()
+                progress.completed(finished)
+        world.barrier("attacked")
+        result = world.decide("result", lambda: run.finish(store, skipped))
     finally:
-        store.close()
-    df = everything[[row_key(r) in run.keys for r in everything.to_dict("records")]].reset_index(drop=True)
+        if store is not None:
+            store.close()
+    everything = read_results(out / "results.csv")
+    everything = everything if everything is not None else pd.DataFrame()
+    wanted = set(result["keys"])
+    df = everything[[row_key(r) in wanted for r in everything.to_dict("records")]].reset_index(drop=True) \
+        if not everything.empty else everything
     df.attrs["invalid"] = everything.attrs.get("invalid", [])
-    if not df.empty:
+    if not df.empty and world.is_writer:
         shown = "worst-case" if (df["suite"] == "worst-case").any() else None
         plot_robustness(df, out / "robustness.png", suite=shown)
-    df.attrs["skipped"] = skipped  # learners reported and skipped, with their errors
+    df.attrs["skipped"] = result["skipped"]  # learners reported and skipped, with their errors
+    world.barrier("returned")
     return df
 
 
@@ -197,85 +449,4 @@ def _check_collisions(sources: list[EncoderSource], ds: Dataset, cfg: BenchConfi
         seen[run_dir] = src.label
 
 
-def _run_job(run: _Run, job: Job) -> None:
-    """Every cell of one learner on one data set: obtain it, probe each task, attack, record."""
-    cfg, device, out = run.cfg, run.device, run.out
-    src, ds, idx = job.src, job.ds, job.idx
-    with _stage(src, ds.name, "while being built, trained or loaded"):
-        got = obtain(src, ds, seed=cfg.seed, device=device, arch=cfg.arch, epochs=cfg.epochs, retrain=cfg.retrain,
-                     progress=run.progress)
-    with _stage(src, ds.name, "the contract check on 8 training images"):
-        check_encoder(got.encoder, ds.train.batch(slice(0, 8)).to(device))
-    with _stage(src, ds.name, "while encoding the training split"):
-        train_feats = features(got.encoder, ds.train.images, device=device)
-    x_test = ds.test.batch(idx).to(device)
-    for task, attacks in job.tasks:
-        y_train = ds.train.labels[task.name].to(device)
-        seen = probe_indices(y_train.cpu(), cfg.label_fraction, cfg.seed).to(device)
-        suffix = "" if cfg.label_fraction == 1 else f"-labels{cfg.label_fraction:g}"
-        probe_path = out / "probes" / got.run / f"{ds.name}-{task.name}{suffix}.safetensors"
-        asked = {"encoder_sha256": got.sha256, "dataset": ds.name, "task": task.name,
-                 "label_fraction": cfg.label_fraction, "seed": cfg.seed}
-        reused = saved_probe(probe_path, run.df, asked)
-        if reused is not None:
-            probe, probe_sha = reused
-            probe = probe.to(device)
-        else:
-            with _stage(src, ds.name, f"while fitting the probe for task {task.name}"):
-                probe = train_probe(train_feats[seen], y_train[seen], task.n_classes)
-                if not all(torch.isfinite(p).all() for p in probe.parameters()):
-                    raise ContractError("the probe's weights are not finite (features too large or degenerate)")
-            probe_sha = save_probe(probe, probe_path)
-        model = ProbedEncoder(got.encoder, probe)
-        y = ds.test.labels[task.name][idx].to(device)
-        if cfg.images is not None:
-            spread = torch.linspace(0, len(idx) - 1, 8).long().to(device)  # across classes, not the first 8
-            with _stage(src, ds.name, f"while drawing the image grid for task {task.name}"):
-                attack_grid(model, x_test[spread], y[spread], cfg.images, cfg.steps,
-                            out / "images" / f"{got.run}-{ds.name}-{task.name}-r{cfg.images:g}.png",
-                            title=f"{src.label} on {ds.name} / {task.name}: PGD at radius {cfg.images:g}")
-        base = encoder_row(
-            learner=got.learner, label=src.label, run=got.run, checkpoint=got.checkpoint, source=got.source,
-            learner_config=got.config, arch=got.arch, dataset=ds.name, task=task.name, n_classes=task.n_classes,
-            n_examples=len(idx), label_fraction=cfg.label_fraction, n_probe_labels=len(seen), seed=cfg.seed,
-            encoder_sha256=got.sha256, probe_sha256=probe_sha, device=str(device),
-            probe_train_accuracy=(probe(train_feats[seen]).argmax(1) == y_train[seen]).float().mean().item(),
-        )
-        cells = []  # (attack, rows, masks) for the worst case
-        radii = set(float(r) for r in cfg.radii)
-        for attack in attacks:
-            cell = attack_cell(base, attack)
-            mask_path = masks_path(out, cell, cfg.radii)
-            if is_finished(run.done, cell, out, cfg.radii):
-                log.info("skipping finished cell %s / %s / %s / %s", got.run, ds.name, task.name, attack)
-                key, df = cell_key({**cell, "radius": None}), run.df
-                mine = pd.Series([k == key for k in cell_keys(df)], index=df.index)
-                old = df[mine & df["radius"].astype(float).isin(radii)]
-                run.keep(old)
-                cells.append((attack, old, load_masks(mask_path)))
-                run.cell_done()
-                continue
-            run.progress.phase(f"{attack.suite}/{attack.name}: {src.label} / {ds.name} / {task.name}",
-                               attack.units(cfg.radii))
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            with _stage(src, ds.name, f"under attack {attack.suite}/{attack.name} (task {task.name})"):
-                partial, masks = run_cell(model, x_test, y, attack, cfg.radii, cfg.seed, run.progress.advance)
-            rows = cell_rows(cell, partial, stamp)
-            cells.append((attack, rows, masks))
-            save_masks(mask_path, cfg.radii, masks, idx)
-            run.record(rows)
-            run.cell_done()
-        if len(cells) > 1:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            worst = worst_case_rows({**base, "timestamp": stamp}, cells, cfg.radii)
-            for w in worst:
-                if w["warnings"]:
-                    log.warning("%s / %s / radius %g: %s", got.run, task.name, w["radius"], w["warnings"])
-            stored = stored_as(run.df, worst)
-            if stored is not None:  # a resume that computed nothing new: the stored rows stand, timestamps too
-                run.keep(stored)
-            else:
-                run.record(pd.DataFrame(worst))
-
-
-__all__ = ["BenchProgress", "bench", "run_cell", "saved_probe"]
+__all__ = ["BenchProgress", "bench", "probe_file", "run_cell"]

@@ -76,7 +76,7 @@ def make_jobs(cfg: BenchConfig, sources: list[EncoderSource], datasets: list[Dat
     return jobs
 
 
-def _identity(src: EncoderSource, ds, cfg: BenchConfig) -> tuple[str, str | None, str]:
+def identity(src: EncoderSource, ds, cfg: BenchConfig) -> tuple[str, str | None, str]:
     """(what happens to the learner, its encoder SHA-256 if known without training, its run name)."""
     if src.kind == "checkpoint":
         meta = read_config(src.path)
@@ -92,6 +92,16 @@ def _identity(src: EncoderSource, ds, cfg: BenchConfig) -> tuple[str, str | None
     if meta is not None:
         return "cached checkpoint", meta["sha256"], run_dir.name
     return "train", None, run_dir.name
+
+
+def needs_training(src: EncoderSource, ds, cfg: BenchConfig) -> bool:
+    """Whether obtaining ``src`` on ``ds`` trains it (a robrep learner with no usable cached checkpoint)."""
+    if src.kind != "learner":
+        return False
+    try:
+        return identity(src, ds, cfg)[0] == "train"
+    except Exception:  # noqa: BLE001  a config the learner refuses: obtaining it reports the error
+        return True
 
 
 def plan(cfg: BenchConfig) -> pd.DataFrame:
@@ -115,7 +125,7 @@ def plan(cfg: BenchConfig) -> pd.DataFrame:
     for job in make_jobs(cfg, sources, datasets):
         src, ds = job.src, job.ds
         try:
-            status, sha, run = _identity(src, ds, cfg)
+            status, sha, run = identity(src, ds, cfg)
         except Exception as e:  # noqa: BLE001  reported in the plan, as the bench would skip it
             rows.append({"label": src.label, "dataset": ds.name, "learner_status": f"error: {e}", "status": "skipped"})
             continue

@@ -9,6 +9,12 @@ A folder that has a results.csv but no store yet (a run from before the store) i
 once: its valid rows go into the store; rows that fail validation are reported with their
 line and copied, with the reason, to ``results-rejected.csv``, so nothing is lost; the
 original CSV is kept as ``results.csv.orig`` before the first export replaces it.
+
+Ranks of a distributed run do not write the store: each finished cell is posted, atomically, as
+one file in ``<out>/inbox/`` (``post``), and the one writer (rank 0) moves posted rows into the
+store (``collect``), deleting each file only after its rows are committed. A killed rank or node
+loses at most the cell it was computing; the next run collects what was posted before it starts.
+SQLite is only ever opened by that one writer, so the output folder may be on a network file system.
 """
 from __future__ import annotations
 
@@ -28,6 +34,19 @@ from robrep.checkpoint import atomic_write
 from robrep.results import frame, parse_row, read_results, row_key, write_results
 
 log = logging.getLogger(__name__)
+
+
+INBOX = "inbox"
+
+
+def post(out: Path, name: str, rows: pd.DataFrame) -> Path:
+    """Post a finished cell's rows for the writer to collect: one file, written atomically (any rank)."""
+    records = [{k: _plain(v) for k, v in raw.items()} for raw in rows.to_dict("records")]
+    for row in records:
+        parse_row(row)  # a row that cannot be read back is refused where it is made
+    path = Path(out) / INBOX / f"{name}.json"
+    atomic_write(path, json.dumps(records).encode())
+    return path
 
 
 def _plain(value: Any) -> Any:
@@ -84,6 +103,25 @@ class ResultsStore:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+
+    def collect(self) -> int:
+        """Move every posted cell (``post``) into the store; returns how many rows came in. A file that cannot
+        be read is moved to ``inbox/rejected/`` with a warning, never deleted."""
+        inbox = self.out / INBOX
+        n = 0
+        for path in sorted(inbox.glob("*.json")) if inbox.is_dir() else []:
+            try:
+                rows = pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
+                self.add(rows)
+            except (ValueError, OSError) as e:
+                rejected = inbox / "rejected" / path.name
+                rejected.parent.mkdir(exist_ok=True)
+                path.replace(rejected)
+                log.warning("posted cell %s cannot be stored (%s); kept as %s", path.name, e, rejected)
+                continue
+            path.unlink()
+            n += len(rows)
+        return n
 
     def frame(self) -> pd.DataFrame:
         """Every valid row in the store, normalized; ``attrs["invalid"]`` lists rows that failed validation."""
