@@ -1,0 +1,188 @@
+"""robrep bench and robrep train on real torch.distributed processes (torchrun, gloo, one thread each).
+
+The reference is one process of ``robrep bench`` with the same options; a run on N ranks must give
+the same rows, key by key, with every number equal (checkpoints trained by another rank included).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from robrep.distributed import World
+from robrep.harness.store import ResultsStore, post
+from robrep.results import read_results, row_key
+
+OPTIONS = ["--learner", "vae", "--learner", "se-random", "--suite", "native", "--suite", "foolbox", "--epochs", "1",
+           "--n-examples", "60", "--steps", "10", "--restarts", "1", "--radii", "0,0.05,0.1"]
+PER_RUN = {"timestamp", "wall_seconds", "checkpoint"}  # when and where: differs between any two runs
+
+
+def _env(cache: Path, **extra) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ROBREP_CACHE": str(cache), "COLUMNS": "200", **extra}
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _bench(out: Path, cache: Path, nproc: int = 1, options=OPTIONS, **kwargs):
+    launch = [sys.executable, "-m", "robrep"] if nproc == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "robrep"]
+    return subprocess.run([*launch, "bench", *options, "--out", str(out)], env=_env(cache), capture_output=True,
+                          text=True, timeout=900, **kwargs)
+
+
+def _rows(path: Path) -> dict[str, dict]:
+    df = read_results(path)
+    rows = {row_key(r): {k: v for k, v in r.items() if k not in PER_RUN} for r in df.to_dict("records")}
+    assert len(rows) == len(df), "a key appears twice in results.csv"
+    assert not df.attrs.get("invalid"), df.attrs["invalid"]
+    return rows
+
+
+def _value(v):
+    """A field as read back from a CSV: numbers compare as numbers (a column with blanks reads as float)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _assert_same(got: dict, want: dict) -> None:
+    assert set(got) == set(want), f"missing {len(set(want) - set(got))}, extra {len(set(got) - set(want))}"
+    for key, row in want.items():
+        diff = {c: (row[c], got[key][c]) for c in row if _value(row[c]) != _value(got[key][c])
+                and not (row[c] != row[c] and got[key][c] != got[key][c])}  # NaN == NaN: both blank
+        assert not diff, f"{key}: {diff}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One process, one thread: the rows every distributed run must reproduce, and the cache it trained."""
+    root = tmp_path_factory.mktemp("reference")
+    res = _bench(root / "out", root / "cache")
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = _rows(root / "out" / "results.csv")
+    suites = {json.loads(k)[3] for k in rows}
+    assert suites == {"native", "foolbox", "worst-case"} and len({json.loads(k)[0] for k in rows}) == 2
+    return rows, root / "cache"
+
+
+def test_two_ranks_give_the_single_process_rows_and_checkpoints(reference, tmp_path):
+    want, _ = reference
+    res = _bench(tmp_path / "out", tmp_path / "cache", nproc=2)  # a fresh cache: the ranks train both learners
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    _assert_same(_rows(tmp_path / "out" / "results.csv"), want)  # encoder_sha256 is in the key: same checkpoints
+    assert not list((tmp_path / "out" / "inbox").glob("*.json")), "posted cells were left uncollected"
+    assert "adversarial accuracy" in res.stdout and res.stdout.count("adversarial accuracy: mnist5k") == 1
+
+
+def _worker_pids(tag: str) -> dict[int, int]:
+    """{rank: pid} of the torchrun workers started with ROBREP_TEST_TAG=tag."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item)
+        except OSError:
+            continue
+        if env.get("ROBREP_TEST_TAG") == tag and "RANK" in env and "TORCHELASTIC_RUN_ID" in env:
+            found[int(env["RANK"])] = int(proc.name)
+    return found
+
+
+def test_a_rank_killed_mid_run_loses_and_duplicates_nothing_when_the_command_is_rerun(reference, tmp_path):
+    want, cache = reference
+    out, tag = tmp_path / "out", uuid.uuid4().hex
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "robrep",
+              "bench", *OPTIONS, "--out", str(out)]
+    proc = subprocess.Popen(launch, env=_env(cache, ROBREP_TEST_TAG=tag), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    killed = False
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        if list((out / "examples").rglob("*.safetensors")):  # a cell is finished: the run is mid-way
+            pids = _worker_pids(tag)
+            if 1 in pids:
+                os.kill(pids[1], signal.SIGKILL)
+                killed = True
+                break
+        time.sleep(0.05)
+    log = proc.communicate(timeout=600)[0]
+    assert killed, "the run finished before a rank could be killed; make the config larger\n" + log[-2000:]
+    assert proc.returncode != 0, log[-2000:]
+    partial = read_results(out / "results.csv") if (out / "results.csv").is_file() else pd.DataFrame()
+    assert len(partial) < len(want), "the kill came too late to test anything"
+
+    res = _bench(out, cache, nproc=2)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    _assert_same(_rows(out / "results.csv"), want)
+    assert not list((out / "inbox").glob("*.json"))
+    store = ResultsStore(out)
+    try:
+        assert len(store.frame()) == len(want)
+    finally:
+        store.close()
+
+
+def test_more_ranks_than_cells(reference, tmp_path):
+    want, cache = reference
+    options = ["--learner", "vae", "--suite", "native", *OPTIONS[OPTIONS.index("--epochs"):]]
+    res = _bench(tmp_path / "out", cache, nproc=3, options=options)  # one job, one cell, three ranks
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    got = _rows(tmp_path / "out" / "results.csv")
+    assert len(got) == 3 and {json.loads(k)[3] for k in got} == {"native"}
+    _assert_same(got, {k: want[k] for k in got})
+
+
+def test_ddp_training_matches_one_process_up_to_its_noise(tmp_path):
+    """torchrun -m robrep train: two ranks share each minibatch; the losses stay within 1% of one process's."""
+    from robrep.checkpoint import read_config
+
+    cmd = ["train", "--learner", "vae", "--epochs", "2"]
+    one = subprocess.run([sys.executable, "-m", "robrep", *cmd, "--out", str(tmp_path / "one")],
+                         env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=600)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "robrep", *cmd, "--out", str(tmp_path / "two")],
+                         env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0 and two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    assert "on 2 processes (DistributedDataParallel)" in two.stdout
+    h1, h2 = (read_config(tmp_path / d)["history"] for d in ("one", "two"))
+    assert len(h1) == len(h2) == 2
+    for a, b in zip(h1, h2):
+        assert abs(a["loss"] - b["loss"]) / a["loss"] < 0.01, (h1, h2)
+    assert read_config(tmp_path / "two")["processes"] == 2
+
+
+def test_work_is_handed_out_once_and_decisions_are_shared():
+    world = World()
+    world.begin()
+    assert list(world.units("cells", 3)) == [0, 1, 2] and list(world.units("cells", 3)) == []
+    assert world.decide("plan", lambda: {"cells": [[0, 1, 2]]}) == {"cells": [[0, 1, 2]]}
+    world.note("skip", 4, {"error": "first"})
+    world.note("skip", 4, {"error": "second"})
+    assert world.noted("skip", 4) == {"error": "first"} and world.noted("skip", 5) is None
+    world.begin()  # a new bench call starts from zero
+    assert list(world.units("cells", 1)) == [0]
+
+
+def test_a_damaged_posted_cell_is_kept_aside_not_lost(tmp_path, mnist5k):
+    out = tmp_path / "out"
+    (out / "inbox").mkdir(parents=True)
+    (out / "inbox" / "cut.json").write_text('[{"learner": "vae", "ra')
+    store = ResultsStore(out)
+    try:
+        assert store.collect() == 0
+    finally:
+        store.close()
+    assert (out / "inbox" / "rejected" / "cut.json").read_text().startswith('[{"learner"')
+    with pytest.raises(ValueError):
+        post(out, "bad", pd.DataFrame([{"learner": "vae"}]))  # a row without its fields is refused where it is made
