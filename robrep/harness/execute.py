@@ -413,6 +413,7 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
                 store.export()
                 progress.completed(finished)
         world.barrier("attacked")
+        progress.completed(todo["finished"] + len(todo["cells"]))
         result = world.decide("result", lambda: run.finish(store, skipped))
     finally:
         if store is not None:

@@ -23,7 +23,7 @@ from robrep.data import Dataset, Task, load_dataset
 from robrep.encoders import EncoderSource, LearnerError, build, resolve
 from robrep.encoders.resolve import cached_meta, foreign_run, planned_run
 from robrep.harness.config import BenchConfig
-from robrep.harness.store import ResultsStore
+from robrep.harness.store import ResultsStore, posted_rows
 from robrep.registry import UnknownNameError
 from robrep.results import attack_cell, done_cells, is_finished, read_results
 
@@ -117,10 +117,13 @@ def plan(cfg: BenchConfig) -> pd.DataFrame:
     out = Path(cfg.out)
     if (out / "results.sqlite").is_file():
         store = ResultsStore(out)
-        done = done_cells(store.frame())
+        stored = store.frame()
         store.close()
     else:  # a folder from before the store: read its CSV, change nothing
-        done = done_cells(read_results(out / "results.csv"))
+        stored = read_results(out / "results.csv")
+    posted = posted_rows(out)  # finished cells a killed run posted: the next run collects them
+    done = done_cells(pd.concat([d for d in (stored, posted) if d is not None and not d.empty]) if
+                      not posted.empty else stored)
     datasets = [load_dataset(name, root=cfg.data_root, download=cfg.download) for name in cfg.datasets]
     for job in make_jobs(cfg, sources, datasets):
         src, ds = job.src, job.ds

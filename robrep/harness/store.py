@@ -49,6 +49,18 @@ def post(out: Path, name: str, rows: pd.DataFrame) -> Path:
     return path
 
 
+def posted_rows(out: Path) -> pd.DataFrame:
+    """Every valid row posted to ``out``'s inbox and not collected yet (read only)."""
+    rows = []
+    for path in sorted((Path(out) / INBOX).glob("*.json")):
+        try:
+            records = json.loads(path.read_text(encoding="utf-8"))
+            rows += [parse_row(r) for r in records]
+        except (ValueError, OSError):
+            continue  # collect() reports it
+    return frame(rows)
+
+
 def _plain(value: Any) -> Any:
     """A JSON-ready scalar: numpy and pandas scalars as Python ones, NaN as None."""
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
@@ -113,13 +125,18 @@ class ResultsStore:
             try:
                 rows = pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
                 self.add(rows)
+            except FileNotFoundError:  # another writer on this folder (a second command) collected it
+                continue
             except (ValueError, OSError) as e:
                 rejected = inbox / "rejected" / path.name
                 rejected.parent.mkdir(exist_ok=True)
-                path.replace(rejected)
+                try:
+                    path.replace(rejected)
+                except FileNotFoundError:
+                    continue
                 log.warning("posted cell %s cannot be stored (%s); kept as %s", path.name, e, rejected)
                 continue
-            path.unlink()
+            path.unlink(missing_ok=True)
             n += len(rows)
         return n
 
