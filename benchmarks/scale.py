@@ -10,9 +10,10 @@
    training faces at 64 x 64, 17 tasks, 3 suites, 1,000 test points, PGD 100 x 10): per attack
    cell, the forward+backward passes of its full budget (an upper bound: attacks that stop on
    success do less); the throughput of the conv encoder + probe measured here (forward+backward
-   and forward only) and of both learners' training steps; the FLOPs per image counted by
+   and forward only) and of both learners' training steps; the FLOPs per image of an attack step counted by
    ``torch.utils.flop_counter``. GPU hours assume a sustained ``--gpu-tflops`` per GPU (an
-   assumption, printed with the image rate it implies). 8 GPUs: learners train whole on one rank
+   assumption, printed with the image rate it implies); training is scaled from this machine by
+   the same factor as the attacks. 8 GPUs: learners train whole on one rank
    each (as ``robrep bench`` does), then cells are handed out in plan order to the first free GPU,
    simulated exactly.
 """
@@ -30,8 +31,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIONS = ["--learner", "vae", "--learner", "se-random", "--suite", "native", "--suite", "foolbox", "--epochs", "3",
-           "--n-examples", "200", "--steps", "20", "--restarts", "2", "--radii", "0,0.05,0.1"]
+OPTIONS = ["--learner", "vae", "--learner", "se-random", "--suite", "native", "--suite", "foolbox", "--epochs", "5",
+           "--n-examples", "500", "--steps", "100", "--restarts", "5", "--radii", "0,0.05,0.1,0.2"]
 PER_RUN = {"timestamp", "wall_seconds", "checkpoint"}
 
 
@@ -82,7 +83,7 @@ def _passes(attack) -> tuple[float, float]:
     """(forward+backward passes, forward-only passes) per example at one radius, at the attack's full budget."""
     s = attack.settings()
     kw = s.get("kwargs", {})
-    name = s["attack"]
+    name = s.get("attack", attack.name)
     if name == "BinaryAutoAttack":  # APGD-CE 100 x 1, FAB 100 steps (one gradient per class), Square 5,000 queries
         return 100 + 100 * 2, 5000
     if name == "Square":
@@ -133,12 +134,12 @@ def projected(gpu_tflops: float) -> None:
     learners = {name: create_learner(name, shape=shape, arch=cfg["arch"], **cfg["learner_config"][name])
                 for name in cfg["learners"]}
     enc = next(iter(learners.values()))
-    model = ProbedEncoder(enc, torch.nn.Linear(enc.config.latent_dim, 2)).eval()
+    model = ProbedEncoder(enc, torch.nn.Linear(enc.config.latent_dim, 2)).eval().requires_grad_(False)
     x = torch.rand(250, *shape)
 
-    def fwd_bwd():
+    def fwd_bwd():  # what an attack step costs: the gradient with respect to the input only
         xr = x.clone().requires_grad_(True)
-        torch.autograd.grad(model(xr).logsumexp(1).sum(), xr)
+        model(xr).logsumexp(1).sum().backward()
 
     def fwd():
         with torch.no_grad():
@@ -152,10 +153,12 @@ def projected(gpu_tflops: float) -> None:
     print(f"   probe∘encoder forward+backward: {fb_flops / 1e6:.1f} MFLOP/image, {fb_rate:,.0f} images/s here "
           f"({cpu_tflops * 1e3:.0f} GFLOP/s); forward only: {f_rate:,.0f} images/s")
     print(f"   GPU assumption: {gpu_tflops:g} TFLOP/s sustained per GPU -> {gpu_fb:,.0f} forward+backward and "
-          f"{gpu_f:,.0f} forward images/s")
-    # training throughput of each learner
+          f"{gpu_f:,.0f} forward images/s, {gpu_tflops / cpu_tflops:.0f}x this machine")
+    # training throughput of each learner, scaled to the GPU by the same factor as the attack workload
+    factor = gpu_tflops / cpu_tflops
     train_s = {}
     for name, learner in learners.items():
+        learner.requires_grad_(True)
         bs = min(learner.config.batch_size, 64)
         xb = torch.rand(bs, *shape)
         opt = torch.optim.Adam(learner.parameters(), lr=1e-4)
@@ -167,22 +170,21 @@ def projected(gpu_tflops: float) -> None:
             opt.step()
 
         rate = _rate(step, bs, repeats=2)
-        flops = _flops(step) / bs
         epochs = learner.config.epochs
-        train_s[name] = (epochs * N_TRAIN / rate, epochs * N_TRAIN * flops / (gpu_tflops * 1e12))
-        print(f"   training {name}: {flops / 1e9:.2f} GFLOP/image, {rate:,.1f} images/s here; {epochs} epochs x "
-              f"{N_TRAIN:,} images")
+        cpu = epochs * N_TRAIN / rate
+        train_s[name] = (cpu, cpu / factor)
+        print(f"   training {name}: {rate:,.1f} images/s here; {epochs} epochs x {N_TRAIN:,} images")
     # cells
     attacks = suite_attacks(cfg["suites"], 2, steps=cfg["steps"], restarts=cfg["restarts"], norm="linf")
     radii = [r for r in cfg["radii"] if r > 0]
-    print(f"\n   {'attack':<42}{'fwd+bwd/ex':>11}{'fwd/ex':>8}{'CPU h/cell':>11}{'GPU min/cell':>13}")
+    print(f"\n   {"attack":<50}{'fwd+bwd/ex':>11}{'fwd/ex':>8}{'CPU h/cell':>11}{'GPU min/cell':>13}")
     cells_cpu, cells_gpu = [], []
     for a in attacks:
         fb, f = _passes(a)
         n = cfg["n_examples"] * len(radii)
         cpu = n * (fb / fb_rate + f / f_rate)
         gpu = n * (fb / gpu_fb + f / gpu_f)
-        print(f"   {a.suite + '/' + a.name:<42}{fb:>11,.0f}{f:>8,.0f}{cpu / 3600:>11.2f}{gpu / 60:>13.2f}")
+        print(f"   {a.suite + "/" + a.name:<50}{fb:>11,.0f}{f:>8,.0f}{cpu / 3600:>11.2f}{gpu / 60:>13.2f}")
         cells_cpu.append(cpu)
         cells_gpu.append(gpu)
     n_cells = len(cfg["learners"]) * N_TASKS * len(attacks)

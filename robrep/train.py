@@ -168,7 +168,22 @@ def _gradient_training(model, images, seed, callback, max_steps, learner, world)
         log.info("%s epoch %d: %s", learner, epoch + 1, history[-1])
         if max_steps is not None and step >= max_steps:
             break
+    if world.distributed:
+        _check_in_sync(model)
     return history, step
+
+
+def _check_in_sync(model) -> None:
+    """Every rank must end with the same weights (DDP keeps them so); refuse to save a model that does not."""
+    import torch.distributed as dist
+
+    total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    lo, hi = total.clone(), total.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    if lo.item() != hi.item():
+        raise RuntimeError(f"the ranks' weights differ after training (sums {lo.item()!r} to {hi.item()!r}): "
+                           "gradients were not synchronised; the model is not saved")
 
 
 def _minibatch_means(parts: dict[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:

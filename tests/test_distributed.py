@@ -186,3 +186,58 @@ def test_a_damaged_posted_cell_is_kept_aside_not_lost(tmp_path, mnist5k):
     assert (out / "inbox" / "rejected" / "cut.json").read_text().startswith('[{"learner"')
     with pytest.raises(ValueError):
         post(out, "bad", pd.DataFrame([{"learner": "vae"}]))  # a row without its fields is refused where it is made
+
+
+def test_a_learner_that_fails_on_one_rank_is_skipped_by_all_and_reported_once(reference, tmp_path):
+    """A foreign encoder whose features turn non-finite: skipped on every rank, the rest completes, exit 1."""
+    _, cache = reference
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "broken_enc.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Broken(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.lin = nn.Linear(784, 4)\n\n"
+        "    def forward(self, x):\n        return self.lin(x.flatten(1)) / 0.0\n")
+    options = ["--learner", "vae", "--learner", "broken_enc:Broken", "--suite", "native",
+               *OPTIONS[OPTIONS.index("--epochs"):]]
+    env = _env(cache, PYTHONPATH=str(tmp_path / "site"))
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "robrep", "bench", *options, "--out", str(tmp_path / "out")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.stdout.count("1 learner(s) skipped") == 1 and "broken_enc:Broken" in res.stdout
+    got = _rows(tmp_path / "out" / "results.csv")
+    assert {json.loads(k)[3] for k in got} == {"native"} and len(got) == 3  # the vae's cell, all radii
+
+
+DDP_STEP = '''
+import json, sys, torch, robrep
+from robrep.distributed import World
+from robrep.train import train
+torch.randn_like = lambda t, *a, **k: torch.zeros_like(t)  # a noise-free VAE loss: DDP must give one process's step
+world = World.current("cpu")
+ds = robrep.load_dataset("mnist5k")
+ddp = train("vae", ds, out=False, max_steps=3, world=world, epochs=1, batch_size=51)  # shares of 26 and 25
+if world.rank == 0:
+    one = train("vae", ds, out=False, max_steps=3, epochs=1, batch_size=51)
+    torch.manual_seed(0)
+    init = robrep.learners.create_learner("vae", shape=ds.shape, epochs=1, batch_size=51)
+    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])
+    diff = ((flat(ddp) - flat(one)).norm() / (flat(one) - flat(init)).norm()).item()  # relative to the update
+    print("RESULT", json.dumps({"diff": diff, "history": [ddp.run_info["history"], one.run_info["history"]]}))
+World.shutdown()
+'''
+
+
+def test_a_ddp_step_is_the_single_process_step(tmp_path):
+    """With the loss's noise switched off, three DDP steps on 2 ranks (unequal shares of each minibatch) give the
+    weights and the logged losses of three single-process steps, up to float summation order."""
+    script = tmp_path / "ddp_step.py"
+    script.write_text(DDP_STEP)
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script)], env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = json.loads(next(line for line in res.stdout.splitlines() if line.startswith("RESULT"))[7:])
+    assert out["diff"] < 1e-3, out  # the updates agree to 0.1% (Adam amplifies rounding in near-zero gradients)
+    (h_ddp,), (h_one,) = out["history"]
+    for k in h_one:
+        assert h_ddp[k] == pytest.approx(h_one[k], rel=1e-5), (h_ddp, h_one)

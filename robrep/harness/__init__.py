@@ -3,9 +3,11 @@
 - ``config``: ``BenchConfig``, typed and validated once, before any work;
 - ``plan``: the jobs and cells a bench runs (``make_jobs``), and what of them is done or would run
   (``plan``, ``--dry-run``);
-- ``execute``: validate, resolve the learners, plan, then per job obtain the encoder, fit a probe
-  per task, run every attack cell (skipping finished ones) and record rows and worst cases;
-- ``store``: the run folder's results store (SQLite, any number of writers) and its CSV export.
+- ``execute``: validate, resolve the learners, plan, then prepare each job (obtain the encoder, fit
+  and save a probe per task) and run every unfinished attack cell, in one process or on the ranks
+  of a torchrun launch (``robrep.distributed``); one writer records rows and worst cases;
+- ``store``: the run folder's results store (SQLite, one writer per command) with its inbox of
+  posted cells, and its CSV export.
 
 The row layout itself (key, columns, validation) is ``robrep.results``.
 """

@@ -31,7 +31,7 @@ import torch
 
 from robrep.attacks import Attack
 from robrep.attacks.base import radius_grid
-from robrep.checkpoint import sha256_bytes
+from robrep.checkpoint import sha256_bytes, short_hash
 from robrep.checks import check_result
 from robrep.data import Dataset, cache_dir, load_dataset
 from robrep.distributed import World
@@ -42,14 +42,13 @@ from robrep.harness.plan import Job, make_jobs, needs_training, probe_indices
 from robrep.harness.store import ResultsStore, post
 from robrep.plots import attack_grid, plot_robustness
 from robrep.probes import (
-    ASKED, ProbedEncoder, features, read_probe, record_path, save_probe, train_probe, write_probe_record,
+    ProbedEncoder, features, read_probe, record_path, save_probe, train_probe, write_probe_record,
 )
 from robrep.registry import UnknownNameError
 from robrep.results import (
     attack_cell, cell_key, cell_keys, cell_rows, done_cells, encoder_fields, encoder_row, is_finished, masks_path,
     load_masks, read_results, result_rows, row_key, save_masks, stored_as, worst_case_rows,
 )
-from robrep.checkpoint import short_hash
 from robrep.train import resolve_device
 from robrep.validate import ConfigError
 
@@ -395,12 +394,14 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
         # 1. prepare: jobs that train go first, so the longest units start first
         order = world.decide("prepare", lambda: sorted(range(len(jobs)),
                                                         key=lambda j: not needs_training(jobs[j].src, jobs[j].ds, cfg)))
+        log.info("prepare: %d job(s) (learner, data set) on %d process(es)", len(order), world.size)
         for i in world.units("prepare", len(order)):
             with run.guard(order[i]):
                 run.prepare(order[i])
         world.barrier("prepared")
         # 2. attack every unfinished cell
         todo = world.decide("cells", lambda: run.todo(store))
+        log.info("attack: %d cell(s) to run, %d finished before", len(todo["cells"]), todo["finished"])
         progress.completed(todo["finished"])
         for i in world.units("cells", len(todo["cells"])):
             j, t, a = todo["cells"][i]
@@ -415,6 +416,7 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
         world.barrier("attacked")
         progress.completed(todo["finished"] + len(todo["cells"]))
         result = world.decide("result", lambda: run.finish(store, skipped))
+        log.info("finished: %d row(s)", len(result["keys"]))
     finally:
         if store is not None:
             store.close()
