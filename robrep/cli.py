@@ -169,8 +169,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if getattr(args, flag):
             given[flag] = True
     cfg = BenchConfig.from_toml(args.config, **given) if args.config else BenchConfig(**given)
-    if args.dry_run:
-        return _print_plan(cfg)
+    if args.dry_run:  # under torchrun, rank 0 alone prints the plan
+        return _print_plan(cfg) if os.environ.get("RANK", "0") == "0" else 0
     world = _world(cfg.device)
     if world.rank != 0:  # under torchrun: rank 0 draws and reports; the others work quietly
         df = bench(cfg, strict=False, world=world)
