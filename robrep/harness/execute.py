@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -137,7 +137,6 @@ class _Run:
     strict: bool
     _got: tuple[int, Obtained] | None = None  # the last encoder this rank obtained (cells of a job come in a row)
     _test: tuple[int, torch.Tensor] | None = None
-    skipped_here: list[dict] = field(default_factory=list)
 
     # --- failures --------------------------------------------------------------------------------------------
 
@@ -321,8 +320,9 @@ class _Run:
                 if len(cells) < 2 or len(cells) < len(attacks) or note is not None:
                     continue
                 first = cells[0][1].iloc[0].to_dict()
-                worst = worst_case_rows({**encoder_fields(first), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-                                        cells, self.cfg.radii)
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                base = {**encoder_fields(first), "label": job.src.label, "timestamp": stamp}
+                worst = worst_case_rows(base, cells, self.cfg.radii)
                 for w in worst:
                     if w["warnings"]:
                         log.warning("%s / %s / radius %g: %s", identity["run"], task.name, w["radius"], w["warnings"])
