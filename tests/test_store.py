@@ -135,3 +135,33 @@ def test_files_get_the_users_permissions(finished):
     os.umask(umask)
     for path in (out / "results.csv", next((out / "probes").rglob("*.safetensors"))):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_cells_posted_by_a_killed_run_count_as_done_and_are_collected_by_the_next(finished, tmp_path, monkeypatch):
+    """A rank that posted a cell and died before the writer collected it: --dry-run already counts the cell as
+    done, and the next bench stores its rows without attacking again."""
+    import shutil
+    import sqlite3
+
+    from robrep.harness.config import BenchConfig
+    from robrep.harness.plan import plan
+    from robrep.harness.store import post
+
+    out, df = finished
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    for name in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "results.csv"):
+        (moved / name).unlink(missing_ok=True)
+    cells = [g for _, g in df[df["suite"] != "worst-case"].groupby(["suite", "attack"])]
+    for i, rows in enumerate(cells):
+        post(moved, f"cell{i}", rows)  # as ranks post them: rows wait in the inbox, the store is empty
+    cfg = BenchConfig(out=str(moved), suites=("native", "foolbox"), **SMALL)
+    assert set(plan(cfg)["status"]) == {"done"}
+    _no_attacks(monkeypatch)
+    again = bench(cfg)
+    assert len(again) == len(df) and not list((moved / "inbox").glob("*.json"))
+    key = ["suite", "attack", "radius"]
+    pd.testing.assert_frame_equal(again.sort_values(key)[key + ["adversarial_accuracy"]].reset_index(drop=True),
+                                  df.sort_values(key)[key + ["adversarial_accuracy"]].reset_index(drop=True))
+    with sqlite3.connect(moved / "results.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM rows").fetchone()[0] == len(df)
