@@ -7,7 +7,7 @@ process with an in-memory store, so the harness has one code path.
 
 What ranks share goes through torch.distributed's key-value store, never sockets of robrep's
 own: ``units`` hands out work from a shared counter (``store.add``), so a rank that finishes
-early takes the next unit; ``decide`` lets rank 0 compute something (what is finished, what to
+early takes the next unit; ``publish``/``take`` is a queue that grows while ranks take from it; ``decide`` lets rank 0 compute something (what is finished, what to
 run) that every rank then reads; ``barrier`` waits for every rank; ``note``/``notes`` share small
 records (a learner that failed). Files (checkpoints, probes, finished cells) go through the
 output folder and the cache, which every rank must see: ``check_shared`` refuses to start
@@ -184,6 +184,24 @@ class World:
             if i >= n:
                 return
             yield i
+
+    def publish(self, queue: str, items: list) -> None:
+        """Append JSON ``items`` to a shared queue (any rank may publish; ``take`` hands them out)."""
+        end = self.store.add(self._key(f"queue/{queue}/size"), len(items))
+        for k, item in enumerate(items):
+            self.store.set(self._key(f"queue/{queue}/{end - len(items) + k}"), json.dumps(item))
+
+    def take(self, queue: str, closed: Callable[[], bool], poll_s: float = 0.2) -> Iterator[Any]:
+        """Items of a shared queue, each to exactly one rank, in the order they were published; waits for more
+        while ``closed()`` is false (more may come), and ends when the queue is closed and nothing is left."""
+        while True:
+            i = self.store.add(self._key(f"queue/{queue}/next"), 1) - 1
+            key = self._key(f"queue/{queue}/{i}")
+            while not self.store.check([key]):
+                if closed() and self.store.add(self._key(f"queue/{queue}/size"), 0) <= i:
+                    return
+                time.sleep(poll_s)
+            yield json.loads(self.store.get(key))
 
     def count(self, name: str, n: int = 1) -> int:
         """Add ``n`` to a shared counter and return its value (``n=0`` reads it)."""

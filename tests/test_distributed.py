@@ -241,3 +241,32 @@ def test_a_ddp_step_is_the_single_process_step(tmp_path):
     (h_ddp,), (h_one,) = out["history"]
     for k in h_one:
         assert h_ddp[k] == pytest.approx(h_one[k], rel=1e-5), (h_ddp, h_one)
+
+
+def test_cells_of_a_ready_learner_run_while_another_rank_still_prepares(reference, tmp_path):
+    """A job's cells are queued the moment it is prepared: with a learner that takes 6 s to build, the other rank
+    attacks the VAE's cells meanwhile instead of waiting for every job to be prepared."""
+    from datetime import datetime
+
+    _, cache = reference
+    (tmp_path / "site").mkdir()
+    ready = tmp_path / "slow-ready"
+    (tmp_path / "site" / "slow_enc.py").write_text(
+        "import time\nfrom pathlib import Path\nfrom torch import nn\n\n"
+        "class Slow(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        time.sleep(6)\n"
+        "        self.lin = nn.Linear(784, 8)\n"
+        f"        with open({str(ready)!r}, 'a') as f:\n            f.write(f'{{time.time()}}\\n')\n\n"
+        "    def forward(self, x):\n        return self.lin(x.flatten(1))\n")
+    options = ["--learner", "vae", "--learner", "slow_enc:Slow", "--suite", "native", "--suite", "foolbox",
+               *OPTIONS[OPTIONS.index("--epochs"):]]
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "robrep", "bench", *options, "--out", str(tmp_path / "out")],
+                         env=_env(cache, PYTHONPATH=str(tmp_path / "site")), capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    df = read_results(tmp_path / "out" / "results.csv")
+    vae = df[(df["label"] == "vae") & (df["suite"] != "worst-case")]
+    started = [datetime.strptime(t, "%Y-%m-%dT%H:%M:%S%z").timestamp() for t in vae["timestamp"]]
+    first_ready = min(float(t) for t in ready.read_text().split())  # when Slow was first built
+    assert len(vae) == 15 and min(started) < first_ready - 1, (sorted(started), first_ready)

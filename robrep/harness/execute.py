@@ -12,7 +12,9 @@
    function of (encoder, saved probe, test indices, attack settings, seed), see ``run_cell``.
    Its rows are posted as one file (``store.post``) the moment it is done.
 
-Units are handed out from a shared counter, so a rank that finishes early takes the next one.
+Units are handed out from shared counters, so a rank that finishes early takes the next one. A
+job's cells are queued the moment it is prepared, so ranks attack the cells of a learner that
+is ready while another rank still trains a slow one.
 Rank 0, the one writer, then collects posted cells into the results store (``store.collect``),
 adds the worst case of every task and exports ``<out>/results.csv``. Finished cells (every
 radius stored, masks on disk) are skipped when a run is resumed, whatever killed it.
@@ -270,23 +272,14 @@ class _Run:
                 "task": job.tasks[t][0].name, "n_examples": len(job.idx), "seed": self.cfg.seed,
                 "label_fraction": self.cfg.label_fraction}
 
-    def todo(self, store: ResultsStore) -> dict:
-        """(writer) The unfinished cells of every prepared job, and how many cells are finished."""
-        store.collect()
-        done = done_cells(store.frame())
-        cells, finished = [], 0
-        for j, job in enumerate(self.jobs):
-            identity = self.world.noted("identity", j)
-            if identity is None or self.skipped(j):
-                continue
-            for t, (_, attacks) in enumerate(job.tasks):
-                base = self.cell_base(j, t, identity)
-                for a, attack in enumerate(attacks):
-                    if is_finished(done, attack_cell(base, attack), self.out, self.cfg.radii):
-                        finished += 1
-                    else:
-                        cells.append([j, t, a])
-        return {"cells": cells, "finished": finished}
+    def unfinished(self, j: int, done: dict) -> list[list[int]]:
+        """The cells of prepared job ``j`` that are not finished (``done``: the store's cells when the run began)."""
+        identity = self.world.noted("identity", j)
+        if identity is None:
+            return []
+        return [[j, t, a] for t, (_, attacks) in enumerate(self.jobs[j].tasks)
+                for a, attack in enumerate(attacks)
+                if not is_finished(done, attack_cell(self.cell_base(j, t, identity), attack), self.out, self.cfg.radii)]
 
     def finish(self, store: ResultsStore, skipped: list[dict]) -> dict:
         """(writer) Collect every posted cell, add each task's worst case, export; returns this run's row keys and
@@ -390,31 +383,37 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
             adopted = adopt_old_probes(out, store.frame())
             if adopted:
                 log.info("%d probe(s) saved before probe records were adopted from the stored rows", adopted)
-        progress.cells(sum(job.n_cells for job in jobs))
-        # 1. prepare: jobs that train go first, so the longest units start first
+        total = sum(job.n_cells for job in jobs)
+        progress.cells(total)
+        # what is finished, as the writer's store says when the run begins
+        done = {tuple(k): set(r) for k, r in world.decide(
+            "done", lambda: [[list(k), sorted(r)] for k, r in done_cells(store.frame()).items()])}
+        # 1. prepare each job (jobs that train first: they take longest); its unfinished cells join the queue at once
         order = world.decide("prepare", lambda: sorted(range(len(jobs)),
                                                         key=lambda j: not needs_training(jobs[j].src, jobs[j].ds, cfg)))
         log.info("prepare: %d job(s) (learner, data set) on %d process(es)", len(order), world.size)
         for i in world.units("prepare", len(order)):
-            with run.guard(order[i]):
-                run.prepare(order[i])
-        world.barrier("prepared")
-        # 2. attack every unfinished cell
-        todo = world.decide("cells", lambda: run.todo(store))
-        log.info("attack: %d cell(s) to run, %d finished before", len(todo["cells"]), todo["finished"])
-        progress.completed(todo["finished"])
-        for i in world.units("cells", len(todo["cells"])):
-            j, t, a = todo["cells"][i]
+            j, cells = order[i], []
+            with run.guard(j):
+                run.prepare(j)
+                cells = run.unfinished(j, done)
+            if not run.skipped(j):
+                world.count("finished", jobs[j].n_cells - len(cells))
+                world.publish("cells", cells)
+                log.info("%s on %s: %d cell(s) to run", jobs[j].src.label, jobs[j].ds.name, len(cells))
+            world.count("prepared")
+        # 2. attack cells as they are published: a rank with no job left to prepare takes the next one
+        for j, t, a in world.take("cells", closed=lambda: world.count("prepared", 0) >= len(order)):
             if not run.skipped(j):
                 with run.guard(j):
                     run.attack(j, t, a)
-            finished = world.count("cells") + todo["finished"]
+            attacked = world.count("attacked")
             if store is not None:
                 store.collect()
                 store.export()
-                progress.completed(finished)
+                progress.completed(world.count("finished", 0) + attacked)
         world.barrier("attacked")
-        progress.completed(todo["finished"] + len(todo["cells"]))
+        progress.completed(total)
         result = world.decide("result", lambda: run.finish(store, skipped))
         log.info("finished: %d row(s)", len(result["keys"]))
     finally:
