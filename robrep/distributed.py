@@ -249,14 +249,18 @@ class World:
                 time.sleep(0.5)
             if not path.is_file():
                 missing.append(f"{what} {folders[what]}")
+        if missing:
+            self.note("unshared", self.rank, {"missing": missing})
         self.barrier("shared")
         if self.is_writer:
             for what, token in tokens.items():
                 (Path(folders[what]) / f".robrep-shared-{token}").unlink(missing_ok=True)
-        if missing:
-            raise DistributedError(f"rank {self.rank} does not see what rank 0 wrote in: {', '.join(missing)}; "
-                                   "every rank must share the output folder and robrep's cache (ROBREP_CACHE), "
-                                   "e.g. on a network file system mounted at the same path on every machine")
+        unshared = {r: note["missing"] for r in range(self.size) if (note := self.noted("unshared", r))}
+        if unshared:  # every rank stops, so none waits for the others
+            said = "; ".join(f"rank {r} in {', '.join(m)}" for r, m in sorted(unshared.items()))
+            raise DistributedError(f"some ranks do not see what rank 0 wrote: {said}. Every rank must share the "
+                                   "output folder and robrep's cache (ROBREP_CACHE), e.g. on a network file "
+                                   "system mounted at the same path on every machine")
 
 
 def _write_token(folder: Path) -> str:

@@ -270,3 +270,39 @@ def test_cells_of_a_ready_learner_run_while_another_rank_still_prepares(referenc
     started = [datetime.strptime(t, "%Y-%m-%dT%H:%M:%S%z").timestamp() for t in vae["timestamp"]]
     first_ready = min(float(t) for t in ready.read_text().split())  # when Slow was first built
     assert len(vae) == 15 and min(started) < first_ready - 1, (sorted(started), first_ready)
+
+
+def _two_nodes(out: Path, caches: tuple[Path, Path], options: list[str]) -> list[subprocess.CompletedProcess]:
+    """Two torchrun agents on this machine joined by c10d rendezvous, as two nodes of a cluster would be."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for node, cache in enumerate(caches):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={node}",
+               "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id=robrep-test-{port}",
+               "-m", "robrep", "bench", *options, "--out", str(out)]
+        procs.append(subprocess.Popen(cmd, env=_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return results
+
+
+def test_two_nodes_sharing_the_folders_give_the_single_process_rows(reference, tmp_path):
+    want, cache = reference
+    first, second = _two_nodes(tmp_path / "out", (cache, cache), OPTIONS)
+    assert first.returncode == 0 and second.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    _assert_same(_rows(tmp_path / "out" / "results.csv"), want)
+
+
+def test_a_node_that_does_not_see_the_cache_refuses_to_start_and_says_which(reference, tmp_path):
+    _, cache = reference
+    first, second = _two_nodes(tmp_path / "out", (cache, tmp_path / "elsewhere"), OPTIONS)
+    assert first.returncode != 0 and second.returncode != 0
+    said = first.stdout + first.stderr + second.stdout + second.stderr
+    assert "do not see what rank 0 wrote: rank 1 in cache" in said and "ROBREP_CACHE" in said, said[-3000:]
+    assert not (tmp_path / "out" / "results.csv").exists()  # nothing was trained or attacked
