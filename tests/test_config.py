@@ -54,6 +54,19 @@ def test_colliding_labels_are_refused_before_anything_is_trained(tmp_path):
     assert not (tmp_path / "results.csv").exists()
 
 
+def test_two_checkpoint_folders_of_one_name_are_refused_before_any_work(tmp_path, mnist5k):
+    """Their probes and image grids would be one file: the second fit would replace the probe the first's cells
+    (and the independent check) need."""
+    import robrep
+
+    for seed in (0, 1):
+        robrep.train("vae", mnist5k, seed=seed, max_steps=2, out=tmp_path / f"seed{seed}" / "vae")
+    with pytest.raises(ConfigError, match=r"are the same run 'vae' on mnist5k: checkpoint folders of one name"):
+        bench(out=str(tmp_path / "out"), **{**SMALL, "learners": (str(tmp_path / "seed0" / "vae"),
+                                                                   str(tmp_path / "seed1" / "vae"))})
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
 def test_train_set_errors_are_messages_not_tracebacks(capsys):
     with pytest.raises(SystemExit) as exit_:  # argparse refuses it with a usage line
         main(["train", "--set", "lr"])

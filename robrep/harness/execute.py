@@ -434,21 +434,25 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
 
 
 def _check_collisions(sources: list[EncoderSource], ds: Dataset, cfg: BenchConfig) -> None:
-    """Two labels of robrep learners whose configs resolve to the same run would silently share one set of
-    rows: refuse them before anything is trained."""
-    seen: dict[Path, str] = {}
+    """Two learners whose runs have one name on a data set would share their rows (robrep learners whose configs
+    resolve to the same run) or their probe and image files (checkpoint folders with the same name): refuse
+    them before anything is trained."""
+    seen: dict[str, str] = {}
     for src in sources:
-        if src.kind != "learner":
+        if src.kind == "learner":
+            try:
+                _, _, run_dir = planned_run(src, ds, seed=cfg.seed, arch=cfg.arch, epochs=cfg.epochs)
+            except Exception:  # noqa: BLE001  a config the learner refuses is reported when it is obtained
+                continue
+            run, why = run_dir.name, "their configs resolve to the same thing, so their rows would be one"
+        elif src.kind == "checkpoint":
+            run, why = Path(src.path).name, "checkpoint folders of one name would share their probe files"
+        else:
             continue
-        try:
-            _, _, run_dir = planned_run(src, ds, seed=cfg.seed, arch=cfg.arch, epochs=cfg.epochs)
-        except Exception:  # noqa: BLE001  a config the learner refuses is reported when it is obtained
-            continue
-        if run_dir in seen:
-            raise ConfigError(f"learners {seen[run_dir]!r} and {src.label!r} are the same run on {ds.name} "
-                              f"({run_dir.name}): their configs resolve to the same thing, so their rows would be "
-                              "one; give them different configs or drop one")
-        seen[run_dir] = src.label
+        if run in seen:
+            raise ConfigError(f"learners {seen[run]!r} and {src.label!r} are the same run {run!r} on {ds.name}: "
+                              f"{why}; give them different configs or folder names, or drop one")
+        seen[run] = src.label
 
 
 __all__ = ["BenchProgress", "bench", "probe_file", "run_cell"]
