@@ -172,9 +172,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.dry_run:  # under torchrun, rank 0 alone prints the plan
         return _print_plan(cfg) if os.environ.get("RANK", "0") == "0" else 0
     world = _world(cfg.device)
-    if world.rank != 0:  # under torchrun: rank 0 draws and reports; the others work quietly
-        df = bench(cfg, strict=False, world=world)
-        return 1 if df.attrs.get("skipped") or df.empty else 0
+    if world.rank != 0:  # under torchrun: rank 0 draws, reports and gives the exit status; the others work quietly
+        bench(cfg, strict=False, world=world)
+        return 0  # a non-zero exit here would make torchrun stop rank 0 while it prints its report
     with _progress() as progress:  # a learner that fails is skipped, the rest completes, and the exit status says so
         df = bench(cfg, progress=_RichBenchProgress(progress), strict=False, world=world)
     if df.empty:

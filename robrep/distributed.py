@@ -13,9 +13,11 @@ records (a learner that failed). Files (checkpoints, probes, finished cells) go 
 output folder and the cache, which every rank must see: ``check_shared`` refuses to start
 otherwise.
 
-``ROBREP_DIST_TIMEOUT`` (seconds, default one week) bounds every wait: a rank waits at a
-barrier while another trains a learner, which may take hours. torchrun stops every rank when one
-dies, so a long timeout does not leave a job hanging under it.
+``ROBREP_DIST_TIMEOUT`` (seconds, default one day) bounds every wait: a rank waits at a
+barrier while another trains a learner, which may take hours. A rank that fails says so in the
+store (``fail``) and every waiting rank stops at once; torchrun stops the ranks of a node whose
+rank dies, and the other nodes' ranks stop when their waits time out (a node that is killed
+outright cannot say so).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 7 * 24 * 3600
+DEFAULT_TIMEOUT_S = 24 * 3600
 
 
 class DistributedError(RuntimeError):
@@ -200,6 +202,7 @@ class World:
             while not self.store.check([key]):
                 if closed() and self.store.add(self._key(f"queue/{queue}/size"), 0) <= i:
                     return
+                self._failed()
                 time.sleep(poll_s)
             yield json.loads(self.store.get(key))
 
@@ -214,6 +217,7 @@ class World:
             value = compute()
             self.store.set(key, json.dumps(value))
             return json.loads(json.dumps(value))
+        self._wait(key)
         return json.loads(self.store.get(key))
 
     def barrier(self, name: str) -> None:
@@ -223,7 +227,45 @@ class World:
         arrived = self.store.add(self._key(f"barrier/{name}"), 1)
         if arrived == self.size:
             self.store.set(self._key(f"barrier/{name}/open"), "1")
-        self.store.wait([self._key(f"barrier/{name}/open")])
+        self._wait(self._key(f"barrier/{name}/open"))
+
+    def fail(self, message: str) -> None:
+        """Tell every rank that this one failed, so none waits for it (torchrun stops the ranks of the failing
+        rank's node, but not other nodes')."""
+        key = self._key("failed")
+        if self.distributed and not self.store.check([key]):
+            self.store.set(key, f"rank {self.rank}: {message}")
+
+    def _failed(self) -> None:
+        key = self._key("failed")
+        if self.store.check([key]):
+            raise DistributedError(f"stopping: {self.store.get(key).decode()}")
+
+    def _wait(self, key: str, poll_s: float = 0.2) -> None:
+        """Wait for ``key`` to be set; stop if another rank failed, or after ROBREP_DIST_TIMEOUT."""
+        if not self.distributed:
+            self.store.wait([key])
+            return
+        deadline = time.monotonic() + _timeout().total_seconds()
+        while not self.store.check([key]):
+            self._failed()
+            if time.monotonic() > deadline:
+                raise DistributedError(f"rank {self.rank} waited ROBREP_DIST_TIMEOUT for {key!r}: another rank is "
+                                       "stuck or gone")
+            time.sleep(poll_s)
+
+    def agree(self, name: str, value: Any, what: str) -> None:
+        """Every rank must hold rank 0's ``value`` (JSON); otherwise every rank stops, saying which differ."""
+        if not self.distributed:
+            return
+        expected = self.decide(f"agree/{name}", lambda: value)
+        if json.loads(json.dumps(value)) != expected:
+            self.note(f"disagree/{name}", self.rank, {"value": value})
+        self.barrier(f"agree/{name}")
+        differ = [r for r in range(self.size) if self.noted(f"disagree/{name}", r)]
+        if differ:
+            raise DistributedError(f"ranks {differ} resolved other {what} than rank 0 (e.g. a checkpoint folder or "
+                                   f"plugin that only some machines have): rank 0 has {expected}")
 
     def note(self, kind: str, index: int, record: dict) -> None:
         """Share a small record about unit ``index`` (e.g. a learner that failed); the first one stays."""

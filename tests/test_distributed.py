@@ -272,7 +272,8 @@ def test_cells_of_a_ready_learner_run_while_another_rank_still_prepares(referenc
     assert len(vae) == 15 and min(started) < first_ready - 1, (sorted(started), first_ready)
 
 
-def _two_nodes(out: Path, caches: tuple[Path, Path], options: list[str]) -> list[subprocess.CompletedProcess]:
+def _two_nodes(out: Path, caches: tuple[Path, Path], options: list[str],
+               extra_env: tuple[dict, dict] = ({}, {})) -> list[subprocess.CompletedProcess]:
     """Two torchrun agents on this machine joined by c10d rendezvous, as two nodes of a cluster would be."""
     import socket
 
@@ -280,11 +281,12 @@ def _two_nodes(out: Path, caches: tuple[Path, Path], options: list[str]) -> list
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     procs = []
-    for node, cache in enumerate(caches):
+    for node, (cache, extra) in enumerate(zip(caches, extra_env)):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={node}",
                "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id=robrep-test-{port}",
                "-m", "robrep", "bench", *options, "--out", str(out)]
-        procs.append(subprocess.Popen(cmd, env=_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(subprocess.Popen(cmd, env=_env(cache, **extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
     results = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=600)
@@ -306,3 +308,19 @@ def test_a_node_that_does_not_see_the_cache_refuses_to_start_and_says_which(refe
     said = first.stdout + first.stderr + second.stdout + second.stderr
     assert "do not see what rank 0 wrote: rank 1 in cache" in said and "ROBREP_CACHE" in said, said[-3000:]
     assert not (tmp_path / "out" / "results.csv").exists()  # nothing was trained or attacked
+
+
+def test_nodes_that_resolve_other_learners_all_stop_before_any_work(reference, tmp_path):
+    """A plugin only one machine has: that node resolves two learners, the other one; both stop, saying so."""
+    _, cache = reference
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "only_here.py").write_text(
+        "from torch import nn\n\nclass Enc(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.lin = nn.Linear(784, 4)\n\n    def forward(self, x):\n        return self.lin(x.flatten(1))\n")
+    options = ["--learner", "vae", "--learner", "only_here:Enc", *OPTIONS[OPTIONS.index("--suite"):]]
+    first, second = _two_nodes(tmp_path / "out", (cache, cache), options,
+                               ({"PYTHONPATH": str(tmp_path / "site")}, {}))
+    said = first.stdout + first.stderr + second.stdout + second.stderr
+    assert first.returncode != 0 and second.returncode != 0, said[-3000:]
+    assert "resolved other learners and data sets than rank 0" in " ".join(said.split()), said[-3000:]
+    assert not (tmp_path / "out" / "results.csv").exists()

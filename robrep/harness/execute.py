@@ -348,6 +348,14 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
     check_out(out)
     world = world or World.current(cfg.device)
     world.begin()
+    try:
+        return _bench(cfg, out, world, progress, strict)
+    except BaseException as e:
+        world.fail(f"{type(e).__name__}: {e}")  # ranks waiting for this one stop now, on every node
+        raise
+
+
+def _bench(cfg: BenchConfig, out: Path, world: World, progress, strict: bool) -> pd.DataFrame:
     skipped: list[dict] = []
 
     def skip(label: str, dataset: str, error: Exception) -> None:
@@ -368,12 +376,18 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
                 log.warning("preprocessing %r does not apply to %s: robrep learners take inputs in [0, 1]",
                             cfg.preprocessing, src.label)
     device = world.device(resolve_device(cfg.device))
+    if not world.is_writer:  # rank 0 loads first: it downloads, or decodes into the cache, once for all
+        world.barrier("data")
     datasets = [load_dataset(name, root=cfg.data_root, download=cfg.download) for name in cfg.datasets]
+    if world.is_writer:
+        world.barrier("data")
     for ds in datasets:
         _check_collisions(sources, ds, cfg)
     out.mkdir(parents=True, exist_ok=True)
     world.check_shared({"output folder": out, "cache": cache_dir()})
     jobs = make_jobs(cfg, sources, datasets)
+    world.agree("jobs", [[job.src.label, job.src.kind, job.ds.name, job.n_cells] for job in jobs],
+                "learners and data sets")
     progress = BenchProgress(progress if world.is_writer else None)
     run = _Run(cfg, device, out, progress, world, jobs, strict)
     store = ResultsStore(out) if world.is_writer else None
@@ -447,8 +461,8 @@ def _check_collisions(sources: list[EncoderSource], ds: Dataset, cfg: BenchConfi
             run, why = run_dir.name, "their configs resolve to the same thing, so their rows would be one"
         elif src.kind == "checkpoint":
             run, why = Path(src.path).name, "checkpoint folders of one name would share their probe files"
-        else:
-            continue
+        else:  # a module's run is named after its label
+            run, why = f"{src.label} (a module)", "the same module under one label would share its files"
         if run in seen:
             raise ConfigError(f"learners {seen[run]!r} and {src.label!r} are the same run {run!r} on {ds.name}: "
                               f"{why}; give them different configs or folder names, or drop one")
