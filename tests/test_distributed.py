@@ -324,3 +324,20 @@ def test_nodes_that_resolve_other_learners_all_stop_before_any_work(reference, t
     assert first.returncode != 0 and second.returncode != 0, said[-3000:]
     assert "resolved other learners and data sets than rank 0" in " ".join(said.split()), said[-3000:]
     assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_a_rank_that_fails_stops_the_ranks_waiting_for_it():
+    """Two ranks on one store: after rank 0 says it failed, rank 1's barrier, decision and queue waits raise at
+    once instead of waiting ROBREP_DIST_TIMEOUT."""
+    from robrep.distributed import DistributedError, _LocalStore
+
+    store = _LocalStore()
+    zero, one = World(0, 2, store=store), World(1, 2, store=store)
+    zero.begin(), one.begin()
+    zero.fail("OSError: disk full")
+    t0 = time.monotonic()
+    for wait in (lambda: one.barrier("x"), lambda: one.decide("y", dict),
+                 lambda: next(one.take("cells", closed=lambda: False))):
+        with pytest.raises(DistributedError, match="rank 0: OSError: disk full"):
+            wait()
+    assert time.monotonic() - t0 < 5
