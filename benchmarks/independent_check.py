@@ -21,7 +21,7 @@ import torchattacks
 import robrep
 from robrep.harness import test_indices
 from robrep.checkpoint import sha256_bytes
-from robrep.probes import ProbedEncoder, freeze, load_probe
+from robrep.probes import ProbedEncoder, freeze, load_probe, probe_file
 from robrep.results import read_results
 
 
@@ -35,14 +35,14 @@ def main() -> int:
     df = df[(df["suite"] == "native") & (df["norm"] == "linf")]
     worst = 0.0
     print(f"{'run':40s} {'task':8s} {'radius':>6s} {'robrep':>7s} {'torchattacks':>12s}")
-    for (run, dataset, task), rows in df.groupby(["run", "dataset", "task"]):
+    for (run, dataset, task, fraction), rows in df.groupby(["run", "dataset", "task", "label_fraction"]):
         first = rows.iloc[0]
         if not isinstance(first["checkpoint"], str) or not first["checkpoint"]:
             # an encoder robrep did not train (a module, module:attr, plugin) has no checkpoint to reload
             print(f"{run:40s} {task:8s} skipped: no checkpoint ({first.get('source', '')})")
             continue
         learner = freeze(robrep.load(first["checkpoint"]))
-        probe_path = args.results / "probes" / run / f"{dataset}-{task}.safetensors"
+        probe_path = probe_file(args.results, run, dataset, task, float(fraction))
         if sha256_bytes(probe_path.read_bytes()) != first["probe_sha256"]:
             raise SystemExit(f"{probe_path} does not match the probe_sha256 of its rows")
         model = ProbedEncoder(learner, load_probe(probe_path.read_bytes()))

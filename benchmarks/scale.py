@@ -188,9 +188,7 @@ def projected(gpu_tflops: float) -> None:
         cells_cpu.append(cpu)
         cells_gpu.append(gpu)
     n_cells = len(cfg["learners"]) * N_TASKS * len(attacks)
-    plan_gpu = [g for _ in cfg["learners"] for _ in range(N_TASKS) for g in cells_gpu]  # plan order
     total_cpu = sum(cells_cpu) * len(cfg["learners"]) * N_TASKS
-    total_gpu = sum(plan_gpu)
     train_cpu = sum(c for c, _ in train_s.values())
     train_gpu = [g for _, g in train_s.values()]
     print(f"\n   {n_cells} attack cells ({len(cfg['learners'])} learners x {N_TASKS} tasks x {len(attacks)} attacks), "
@@ -200,9 +198,10 @@ def projected(gpu_tflops: float) -> None:
           f"{(train_cpu + total_cpu) / 3600:>11.1f}h")
     jobs = [(train_gpu[k], [g for _ in range(N_TASKS) for g in cells_gpu]) for k in range(len(cfg["learners"]))]
     print(f"   {'':<28}{'wall':>12}   (learners train on one rank each; cells start as soon as theirs is ready)")
-    for gpus in (1, 8):
-        print(f"   {f'{gpus} GPU(s) (assumed rate)':<28}{_schedule(jobs, gpus) / 3600:>11.2f}h")
-    print(f"   8 GPUs are {_schedule(jobs, 1) / _schedule(jobs, 8):.2f}x faster than 1; the slowest learner's training "
+    wall = {gpus: _schedule(jobs, gpus) for gpus in (1, 8)}
+    for gpus, seconds in wall.items():
+        print(f"   {f'{gpus} GPU(s) (assumed rate)':<28}{seconds / 3600:>11.2f}h")
+    print(f"   8 GPUs are {wall[1] / wall[8]:.2f}x faster than 1; the slowest learner's training "
           f"({max(train_gpu) / 3600:.2f} h) stays on one rank: `torchrun ... -m robrep train` trains it on every GPU "
           "with DDP")
 

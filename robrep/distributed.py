@@ -259,13 +259,18 @@ class World:
         if not self.distributed:
             return
         expected = self.decide(f"agree/{name}", lambda: value)
-        if json.loads(json.dumps(value)) != expected:
-            self.note(f"disagree/{name}", self.rank, {"value": value})
-        self.barrier(f"agree/{name}")
-        differ = [r for r in range(self.size) if self.noted(f"disagree/{name}", r)]
+        differ = sorted(self._problems(f"agree/{name}", json.loads(json.dumps(value)) != expected))
         if differ:
             raise DistributedError(f"ranks {differ} resolved other {what} than rank 0 (e.g. a checkpoint folder or "
                                    f"plugin that only some machines have): rank 0 has {expected}")
+
+    def _problems(self, name: str, problem) -> dict[int, Any]:
+        """Every rank says what is wrong here (a falsy ``problem``: nothing) and waits for the others; every rank
+        gets the same {rank: problem}, so all stop together and none waits for a rank that stopped."""
+        if problem:
+            self.note(f"problem/{name}", self.rank, {"problem": problem})
+        self.barrier(f"problem/{name}")
+        return {r: note["problem"] for r in range(self.size) if (note := self.noted(f"problem/{name}", r))}
 
     def note(self, kind: str, index: int, record: dict) -> None:
         """Share a small record about unit ``index`` (e.g. a learner that failed); the first one stays."""
@@ -291,13 +296,10 @@ class World:
                 time.sleep(0.5)
             if not path.is_file():
                 missing.append(f"{what} {folders[what]}")
-        if missing:
-            self.note("unshared", self.rank, {"missing": missing})
-        self.barrier("shared")
+        unshared = self._problems("shared", missing)
         if self.is_writer:
             for what, token in tokens.items():
                 (Path(folders[what]) / f".robrep-shared-{token}").unlink(missing_ok=True)
-        unshared = {r: note["missing"] for r in range(self.size) if (note := self.noted("unshared", r))}
         if unshared:  # every rank stops, so none waits for the others
             said = "; ".join(f"rank {r} in {', '.join(m)}" for r, m in sorted(unshared.items()))
             raise DistributedError(f"some ranks do not see what rank 0 wrote: {said}. Every rank must share the "

@@ -81,6 +81,12 @@ PROBE_FACTS = ("encoder_sha256", "dataset", "task", "label_fraction", "seed", "p
 ASKED = PROBE_FACTS[:5]  # what a probe must have been fitted for to be reused
 
 
+def probe_file(out, run: str, dataset: str, task: str, label_fraction: float) -> Path:
+    """Where a bench saves the probe of a run's task in its output folder ``out`` (its record: ``record_path``)."""
+    suffix = "" if label_fraction == 1 else f"-labels{label_fraction:g}"
+    return Path(out) / "probes" / run / f"{dataset}-{task}{suffix}.safetensors"
+
+
 def record_path(path) -> Path:
     return Path(path).with_suffix(".json")
 

@@ -297,21 +297,18 @@ def _train_or_reuse(src: EncoderSource, ds, *, seed, device, arch, epochs, retra
     from robrep.train import train as train_learner
 
     overrides, config, run_dir = planned_run(src, ds, seed=seed, arch=arch, epochs=epochs)
-    if not train:  # another process trained it: it must be in the cache every process shares
-        try:
-            if cached_meta(run_dir, config) is not None:
-                return load_checkpoint(run_dir, map_location=device), run_dir
-        except CheckpointError as e:
-            raise CheckpointError(f"the checkpoint of {src.label} trained for this run is damaged: {e}") from e
-        raise CheckpointError(f"{src.label} was trained for this run, but its checkpoint {run_dir} is not in this "
-                              "process's cache: every process must share robrep's cache (ROBREP_CACHE)")
-    if not retrain:
+    if not retrain or not train:
         try:
             if cached_meta(run_dir, config) is not None:
                 log.info("reusing checkpoint %s", run_dir)
                 return load_checkpoint(run_dir, map_location=device), run_dir
         except CheckpointError as e:
+            if not train:
+                raise CheckpointError(f"the checkpoint of {src.label} trained for this run is damaged: {e}") from e
             log.warning("cached checkpoint %s cannot be used (%s); training %s again", run_dir, e, src.label)
+    if not train:  # another process trained it: it must be in the cache every process shares
+        raise CheckpointError(f"{src.label} was trained for this run, but its checkpoint {run_dir} is not in this "
+                              "process's cache: every process must share robrep's cache (ROBREP_CACHE)")
     steps_total = config["epochs"] * -(-len(ds.train) // config["batch_size"]) if "epochs" in config else None
     if progress is not None:
         progress.phase(f"train {src.label} on {ds.name}", steps_total)

@@ -44,7 +44,7 @@ from robrep.harness.plan import Job, make_jobs, needs_training, probe_indices
 from robrep.harness.store import ResultsStore, post
 from robrep.plots import attack_grid, plot_robustness
 from robrep.probes import (
-    ProbedEncoder, features, read_probe, record_path, save_probe, train_probe, write_probe_record,
+    ProbedEncoder, features, probe_file, read_probe, record_path, save_probe, train_probe, write_probe_record,
 )
 from robrep.registry import UnknownNameError
 from robrep.results import (
@@ -65,7 +65,7 @@ class BenchProgress:
         self._hooks = hooks
 
     def __getattr__(self, name):
-        if name.startswith("_") or name not in ("cells", "phase", "advance", "completed"):
+        if name not in ("cells", "phase", "advance", "completed"):
             raise AttributeError(name)
         return getattr(self._hooks, name, None) or (lambda *a, **k: None)
 
@@ -95,12 +95,6 @@ def _stage(src: EncoderSource, dataset: str, what: str):
         raise
     except Exception as e:
         raise LearnerError(src.label, f"failed {what} on {dataset}: {type(e).__name__}: {e}", src.source, what) from e
-
-
-def probe_file(out: Path, run: str, dataset: str, task: str, label_fraction: float) -> Path:
-    """Where the probe of a run's task is saved (its record is next to it, ``probes.record_path``)."""
-    suffix = "" if label_fraction == 1 else f"-labels{label_fraction:g}"
-    return out / "probes" / run / f"{dataset}-{task}{suffix}.safetensors"
 
 
 def adopt_old_probes(out: Path, df: pd.DataFrame) -> int:
@@ -209,10 +203,10 @@ class _Run:
                     if not all(torch.isfinite(p).all() for p in probe.parameters()):
                         raise ContractError("the probe's weights are not finite (features too large or degenerate)")
                 accuracy = (probe(train_feats[seen]).argmax(1) == y_train[seen]).float().mean().item()
-                sha = save_probe(probe, path)
-                write_probe_record(path, {**self.asked(got, ds, task.name), "probe_sha256": sha,
-                                          "n_probe_labels": len(seen), "probe_train_accuracy": accuracy})
-                saved = read_probe(path, self.asked(got, ds, task.name))
+                facts = {**self.asked(got, ds, task.name), "probe_sha256": save_probe(probe, path),
+                         "n_probe_labels": len(seen), "probe_train_accuracy": accuracy}
+                write_probe_record(path, facts)
+                saved = (probe, facts)
             if cfg.images is not None:
                 probe = saved[0].to(self.device)
                 model = ProbedEncoder(got.encoder, probe)
@@ -469,4 +463,4 @@ def _check_collisions(sources: list[EncoderSource], ds: Dataset, cfg: BenchConfi
         seen[run] = src.label
 
 
-__all__ = ["BenchProgress", "bench", "probe_file", "run_cell"]
+__all__ = ["BenchProgress", "bench", "run_cell"]

@@ -121,9 +121,9 @@ def plan(cfg: BenchConfig) -> pd.DataFrame:
         store.close()
     else:  # a folder from before the store: read its CSV, change nothing
         stored = read_results(out / "results.csv")
-    posted = posted_rows(out)  # finished cells a killed run posted: the next run collects them
-    done = done_cells(pd.concat([d for d in (stored, posted) if d is not None and not d.empty]) if
-                      not posted.empty else stored)
+    done = done_cells(stored)
+    for key, radii in done_cells(posted_rows(out)).items():  # cells a killed run posted: the next run collects them
+        done.setdefault(key, set()).update(radii)
     datasets = [load_dataset(name, root=cfg.data_root, download=cfg.download) for name in cfg.datasets]
     for job in make_jobs(cfg, sources, datasets):
         src, ds = job.src, job.ds
