@@ -61,3 +61,23 @@ def code_identity(obj: Any, package: str = "") -> dict[str, str]:
 
     module = getattr(obj, "__module__", "")
     return {"robrep": __version__, "package": package or distribution_of(module), "source_sha256": source_digest(obj)}
+
+
+def machine(device: str = "cpu") -> str:
+    """What computed a row: the accelerator's name, or the CPU model and core count, and the OS."""
+    import os
+    import platform
+
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        what = torch.cuda.get_device_name(torch.device(device))
+    else:
+        what = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as fh:
+                what = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        what = f"{what} x{os.cpu_count()}"
+    return f"{what}; {platform.system()} {platform.machine()}"

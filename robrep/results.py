@@ -32,10 +32,10 @@ log = logging.getLogger(__name__)
 KEY = ("encoder_sha256", "dataset", "task", "suite", "attack", "attack_config", "radius", "n_examples", "seed",
        "label_fraction")
 
-# The checks every attack row records (robrep.checks computes them).
-CHECK_COLUMNS = (
-    "check_radius0", "check_monotone", "check_in_ball", "check_bounds", "check_recomputed", "check_valid_outputs",
-)
+# The checks every attack row records (robrep.checks computes them; True, False, or empty where one does not apply).
+CHECK_COLUMNS = ("check_noise_floor", "check_converged", "check_explored", "check_guards", "check_consistent")
+# The numbers they judge.
+EVIDENCE_COLUMNS = ("noise_accuracy", "late_share", "last_restart_share", "explored_share")
 
 # What was run, without the encoder's hash: matches a re-trained encoder's rows to the published ones.
 MATCH_RUN = ("run", *(k for k in KEY if k != "encoder_sha256"))
@@ -45,10 +45,9 @@ COLUMNS = (
     "suite", "attack", "attack_config", "norm", "steps", "restarts", "step_size", "radius", "n_examples",
     "label_fraction", "n_probe_labels",
     "nominal_accuracy", "adversarial_accuracy", "recomputed_accuracy", "n_attacked", "max_perturbation",
-    "check_radius0", "check_monotone", "check_in_ball", "check_bounds", "check_recomputed", "check_valid_outputs",
-    "n_rejected", "checks_passed", "warnings",
+    *EVIDENCE_COLUMNS, *CHECK_COLUMNS, "n_rejected", "checks_passed", "check_thresholds", "warnings", "verified",
     "seed", "encoder_sha256", "probe_sha256", "probe_train_accuracy", "robrep_version", "torch_version",
-    "device", "wall_seconds", "timestamp",
+    "device", "machine", "threads", "wall_seconds", "timestamp",
 )
 
 
@@ -105,15 +104,16 @@ def _timestamp(v: str) -> str:
 SCHEMA: dict[str, tuple[Callable[[str], Any], bool]] = {
     **{c: (_text, True) for c in ("learner", "run", "learner_config", "dataset", "task", "suite", "attack",
                                   "attack_config", "norm", "robrep_version", "torch_version", "device")},
-    **{c: (_text, False) for c in ("label", "checkpoint", "source", "arch", "step_size", "warnings")},
+    **{c: (_text, False) for c in ("label", "checkpoint", "source", "arch", "step_size", "warnings",
+                                   "check_thresholds", "verified", "machine")},
     **{c: (_int, True) for c in ("n_classes", "n_examples", "seed")},
-    **{c: (_int, False) for c in ("steps", "restarts", "n_probe_labels", "n_attacked", "n_rejected")},
+    **{c: (_int, False) for c in ("steps", "restarts", "n_probe_labels", "n_attacked", "n_rejected", "threads")},
     **{c: (_unit, True) for c in ("nominal_accuracy", "adversarial_accuracy")},
-    **{c: (_unit, False) for c in ("recomputed_accuracy", "probe_train_accuracy", "label_fraction")},
+    **{c: (_unit, False) for c in ("recomputed_accuracy", "probe_train_accuracy", "label_fraction",
+                                   *EVIDENCE_COLUMNS)},
     "radius": (_float, True), "max_perturbation": (_float, False), "wall_seconds": (_float, False),
     "checks_passed": (_bool, True),
-    **{c: (_bool, False) for c in ("check_radius0", "check_monotone", "check_in_ball", "check_bounds",
-                                   "check_recomputed", "check_valid_outputs")},
+    **{c: (_bool, False) for c in CHECK_COLUMNS},
     "encoder_sha256": (_sha256, True), "probe_sha256": (_sha256, True), "timestamp": (_timestamp, True),
 }
 
@@ -254,7 +254,7 @@ def row_key(row: dict[str, Any]) -> str:
 ENCODER_FIELDS = (
     "learner", "label", "run", "checkpoint", "source", "learner_config", "arch", "dataset", "task", "n_classes",
     "n_examples", "label_fraction", "n_probe_labels", "seed", "encoder_sha256", "probe_sha256",
-    "probe_train_accuracy", "robrep_version", "torch_version", "device",
+    "probe_train_accuracy", "robrep_version", "torch_version", "device", "machine", "threads",
 )
 
 
@@ -267,8 +267,10 @@ def encoder_row(*, learner: str, label: str, run: str, checkpoint: str, source: 
                 arch: str, dataset: str, task: str, n_classes: int, n_examples: int, label_fraction: float,
                 n_probe_labels: int, seed: int, encoder_sha256: str, probe_sha256: str,
                 probe_train_accuracy: float, device: str) -> dict[str, Any]:
-    """The fields every row of one encoder, task and probe shares (what was attacked, and its provenance)."""
+    """The fields every row of one encoder, task and probe shares (what was attacked, and its provenance, down
+    to the machine and the number of threads that computed it)."""
     import robrep
+    from robrep.provenance import machine
 
     return {
         "learner": learner, "label": label, "run": run, "checkpoint": checkpoint, "source": source,
@@ -277,6 +279,7 @@ def encoder_row(*, learner: str, label: str, run: str, checkpoint: str, source: 
         "n_probe_labels": n_probe_labels, "seed": seed, "encoder_sha256": encoder_sha256,
         "probe_sha256": probe_sha256, "probe_train_accuracy": probe_train_accuracy,
         "robrep_version": robrep.__version__, "torch_version": torch.__version__, "device": device,
+        "machine": machine(device), "threads": torch.get_num_threads(),
     }
 
 
@@ -315,8 +318,41 @@ def result_rows(res, checks: dict[float, dict[str, Any]]) -> list[dict[str, Any]
     """One partial row per radius of an ``AttackResult`` and its checks (no provenance: ``cell_rows`` adds it)."""
     nominal = res.clean_correct.float().mean().item()
     return [{"radius": r, "nominal_accuracy": nominal, "adversarial_accuracy": res.accuracy(r),
-             "n_attacked": res.attacked[r], **checks[r], "checks_passed": all(checks[r][k] for k in CHECK_COLUMNS),
-             "wall_seconds": res.wall_seconds} for r in res.radii]
+             "n_attacked": res.attacked[r], **checks[r], "checks_passed": passed(checks[r]),
+             "warnings": "; ".join(check_warnings(checks[r])), "wall_seconds": res.wall_seconds} for r in res.radii]
+
+
+def check_warnings(checks: dict[str, Any]) -> list[str]:
+    """What a row's failed checks mean, in words."""
+    out = []
+    if _is_false(checks.get("check_noise_floor")):
+        out.append(f"weaker than random noise in the ball (noise accuracy {checks['noise_accuracy']:.3f}): "
+                   "the attack is broken")
+    if _is_false(checks.get("check_converged")):
+        out.append(f"not converged: {checks['late_share']:.3f} of test points first broken in the last fifth "
+                   f"of the attack, {checks.get('last_restart_share') or 0:.3f} in its last restart; more steps or "
+                   "restarts would change the answer")
+    if _is_false(checks.get("check_explored")):
+        out.append(f"only {checks['explored_share']:.3f} of robust points were explored to half the radius: "
+                   "the attack barely moved")
+    if _is_false(checks.get("check_guards")):
+        out.append(f"{checks['n_rejected']} returned inputs rejected by the guards")
+    if _is_false(checks.get("check_consistent")):
+        out.append("re-computed decisions differ from the reported ones: the model is not deterministic")
+    return out
+
+
+def passed(row: dict) -> bool:
+    """A row's checks passed: none of ``CHECK_COLUMNS`` is False (None: the check does not apply)."""
+    return not any(_is_false(row.get(c)) for c in CHECK_COLUMNS)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _is_false(v: Any) -> bool:
+    return not _missing(v) and not bool(v)
 
 
 def cell_rows(cell: dict[str, Any], partial: list[dict[str, Any]], timestamp: str) -> pd.DataFrame:
@@ -362,14 +398,24 @@ def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, torch.Te
             "norm": first["norm"], "steps": None, "restarts": None, "step_size": None, "radius": r,
             "nominal_accuracy": first["nominal_accuracy"], "adversarial_accuracy": robust[i].float().mean().item(),
             "n_attacked": None, "wall_seconds": float(sum(v["wall_seconds"] for _, v in at_r)),
-            "warnings": "; ".join(consistency_warnings([(a, float(v["adversarial_accuracy"])) for a, v in at_r])),
+            "warnings": "; ".join(consistency_warnings([(a, float(v["adversarial_accuracy"])) for a, v in at_r])
+                                  + [f"{a.suite}/{a.name}: {v['warnings']}" for a, v in at_r
+                                     if isinstance(v.get("warnings"), str) and v["warnings"]]),
         }
-        for col in (*CHECK_COLUMNS, "checks_passed"):
-            row[col] = bool(all(bool(v[col]) for _, v in at_r))
+        # the worst case's evidence is its attacks' together: each check holds if it holds for every attack
+        for col in CHECK_COLUMNS:
+            applies = [bool(v[col]) for _, v in at_r if not _missing(v.get(col))]
+            row[col] = all(applies) if applies else None
+        for col, pick in (("late_share", max), ("last_restart_share", max), ("explored_share", min)):
+            known = [float(v[col]) for _, v in at_r if not _missing(v.get(col))]
+            row[col] = pick(known) if known else None
+        noise = [float(v["noise_accuracy"]) for _, v in at_r if not _missing(v.get("noise_accuracy"))]
+        row["noise_accuracy"] = min(noise) if noise else None
+        if noise:
+            row["check_noise_floor"] = row["adversarial_accuracy"] <= row["noise_accuracy"]
         row["n_rejected"] = int(sum(int(v["n_rejected"]) for _, v in at_r))
-        if i > 0:
-            prev = rows[-1]["adversarial_accuracy"]
-            row["check_monotone"] = row["check_monotone"] and row["adversarial_accuracy"] <= prev
+        row["check_thresholds"] = first.get("check_thresholds")
+        row["checks_passed"] = passed(row) and all(bool(v["checks_passed"]) for _, v in at_r)
         rows.append(row)
     return rows
 

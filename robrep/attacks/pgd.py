@@ -1,8 +1,8 @@
 """robrep's own projected gradient descent (Madry et al. 2018), L-inf and L2.
 
 Untargeted, random restarts, step size ``rel_stepsize * eps / steps``. A point is broken
-as soon as any iterate of any restart changes the decision; broken points leave the
-batch at once, and later restarts attack only the points still robust.
+as soon as any admissible iterate of any restart changes the decision; broken points leave
+the batch at once, and later restarts attack only the points still robust.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robrep.attacks.base import Attack, Progress
+from robrep.attacks.base import Attack, Progress, uniform_in_ball
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:
@@ -45,13 +45,7 @@ class PGD(Attack):
 
     # -- the three norm-specific pieces (as in foolbox) ----------------------
     def _random_start(self, x, eps, gen):
-        if self.norm == "linf":
-            delta = torch.empty(x.shape).uniform_(-eps, eps, generator=gen)
-        else:  # uniform direction, radius eps * U^(1/D): uniform in the L2 ball
-            delta = torch.randn(x.shape, generator=gen)
-            r = torch.rand(x.shape[0], generator=gen) ** (1.0 / x[0].numel())
-            delta = delta / _flat_norm(delta) * (eps * r).view(-1, *[1] * (x.dim() - 1))
-        return (x + delta.to(x.device, x.dtype)).clamp(0, 1)
+        return uniform_in_ball(x, eps, self.norm, gen)
 
     def _step(self, grad, alpha):
         return alpha * (grad.sign() if self.norm == "linf" else grad / _flat_norm(grad))
@@ -73,8 +67,9 @@ class PGD(Attack):
     def perturb(self, model: nn.Module, x, y, eps, generator, progress: Progress | None = None):
         alpha = self.rel_stepsize * eps / self.steps
         broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        restart = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
         x_adv = x.clone()
-        for _ in range(self.restarts):
+        for k in range(self.restarts):
             idx = (~broken if self.reuse else torch.ones_like(broken)).nonzero().squeeze(1)
             if len(idx) == 0:
                 if progress:
@@ -86,20 +81,25 @@ class PGD(Attack):
                 with torch.enable_grad():
                     xt.requires_grad_(True)
                     logits = model(xt)
-                    flipped = logits.argmax(1) != y0
+                    # any admissible iterate that changes the decision breaks the point (an inadmissible
+                    # one, e.g. a rounding error past the ball, is not counted and the point stays attacked)
+                    flipped = (logits.argmax(1) != y0) & self.admissible(x0, xt.detach(), eps)
                     keep = ~flipped if self.reuse else torch.ones_like(flipped)
                     grad = None
                     if t < self.steps and keep.any():
                         grad = torch.autograd.grad(self._loss(logits[keep], y0[keep]), xt)[0][keep]
                 xt = xt.detach()
-                if flipped.any():  # any iterate that changes the decision breaks the point
+                if flipped.any():
                     new = flipped & ~broken[idx]
                     broken[idx[new]] = True
+                    restart[idx[new]] = k
                     x_adv[idx[new]] = xt[new]
                     idx, x0, y0, xt = idx[keep], x0[keep], y0[keep], xt[keep]
                 if grad is None:
                     break
                 xt = self._project(xt + self._step(grad, alpha), x0, eps)
+            unbroken = ~broken[idx]
+            x_adv[idx[unbroken]] = xt[unbroken]  # the last iterate of the points this restart did not break
             if progress:
                 progress(1)
-        return broken, x_adv
+        return broken, x_adv, {"restart": restart, "restarts": self.restarts}

@@ -24,13 +24,16 @@ def native(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = 
 
 @SUITES.register("torchattacks")
 def torchattacks_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
-    """torchattacks: PGD with restarts, APGD-CE, untargeted FAB, Square, and AutoAttack
-    (standard for >= 4 classes, the binary-safe APGD-CE + FAB + Square for fewer)."""
+    """torchattacks: PGD with restarts, APGD-CE, untargeted FAB, Square, and AutoAttack at its published
+    budgets (standard for >= 4 classes, the binary-safe APGD-CE + FAB + Square for fewer; see
+    ``robrep.attacks.external.COMPOSITIONS``)."""
     _linf_only("torchattacks", norm)
     auto = (
-        TorchattacksAttack("AutoAttack", {"version": "standard", "n_classes": n_classes}, label="AutoAttack-standard")
+        TorchattacksAttack("AutoAttackStandard", {"n_classes": n_classes, "steps": 100, "n_queries": 5000},
+                           label="AutoAttack-standard(APGD-CE 100, APGD-T 100, FAB-T 100, Square 5000)")
         if n_classes >= 4 else
-        TorchattacksAttack("BinaryAutoAttack", {}, label="AutoAttack-binary(APGD-CE,FAB,Square)")
+        TorchattacksAttack("BinaryAutoAttack", {"steps": 100, "n_queries": 5000},
+                           label="AutoAttack-binary(APGD-CE 100, FAB 100, Square 5000)")
     )
     return [
         TorchattacksAttack("PGD", {"steps": steps, "rel_alpha": 2.5, "random_start": True}, restarts=restarts),
@@ -44,7 +47,7 @@ def torchattacks_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, 
 
 @SUITES.register("foolbox")
 def foolbox_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
-    """foolbox: LinfPGD (with re-seeded restarts), FGSM, L-inf DeepFool and L-inf basic iterative, all radii in one call."""
+    """foolbox: LinfPGD (with re-seeded restarts), FGSM, L-inf DeepFool and L-inf basic iterative."""
     _linf_only("foolbox", norm)
     return [
         FoolboxAttack("LinfPGD", {"steps": steps, "rel_stepsize": 2.5 / steps, "random_start": True}, restarts=restarts),

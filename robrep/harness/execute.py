@@ -82,7 +82,7 @@ def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Att
     per-example robust masks, (n_radii, N) bool in the order of ``sorted(radii)``.
     """
     res = attack.run(model, x, y, list(radii), seed=seed, progress=progress)
-    checks = check_result(model, x, y, res, attack.norm)
+    checks = check_result(model, x, y, res, attack.norm, seed)
     return result_rows(res, checks), torch.stack([res.robust[r] for r in res.radii]).cpu()
 
 

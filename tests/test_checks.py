@@ -1,0 +1,82 @@
+"""Each recorded check fails on an attack or a model broken on purpose, and holds on a sound one."""
+import torch
+from torch import nn
+
+from robrep.attacks import PGD, Attack
+from robrep.checks import LATE_MAX, check_result
+
+BIG = 0.3  # random noise in an L-inf ball this large misclassifies some digits of the undefended model
+
+
+class _Identity(Attack):
+    """Returns its inputs unchanged and claims nothing: an attack that silently does nothing."""
+
+    def perturb(self, model, x, y, eps, generator, progress=None):
+        return torch.zeros(len(x), dtype=torch.bool), x.clone()
+
+
+class _Helper(PGD):
+    """Walks the whole radius, but towards the true class (descends the loss, no random start)."""
+
+    def _loss(self, logits, y):
+        return -super()._loss(logits, y)
+
+    def _random_start(self, x, eps, gen):
+        return x.clone()
+
+
+def _checks(attack, model, x, y, radii):
+    res = attack.run(model, x, y, radii, seed=0)
+    return res, check_result(model, x, y, res, attack.norm, seed=0)
+
+
+def test_an_attack_that_does_nothing_fails_explored_and_the_noise_floor(undefended):
+    model, x, y = undefended
+    res, checks = _checks(_Identity(), model, x, y, [0.0, 0.1, BIG])
+    for r in (0.1, BIG):
+        assert checks[r]["explored_share"] == 0.0 and checks[r]["check_explored"] is False
+        assert checks[r]["check_guards"] and checks[r]["check_consistent"]  # the old checks all held
+    assert checks[BIG]["noise_accuracy"] < res.accuracy(BIG) and checks[BIG]["check_noise_floor"] is False
+    assert checks[0.0]["check_explored"] is None and checks[0.0]["check_noise_floor"]
+
+
+def test_an_attack_weaker_than_noise_fails_the_noise_floor_though_it_explores(undefended):
+    model, x, y = undefended
+    res, checks = _checks(_Helper(steps=10, restarts=1), model, x, y, [0.0, BIG])
+    assert checks[BIG]["check_explored"] is True  # it did walk the radius
+    assert res.accuracy(BIG) > checks[BIG]["noise_accuracy"] and checks[BIG]["check_noise_floor"] is False
+    _, sound = _checks(PGD(steps=20, restarts=2), model, x, y, [0.0, BIG])
+    assert sound[BIG]["check_noise_floor"] and sound[BIG]["check_explored"] is not False
+
+
+def test_an_attack_stopped_too_early_fails_convergence(undefended):
+    model, x, y = undefended
+    # a few small steps from no random start: points keep falling until the very last step
+    slow = PGD(steps=5, restarts=1, rel_stepsize=1.0)
+    slow._random_start = lambda x0, eps, gen: x0.clone()
+    _, checks = _checks(slow, model, x, y, [0.0, 0.05])
+    assert checks[0.05]["late_share"] > LATE_MAX and checks[0.05]["check_converged"] is False
+    # restarts that keep breaking points in the last one: more restarts would change the answer
+    _, few = _checks(PGD(steps=3, restarts=2, rel_stepsize=0.3), model, x, y, [0.0, 0.05])
+    assert few[0.05]["last_restart_share"] > LATE_MAX and few[0.05]["check_converged"] is False
+    _, enough = _checks(PGD(steps=50, restarts=3), model, x, y, [0.0, 0.1])
+    assert enough[0.1]["check_converged"], enough[0.1]
+
+
+class _Noisy(nn.Module):
+    """A model whose decisions change from call to call (dropout left on)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.drop = model, nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.model(self.drop.train()(x))
+
+
+def test_a_nondeterministic_model_fails_consistency(undefended):
+    model, x, y = undefended
+    noisy = _Noisy(model)
+    res = PGD(steps=5, restarts=1).run(noisy, x, y, [0.0, 0.05], seed=0)
+    checks = check_result(noisy, x, y, res, "linf", seed=0)
+    assert checks[0.05]["check_consistent"] is False or checks[0.0]["check_consistent"] is False
