@@ -148,8 +148,8 @@ def _print_results(df) -> None:
         console.print(f"[bold red]{len(failed)} row(s) failed a check[/bold red]: "
                       + ", ".join(sorted(set(failed["run"] + "/" + failed["task"] + "/" + failed["attack"]))))
     else:
-        console.print(f"all {len(df)} rows passed the checks (radius 0 = nominal, monotone, in ball, "
-                      "in [0,1] and finite, decision re-computed, library outputs valid)")
+        console.print(f"all {len(df)} rows passed the checks (noise floor, convergence, explored, guards, "
+                      "consistency)")
     if "warnings" in df:
         for _, row in df[df["warnings"].fillna("").astype(str) != ""].iterrows():
             console.print(f"[yellow]warning[/yellow] {row['run']} / {row['task']} / r={row['radius']:g}: {row['warnings']}")
@@ -235,6 +235,36 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from robrep.verify import verify
+
+    with _progress() as bar:
+        task = bar.add_task("verifying", total=None, parts="")
+
+        def progress(done, total, what):
+            bar.update(task, completed=done, total=total, parts=what)
+
+        verdicts = verify(args.results, steps=args.steps, restarts=args.restarts, tolerance=args.tolerance,
+                          device=args.device, data_root=args.data_root, progress=progress)
+    t = Table(title=f"robrep verify {args.results} (tolerance {args.tolerance:g})")
+    for col in ("encoder", "task", "attack", "radius", "published", "independent", "holds"):
+        t.add_column(col, overflow="fold", justify="right" if col in ("radius", "published", "independent") else "left")
+    for v in verdicts:
+        r = v.row
+        t.add_row(r.get("label") or r["run"], r["task"], r["attack"], f"{r['radius']:g}", f"{r['adversarial_accuracy']:.3f}",
+                  "" if v.verified_accuracy is None else f"{v.verified_accuracy:.3f}",
+                  {True: "yes", False: "[bold red]NO[/bold red]", None: f"not verifiable: {v.note}"}[v.holds])
+    console.print(t)
+    failed = [v for v in verdicts if v.holds is False]
+    checked = [v for v in verdicts if v.holds is not None]
+    if failed:
+        console.print(f"[bold red]{len(failed)} of {len(checked)} published number(s) do not hold[/bold red]")
+        return 1
+    console.print(f"all {len(checked)} verifiable number(s) hold"
+                  + (f"; {len(verdicts) - len(checked)} not verifiable" if len(checked) < len(verdicts) else ""))
+    return 0
+
+
 def _floats(text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
@@ -304,6 +334,17 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", type=Path, default=Path("leaderboard"), help="leaderboard folder (default leaderboard/)")
     lb.set_defaults(func=cmd_leaderboard)
 
+    v = sub.add_parser("verify", help="re-attack a run's stored encoders and probes with an independent attack; "
+                                      "exit 1 if a published number does not hold")
+    v.add_argument("results", type=Path, help="a bench output folder (or its results.csv)")
+    v.add_argument("--steps", type=int, default=None, help="PGD steps (default: the most the rows used, else 100)")
+    v.add_argument("--restarts", type=int, default=None, help="restarts (default: the most the rows used, else 10)")
+    v.add_argument("--tolerance", type=float, default=0.01,
+                   help="how far a published accuracy may exceed the independent one (default 0.01)")
+    v.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    v.add_argument("--data-root", type=Path, default=None, help="folder of a folder-backed data set (mnist, celeba)")
+    v.set_defaults(func=cmd_verify)
+
     t = sub.add_parser("train", help="train a representation learner without labels and save it")
     t.add_argument("--learner", default=DEFAULT_LEARNER, help=f"registered learner (default {DEFAULT_LEARNER}; see `robrep list`)")
     t.add_argument("--dataset", default="mnist5k", help="registered data set (default mnist5k, embedded)")
@@ -338,10 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     from robrep.distributed import World
     from robrep.leaderboard import LeaderboardError
     from robrep.registry import UnknownNameError
+    from robrep.verify import VerifyError
 
     try:
         return args.func(args)
-    except (DatasetError, CheckpointError, UnknownNameError, LeaderboardError, ValueError, RuntimeError) as e:
+    except (DatasetError, CheckpointError, UnknownNameError, LeaderboardError, VerifyError, ValueError,
+            RuntimeError) as e:
         rank = os.environ.get("RANK") if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else None
         console.print(f"[bold red]error{f' (rank {rank})' if rank else ''}:[/bold red] {e}")
         return 2

@@ -23,34 +23,58 @@ def features(encoder: nn.Module, images: torch.Tensor, batch_size: int = 1000, d
     return torch.cat(out)
 
 
+PROBE_BITS = 10  # a probe's weights are rounded to 2^-10 of the largest weight of their tensor
+
+
 def train_probe(
-    feats: torch.Tensor, labels: torch.Tensor, n_classes: int, *, weight_decay: float = 1e-4, max_iter: int = 500
+    feats: torch.Tensor, labels: torch.Tensor, n_classes: int, *, weight_decay: float = 1e-4, max_iter: int = 3000
 ) -> nn.Linear:
     """Multinomial logistic regression on fixed features (binary tasks as 2 classes), no adversarial training.
 
-    Full-batch L-BFGS on the mean cross-entropy plus a small L2 penalty on W, so the
-    result is deterministic and converged (the features of a few thousand points fit in memory).
+    Full-batch L-BFGS in float64 on standardised features (the mean cross-entropy plus a small L2 penalty on
+    the standardised weights and bias), converged tightly, mapped back to the raw features, then rounded (``round_probe``) and returned in float32. Features computed on another machine or with
+    another number of threads differ in their last float32 bits; the float64 fit moves far less than the
+    rounding grain, so the same probe comes back, byte for byte (tests/test_reproduce.py).
     """
-    feats, labels = feats.detach(), labels.to(feats.device)
+    device = feats.device
+    raw, labels = feats.detach().double(), labels.to(device)
     if labels.min() < 0 or labels.max() >= n_classes:
         raise ValueError(f"labels must lie in [0, {n_classes}), got [{labels.min()}, {labels.max()}]")
-    probe = nn.Linear(feats.shape[1], n_classes).to(feats.device)
+    # standardised features make the problem well conditioned, so the fit converges to the optimum itself
+    mean, scale = raw.mean(0), raw.std(0).clamp_min(1e-12)
+    feats = (raw - mean) / scale
+    probe = nn.Linear(feats.shape[1], n_classes).to(device=device, dtype=torch.float64)
     nn.init.zeros_(probe.weight)
     nn.init.zeros_(probe.bias)
-    opt = torch.optim.LBFGS(probe.parameters(), lr=1, max_iter=max_iter, tolerance_grad=1e-7,
-                            tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(probe.parameters(), lr=1, max_iter=max_iter, tolerance_grad=1e-12,
+                            tolerance_change=1e-16, history_size=50, line_search_fn="strong_wolfe")
 
-    def closure():
+    def closure():  # the bias is penalised too: softmax is shift invariant, so only then is the optimum unique
         opt.zero_grad()
-        loss = F.cross_entropy(probe(feats), labels) + 0.5 * weight_decay * probe.weight.pow(2).sum()
+        penalty = probe.weight.pow(2).sum() + probe.bias.pow(2).sum()
+        loss = F.cross_entropy(probe(feats), labels) + 0.5 * weight_decay * penalty
         loss.backward()
         return loss
 
     with torch.enable_grad():
         opt.step(closure)
+    with torch.no_grad():  # back to the raw features: W x + b with W = W_s / scale, b = b_s - W mean
+        probe.weight.div_(scale)
+        probe.bias.sub_(probe.weight @ mean)
+    return round_probe(probe).float().eval()
+
+
+@torch.no_grad()
+def round_probe(probe: nn.Linear, bits: int = PROBE_BITS) -> nn.Linear:
+    """Each parameter rounded to a power-of-two grain, 2^-bits of its largest magnitude (exact in float32);
+    frozen."""
     for p in probe.parameters():
+        top = p.abs().max().item()
+        if top > 0:
+            grain = 2.0 ** (torch.tensor(top).log2().floor().item() - bits)
+            p.copy_(torch.round(p / grain) * grain)
         p.requires_grad_(False)
-    return probe.eval()
+    return probe
 
 
 def save_probe(probe: nn.Linear, path) -> str:

@@ -1,0 +1,158 @@
+"""``robrep verify``: does a published number hold against an attack written independently of robrep's?
+
+For every claim in a run folder's results.csv (the worst case of each task and radius, or every row of a
+cell that has no worst case) it reloads the encoder (checkpoint integrity and SHA-256 checked) and the
+saved probe (SHA-256 compared with the row), takes the same test points, and attacks them with
+torchattacks' PGD (``PGD`` for L-inf, ``PGDL2`` for L2; random start, step 2.5 radius / steps, restarts as
+separately seeded calls on the points no earlier call broke; a point is robust only if every call's final
+input is classified correctly). The published number holds if it is at most the independent accuracy plus
+``tolerance``: a published accuracy higher than an independent attack finds is an attack that was too weak
+(or a number that was edited). Rows of encoders robrep cannot reload (a module given by name, a plugin
+without a checkpoint) are reported as not verifiable.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from robrep.results import ResultsError, read_results, row_key
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 0.01  # a published accuracy may exceed the independent one by this much (seed noise of two attacks)
+GROUP = ["run", "dataset", "task", "label_fraction", "n_examples", "seed", "norm", "encoder_sha256", "probe_sha256"]
+
+
+class VerifyError(ValueError):
+    """A run folder cannot be verified (no results, a probe that does not match its rows); says why."""
+
+
+@dataclass
+class Verdict:
+    key: str
+    row: dict
+    verified_accuracy: float | None
+    holds: bool | None  # None: not verifiable
+    note: str
+
+
+def claims(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows that claim a robustness number: each task's worst case, or every row of a cell without one."""
+    cell = [c for c in ("run", "dataset", "task", "label_fraction", "n_examples", "seed", "norm")]
+    has_worst = df[df["suite"] == "worst-case"][cell].drop_duplicates()
+    merged = df.merge(has_worst.assign(_worst=True), on=cell, how="left")
+    keep = (merged["suite"] == "worst-case") | merged["_worst"].isna()
+    return df[keep.to_numpy()]
+
+
+def _attack(model, x, y, eps, norm, steps, restarts, seed):
+    import torchattacks
+
+    robust = model.predict(x) == y
+    if eps == 0:
+        return robust
+    cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
+    for k in range(restarts):
+        idx = robust.nonzero().squeeze(1)
+        if not len(idx):
+            break
+        atk = cls(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
+        torch.manual_seed(seed * 7919 + k)  # torchattacks draws its random start from torch's global generator
+        with torch.enable_grad():
+            adv = atk(x[idx], y[idx])
+        robust[idx] &= model.predict(adv) == y[idx]
+    return robust
+
+
+def verify(out: str | Path, *, steps: int | None = None, restarts: int | None = None, tolerance: float = TOLERANCE,
+           device: str = "cpu", data_root: str | Path | None = None, progress=None) -> list[Verdict]:
+    """Verify the claims of run folder ``out`` (see the module docstring); returns one verdict per claim."""
+    import robrep
+    from robrep.checkpoint import sha256_bytes
+    from robrep.encoders import Encoder
+    from robrep.harness.plan import test_indices
+    from robrep.probes import ProbedEncoder, load_probe, probe_file
+
+    out = Path(out)
+    csv = out / "results.csv" if out.is_dir() else out
+    folder = csv.parent
+    try:
+        df = read_results(csv)
+    except ResultsError as e:
+        raise VerifyError(str(e)) from None
+    if df is None or df.empty:
+        raise VerifyError(f"{csv} holds no results to verify (run `robrep bench --out {folder}` first)")
+    todo = claims(df)
+    verdicts: list[Verdict] = []
+    data: dict[str, object] = {}
+    groups = list(todo.groupby(GROUP, dropna=False))
+    for n, (g, rows) in enumerate(groups):
+        first = rows.iloc[0]
+        if progress:
+            progress(n, len(groups), f"{first['run']} / {first['dataset']} / {first['task']}")
+        checkpoint = first.get("checkpoint")
+        if not isinstance(checkpoint, str) or not checkpoint:
+            verdicts += [Verdict(row_key(r), r, None, None, f"no checkpoint to reload ({r.get('source') or 'unknown'})")
+                         for r in rows.to_dict("records")]
+            continue
+        encoder = Encoder(robrep.load(checkpoint))
+        if encoder.sha256() != first["encoder_sha256"]:
+            raise VerifyError(f"the checkpoint {checkpoint} is not the encoder of its rows "
+                              f"(SHA-256 {encoder.sha256()[:12]}, rows {first['encoder_sha256'][:12]})")
+        path = probe_file(folder, first["run"], first["dataset"], first["task"], float(first["label_fraction"]))
+        if not path.is_file() or sha256_bytes(path.read_bytes()) != first["probe_sha256"]:
+            raise VerifyError(f"{path} is missing or does not match the probe_sha256 of its rows")
+        model = ProbedEncoder(encoder, load_probe(path.read_bytes())).to(device).eval()
+        if first["dataset"] not in data:
+            data[first["dataset"]] = robrep.load_dataset(first["dataset"], root=data_root)
+        ds = data[first["dataset"]]
+        idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
+        x, y = ds.test.batch(idx).to(device), ds.test.labels[first["task"]][idx].to(device)
+        cells = df[(df[GROUP[:-2]] == first[GROUP[:-2]]).all(axis=1)]
+        n_steps = steps or int(cells["steps"].dropna().max() if cells["steps"].notna().any() else 100)
+        n_restarts = restarts or int(cells["restarts"].dropna().max() if cells["restarts"].notna().any() else 10)
+        found: dict[float, float] = {}
+        for r in rows.to_dict("records"):
+            eps = float(r["radius"])
+            if eps not in found:
+                t0 = time.perf_counter()
+                found[eps] = _attack(model, x, y, eps, r["norm"], n_steps, n_restarts, int(r["seed"])).float().mean().item()
+                log.info("%s / %s / radius %g: independent %.3f (%.0f s)", r["run"], r["task"], eps, found[eps],
+                         time.perf_counter() - t0)
+            acc, published = found[eps], float(r["adversarial_accuracy"])
+            holds = published <= acc + tolerance
+            tool = f"torchattacks {'PGD' if r['norm'] == 'linf' else 'PGDL2'} {n_steps}x{n_restarts}"
+            note = (f"{'held' if holds else 'DID NOT HOLD'}: independent {tool} {acc:.3f}, published {published:.3f}, "
+                    f"tolerance {tolerance:g} (robrep verify, {time.strftime('%Y-%m-%d')})")
+            verdicts.append(Verdict(row_key(r), r, acc, holds, note))
+    if progress:
+        progress(len(groups), len(groups), "done")
+    _record(folder, csv, verdicts)
+    return verdicts
+
+
+def _record(folder: Path, csv: Path, verdicts: list[Verdict]) -> None:
+    """Write the verdicts into the run's ``verified`` column (store and CSV), if the CSV is the store's export;
+    a CSV that differs from its store (edited by hand?) is left as it is."""
+    from robrep.harness.store import ResultsStore
+
+    if not (folder / "results.sqlite").is_file() or csv != folder / "results.csv":
+        return
+    store = ResultsStore(folder)
+    try:
+        stored = {row_key(r): r for r in store.frame().to_dict("records")}
+        same = all(v.key in stored and abs(stored[v.key]["adversarial_accuracy"] - v.row["adversarial_accuracy"]) < 1e-9
+                   for v in verdicts)
+        if not same:
+            log.warning("%s differs from %s (edited by hand?): the verdicts are not recorded in it", csv,
+                        folder / "results.sqlite")
+            return
+        store.add(pd.DataFrame([{**stored[v.key], "verified": v.note} for v in verdicts if v.holds is not None]))
+        store.export()
+    finally:
+        store.close()

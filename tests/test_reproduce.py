@@ -1,0 +1,49 @@
+"""What moves between machines and thread counts, and what must not: the probe is fitted in float64 and
+rounded, so features that differ in their last float32 bits give the same probe, byte for byte."""
+import torch
+
+from robrep.checkpoint import sha256_bytes, state_bytes
+from robrep.probes import features, train_probe
+
+
+def _probe_sha(feats, labels):
+    return sha256_bytes(state_bytes(train_probe(feats, labels, 10)))
+
+
+def test_the_probe_is_the_same_with_one_thread_or_two_and_under_last_bit_noise(undefended, mnist5k):
+    model, _, _ = undefended
+    images, labels = mnist5k.train.images[:2000], mnist5k.train.labels["digit"][:2000]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = features(model.encoder, images)
+        sha_one = _probe_sha(one, labels)
+        torch.set_num_threads(2)
+        two = features(model.encoder, images, batch_size=333)  # another batching: other summation orders
+        sha_two = _probe_sha(two, labels)
+    finally:
+        torch.set_num_threads(threads)
+    assert sha_one == sha_two
+    # what another machine's float32 kernels do to features: relative changes of a few ulps
+    gen = torch.Generator().manual_seed(0)
+    jitter = one * (1 + 4e-7 * torch.randn(one.shape, generator=gen))
+    assert not torch.equal(jitter, one)
+    assert _probe_sha(jitter, labels) == sha_one
+
+
+def test_without_rounding_the_same_jitter_changes_the_probe(undefended, mnist5k):
+    """The check above can fail: the unrounded float64 fit does move under the jitter."""
+    model, _, _ = undefended
+    feats = features(model.encoder, mnist5k.train.images[:2000])
+    labels = mnist5k.train.labels["digit"][:2000]
+    gen = torch.Generator().manual_seed(0)
+    jitter = feats * (1 + 4e-7 * torch.randn(feats.shape, generator=gen))
+    from robrep import probes
+
+    real = probes.round_probe
+    try:
+        probes.round_probe = lambda p, bits=0: p.requires_grad_(False)
+        a, b = train_probe(feats, labels, 10), train_probe(jitter, labels, 10)
+    finally:
+        probes.round_probe = real
+    assert not torch.equal(a.weight, b.weight)
