@@ -5,7 +5,7 @@ rows, deduplicated on their key and sorted, numbers as numbers; ``<dataset>-<nor
 ``.png`` are generated from it, never edited by hand. The image grids a run wrote (``robrep
 bench --images``: clean and adversarial images and their reconstructions) are copied to
 ``images/``. A results file that lacks required columns, holds numbers that are not numbers
-in [0, 1], or has a row whose checks failed is refused whole.
+in [0, 1], or has a row that failed a blocking check (``BLOCKING``) is refused whole.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pandas as pd
 
 from robrep.checkpoint import atomic_write
 from robrep.plots import plot_robustness
-from robrep.results import KEY, ResultsError, merge, read_results, write_results
+from robrep.results import KEY, ResultsError, is_false, is_missing, merge, read_results, write_results
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,24 @@ class LeaderboardError(ValueError):
     """A results file cannot be published; the message says why."""
 
 
+# A row that fails one of these is evidence of a broken attack or model: never published. A row that only
+# failed convergence is published with its warning (and checks_passed False), so readers see it.
+BLOCKING = ("check_noise_floor", "check_explored", "check_guards", "check_consistent")
+
+
 def validate(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Rows as ``read_results`` gives them (each already checked against the row layout) that may be
-    published: every row passed its checks. Returns them without the machine-local columns."""
-    passed = df["checks_passed"].astype(bool)
-    if not passed.all():
-        bad = df[~passed]
+    published: no row failed a blocking check (rows from before those checks: every check passed).
+    Returns them without the machine-local columns."""
+    def refused(row: dict) -> bool:
+        if any(is_false(row.get(c)) for c in BLOCKING):
+            return True
+        old_layout = all(is_missing(row.get(c)) for c in BLOCKING)
+        return old_layout and not bool(row["checks_passed"])
+
+    bad_rows = pd.Series([refused(r) for r in df.to_dict("records")], index=df.index, dtype=bool)
+    if bad_rows.any():
+        bad = df[bad_rows]
         where = ", ".join(sorted(set(bad["run"].astype(str) + "/" + bad["task"].astype(str) + "/"
                                      + bad["attack"].astype(str))))
         raise LeaderboardError(f"{source} cannot be published: {len(bad)} row(s) failed their checks ({where})")

@@ -325,34 +325,34 @@ def result_rows(res, checks: dict[float, dict[str, Any]]) -> list[dict[str, Any]
 def check_warnings(checks: dict[str, Any]) -> list[str]:
     """What a row's failed checks mean, in words."""
     out = []
-    if _is_false(checks.get("check_noise_floor")):
+    if is_false(checks.get("check_noise_floor")):
         out.append(f"weaker than random noise in the ball (noise accuracy {checks['noise_accuracy']:.3f}): "
                    "the attack is broken")
-    if _is_false(checks.get("check_converged")):
+    if is_false(checks.get("check_converged")):
         out.append(f"not converged: {checks['late_share']:.3f} of test points first broken in the last fifth "
                    f"of the attack, {checks.get('last_restart_share') or 0:.3f} in its last restart; more steps or "
                    "restarts would change the answer")
-    if _is_false(checks.get("check_explored")):
+    if is_false(checks.get("check_explored")):
         out.append(f"only {checks['explored_share']:.3f} of robust points were explored to half the radius: "
                    "the attack barely moved")
-    if _is_false(checks.get("check_guards")):
+    if is_false(checks.get("check_guards")):
         out.append(f"{checks['n_rejected']} returned inputs rejected by the guards")
-    if _is_false(checks.get("check_consistent")):
+    if is_false(checks.get("check_consistent")):
         out.append("re-computed decisions differ from the reported ones: the model is not deterministic")
     return out
 
 
 def passed(row: dict) -> bool:
     """A row's checks passed: none of ``CHECK_COLUMNS`` is False (None: the check does not apply)."""
-    return not any(_is_false(row.get(c)) for c in CHECK_COLUMNS)
+    return not any(is_false(row.get(c)) for c in CHECK_COLUMNS)
 
 
-def _missing(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def _is_false(v: Any) -> bool:
-    return not _missing(v) and not bool(v)
+def is_false(v: Any) -> bool:
+    return not is_missing(v) and not bool(v)
 
 
 def cell_rows(cell: dict[str, Any], partial: list[dict[str, Any]], timestamp: str) -> pd.DataFrame:
@@ -404,12 +404,12 @@ def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, torch.Te
         }
         # the worst case's evidence is its attacks' together: each check holds if it holds for every attack
         for col in CHECK_COLUMNS:
-            applies = [bool(v[col]) for _, v in at_r if not _missing(v.get(col))]
+            applies = [bool(v[col]) for _, v in at_r if not is_missing(v.get(col))]
             row[col] = all(applies) if applies else None
         for col, pick in (("late_share", max), ("last_restart_share", max), ("explored_share", min)):
-            known = [float(v[col]) for _, v in at_r if not _missing(v.get(col))]
+            known = [float(v[col]) for _, v in at_r if not is_missing(v.get(col))]
             row[col] = pick(known) if known else None
-        noise = [float(v["noise_accuracy"]) for _, v in at_r if not _missing(v.get("noise_accuracy"))]
+        noise = [float(v["noise_accuracy"]) for _, v in at_r if not is_missing(v.get("noise_accuracy"))]
         row["noise_accuracy"] = min(noise) if noise else None
         if noise:
             row["check_noise_floor"] = row["adversarial_accuracy"] <= row["noise_accuracy"]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import robrep
-from fixtures import install, reload_all
+from fixtures import install, reload_all, sound
 from robrep.checkpoint import CheckpointError, sha256_bytes, state_bytes
 from robrep.cli import main
 from robrep.encoders import IMAGENET, ContractError, Encoder, LearnerError, Preprocessing
@@ -139,7 +139,7 @@ def test_every_form_reaches_the_same_frozen_encoder_path(plainenc, tmp_path):
     # one run each: the same encoder under two labels in one run is one set of rows (its key is the SHA-256)
     df = pd.concat([bench(out=str(tmp_path / str(i)), learners=[form], **SMALL) for i, form in enumerate(forms)])
     assert set(df["label"]) == {"Features", "plainenc:Features", "make_features", "plainenc:make_features"}
-    assert df["encoder_sha256"].nunique() == 1 and df["checks_passed"].all()
+    assert df["encoder_sha256"].nunique() == 1 and sound(df)
     by_form = df.pivot_table(index="radius", columns="label", values="adversarial_accuracy")
     assert (by_form.nunique(axis=1) == 1).all()
     assert by_form.loc[0.0].iloc[0] > 0.5 and by_form.loc[0.1].iloc[0] < by_form.loc[0.0].iloc[0]
@@ -156,7 +156,7 @@ def test_instances_pairs_feature_maps_and_tied_weights(plainenc, tmp_path):
     gauss, features = plainenc.Gaussian(), plainenc.Features()
     before = {k: v.clone() for k, v in features.state_dict().items()}
     df = bench(out=str(tmp_path), learners=[gauss, features, plainenc.Tied(), "plainenc:Shaped"], **SMALL)
-    assert set(df["label"]) == {"Gaussian", "Features", "Tied", "plainenc:Shaped"} and df["checks_passed"].all()
+    assert set(df["label"]) == {"Gaussian", "Features", "Tied", "plainenc:Shaped"} and sound(df)
     # the caller's object is untouched: still training mode, still trainable, same weights
     assert features.training and all(p.requires_grad for p in features.parameters())
     assert all(torch.equal(before[k], v) for k, v in features.state_dict().items())
@@ -177,7 +177,7 @@ def test_resnet18_by_module_attr_with_imagenet_preprocessing(tmp_path, capsys):
                  "--restarts", "1", "--n-examples", "30", "--out", str(out)]) == 0
     assert "torchvision.models:resnet18" in capsys.readouterr().out
     df = pd.read_csv(out / "results.csv")
-    assert len(df) == 2 and df["checks_passed"].all() and (df["max_perturbation"] <= 0.05 + 1e-6).all()
+    assert len(df) == 2 and sound(df) and (df["max_perturbation"] <= 0.05 + 1e-6).all()
     version = importlib.metadata.version("torchvision")
     assert df["source"].iloc[0] == f"torchvision.models:resnet18 (torchvision {version})"
     assert json.loads(df["learner_config"].iloc[0])["preprocessing"] == {k: list(v) for k, v in IMAGENET.items()}
@@ -253,7 +253,7 @@ BROKEN = {  # label -> what the error must say
 def test_non_strict_skips_what_fails_anywhere_on_its_path_and_the_rest_completes(plainenc, tmp_path):
     learners = [*BROKEN.keys() - {"3"}, 3, "plainenc:Features"]
     df = bench(out=str(tmp_path), learners=learners, strict=False, **SMALL)
-    assert set(df["label"]) == {"plainenc:Features"} and len(df) == 2 and df["checks_passed"].all()
+    assert set(df["label"]) == {"plainenc:Features"} and len(df) == 2 and sound(df)
     skipped = {s["learner"]: s["error"] for s in df.attrs["skipped"]}
     assert set(skipped) == set(BROKEN)
     for label, message in BROKEN.items():
@@ -279,7 +279,7 @@ def test_a_plain_module_plugin_is_listed_benchmarked_and_never_trained(site, tmp
     assert main(["bench", "--learner", "gauss", "--learner", "built", "--radii", "0,0.1", "--steps", "2",
                  "--restarts", "1", "--n-examples", "30", "--out", str(tmp_path / "b")]) == 0
     df = pd.read_csv(tmp_path / "b" / "results.csv")
-    assert set(df["learner"]) == {"gauss", "built"} and df["checks_passed"].all()
+    assert set(df["learner"]) == {"gauss", "built"} and sound(df)
     source = df[df["learner"] == "gauss"]["source"].iloc[0]
     assert source == "entry point robrep.encoders:gauss = plainenc:Gaussian (plainplug 0.1.0)"
     assert main(["train", "--learner", "gauss"]) == 2

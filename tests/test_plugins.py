@@ -14,7 +14,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from fixtures import install, reload_all
+from fixtures import install, reload_all, sound
 
 import robrep
 from robrep.cli import main
@@ -41,7 +41,7 @@ def test_the_example_pca_plugin_is_listed_and_benchmarked_like_a_built_in(pca, t
     assert main(["list"]) == 0
     assert f"robrep-pca {PCA_VERSION}" in capsys.readouterr().out
     df = bench(out=str(tmp_path / "b"), learners=("pca", "vae"), **SMALL)
-    assert set(df["learner"]) == {"pca", "vae"} and df["checks_passed"].all()
+    assert set(df["learner"]) == {"pca", "vae"} and sound(df)
     pca_rows = df[df["learner"] == "pca"].set_index("radius")
     assert pca_rows.loc[0.0, "nominal_accuracy"] > 0.6  # 32 principal directions of the digits, linear probe
     assert pca_rows.loc[0.1, "adversarial_accuracy"] < pca_rows.loc[0.0, "adversarial_accuracy"]
@@ -145,9 +145,11 @@ def test_dataset_and_attack_plugins(site, tmp_path):
         [robrep.attacks]
         fgsm-native = dataplug:fgsm
         returns-nothing = dataplug:nothing
+        identity = dataplug:identity
     """, {"dataplug": """
+        import torch
         import robrep
-        from robrep.attacks import PGD
+        from robrep.attacks import PGD, Attack
 
         def tiny(root=None, download=False):
             '''The first 500 training and 100 test digits of mnist5k.'''
@@ -160,13 +162,27 @@ def test_dataset_and_attack_plugins(site, tmp_path):
 
         def nothing(n_classes, *, steps, restarts, norm):
             return None
+
+        class Identity(Attack):
+            name = "identity"
+
+            def perturb(self, model, x, y, eps, generator, progress=None):
+                return torch.zeros(len(x), dtype=torch.bool), x.clone()
+
+        def identity(n_classes, *, steps, restarts, norm):
+            '''Returns its inputs unchanged: an attack that silently does nothing.'''
+            return Identity()
     """})
     reload_all()
     assert DATASETS.origin("tiny-digits") == "dataplug 0.1.0" and "fgsm-native" in ATTACKS.list()
     df = bench(out=str(tmp_path / "b"), learners=("vae",), datasets=("tiny-digits",), suites=("native", "plugins"),
                **SMALL)
     assert set(df["suite"]) == {"native", "plugins", "worst-case"} and (df["n_examples"] == 50).all()
-    assert df["checks_passed"].all()
+    # the attack that does nothing: its rows (and the worst case that includes it) fail the explored check
+    nothing = df[(df["attack"] == "identity") & (df["radius"] > 0)]
+    assert len(nothing) and (nothing["check_explored"] == False).all() and not nothing["checks_passed"].any()  # noqa: E712
+    assert nothing["warnings"].str.contains("barely moved").all()
+    assert sound(df[df["attack"] == "pgd"])
     assert any(f.name == "returns-nothing" and "not a robrep.attacks.Attack" in f.error for f in failures())
 
 
