@@ -143,10 +143,14 @@ def _print_results(df) -> None:
             style = "bold" if suite == "worst-case" else None
             t.add_row(*name, suite, attack, *("" if v != v else f"{v:.3f}" for v in vals), style=style)
         console.print(t)
+    from robrep.results import CHECK_COLUMNS, is_false
+
     failed = df[~df["checks_passed"].astype(bool)]
     if len(failed):
-        console.print(f"[bold red]{len(failed)} row(s) failed a check[/bold red]: "
-                      + ", ".join(sorted(set(failed["run"] + "/" + failed["task"] + "/" + failed["attack"]))))
+        which = {c.removeprefix("check_"): int(sum(is_false(v) for v in failed[c])) for c in CHECK_COLUMNS if c in failed}
+        console.print(f"[bold red]{len(failed)} row(s) failed a check[/bold red] ("
+                      + ", ".join(f"{name}: {n}" for name, n in which.items() if n) + "): "
+                      + ", ".join(sorted(set(failed["label"] + "/" + failed["task"] + "/" + failed["attack"]))))
     else:
         console.print(f"all {len(df)} rows passed the checks (noise floor, convergence, explored, guards, "
                       "consistency)")
@@ -229,7 +233,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from robrep.leaderboard import publish, read_boards
 
     if args.results:
-        for path in publish(args.results, out=args.out):
+        for path in publish(args.results, out=args.out, replace=args.replace):
             console.print(f"updated [bold]{path}[/bold] and {path.with_suffix('.md')}")
     _print_results(read_boards(args.out))
     return 0
@@ -332,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="merge results CSVs into the published leaderboard and show it")
     lb.add_argument("results", nargs="*", type=Path, help="results.csv files or bench output folders (none: just show)")
     lb.add_argument("--out", type=Path, default=Path("leaderboard"), help="leaderboard folder (default leaderboard/)")
+    lb.add_argument("--replace", action="store_true",
+                    help="drop the board's rows of the runs being published (same run, data set, task, test points, "
+                         "seed, label fraction) before merging: a republished run replaces its old rows")
     lb.set_defaults(func=cmd_leaderboard)
 
     v = sub.add_parser("verify", help="re-attack a run's stored encoders and probes with an independent attack; "

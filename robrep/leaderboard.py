@@ -75,8 +75,16 @@ def board_path(out: Path, dataset: str, norm: str) -> Path:
     return Path(out) / f"{dataset}-{norm}.csv"
 
 
-def publish(results: list[str | Path], out: str | Path = "leaderboard") -> list[Path]:
+# A run's rows on one set of test points and probe labels: what ``publish(replace=True)`` replaces whole.
+RUN_GROUP = ["run", "dataset", "task", "n_examples", "seed", "label_fraction"]
+
+
+def publish(results: list[str | Path], out: str | Path = "leaderboard", replace: bool = False) -> list[Path]:
     """Merge results CSVs (files, or run folders holding results.csv) into ``out``; returns the boards written.
+
+    With ``replace``, the board's rows of every run group (``RUN_GROUP``) the new rows have are dropped first,
+    so a run republished under a new protocol or on another machine (other encoder SHA-256s) replaces its
+    old rows instead of standing beside them.
 
     A run folder's image grids (``<run>/images/*.png``) are copied to ``<out>/images/``."""
     frames, grids = [], []
@@ -100,6 +108,11 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard") -> list[
     for (dataset, norm), new in pd.concat(frames, ignore_index=True).groupby(["dataset", "norm"]):
         path = board_path(Path(out), dataset, norm)
         old = read_results(path)
+        if replace and old is not None and not old.empty:
+            groups = set(new[RUN_GROUP].astype(str).itertuples(index=False, name=None))
+            mine = [g in groups for g in old[RUN_GROUP].astype(str).itertuples(index=False, name=None)]
+            log.info("%s: %d row(s) of the republished runs replaced", path, sum(mine))
+            old = old[[not m for m in mine]]
         board = drop_superseded(merge(old, new))
         board = board.drop(columns=[c for c in LOCAL_ONLY if c in board.columns])
         markdown = render_markdown(board, f"{dataset}, {norm} threat model")  # before anything is written

