@@ -244,7 +244,7 @@ def test_a_ddp_step_is_the_single_process_step(tmp_path):
 
 
 def test_cells_of_a_ready_learner_run_while_another_rank_still_prepares(reference, tmp_path):
-    """A job's cells are queued the moment it is prepared: with a learner that takes 6 s to build, the other rank
+    """A job's cells are queued the moment it is prepared: with a learner that takes 12 s to build, the other rank
     attacks the VAE's cells meanwhile instead of waiting for every job to be prepared."""
     from datetime import datetime
 
@@ -254,7 +254,7 @@ def test_cells_of_a_ready_learner_run_while_another_rank_still_prepares(referenc
     (tmp_path / "site" / "slow_enc.py").write_text(
         "import time\nfrom pathlib import Path\nfrom torch import nn\n\n"
         "class Slow(nn.Module):\n"
-        "    def __init__(self):\n        super().__init__()\n        time.sleep(6)\n"
+        "    def __init__(self):\n        super().__init__()\n        time.sleep(12)\n"
         "        self.lin = nn.Linear(784, 8)\n"
         f"        with open({str(ready)!r}, 'a') as f:\n            f.write(f'{{time.time()}}\\n')\n\n"
         "    def forward(self, x):\n        return self.lin(x.flatten(1))\n")
