@@ -31,8 +31,8 @@ def train_probe(
 ) -> nn.Linear:
     """Multinomial logistic regression on fixed features (binary tasks as 2 classes), no adversarial training.
 
-    Full-batch L-BFGS in float64 on standardised features (the mean cross-entropy plus a small L2 penalty on
-    the standardised weights and bias), converged tightly, mapped back to the raw features, then rounded (``round_probe``) and returned in float32. Features computed on another machine or with
+    The mean cross-entropy plus a small L2 penalty on W and b, minimised by full-batch L-BFGS in float64 (on
+    standardised features, for conditioning; the objective is the raw one), converged tightly, then rounded (``round_probe``) and returned in float32. Features computed on another machine or with
     another number of threads differ in their last float32 bits; the float64 fit moves far less than the
     rounding grain, so the same probe comes back, byte for byte (tests/test_reproduce.py).
     """
@@ -40,7 +40,9 @@ def train_probe(
     raw, labels = feats.detach().double(), labels.to(device)
     if labels.min() < 0 or labels.max() >= n_classes:
         raise ValueError(f"labels must lie in [0, {n_classes}), got [{labels.min()}, {labels.max()}]")
-    # standardised features make the problem well conditioned, so the fit converges to the optimum itself
+    # optimised on standardised features (better conditioned), but the penalty is on the raw weights and bias:
+    # the objective is the raw one (a penalty on the standardised weights would be far weaker on a representation
+    # of small variance, and the probe far less smooth)
     mean, scale = raw.mean(0), raw.std(0).clamp_min(1e-12)
     feats = (raw - mean) / scale
     probe = nn.Linear(feats.shape[1], n_classes).to(device=device, dtype=torch.float64)
@@ -49,18 +51,24 @@ def train_probe(
     opt = torch.optim.LBFGS(probe.parameters(), lr=1, max_iter=max_iter, tolerance_grad=1e-12,
                             tolerance_change=1e-16, history_size=50, line_search_fn="strong_wolfe")
 
+    def raw_params():  # W x + b on the raw features: W = W_s / scale, b = b_s - W mean
+        weight = probe.weight / scale
+        return weight, probe.bias - weight @ mean
+
     def closure():  # the bias is penalised too: softmax is shift invariant, so only then is the optimum unique
         opt.zero_grad()
-        penalty = probe.weight.pow(2).sum() + probe.bias.pow(2).sum()
+        weight, bias = raw_params()
+        penalty = weight.pow(2).sum() + bias.pow(2).sum()
         loss = F.cross_entropy(probe(feats), labels) + 0.5 * weight_decay * penalty
         loss.backward()
         return loss
 
     with torch.enable_grad():
         opt.step(closure)
-    with torch.no_grad():  # back to the raw features: W x + b with W = W_s / scale, b = b_s - W mean
-        probe.weight.div_(scale)
-        probe.bias.sub_(probe.weight @ mean)
+    with torch.no_grad():
+        weight, bias = raw_params()
+        probe.weight.copy_(weight)
+        probe.bias.copy_(bias)
     return round_probe(probe).float().eval()
 
 

@@ -47,3 +47,34 @@ def test_without_rounding_the_same_jitter_changes_the_probe(undefended, mnist5k)
     finally:
         probes.round_probe = real
     assert not torch.equal(a.weight, b.weight)
+
+
+def test_the_probe_minimises_the_raw_objective(undefended, mnist5k):
+    """Standardising the features is only for conditioning: the penalty is on the raw weights (a penalty on
+    standardised weights is far weaker on a representation of small variance and makes the probe less smooth)."""
+    import torch.nn.functional as F
+
+    model, _, _ = undefended
+    feats = features(model.encoder, mnist5k.train.images[:2000]) * 0.05  # a representation of small variance
+    labels = mnist5k.train.labels["digit"][:2000]
+
+    def objective(w, b):
+        w, b = w.double(), b.double()
+        return (F.cross_entropy(feats.double() @ w.T + b, labels) + 0.5e-4 * (w.pow(2).sum() + b.pow(2).sum())).item()
+
+    probe = train_probe(feats, labels, 10)
+    plain = torch.zeros(10, feats.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(10, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([plain, bias], max_iter=3000, tolerance_grad=1e-12, tolerance_change=1e-16,
+                            history_size=50, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(feats.double() @ plain.T + bias, labels) + 0.5e-4 * (plain.pow(2).sum() + bias.pow(2).sum())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    reference = objective(plain.detach(), bias.detach())
+    assert objective(probe.weight, probe.bias) <= reference + 1e-4
+    assert (probe.weight.double() - plain.detach()).abs().max() <= 0.01 * plain.detach().abs().max()
