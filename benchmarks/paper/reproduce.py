@@ -62,7 +62,7 @@ def main() -> int:
             if subprocess.run(compare).returncode != 0:
                 differ.append(config.stem)
         elif not args.no_publish:
-            subprocess.run(["robrep", "leaderboard", out], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(["robrep", "leaderboard", "--replace", out], check=True, stdout=subprocess.DEVNULL)
     if differ:
         print(f"re-run differs from the published numbers: {', '.join(differ)}", flush=True)
         return 1
