@@ -24,6 +24,8 @@ def features(encoder: nn.Module, images: torch.Tensor, batch_size: int = 1000, d
 
 
 PROBE_BITS = 10  # a probe's weights are rounded to 2^-10 of the largest weight of their tensor
+# How ``train_probe`` fits, recorded with every saved probe: a probe fitted another way is never reused.
+PROBE_FIT = f"L-BFGS float64, L2 1e-4 on raw W and b, rounded to 2^-{PROBE_BITS} (robrep 2026-12-01)"
 
 
 def train_probe(
@@ -108,9 +110,9 @@ def load_probe(data: bytes) -> nn.Linear:
 
 # What a probe was fitted for and what it is: written next to its weights, so any process that attacks with
 # it (a resumed run, another rank) uses the same bytes and the same recorded facts.
-PROBE_FACTS = ("encoder_sha256", "dataset", "task", "label_fraction", "seed", "probe_sha256", "n_probe_labels",
+PROBE_FACTS = ("encoder_sha256", "dataset", "task", "label_fraction", "seed", "fit", "probe_sha256", "n_probe_labels",
                "probe_train_accuracy")
-ASKED = PROBE_FACTS[:5]  # what a probe must have been fitted for to be reused
+ASKED = PROBE_FACTS[:6]  # what a probe must have been fitted for (and how) to be reused
 
 
 def probe_file(out, run: str, dataset: str, task: str, label_fraction: float) -> Path:

@@ -78,3 +78,16 @@ def test_the_probe_minimises_the_raw_objective(undefended, mnist5k):
     reference = objective(plain.detach(), bias.detach())
     assert objective(probe.weight, probe.bias) <= reference + 1e-4
     assert (probe.weight.double() - plain.detach()).abs().max() <= 0.01 * plain.detach().abs().max()
+
+
+def test_a_probe_fitted_another_way_is_not_reused(tmp_path):
+    from robrep.probes import PROBE_FIT, read_probe, save_probe, write_probe_record
+
+    probe = train_probe(torch.randn(200, 4, generator=torch.Generator().manual_seed(0)), torch.arange(200) % 3, 3)
+    path = tmp_path / "p.safetensors"
+    asked = {"encoder_sha256": "a" * 64, "dataset": "d", "task": "t", "label_fraction": 1.0, "seed": 0, "fit": PROBE_FIT}
+    facts = {**asked, "probe_sha256": save_probe(probe, path), "n_probe_labels": 200, "probe_train_accuracy": 0.5}
+    write_probe_record(path, facts)
+    assert read_probe(path, asked) is not None
+    write_probe_record(path, {**facts, "fit": "L-BFGS float32, 500 iterations"})  # an older fit
+    assert read_probe(path, asked) is None

@@ -44,7 +44,8 @@ from robrep.harness.plan import Job, make_jobs, needs_training, probe_indices
 from robrep.harness.store import ResultsStore, post
 from robrep.plots import attack_grid, plot_robustness
 from robrep.probes import (
-    ProbedEncoder, features, probe_file, read_probe, record_path, save_probe, train_probe, write_probe_record,
+    PROBE_FIT, ProbedEncoder, features, probe_file, read_probe, record_path, save_probe, train_probe,
+    write_probe_record,
 )
 from robrep.registry import UnknownNameError
 from robrep.results import (
@@ -114,6 +115,7 @@ def adopt_old_probes(out: Path, df: pd.DataFrame) -> int:
         row = rows.iloc[0].to_dict()
         write_probe_record(path, {k: str(row[k]) for k in ("encoder_sha256", "dataset", "task")}
                            | {"label_fraction": float(row["label_fraction"]), "seed": int(row["seed"]),
+                              "fit": "before probe records",  # so it is never taken for a PROBE_FIT probe
                               "n_probe_labels": int(row["n_probe_labels"]), "probe_sha256": sha,
                               "probe_train_accuracy": float(row["probe_train_accuracy"])})
         n += 1
@@ -176,7 +178,7 @@ class _Run:
 
     def asked(self, got: Obtained, ds: Dataset, task: str) -> dict:
         return {"encoder_sha256": got.sha256, "dataset": ds.name, "task": task,
-                "label_fraction": float(self.cfg.label_fraction), "seed": self.cfg.seed}
+                "label_fraction": float(self.cfg.label_fraction), "seed": self.cfg.seed, "fit": PROBE_FIT}
 
     # --- phase 1: prepare a job -----------------------------------------------------------------------------
 
