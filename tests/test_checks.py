@@ -25,6 +25,17 @@ class _Helper(PGD):
         return x.clone()
 
 
+class _LateRestarts(PGD):
+    """Its restarts before the last take no step from x: the points only fall in the last restart."""
+
+    def _random_start(self, x, eps, gen):
+        self._restart = getattr(self, "_restart", 0) + 1
+        return x.clone()
+
+    def _step(self, grad, alpha):
+        return super()._step(grad, alpha) * (self._restart % self.restarts == 0)
+
+
 def _checks(attack, model, x, y, radii):
     res = attack.run(model, x, y, radii, seed=0)
     return res, check_result(model, x, y, res, attack.norm, seed=0)
@@ -56,8 +67,8 @@ def test_an_attack_stopped_too_early_fails_convergence(undefended):
     slow._random_start = lambda x0, eps, gen: x0.clone()
     _, checks = _checks(slow, model, x, y, [0.0, 0.1])
     assert checks[0.1]["late_share"] > LATE_MAX and checks[0.1]["check_converged"] is False
-    # restarts that keep breaking points in the last one: more restarts would change the answer
-    _, few = _checks(PGD(steps=2, restarts=3, rel_stepsize=0.2), model, x, y, [0.0, 0.1])
+    # an attack that only starts working in its last restart: more restarts would change the answer
+    _, few = _checks(_LateRestarts(steps=10, restarts=3), model, x, y, [0.0, 0.1])
     assert few[0.1]["last_restart_share"] > LATE_MAX and few[0.1]["check_converged"] is False
     _, enough = _checks(PGD(steps=50, restarts=3), model, x, y, [0.0, 0.1])
     assert enough[0.1]["check_converged"], enough[0.1]
