@@ -43,7 +43,7 @@ class Verdict:
 
 def claims(df: pd.DataFrame) -> pd.DataFrame:
     """The rows that claim a robustness number: each task's worst case, or every row of a cell without one."""
-    cell = [c for c in ("run", "dataset", "task", "label_fraction", "n_examples", "seed", "norm")]
+    cell = ["run", "dataset", "task", "label_fraction", "n_examples", "seed", "norm"]
     has_worst = df[df["suite"] == "worst-case"][cell].drop_duplicates()
     merged = df.merge(has_worst.assign(_worst=True), on=cell, how="left")
     keep = (merged["suite"] == "worst-case") | merged["_worst"].isna()

@@ -69,6 +69,11 @@ def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
 
 
+def flat_norm(t: torch.Tensor) -> torch.Tensor:
+    """Per-point L2 norm of t, shaped to broadcast against t (N, 1, ...), never below 1e-12."""
+    return t.flatten(1).norm(dim=1).view(-1, *[1] * (t.dim() - 1)).clamp_min(1e-12)
+
+
 def uniform_in_ball(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
     """x plus noise drawn uniformly from the ball of radius eps (L-inf: the cube; L2: uniform direction,
     radius eps * U^(1/D)), clipped to [0, 1]. Drawn on the CPU from ``gen``, so it is the same on any device."""
@@ -77,8 +82,7 @@ def uniform_in_ball(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator
     else:
         delta = torch.randn(x.shape, generator=gen)
         r = torch.rand(x.shape[0], generator=gen) ** (1.0 / x[0].numel())
-        scale = eps * r / delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-        delta = delta * scale.view(-1, *[1] * (x.dim() - 1))
+        delta = delta * (eps * r.view(-1, *[1] * (x.dim() - 1)) / flat_norm(delta))
     return (x + delta.to(x.device, x.dtype)).clamp(0, 1)
 
 

@@ -12,11 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robrep.attacks.base import Attack, Progress, uniform_in_ball
-
-
-def _flat_norm(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(dim=1).view(-1, *[1] * (t.dim() - 1)).clamp_min(1e-12)
+from robrep.attacks.base import Attack, Progress, flat_norm, uniform_in_ball
 
 
 @dataclass(repr=False)
@@ -48,13 +44,13 @@ class PGD(Attack):
         return uniform_in_ball(x, eps, self.norm, gen)
 
     def _step(self, grad, alpha):
-        return alpha * (grad.sign() if self.norm == "linf" else grad / _flat_norm(grad))
+        return alpha * (grad.sign() if self.norm == "linf" else grad / flat_norm(grad))
 
     def _project(self, x_adv, x, eps):
         if self.norm == "linf":
             return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
         delta = x_adv - x
-        delta = delta * (eps / _flat_norm(delta)).clamp(max=1.0)
+        delta = delta * (eps / flat_norm(delta)).clamp(max=1.0)
         return (x + delta).clamp(0, 1)
 
     def _loss(self, logits, y):

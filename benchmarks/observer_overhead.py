@@ -1,0 +1,68 @@
+"""What the Observer (the evidence behind the checks) costs an attack, against the bare model.
+
+    python benchmarks/observer_overhead.py [--n 500] [--radius 0.03] [--steps 100] [--restarts 10] [--repeats 3]
+
+Every attack is given the model wrapped in ``robrep.attacks.base.Observer``, which matches each
+queried input to the point it perturbs (block means, top 8, confirmed in the attack's norm) and
+records how far the queries went and when a point first broke. This trains a VAE briefly on
+mnist5k, fits a probe, and times ``perturb`` at ``--radius`` (small, so most points stay robust
+and the whole budget is spent) on the same digits and seed, for robrep's native PGD (one forward
+and one backward per query batch) and torchattacks' Square (forward-only queries, the Observer's
+worst case relative to the work), with the bare model and with the Observer, alternating
+``--repeats`` times. Prints the median wall seconds, their ratio, and whether both broke exactly
+the same points (they must: the Observer returns the model's logits unchanged).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import robrep
+from robrep.attacks import PGD
+from robrep.attacks.base import Observer
+from robrep.attacks.external import TorchAttack
+from robrep.probes import ProbedEncoder, features, train_probe
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--restarts", type=int, default=10)
+    ap.add_argument("--queries", type=int, default=1000, help="Square's query budget")
+    ap.add_argument("--radius", type=float, default=0.03)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    ds = robrep.load_dataset("mnist5k")
+    learner = robrep.train("vae", ds, out=False, max_steps=300, seed=0)
+    probe = train_probe(features(learner, ds.train.images), ds.train.labels["digit"], 10)
+    model = ProbedEncoder(learner, probe)
+    x, y = ds.test.batch(slice(0, args.n)), ds.test.labels["digit"][: args.n]
+    keep = model.predict(x) == y  # perturb is given correctly classified points
+    x, y = x[keep], y[keep]
+    attacks = {"native PGD": PGD(steps=args.steps, restarts=args.restarts),
+               "torchattacks Square": TorchAttack("Square", {"n_queries": args.queries})}
+    print(f"radius {args.radius:g}, {len(x)} correctly classified mnist5k digits, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats}:")
+    for label, attack in attacks.items():
+        times: dict[str, list[float]] = {"bare": [], "observer": []}
+        broken = {}
+        for _ in range(args.repeats):
+            for name in times:
+                seen = Observer(model, x, y, args.radius, attack.norm).eval() if name == "observer" else model
+                gen = torch.Generator().manual_seed(0)
+                t0 = time.perf_counter()
+                out = attack.perturb(seen, x, y, args.radius, gen)
+                times[name].append(time.perf_counter() - t0)
+                broken[name] = out[0]
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"  {label:20s} bare {med['bare']:7.2f} s, observer {med['observer']:7.2f} s, "
+              f"observer / bare {med['observer'] / med['bare']:.3f}; same points broken: "
+              f"{torch.equal(broken['bare'], broken['observer'])} ({int(broken['bare'].sum())} of {len(x)})")
+
+
+if __name__ == "__main__":
+    main()
