@@ -25,6 +25,7 @@ from safetensors.torch import save as st_save
 
 from robrep.attacks.base import Attack, radius_grid
 from robrep.checkpoint import atomic_write, short_hash
+from robrep.checks import LATE_MAX
 
 log = logging.getLogger(__name__)
 
@@ -303,15 +304,18 @@ def masks_path(out: Path, row: dict, radii) -> Path:
     return folder / f"{row['suite']}--{row['attack']}--{tag}.safetensors"
 
 
-def save_masks(path: Path, radii, masks: torch.Tensor, idx: torch.Tensor) -> None:
-    """A cell's (n_radii, N) robust masks, with its radii and the test indices they are for."""
+def save_masks(path: Path, radii, masks: dict[str, torch.Tensor], idx: torch.Tensor) -> None:
+    """A cell's (n_radii, N) per-example masks (``robust``, ``late``), with its radii and the test indices
+    they are for."""
     atomic_write(path, st_save({"radii": torch.tensor(radius_grid(radii), dtype=torch.float64),
-                                "robust": masks.to(torch.uint8).contiguous(), "indices": idx.contiguous()}))
+                                **{k: m.to(torch.uint8).contiguous() for k, m in masks.items()},
+                                "indices": idx.contiguous()}))
 
 
-def load_masks(path: Path) -> torch.Tensor:
-    """The (n_radii, N) bool robust masks ``save_masks`` wrote."""
-    return load_file(path)["robust"].bool()
+def load_masks(path: Path) -> dict[str, torch.Tensor]:
+    """The (n_radii, N) bool masks ``save_masks`` wrote (``late`` is missing in files from before 2026-12-02)."""
+    stored = load_file(path)
+    return {k: stored[k].bool() for k in ("robust", "late") if k in stored}
 
 
 def result_rows(res, checks: dict[float, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -328,7 +332,11 @@ def check_warnings(checks: dict[str, Any]) -> list[str]:
     if is_false(checks.get("check_noise_floor")):
         out.append(f"weaker than random noise in the ball (noise accuracy {checks['noise_accuracy']:.3f}): "
                    "the attack is broken")
-    if is_false(checks.get("check_converged")):
+    if is_false(checks.get("check_converged")) and checks.get("suite") == "worst-case":
+        out.append(f"not converged: {checks['late_share']:.3f} of test points were broken only late (last fifth of "
+                   "the model calls or last restart) by every attack that broke them; more steps or restarts would "
+                   "change the answer")
+    elif is_false(checks.get("check_converged")):
         out.append(f"not converged: {checks['late_share']:.3f} of test points first broken in the last fifth "
                    f"of the attack, {checks.get('last_restart_share') or 0:.3f} in its last restart; more steps or "
                    "restarts would change the answer")
@@ -381,12 +389,21 @@ def consistency_warnings(accuracy: list[tuple[Attack, float]]) -> list[str]:
     return warnings
 
 
-def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, torch.Tensor]], radii) -> list[dict]:
+def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, dict[str, torch.Tensor]]], radii) -> list[dict]:
     """Per radius, a point is robust only if every attack that ran failed on it.
 
-    ``cells`` holds, per attack, its result rows and its (n_radii, N) robust masks."""
+    ``cells`` holds, per attack, its result rows and its per-example masks (``robust``, and ``late`` where
+    recorded), each (n_radii, N) bool.
+
+    Convergence of the worst case is judged per point: a point counts as late if every attack that broke it
+    broke it late (a point one attack found late and another early does not move the worst case). Where a
+    cell has no ``late`` masks (runs from before they were recorded), every attack must have converged."""
     radii = radius_grid(radii)
-    robust = torch.stack([m for _, _, m in cells]).all(dim=0)  # (n_radii, N)
+    robust = torch.stack([m["robust"] for _, _, m in cells]).all(dim=0)  # (n_radii, N)
+    per_point = all("late" in m for _, _, m in cells)
+    if per_point:  # broken by some attack, and late by every attack that broke it
+        early = torch.stack([~m["robust"] & ~m["late"] for _, _, m in cells]).any(dim=0)
+        only_late = ~robust & ~early
     rows = []
     for i, r in enumerate(radii):
         at_r = [(a, df[df["radius"] == r].iloc[0]) for a, df, _ in cells]
@@ -413,13 +430,21 @@ def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, torch.Te
         for col, pick in (("late_share", max), ("last_restart_share", max), ("explored_share", min)):
             known = [float(v[col]) for _, v in at_r if not is_missing(v.get(col))]
             row[col] = pick(known) if known else None
+        if per_point and any(not is_missing(v.get("late_share")) for _, v in at_r):
+            row["late_share"] = only_late[i].float().mean().item()
+            row["last_restart_share"] = None  # part of late_share here
+            row["check_converged"] = row["late_share"] <= LATE_MAX
         noise = [float(v["noise_accuracy"]) for _, v in at_r if not is_missing(v.get("noise_accuracy"))]
         row["noise_accuracy"] = min(noise) if noise else None
         if noise:
             row["check_noise_floor"] = row["adversarial_accuracy"] <= row["noise_accuracy"]
         row["n_rejected"] = int(sum(int(v["n_rejected"]) for _, v in at_r))
         row["check_thresholds"] = first.get("check_thresholds")
-        row["checks_passed"] = passed(row) and all(bool(v["checks_passed"]) for _, v in at_r)
+        # its own checks decide: an attack's failure shows in the worst case's check only where it can move it
+        row["checks_passed"] = passed(row)
+        own = check_warnings({k: row[k] for k in ("suite", "check_noise_floor", "check_converged", "late_share",
+                                                  "last_restart_share", "noise_accuracy")})
+        row["warnings"] = "; ".join(w for w in [*own, row["warnings"]] if w)
         rows.append(row)
     return rows
 

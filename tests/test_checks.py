@@ -74,6 +74,33 @@ def test_an_attack_stopped_too_early_fails_convergence(undefended):
     assert enough[0.1]["check_converged"], enough[0.1]
 
 
+def _worst(model, x, y, attacks, radii):
+    """The worst-case rows over ``attacks`` as the bench makes them (rows and per-point masks of each cell)."""
+    import pandas as pd
+
+    from robrep.harness import run_cell, worst_case_rows
+
+    cells = []
+    for attack in attacks:
+        rows, masks = run_cell(model, x, y, attack, radii, seed=0)
+        cells.append((attack, pd.DataFrame(rows).assign(norm="linf"), masks))
+    return {w["radius"]: w for w in worst_case_rows({}, cells, radii)}
+
+
+def test_the_worst_case_is_judged_converged_per_point(undefended):
+    model, x, y = undefended
+    slow = PGD(steps=5, restarts=1, rel_stepsize=1.0)
+    slow._random_start = lambda x0, eps, gen: x0.clone()
+    # a slow attack's late points that a strong attack broke early do not move the worst case
+    both = _worst(model, x, y, [slow, PGD(steps=50, restarts=3)], [0.0, 0.1])[0.1]
+    assert both["check_converged"] and both["late_share"] <= LATE_MAX and both["checks_passed"], both
+    assert "pgd: not converged" in both["warnings"]  # the slow attack's own warning is kept
+    # broken late by every attack that broke them: more budget would change the worst case
+    alone = _worst(model, x, y, [slow, slow], [0.0, 0.1])[0.1]
+    assert alone["check_converged"] is False and alone["late_share"] > LATE_MAX and not alone["checks_passed"]
+    assert alone["warnings"].startswith("not converged") and "by every attack that broke them" in alone["warnings"]
+
+
 class _Noisy(nn.Module):
     """A model whose decisions change from call to call (dropout left on)."""
 

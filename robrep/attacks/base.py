@@ -164,6 +164,9 @@ class AttackResult:
     attacked: dict[float, int] = field(default_factory=dict)  # radius -> points actually attacked
     rejected: dict[float, int] = field(default_factory=dict)  # radius -> returned inputs the guards rejected
     evidence: dict[float, Evidence] = field(default_factory=dict)  # radius -> what the observer saw
+    # radius -> (N,) bool: broken at this radius, but only late (in the last fifth of the attack's model calls or
+    # in its last restart); the worst case asks whether some attack broke such a point early
+    late: dict[float, torch.Tensor] = field(default_factory=dict)
     seeds: dict[float, int] = field(default_factory=dict)  # radius -> the seed its attack ran with
     wall_seconds: float = 0.0
 
@@ -261,6 +264,7 @@ class Attack:
         robust, x_adv = res.clean_correct.clone(), x.clone()
         for eps in radii:
             res.attacked[eps] = res.rejected[eps] = 0
+            res.late[eps] = torch.zeros_like(robust)
             if eps > 0:
                 # only points not yet broken at a smaller radius (unless the attack opts out of reuse)
                 idx = (robust if self.reuse else res.clean_correct).nonzero().squeeze(1)
@@ -305,6 +309,10 @@ class Attack:
         part_evidence = Evidence(
             n_attacked=len(part), n_robust=int(still.sum()), n_explored=int((observer.reach[still] >= REACH).sum()),
             n_late=int((late & ~still).sum()))
+        last = torch.zeros_like(late)
         if info.get("restarts", 1) > 1:
-            part_evidence.n_last_restart = int((info["restart"] == info["restarts"] - 1).sum())
+            last = info["restart"].to(late.device) == info["restarts"] - 1
+            part_evidence.n_last_restart = int(last.sum())
+        if evidence.measured_late:
+            res.late[eps][part] = (late | last) & ~still
         evidence.add(part_evidence)

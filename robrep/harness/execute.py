@@ -79,12 +79,14 @@ def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Att
              progress=None) -> tuple[list[dict], torch.Tensor]:
     """Attack ``model`` on (x, y) at every radius and check the result: the pure unit of work.
 
-    Returns one partial row per radius (attack results and checks, no provenance) and the
-    per-example robust masks, (n_radii, N) bool in the order of ``sorted(radii)``.
+    Returns one partial row per radius (attack results and checks, no provenance) and the per-example
+    masks ``{"robust": ..., "late": ...}``, each (n_radii, N) bool in the order of ``sorted(radii)``
+    (``late``: broken only late, see ``AttackResult.late``).
     """
     res = attack.run(model, x, y, list(radii), seed=seed, progress=progress)
     checks = check_result(model, x, y, res, attack.norm, seed)
-    return result_rows(res, checks), torch.stack([res.robust[r] for r in res.radii]).cpu()
+    return result_rows(res, checks), {k: torch.stack([getattr(res, k)[r] for r in res.radii]).cpu()
+                                      for k in ("robust", "late")}
 
 
 @contextmanager
