@@ -7,7 +7,8 @@ which fails on a broken attack or model (tests/test_checks.py breaks one on purp
 - ``check_converged``: few points were first broken late, i.e. in the last fifth of the attack's model
   calls (``robrep.attacks.base.LATE``) or in its last restart: at most ``LATE_MAX`` of the test points, so
   the accuracy would move by about that much with more budget. Otherwise more steps or restarts would
-  change the answer. Not measured for single-step attacks.
+  change the answer. Not measured for single-step attacks. For the worst case, a point counts as late
+  only if every attack that broke it broke it late (``robrep.results.worst_case_rows``).
 - ``check_explored``: of the points counted robust, at least ``EXPLORED_MIN`` had a query that reached
   ``robrep.attacks.base.REACH`` of the radius, in the attack's norm (seen by the ``Observer``, not taken
   from the attack), or the unexplored ones are at most ``LATE_MAX`` of the test points (they can overstate
@@ -37,7 +38,7 @@ EXPLORED_MIN = 0.9  # share of the robust points whose queries reached REACH of 
 THRESHOLDS = json.dumps({
     "noise_floor": f"adversarial accuracy <= accuracy under {NOISE_DRAWS} uniform draws in the ball per point",
     "converged": f"<= {LATE_MAX} of test points first broken after {LATE} of the attack's model calls "
-                 "or in its last restart",
+                 "or in its last restart (worst case: broken only so by every attack that broke them)",
     "explored": f">= {EXPLORED_MIN} of robust points had a query reaching {REACH} of the radius, "
                 f"or the others are <= {LATE_MAX} of test points",
     "guards": "no returned input rejected (finite, in [0, 1], in the ball, misclassified)",
