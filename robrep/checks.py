@@ -62,10 +62,12 @@ def noise_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
 @torch.no_grad()
 def check_result(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, result: AttackResult, norm: str, seed: int,
-    batch_size: int = 1000,
+    batch_size: int = 1000, prior: AttackResult | None = None,
 ) -> dict[float, dict[str, object]]:
     """Per radius: the checks (the columns ``robrep.results.CHECK_COLUMNS``; True, False or None), the numbers
-    they judge, the re-computed accuracy and the largest perturbation found."""
+    they judge, the re-computed accuracy and the largest perturbation found. ``prior``: in a cascade, the
+    result before this attack; the points it broke were re-computed by their own attack's check, and count
+    as broken here."""
     model.eval()
     nominal = (predict(model, x, batch_size) == y).float().mean().item()
     out = {}
@@ -74,6 +76,8 @@ def check_result(
         acc = robust.float().mean().item()
         dist = perturbation_norm(adv - x, norm)
         recomputed = predict(model, adv, batch_size) == y
+        if prior is not None:
+            recomputed &= prior.robust[r].to(recomputed.device)
         noise = noise_accuracy(model, x, y, r, norm, seed, batch_size)
         ev = result.evidence.get(r)
         late = explored = last_restart = None

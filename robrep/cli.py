@@ -134,6 +134,9 @@ def _print_results(df) -> None:
     several_runs = df.groupby("label")["run"].nunique().max() > 1
     for (dataset, task), sub in table.groupby(level=[0, 1]):
         t = Table(title=f"adversarial accuracy: {dataset} / {task}")
+        if "protocol" in df and (df["protocol"] == "cascade").any():
+            t.caption = ("cascade: an attack's row is the accuracy against it and every attack that ran before it "
+                         "(cheap ones first); n_broken_first in results.csv says what each broke")
         for col in ("learner", *(("run",) if several_runs else ()), "suite", "attack"):
             t.add_column(col, overflow="fold")
         for r in sub.columns:
@@ -168,6 +171,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "seed": args.seed, "out": args.out and str(args.out), "epochs": args.epochs, "arch": args.arch,
         "norm": args.norm, "data_root": args.data_root and str(args.data_root), "suites": args.suite,
         "label_fraction": args.label_fraction, "images": args.images, "preprocessing": args.preprocessing,
+        "worst_case": args.worst_case,
     }.items() if v is not None}
     for flag in ("retrain", "download"):
         if getattr(args, flag):
@@ -314,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--radii", type=_floats, help="comma-separated attack radii (default 0,0.05,0.1,0.15,0.2)")
     b.add_argument("--suite", action="append", help="attack suite: native, torchattacks, foolbox (repeatable; "
                    "default native). With several, a worst-case row per radius is added")
+    b.add_argument("--worst-case", choices=("cascade", "per-attack"),
+                   help="with several attacks: cascade (default; each attacks only the points every earlier one "
+                   "failed on, cheap ones first, no attack twice) or per-attack (every attack on every point)")
     b.add_argument("--norm", choices=("linf", "l2"), help="threat model (default linf; l2: native suite only)")
     b.add_argument("--steps", type=int, help="PGD iterations (default 100)")
     b.add_argument("--restarts", type=int, help="PGD random restarts (default 10)")

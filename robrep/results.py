@@ -45,7 +45,8 @@ COLUMNS = (
     "learner", "label", "run", "checkpoint", "source", "learner_config", "arch", "dataset", "task", "n_classes",
     "suite", "attack", "attack_config", "norm", "steps", "restarts", "step_size", "radius", "n_examples",
     "label_fraction", "n_probe_labels",
-    "nominal_accuracy", "adversarial_accuracy", "recomputed_accuracy", "n_attacked", "max_perturbation",
+    "protocol", "nominal_accuracy", "adversarial_accuracy", "recomputed_accuracy", "n_attacked", "n_broken_first",
+    "max_perturbation",
     *EVIDENCE_COLUMNS, *CHECK_COLUMNS, "n_rejected", "checks_passed", "check_thresholds", "warnings", "verified",
     "seed", "encoder_sha256", "probe_sha256", "probe_train_accuracy", "robrep_version", "torch_version",
     "device", "machine", "threads", "wall_seconds", "timestamp",
@@ -106,9 +107,10 @@ SCHEMA: dict[str, tuple[Callable[[str], Any], bool]] = {
     **{c: (_text, True) for c in ("learner", "run", "learner_config", "dataset", "task", "suite", "attack",
                                   "attack_config", "norm", "robrep_version", "torch_version", "device")},
     **{c: (_text, False) for c in ("label", "checkpoint", "source", "arch", "step_size", "warnings",
-                                   "check_thresholds", "verified", "machine")},
+                                   "check_thresholds", "verified", "machine", "protocol")},
     **{c: (_int, True) for c in ("n_classes", "n_examples", "seed")},
-    **{c: (_int, False) for c in ("steps", "restarts", "n_probe_labels", "n_attacked", "n_rejected", "threads")},
+    **{c: (_int, False) for c in ("steps", "restarts", "n_probe_labels", "n_attacked", "n_broken_first",
+                                  "n_rejected", "threads")},
     **{c: (_unit, True) for c in ("nominal_accuracy", "adversarial_accuracy")},
     **{c: (_unit, False) for c in ("recomputed_accuracy", "probe_train_accuracy", "label_fraction",
                                    *EVIDENCE_COLUMNS)},
@@ -211,6 +213,9 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     # rows from before the option: all labels
     df["label_fraction"] = df.get("label_fraction", pd.Series(1.0, index=df.index)).fillna(1.0).astype(float)
+    # rows from before the cascade: every attack attacked every point
+    df["protocol"] = df.get("protocol", pd.Series("per-attack", index=df.index)).fillna("per-attack") \
+        .replace("", "per-attack").astype(str)
     # no warnings; a learner without an architecture choice; rows from before provenance was recorded
     for column in ("warnings", "arch", "source"):
         df[column] = df.get(column, pd.Series("", index=df.index)).astype(object).fillna("").astype(str)
@@ -284,10 +289,23 @@ def encoder_row(*, learner: str, label: str, run: str, checkpoint: str, source: 
     }
 
 
-def attack_cell(base: dict, attack: Attack) -> dict:
-    """The fields of a cell's rows that say which attack ran, with what budget, on top of ``base``."""
-    return {**base, "suite": attack.suite, "attack": attack.name,
-            "attack_config": json.dumps(attack.settings(), sort_keys=True), "norm": attack.norm, **attack.budget()}
+def attack_cell(base: dict, attack: Attack, after: dict | None = None) -> dict:
+    """The fields of a cell's rows that say which attack ran, with what budget, on top of ``base``. ``after``:
+    in a cascade, the attacks before it (``task_cells``), part of its config: it attacks only their survivors."""
+    config = attack.settings() if after is None else {**attack.settings(), "cascade_after": after}
+    return {**base, "suite": attack.suite, "attack": attack.name, "attack_config": json.dumps(config, sort_keys=True),
+            "norm": attack.norm, "protocol": "per-attack" if after is None else "cascade", **attack.budget()}
+
+
+def task_cells(base: dict, attacks: list[Attack], cascade: bool) -> list[dict]:
+    """The cells of a task's attacks: each on every point (``cascade`` False, or a single attack), or as the
+    stages of a cascade, each naming the attacks before it and a hash of their configs."""
+    if not cascade or len(attacks) < 2:
+        return [attack_cell(base, a) for a in attacks]
+    configs = [json.dumps(a.settings(), sort_keys=True) for a in attacks]
+    return [attack_cell(base, a, {"attacks": [f"{b.suite}/{b.name}" for b in attacks[:k]],
+                                  "sha": short_hash(configs[:k])})
+            for k, a in enumerate(attacks)]
 
 
 def is_finished(done: dict, cell: dict, out: Path, radii) -> bool:
@@ -389,6 +407,21 @@ def consistency_warnings(accuracy: list[tuple[Attack, float]]) -> list[str]:
     return warnings
 
 
+MASKING_SHARE = 0.02  # a black-box attack breaking more than this share of the test points flags gradient masking
+
+
+def cascade_warnings(at_r: list[tuple[Attack, Any]]) -> list[str]:
+    """The cascade's sign of gradient masking: a black-box attack, which runs after every gradient attack,
+    broke a noticeable share of the test points (points every gradient attack failed on)."""
+    warnings = []
+    for a, v in at_r:
+        first = v.get("n_broken_first")
+        if a.kind == "black-box" and not is_missing(first) and int(first) > MASKING_SHARE * int(v["n_examples"]):
+            warnings.append(f"black-box {a.suite}/{a.name} broke {int(first)} of {int(v['n_examples'])} test points "
+                            "that every gradient attack before it failed on: possible gradient masking")
+    return warnings
+
+
 def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, dict[str, torch.Tensor]]], radii) -> list[dict]:
     """Per radius, a point is robust only if every attack that ran failed on it.
 
@@ -405,19 +438,22 @@ def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, dict[str
         early = torch.stack([~m["robust"] & ~m["late"] for _, _, m in cells]).any(dim=0)
         only_late = ~robust & ~early
     rows = []
+    protocol = str(cells[0][1].iloc[0].get("protocol") or "per-attack")
+    attacks = sorted(f"{a.suite}/{a.name}: {json.dumps(a.settings(), sort_keys=True)}" for a, _, _ in cells)
     for i, r in enumerate(radii):
         at_r = [(a, df[df["radius"] == r].iloc[0]) for a, df, _ in cells]
         first = at_r[0][1]
+        warn = cascade_warnings(at_r) if protocol == "cascade" else \
+            consistency_warnings([(a, float(v["adversarial_accuracy"])) for a, v in at_r])
         row = {
             **base, "suite": "worst-case", "attack": "worst-case",
-            "attack_config": json.dumps(sorted(f"{a.suite}/{a.name}: {json.dumps(a.settings(), sort_keys=True)}"
-                                               for a, _, _ in cells)),
+            "attack_config": json.dumps(attacks + (["cascade"] if protocol == "cascade" else [])),
             "norm": first["norm"], "steps": None, "restarts": None, "step_size": None, "radius": r,
+            "protocol": protocol,
             "nominal_accuracy": first["nominal_accuracy"], "adversarial_accuracy": robust[i].float().mean().item(),
             "n_attacked": None, "wall_seconds": float(sum(v["wall_seconds"] for _, v in at_r)),
-            "warnings": "; ".join(consistency_warnings([(a, float(v["adversarial_accuracy"])) for a, v in at_r])
-                                  + [f"{a.suite}/{a.name}: {v['warnings']}" for a, v in at_r
-                                     if isinstance(v.get("warnings"), str) and v["warnings"]]),
+            "warnings": "; ".join(warn + [f"{a.suite}/{a.name}: {v['warnings']}" for a, v in at_r
+                                          if isinstance(v.get("warnings"), str) and v["warnings"]]),
         }
         # the worst case's evidence is its attacks' together: each check holds if it holds for every attack,
         # except exploration: the worst case's robust points were explored if some attack explored its own

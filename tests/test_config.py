@@ -82,13 +82,17 @@ def test_dry_run_on_a_half_finished_folder(tmp_path, capsys, monkeypatch):
     argv = ["bench", "--learner", "vae", "--learner", "se-random", "--epochs", "1", "--radii", "0,0.1", "--steps",
             "3", "--restarts", "1", "--n-examples", "40", "--suite", "native", "--suite", "foolbox", "--out", out,
             "--dry-run"]
-    assert main(argv) == 0
+    # every attack on every point: the native cell is the one the native-only run finished
+    assert main([*argv, "--worst-case", "per-attack"]) == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert "1 cell(s) done, 9 to run, 1 learner(s) to train" in printed
+    # a cascade's stages attack what the stages before them left: none of them is that cell
+    assert main(argv) == 0
+    assert "0 cell(s) done, 10 to run, 1 learner(s) to train" in " ".join(capsys.readouterr().out.split())
     from robrep.harness.plan import plan
 
     cells = plan(BenchConfig(learners=("vae", "se-random"), epochs=1, radii=(0, 0.1), steps=3, restarts=1,
-                             n_examples=40, suites=("native", "foolbox"), out=out))
+                             n_examples=40, suites=("native", "foolbox"), worst_case="per-attack", out=out))
     status = cells.groupby("label")["learner_status"].first().to_dict()
     assert status == {"vae": "cached checkpoint", "se-random": "train"}
     assert cells.set_index(["label", "suite"]).loc[("vae", "native"), "status"] == "done"

@@ -253,8 +253,12 @@ class Attack:
     @torch.no_grad()
     def run(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, radii: list[float], seed: int,
-        progress: Progress | None = None, batch_size: int = 1000,
+        progress: Progress | None = None, batch_size: int = 1000, prior: AttackResult | None = None,
     ) -> AttackResult:
+        """Attack (x, y) at every radius. ``prior``: the result of the attacks before this one in a cascade
+        (``robrep.attacks.cascade``); only the points still robust against them are attacked, and the result
+        is the cascade's so far (its robust points and, for the points earlier attacks broke, their lateness;
+        their adversarial inputs are not carried: ``x_adv`` holds x for them)."""
         if any(r < 0 for r in radii):
             raise ValueError(f"attack radii must be >= 0, got {radii}")
         t0 = time.perf_counter()
@@ -265,6 +269,9 @@ class Attack:
         for eps in radii:
             res.attacked[eps] = res.rejected[eps] = 0
             res.late[eps] = torch.zeros_like(robust)
+            if prior is not None:
+                robust &= prior.robust[eps].to(robust.device)
+                res.late[eps] |= prior.late[eps].to(robust.device)
             if eps > 0:
                 # only points not yet broken at a smaller radius (unless the attack opts out of reuse)
                 idx = (robust if self.reuse else res.clean_correct).nonzero().squeeze(1)

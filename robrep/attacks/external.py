@@ -37,6 +37,8 @@ class TorchattacksAttack(Attack):
 
     @property
     def includes_black_box(self) -> bool:  # type: ignore[override]
+        if self.attack == "Parts":
+            return any(name == "Square" for name, _ in self.kwargs["parts"])
         return self.attack in ("AutoAttack", *COMPOSITIONS)  # every AutoAttack ends with Square
 
     def units(self, radii):
@@ -45,8 +47,10 @@ class TorchattacksAttack(Attack):
     def build(self, model: nn.Module, eps: float, seed: int):
         import torchattacks
 
-        if self.attack in COMPOSITIONS:
-            parts = [TorchattacksAttack(a, kw, norm=self.norm) for a, kw in COMPOSITIONS[self.attack](self.kwargs)]
+        if self.attack in COMPOSITIONS or self.attack == "Parts":
+            # "Parts": some of a composition's parts (the cascade runs the others as attacks of their own)
+            given = self.kwargs["parts"] if self.attack == "Parts" else COMPOSITIONS[self.attack](self.kwargs)
+            parts = [TorchattacksAttack(a, kw, norm=self.norm) for a, kw in given]
             return torchattacks.MultiAttack([p.build(model, eps, seed + i) for i, p in enumerate(parts)])
         cls = getattr(torchattacks, self.attack)
         kwargs = dict(self.kwargs)

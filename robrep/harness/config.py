@@ -39,6 +39,9 @@ def _as_tuple(value) -> tuple:
     return tuple(value)
 
 
+WORST_CASE = ("cascade", "per-attack")
+
+
 @dataclass
 class BenchConfig:
     """A whole experiment. Every field can be set in a TOML file (``--config``) or on the command line."""
@@ -59,6 +62,9 @@ class BenchConfig:
     suites: tuple[str, ...] = ("native",)  # native, torchattacks, foolbox, plugins (see `robrep list`)
     steps: int = 100
     restarts: int = 10
+    # how several attacks make the worst case: "cascade" (each attacks only the points every earlier one failed
+    # on, robrep.attacks.cascade) or "per-attack" (every attack on every point, for diagnostics)
+    worst_case: str = "cascade"
     n_examples: int | None = 1000  # test points attacked (None: the whole test split)
     label_fraction: float = 1.0  # fraction of the training labels the probe sees (stratified; paper fig. 8)
     images: float | None = None  # write a grid of clean / adversarial images and reconstructions at this radius
@@ -106,6 +112,8 @@ class BenchConfig:
         if self.norm == "linf" and any(r > 1 for r in self.radii):
             raise bad("radii", "at most 1 for the L-inf threat model (inputs lie in [0, 1])", list(self.radii))
         self.radii = tuple(sorted(self.radii))
+        if self.worst_case not in WORST_CASE:
+            raise bad("worst_case", f"one of {', '.join(WORST_CASE)}", self.worst_case)
         for key in ("steps", "restarts"):
             if getattr(self, key) < 1:
                 raise bad(key, "an integer >= 1", getattr(self, key))

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from robrep.attacks import Attack
-from robrep.attacks.base import radius_grid
+from robrep.attacks.base import AttackResult, radius_grid
 from robrep.checkpoint import sha256_bytes, short_hash
 from robrep.checks import check_result
 from robrep.data import Dataset, cache_dir, load_dataset
@@ -49,7 +49,7 @@ from robrep.probes import (
 )
 from robrep.registry import UnknownNameError
 from robrep.results import (
-    attack_cell, cell_key, cell_keys, cell_rows, done_cells, encoder_fields, encoder_row, is_finished, masks_path,
+    cell_key, cell_keys, cell_rows, done_cells, encoder_fields, encoder_row, is_finished, masks_path,
     load_masks, read_results, result_rows, row_key, save_masks, stored_as, worst_case_rows,
 )
 from robrep.train import resolve_device
@@ -76,17 +76,31 @@ class BenchProgress:
 
 
 def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Attack, radii, seed: int,
-             progress=None) -> tuple[list[dict], torch.Tensor]:
+             progress=None, prior: dict[str, torch.Tensor] | None = None, cascade: bool = False,
+             ) -> tuple[list[dict], dict[str, torch.Tensor]]:
     """Attack ``model`` on (x, y) at every radius and check the result: the pure unit of work.
 
     Returns one partial row per radius (attack results and checks, no provenance) and the per-example
     masks ``{"robust": ..., "late": ...}``, each (n_radii, N) bool in the order of ``sorted(radii)``
-    (``late``: broken only late, see ``AttackResult.late``).
+    (``late``: broken only late, see ``AttackResult.late``). In a ``cascade``, ``prior`` holds the masks of
+    the stage before (None for the first): only the points still robust there are attacked, the masks and
+    accuracies are the cascade's so far, and each row counts the points this attack broke first
+    (``n_broken_first``).
     """
-    res = attack.run(model, x, y, list(radii), seed=seed, progress=progress)
-    checks = check_result(model, x, y, res, attack.norm, seed)
-    return result_rows(res, checks), {k: torch.stack([getattr(res, k)[r] for r in res.radii]).cpu()
-                                      for k in ("robust", "late")}
+    before = None
+    if prior is not None:
+        grid = radius_grid(radii)
+        before = AttackResult(grid, clean_correct=prior["robust"][0].to(x.device),
+                              robust={r: prior["robust"][i].to(x.device) for i, r in enumerate(grid)},
+                              late={r: prior["late"][i].to(x.device) for i, r in enumerate(grid)})
+    res = attack.run(model, x, y, list(radii), seed=seed, progress=progress, prior=before)
+    checks = check_result(model, x, y, res, attack.norm, seed, prior=before)
+    rows = result_rows(res, checks)
+    if cascade:
+        for row, r in zip(rows, res.radii):
+            had = before.robust[r] if before is not None else res.clean_correct
+            row["n_broken_first"] = int((had & ~res.robust[r]).sum())
+    return rows, {k: torch.stack([getattr(res, k)[r] for r in res.radii]).cpu() for k in ("robust", "late")}
 
 
 @contextmanager
@@ -235,12 +249,12 @@ class _Run:
             probe_train_accuracy=facts["probe_train_accuracy"],
         )
 
-    def attack(self, j: int, t: int, a: int) -> None:
-        """Run cell (job j, task t, attack a) whole and post its rows; its masks go next to them."""
+    def attack(self, j: int, t: int, a: int) -> int:
+        """Run cell (job j, task t, attack a) whole and post its rows; its masks go next to them. In a cascade,
+        run stage ``a`` and every later one, each on the masks of the stage before. Returns the cells run."""
         cfg, job = self.cfg, self.jobs[j]
         src, ds = job.src, job.ds
         task, attacks = job.tasks[t]
-        attack = attacks[a]
         got = self.encoder(j)
         saved = read_probe(self.probe_path(got, ds, task.name), self.asked(got, ds, task.name))
         if saved is None:
@@ -250,16 +264,30 @@ class _Run:
         probe, facts = saved
         model = ProbedEncoder(got.encoder, probe.to(self.device))
         y = ds.test.labels[task.name][job.idx].to(self.device)
-        cell = attack_cell(self.base(j, t, got, facts), attack)
-        self.progress.phase(f"{attack.suite}/{attack.name}: {src.label} / {ds.name} / {task.name}",
-                            attack.units(cfg.radii))
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        with _stage(src, ds.name, f"under attack {attack.suite}/{attack.name} (task {task.name})"):
-            partial, masks = run_cell(model, self.x_test(j), y, attack, cfg.radii, cfg.seed, self.progress.advance)
-        rows = cell_rows(cell, partial, stamp)
-        path = masks_path(self.out, cell, cfg.radii)
-        save_masks(path, cfg.radii, masks, job.idx)
-        post(self.out, path.stem + "--" + short_hash(cell_key({**cell, "radius": None})), rows)
+        cells = job.cells(t, self.base(j, t, got, facts))
+        chained = job.is_cascade(t)
+        stages = range(a, len(attacks)) if chained else [a]
+        for k in stages:
+            attack, cell = attacks[k], cells[k]
+            prior = None
+            if chained and k > 0:
+                prior = load_masks(masks_path(self.out, cells[k - 1], cfg.radii))
+                if "late" not in prior:
+                    raise LearnerError(src.label, f"the cascade's stage {k - 1} on task {task.name} has masks without "
+                                       "'late' (written by an older robrep); delete them to run it again",
+                                       src.source, "resuming its cascade")
+            where = f" (cascade stage {k + 1} of {len(attacks)})" if chained else ""
+            self.progress.phase(f"{attack.suite}/{attack.name}{where}: {src.label} / {ds.name} / {task.name}",
+                                attack.units(cfg.radii))
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            with _stage(src, ds.name, f"under attack {attack.suite}/{attack.name} (task {task.name})"):
+                partial, masks = run_cell(model, self.x_test(j), y, attack, cfg.radii, cfg.seed,
+                                          self.progress.advance, prior=prior, cascade=chained)
+            rows = cell_rows(cell, partial, stamp)
+            path = masks_path(self.out, cell, cfg.radii)
+            save_masks(path, cfg.radii, masks, job.idx)
+            post(self.out, path.stem + "--" + short_hash(cell_key({**cell, "radius": None})), rows)
+        return len(stages)
 
     # --- the writer ------------------------------------------------------------------------------------------
 
@@ -270,14 +298,23 @@ class _Run:
                 "task": job.tasks[t][0].name, "n_examples": len(job.idx), "seed": self.cfg.seed,
                 "label_fraction": self.cfg.label_fraction}
 
-    def unfinished(self, j: int, done: dict) -> list[list[int]]:
-        """The cells of prepared job ``j`` that are not finished (``done``: the store's cells when the run began)."""
+    def unfinished(self, j: int, done: dict) -> tuple[list[list[int]], int]:
+        """The units of prepared job ``j`` left to run (``done``: the store's cells when the run began), and how
+        many cells they run: one per unfinished cell, or per cascade, one from its first unfinished stage on."""
         identity = self.world.noted("identity", j)
         if identity is None:
-            return []
-        return [[j, t, a] for t, (_, attacks) in enumerate(self.jobs[j].tasks)
-                for a, attack in enumerate(attacks)
-                if not is_finished(done, attack_cell(self.cell_base(j, t, identity), attack), self.out, self.cfg.radii)]
+            return [], 0
+        job, units, n = self.jobs[j], [], 0
+        for t in range(len(job.tasks)):
+            todo = [a for a, cell in enumerate(job.cells(t, self.cell_base(j, t, identity)))
+                    if not is_finished(done, cell, self.out, self.cfg.radii)]
+            if job.is_cascade(t) and todo:
+                units.append([j, t, todo[0]])
+                n += len(job.tasks[t][1]) - todo[0]
+            else:
+                units += [[j, t, a] for a in todo]
+                n += len(todo)
+        return units, n
 
     def finish(self, store: ResultsStore, skipped: list[dict]) -> dict:
         """(writer) Collect every posted cell, add each task's worst case, export; returns this run's row keys and
@@ -299,8 +336,7 @@ class _Run:
             for t, (task, attacks) in enumerate(job.tasks):
                 base = self.cell_base(j, t, identity)
                 cells = []
-                for attack in attacks:
-                    cell = attack_cell(base, attack)
+                for attack, cell in zip(attacks, job.cells(t, base)):
                     key = cell_key({**cell, "radius": None})
                     rows = df.iloc[by_cell.get(key, [])]
                     rows = rows[rows["radius"].astype(float).isin(radii)]
@@ -405,21 +441,22 @@ def _bench(cfg: BenchConfig, out: Path, world: World, progress, strict: bool) ->
                                                         key=lambda j: not needs_training(jobs[j].src, jobs[j].ds, cfg)))
         log.info("prepare: %d job(s) (learner, data set) on %d process(es)", len(order), world.size)
         for i in world.units("prepare", len(order)):
-            j, cells = order[i], []
+            j, cells, n_todo = order[i], [], 0
             with run.guard(j):
                 run.prepare(j)
-                cells = run.unfinished(j, done)
+                cells, n_todo = run.unfinished(j, done)
             if not run.skipped(j):
-                world.count("finished", jobs[j].n_cells - len(cells))
+                world.count("finished", jobs[j].n_cells - n_todo)
                 world.publish("cells", cells)
-                log.info("%s on %s: %d cell(s) to run", jobs[j].src.label, jobs[j].ds.name, len(cells))
+                log.info("%s on %s: %d cell(s) to run", jobs[j].src.label, jobs[j].ds.name, n_todo)
             world.count("prepared")
         # 2. attack cells as they are published: a rank with no job left to prepare takes the next one
         for j, t, a in world.take("cells", closed=lambda: world.count("prepared", 0) >= len(order)):
+            ran = 1
             if not run.skipped(j):
                 with run.guard(j):
-                    run.attack(j, t, a)
-            attacked = world.count("attacked")
+                    ran = run.attack(j, t, a)
+            attacked = world.count("attacked", ran)
             if store is not None:
                 store.collect()
                 store.export()

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from robrep.attacks import Attack, suite_attacks
+from robrep.attacks.cascade import cascade
 from robrep.checkpoint import CheckpointError, read_config
 from robrep.data import Dataset, Task, load_dataset
 from robrep.encoders import EncoderSource, LearnerError, build, resolve
@@ -25,7 +26,7 @@ from robrep.encoders.resolve import cached_meta, foreign_run, planned_run
 from robrep.harness.config import BenchConfig
 from robrep.harness.store import ResultsStore, posted_rows
 from robrep.registry import UnknownNameError
-from robrep.results import attack_cell, done_cells, is_finished, read_results
+from robrep.results import done_cells, is_finished, read_results, task_cells
 
 COLUMNS = ("label", "dataset", "learner_status", "run", "task", "suite", "attack", "status")
 
@@ -58,6 +59,14 @@ class Job:
     ds: Dataset
     idx: torch.Tensor  # the attacked test points
     tasks: list[tuple[Task, list[Attack]]]  # per task, its attack cells in order
+    cascade: bool = False  # the task's attacks run as a cascade (each on the points earlier ones left robust)
+
+    def cells(self, t: int, base: dict) -> list[dict]:
+        """The cells of task ``t`` (``robrep.results.task_cells``) on top of ``base``."""
+        return task_cells(base, self.tasks[t][1], self.cascade)
+
+    def is_cascade(self, t: int) -> bool:
+        return self.cascade and len(self.tasks[t][1]) > 1
 
     @property
     def n_cells(self) -> int:
@@ -69,10 +78,13 @@ def make_jobs(cfg: BenchConfig, sources: list[EncoderSource], datasets: list[Dat
     jobs = []
     for ds in datasets:
         tasks = [ds.task(t) for t in cfg.tasks] if cfg.tasks else list(ds.tasks)
-        cells = [(task, suite_attacks(cfg.suites, task.n_classes, steps=cfg.steps, restarts=cfg.restarts,
-                                      norm=cfg.norm)) for task in tasks]
+        chained = cfg.worst_case == "cascade"
+        cells = []
+        for task in tasks:
+            attacks = suite_attacks(cfg.suites, task.n_classes, steps=cfg.steps, restarts=cfg.restarts, norm=cfg.norm)
+            cells.append((task, cascade(attacks) if chained and len(attacks) > 1 else attacks))
         idx = test_indices(len(ds.test), cfg.n_examples, cfg.seed)
-        jobs += [Job(src, ds, idx, cells) for src in sources]
+        jobs += [Job(src, ds, idx, cells, chained) for src in sources]
     return jobs
 
 
@@ -132,11 +144,11 @@ def plan(cfg: BenchConfig) -> pd.DataFrame:
         except Exception as e:  # noqa: BLE001  reported in the plan, as the bench would skip it
             rows.append({"label": src.label, "dataset": ds.name, "learner_status": f"error: {e}", "status": "skipped"})
             continue
-        for task, attacks in job.tasks:
+        for t, (task, attacks) in enumerate(job.tasks):
             base = {"encoder_sha256": sha, "run": run, "dataset": ds.name, "task": task.name,
                     "n_examples": len(job.idx), "seed": cfg.seed, "label_fraction": cfg.label_fraction}
-            for attack in attacks:
-                finished = sha is not None and is_finished(done, attack_cell(base, attack), out, cfg.radii)
+            for attack, cell in zip(attacks, job.cells(t, base)):
+                finished = sha is not None and is_finished(done, cell, out, cfg.radii)
                 rows.append({"label": src.label, "dataset": ds.name, "learner_status": status, "run": run,
                              "task": task.name, "suite": attack.suite, "attack": attack.name,
                              "status": "done" if finished else "to run"})

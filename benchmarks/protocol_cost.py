@@ -1,0 +1,167 @@
+"""What the full protocol costs: the cascade against every attack on every point, native PGD against
+torchattacks PGD, and the native PGD's share of the machine's matrix-multiply throughput.
+
+    python benchmarks/protocol_cost.py [--part cascade,pgd,peak] [--n-examples 500] [--out DIR]
+
+1. ``cascade``: figure 7's config (VAE, SE random, SE adversarial on mnist5k; native, torchattacks and
+   foolbox; radii 0 to 0.2; 100 steps x 10 restarts; ``--n-examples`` test digits) run twice into fresh
+   folders from the cached checkpoints (trained first if missing), ``--worst-case per-attack`` then
+   ``cascade``: wall seconds of each, their ratio, and the worst case at every radius side by side.
+2. ``pgd``: robrep's native PGD against torchattacks' PGD (100 x 10, the same random-restart scheme) on
+   the default VAE and SE adversarial, 1,000 test digits, each radius alone: seconds and ratio.
+3. ``peak``: a 2048 x 2048 float32 matrix product's throughput, then the native PGD with ``reuse=False``
+   (every point, every step: the work on robust points) on the MLP and the ConvNet encoder, as
+   multiply-adds per second (the model's forward multiply-adds per point, counted with hooks, times 3 for
+   forward and backward) and as a share of the matmul throughput.
+All in one process, one after the other: the ratios are from the same run. Prints numbers; asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FIG7 = dict(learners=("vae", "se-random", "se-adversarial"), datasets=("mnist5k",),
+            suites=("native", "torchattacks", "foolbox"), radii=(0.0, 0.05, 0.1, 0.15, 0.2), steps=100, restarts=10,
+            seed=0)
+
+
+def part_cascade(n_examples: int, out: Path) -> None:
+    import robrep
+
+    robrep.bench(**{**FIG7, "n_examples": n_examples, "radii": (0.0,)}, out=str(out / "warmup"))  # train if missing
+    walls, worst = {}, {}
+    for mode in ("per-attack", "cascade"):
+        t0 = time.perf_counter()
+        df = robrep.bench(**FIG7, n_examples=n_examples, worst_case=mode, out=str(out / mode))
+        walls[mode] = time.perf_counter() - t0
+        worst[mode] = df[df["suite"] == "worst-case"].pivot_table(index="learner", columns="radius",
+                                                                  values="adversarial_accuracy")
+    print(f"\n1. figure 7's protocol ({n_examples} digits, 3 learners, 10 attacks, 5 radii), "
+          f"{torch.get_num_threads()} threads")
+    print(f"   per-attack: {walls['per-attack']:8.0f} s")
+    print(f"   cascade   : {walls['cascade']:8.0f} s   per-attack / cascade = {walls['per-attack'] / walls['cascade']:.2f}")
+    print("   worst case, per-attack | cascade:")
+    radii = list(worst["cascade"].columns)
+    print("   " + f"{'learner':16s}" + "".join(f"{r:>15g}" for r in radii))
+    for learner in worst["cascade"].index:
+        cells = "".join(f"{worst['per-attack'].loc[learner, r]:7.3f} |{worst['cascade'].loc[learner, r]:6.3f}"
+                        for r in radii)
+        print(f"   {learner:16s}{cells}")
+    diff = (worst["per-attack"] - worst["cascade"]).abs().to_numpy().max()
+    print(f"   largest difference: {diff:.3f}")
+
+
+def _default_model(learner: str):
+    """The default checkpoint of ``learner`` on mnist5k (trained first if not cached), a probe, 1,000 digits."""
+    import robrep
+    from robrep.harness import test_indices
+    from robrep.probes import ProbedEncoder, features, train_probe
+
+    with tempfile.TemporaryDirectory(prefix="robrep-cost-") as tmp:
+        df = robrep.bench(learners=(learner,), radii=(0.0,), n_examples=10, out=tmp)
+    model = robrep.load(df["checkpoint"].iloc[0])
+    ds = robrep.load_dataset("mnist5k")
+    probe = train_probe(features(model, ds.train.images), ds.train.labels["digit"], 10)
+    idx = test_indices(len(ds.test), 1000, 0)
+    return ProbedEncoder(model, probe), ds.test.batch(idx), ds.test.labels["digit"][idx]
+
+
+def part_pgd() -> None:
+    from robrep.attacks import PGD, TorchattacksAttack
+
+    print("\n2. native PGD vs torchattacks PGD, 100 x 10, 1,000 digits, each radius alone (seconds)")
+    print(f"   {'encoder':16s}" + "".join(f"{'r=' + str(r):>28s}" for r in (0.05, 0.1, 0.2)))
+    native = PGD(steps=100, restarts=10)
+    ta = TorchattacksAttack("PGD", {"steps": 100, "rel_alpha": 2.5, "random_start": True}, restarts=10)
+    for learner in ("vae", "se-adversarial"):
+        model, x, y = _default_model(learner)
+        cells = []
+        for r in (0.05, 0.1, 0.2):
+            t = {}
+            for name, attack in (("torchattacks", ta), ("native", native)):
+                t0 = time.perf_counter()
+                res = attack.run(model, x, y, [r], seed=0)
+                t[name] = (time.perf_counter() - t0, res.accuracy(r))
+            cells.append(f"{t['torchattacks'][0]:6.1f} vs {t['native'][0]:5.1f} ({t['torchattacks'][0] / t['native'][0]:4.1f}x)")
+        print(f"   {learner:16s}" + "".join(f"{c:>28s}" for c in cells))
+
+
+def _macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Forward multiply-adds per point of ``model`` on x (Linear and Conv layers)."""
+    total = [0]
+
+    def hook(m, inp, out):
+        if isinstance(m, nn.Linear):
+            total[0] += m.in_features * m.out_features
+        elif isinstance(m, nn.Conv2d):
+            total[0] += out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.ConvTranspose2d):
+            total[0] += inp[0][0].numel() * (m.out_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model(x[:1])
+    for h in handles:
+        h.remove()
+    return total[0]
+
+
+def part_peak() -> None:
+    import robrep
+    from robrep.attacks import PGD
+    from robrep.probes import ProbedEncoder, features, train_probe
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    peak = 10 * 2048 ** 3 / (time.perf_counter() - t0)
+    print(f"\n3. matmul 2048 x 2048 float32: {peak / 1e9:.1f} G multiply-adds/s ({torch.get_num_threads()} threads)")
+    ds = robrep.load_dataset("mnist5k")
+    x, y = ds.test.batch(slice(0, 500)), ds.test.labels["digit"][:500]
+    for arch in ("mlp", "conv"):
+        learner = robrep.train("se-adversarial", ds, out=False, max_steps=1, seed=0, arch=arch)
+        probe = train_probe(features(learner, ds.train.images[:500]), ds.train.labels["digit"][:500], 10)
+        model = ProbedEncoder(learner, probe)
+        macs = _macs(model, x)
+        steps, restarts = 20, 1
+        attack = PGD(steps=steps, restarts=restarts, reuse=False)
+        t0 = time.perf_counter()
+        attack.run(model, x, y, [0.05], seed=0)
+        wall = time.perf_counter() - t0
+        # steps + 1 forward passes and steps backward passes per point; backward ~ 2 forward
+        work = len(x) * macs * (3 * steps + 1) * restarts
+        print(f"   {arch:5s}: {macs / 1e6:.2f} M multiply-adds per point forward; PGD {steps} x {restarts} on "
+              f"{len(x)} points every step: {wall:.1f} s = {work / wall / 1e9:.1f} G/s, "
+              f"{100 * work / wall / peak:.0f}% of the matmul throughput")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", default="cascade,pgd,peak")
+    ap.add_argument("--n-examples", type=int, default=500)
+    ap.add_argument("--out", type=Path, help="run folders (default: a temporary folder, removed afterwards)")
+    args = ap.parse_args()
+    parts = args.part.split(",")
+    out = args.out or Path(tempfile.mkdtemp(prefix="robrep-protocol-cost-"))
+    try:
+        if "peak" in parts:
+            part_peak()
+        if "pgd" in parts:
+            part_pgd()
+        if "cascade" in parts:
+            part_cascade(args.n_examples, out)
+    finally:
+        if args.out is None:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
