@@ -274,7 +274,8 @@ class Attack:
                 res.late[eps] |= prior.late[eps].to(robust.device)
             if eps > 0:
                 # only points not yet broken at a smaller radius (unless the attack opts out of reuse)
-                idx = (robust if self.reuse else res.clean_correct).nonzero().squeeze(1)
+                fresh = res.clean_correct if prior is None else res.clean_correct & prior.robust[eps].to(robust.device)
+                idx = (robust if self.reuse else fresh).nonzero().squeeze(1)
                 res.seeds[eps] = radius_seed(seed, eps)
                 gen = torch.Generator().manual_seed(res.seeds[eps])
                 evidence = Evidence(measured_late=self.kind != "single-step")
