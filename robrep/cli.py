@@ -171,8 +171,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "seed": args.seed, "out": args.out and str(args.out), "epochs": args.epochs, "arch": args.arch,
         "norm": args.norm, "data_root": args.data_root and str(args.data_root), "suites": args.suite,
         "label_fraction": args.label_fraction, "images": args.images, "preprocessing": args.preprocessing,
-        "worst_case": args.worst_case,
+        "worst_case": args.worst_case, "budget": args.budget,
     }.items() if v is not None}
+    if args.budget and (args.steps or args.restarts):
+        raise ValueError(f"--budget {args.budget} sets the steps and restarts; give it or --steps/--restarts, "
+                         "not both")
     for flag in ("retrain", "download"):
         if getattr(args, flag):
             given[flag] = True
@@ -322,8 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with several attacks: cascade (default; each attacks only the points every earlier one "
                    "failed on, cheap ones first, no attack twice) or per-attack (every attack on every point)")
     b.add_argument("--norm", choices=("linf", "l2"), help="threat model (default linf; l2: native suite only)")
-    b.add_argument("--steps", type=int, help="PGD iterations (default 100)")
-    b.add_argument("--restarts", type=int, help="PGD random restarts (default 10)")
+    b.add_argument("--steps", type=int, help="iterations of every iterative attack, AutoAttack's parts too "
+                   "(default 100)")
+    b.add_argument("--restarts", type=int, help="random restarts (default 10); Square gets 5 x steps x restarts "
+                   "queries (5,000 by default)")
+    b.add_argument("--budget", choices=("quick", "standard", "paper"),
+                   help="named steps x restarts: quick 10 x 1, standard 50 x 5, paper 100 x 10 (the default, "
+                   "AutoAttack at its published budgets)")
     b.add_argument("--n-examples", type=int, help="test points attacked (default 1000)")
     b.add_argument("--label-fraction", type=float, help="fraction of training labels the probes see (default 1)")
     b.add_argument("--images", type=float, metavar="RADIUS",

@@ -99,3 +99,14 @@ def test_dry_run_on_a_half_finished_folder(tmp_path, capsys, monkeypatch):
     import pandas as pd
 
     assert len(pd.read_csv(tmp_path / "half" / "results.csv")) == 2  # the plan ran nothing
+
+
+def test_a_named_budget_sets_steps_and_restarts_and_refuses_a_conflict(capsys):
+    assert (BenchConfig(budget="quick").steps, BenchConfig(budget="quick").restarts) == (10, 1)
+    assert (BenchConfig(budget="paper").steps, BenchConfig(budget="paper").restarts) == (100, 10)
+    with pytest.raises(ConfigError, match="budget 'quick' means steps x restarts = 10 x 1, but .* 50 x 10"):
+        BenchConfig(budget="quick", steps=50)
+    with pytest.raises(ConfigError, match="budget must be one of quick, standard, paper"):
+        BenchConfig(budget="huge")
+    assert main(["bench", "--budget", "quick", "--steps", "5", "--dry-run"]) == 2
+    assert "give it or --steps/--restarts, not both" in " ".join(capsys.readouterr().out.split())

@@ -2,6 +2,12 @@
 
 A suite is ``fn(n_classes, *, steps, restarts, norm) -> list[Attack]``: the task's number of
 classes decides which attacks are valid (AutoAttack's standard version needs >= 4).
+
+Every attack's budget follows the run's ``steps`` x ``restarts`` (``budgets``): iterative attacks take
+``steps`` iterations, AutoAttack's parts ``steps`` iterations, and the black-box Square attack
+``QUERIES_PER_STEP x steps x restarts`` queries (DeepFool keeps its own 50 steps: it is cheap), so the paper's protocol (100 x 10) gives AutoAttack
+exactly its published budgets (100 iterations, 5,000 queries) and a small run is small throughout. A
+row's config and label say what ran; an AutoAttack below its published budgets says so in its label.
 """
 from __future__ import annotations
 
@@ -9,6 +15,28 @@ from robrep.attacks.base import Attack
 from robrep.attacks.external import FoolboxAttack, TorchattacksAttack
 from robrep.attacks.pgd import PGD
 from robrep.registry import SUITES
+
+
+QUERIES_PER_STEP = 5  # Square's queries per PGD step-and-restart of the run: 100 x 10 -> 5,000 (published)
+PUBLISHED = {"steps": 100, "n_queries": 5000}  # AutoAttack's standard budgets (Croce & Hein 2020)
+
+
+def budgets(steps: int, restarts: int) -> dict:
+    """The budgets of the non-PGD attacks for a run of ``steps`` x ``restarts``."""
+    return {"steps": steps, "n_queries": QUERIES_PER_STEP * steps * restarts}
+
+
+def _autoattack(n_classes: int, steps: int, restarts: int) -> TorchattacksAttack:
+    b = budgets(steps, restarts)
+    reduced = "" if all(b[k] >= v for k, v in PUBLISHED.items()) else ", reduced budget"
+    if n_classes >= 4:
+        return TorchattacksAttack(
+            "AutoAttackStandard", {"n_classes": n_classes, **b},
+            label=f"AutoAttack-standard(APGD-CE {b['steps']}, APGD-T {b['steps']}, FAB-T {b['steps']}, "
+                  f"Square {b['n_queries']}{reduced})")
+    return TorchattacksAttack(
+        "BinaryAutoAttack", b,
+        label=f"AutoAttack-binary(APGD-CE {b['steps']}, FAB {b['steps']}, Square {b['n_queries']}{reduced})")
 
 
 def _linf_only(suite: str, norm: str) -> None:
@@ -24,23 +52,18 @@ def native(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = 
 
 @SUITES.register("torchattacks")
 def torchattacks_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
-    """torchattacks: PGD with restarts, APGD-CE, untargeted FAB, Square, and AutoAttack at its published
-    budgets (standard for >= 4 classes, the binary-safe APGD-CE + FAB + Square for fewer; see
-    ``robrep.attacks.external.COMPOSITIONS``)."""
+    """torchattacks: PGD with restarts, APGD-CE, untargeted FAB, Square, and AutoAttack (standard for >= 4
+    classes, the binary-safe APGD-CE + FAB + Square for fewer; see ``robrep.attacks.external.COMPOSITIONS``),
+    at its published budgets with the default 100 x 10 (``budgets``)."""
     _linf_only("torchattacks", norm)
-    auto = (
-        TorchattacksAttack("AutoAttackStandard", {"n_classes": n_classes, "steps": 100, "n_queries": 5000},
-                           label="AutoAttack-standard(APGD-CE 100, APGD-T 100, FAB-T 100, Square 5000)")
-        if n_classes >= 4 else
-        TorchattacksAttack("BinaryAutoAttack", {"steps": 100, "n_queries": 5000},
-                           label="AutoAttack-binary(APGD-CE 100, FAB 100, Square 5000)")
-    )
+    auto = _autoattack(n_classes, steps, restarts)
     return [
         TorchattacksAttack("PGD", {"steps": steps, "rel_alpha": 2.5, "random_start": True}, restarts=restarts),
         TorchattacksAttack("APGD", {"loss": "ce", "steps": steps, "n_restarts": restarts}, label="APGD-CE"),
         TorchattacksAttack("FAB", {"multi_targeted": False, "n_classes": n_classes, "steps": steps, "n_restarts": 1},
                            kind="minimal"),
-        TorchattacksAttack("Square", {"n_queries": 5000, "n_restarts": 1}, kind="black-box"),
+        TorchattacksAttack("Square", {"n_queries": budgets(steps, restarts)["n_queries"], "n_restarts": 1},
+                           kind="black-box"),
         auto,
     ]
 
@@ -52,6 +75,8 @@ def foolbox_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm:
     return [
         FoolboxAttack("LinfPGD", {"steps": steps, "rel_stepsize": 2.5 / steps, "random_start": True}, restarts=restarts),
         FoolboxAttack("FGSM", {}, kind="single-step"),
+        # DeepFool's own 50 steps whatever the run's: it stops at the boundary, so it is cheap (and with fewer
+        # steps it leaves robust points unexplored)
         FoolboxAttack("LinfDeepFoolAttack", {"steps": 50, "candidates": min(10, n_classes), "overshoot": 0.02},
                       kind="minimal"),
         FoolboxAttack("LinfBasicIterativeAttack", {"steps": steps, "rel_stepsize": 2.5 / steps}),

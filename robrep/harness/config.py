@@ -40,6 +40,9 @@ def _as_tuple(value) -> tuple:
 
 
 WORST_CASE = ("cascade", "per-attack")
+# named budgets: steps x restarts, which every attack's budget follows (robrep.attacks.suites.budgets);
+# "paper" is the full protocol, AutoAttack at its published budgets
+BUDGETS = {"quick": (10, 1), "standard": (50, 5), "paper": (100, 10)}
 
 
 @dataclass
@@ -62,6 +65,7 @@ class BenchConfig:
     suites: tuple[str, ...] = ("native",)  # native, torchattacks, foolbox, plugins (see `robrep list`)
     steps: int = 100
     restarts: int = 10
+    budget: str | None = None  # a named budget (BUDGETS) instead of steps and restarts
     # how several attacks make the worst case: "cascade" (each attacks only the points every earlier one failed
     # on, robrep.attacks.cascade) or "per-attack" (every attack on every point, for diagnostics)
     worst_case: str = "cascade"
@@ -91,6 +95,16 @@ class BenchConfig:
     def _check_ranges(self) -> None:
         def bad(key: str, expected: str, value) -> ConfigError:
             return ConfigError(f"bench config: {key} must be {expected}, got {value!r}")
+
+        if self.budget is not None:
+            if self.budget not in BUDGETS:
+                raise bad("budget", f"one of {', '.join(BUDGETS)}", self.budget)
+            preset, default = BUDGETS[self.budget], (100, 10)
+            if (self.steps, self.restarts) not in (preset, default):
+                raise ConfigError(f"bench config: budget {self.budget!r} means steps x restarts = {preset[0]} x "
+                                  f"{preset[1]}, but steps and restarts are {self.steps} x {self.restarts}: "
+                                  "give the budget or the steps and restarts, not both")
+            self.steps, self.restarts = preset
 
         if not self.learners:
             raise bad("learners", "at least one learner", self.learners)
