@@ -1,7 +1,7 @@
 """What the full protocol costs: the cascade against every attack on every point, native PGD against
 torchattacks PGD, and the native PGD's share of the machine's matrix-multiply throughput.
 
-    python benchmarks/protocol_cost.py [--part cascade,pgd,peak] [--n-examples 500] [--out DIR]
+    python benchmarks/protocol_cost.py [--part cascade,pgd,peak,threads] [--n-examples 500] [--out DIR]
 
 1. ``cascade``: figure 7's config (VAE, SE random, SE adversarial on mnist5k; native, torchattacks and
    foolbox; radii 0 to 0.2; 100 steps x 10 restarts; ``--n-examples`` test digits) run twice into fresh
@@ -13,12 +13,18 @@ torchattacks PGD, and the native PGD's share of the machine's matrix-multiply th
    (every point, every step: the work on robust points) on the MLP and the ConvNet encoder, as
    multiply-adds per second (the model's forward multiply-adds per point, counted with hooks, times 3 for
    forward and backward) and as a share of the matmul throughput.
+4. ``threads``: a small three-suite bench of the default VAE (``robrep bench``, 200 digits, radii 0 and 0.1,
+   10 x 2) with ``--threads`` 1 and the default (this process's cores), on an idle machine and beside
+   another process that keeps every core busy with matrix products.
 All in one process, one after the other: the ratios are from the same run. Prints numbers; asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -143,9 +149,37 @@ def part_peak() -> None:
               f"{100 * work / wall / peak:.0f}% of the matmul throughput")
 
 
+BUSY = "import torch\nwhile True:\n    a = torch.randn(1024, 1024); a @ a\n"
+
+
+def part_threads(out: Path) -> None:
+    from robrep.threads import cores
+
+    cmd = [sys.executable, "-m", "robrep", "bench", "--learner", "vae", "--suite", "native", "--suite", "torchattacks",
+           "--suite", "foolbox", "--n-examples", "200", "--radii", "0,0.1", "--steps", "10", "--restarts", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    subprocess.run([*cmd, "--out", str(out / "threads-warmup")], env=env, check=True, capture_output=True)
+    print(f"\n4. three-suite VAE bench (200 digits, 10 x 2), {cores()} cores, seconds:")
+    for busy in (False, True):
+        other = subprocess.Popen([sys.executable, "-c", BUSY], env=env) if busy else None
+        try:
+            times = {}
+            for n in (1, cores()):
+                t0 = time.perf_counter()
+                subprocess.run([*cmd, "--threads", str(n), "--out", str(out / f"threads-{busy}-{n}")], env=env,
+                               check=True, capture_output=True)
+                times[n] = time.perf_counter() - t0
+        finally:
+            if other is not None:
+                other.kill()
+        where = "beside a busy process" if busy else "idle machine         "
+        print(f"   {where}: " + ", ".join(f"{n} thread(s) {t:6.1f} s" for n, t in times.items())
+              + f"   ({times[cores()] / times[1]:.2f}x the 1-thread time with {cores()})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", default="cascade,pgd,peak")
+    ap.add_argument("--part", default="cascade,pgd,peak,threads")
     ap.add_argument("--n-examples", type=int, default=500)
     ap.add_argument("--out", type=Path, help="run folders (default: a temporary folder, removed afterwards)")
     args = ap.parse_args()
@@ -156,6 +190,8 @@ def main() -> None:
             part_peak()
         if "pgd" in parts:
             part_pgd()
+        if "threads" in parts:
+            part_threads(out)
         if "cascade" in parts:
             part_cascade(args.n_examples, out)
     finally:

@@ -28,6 +28,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     import robrep
     from robrep.learners import create_learner
 
+    from robrep.threads import use_threads
+
+    use_threads(args.threads)
     overrides = dict(args.set)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
@@ -171,7 +174,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "seed": args.seed, "out": args.out and str(args.out), "epochs": args.epochs, "arch": args.arch,
         "norm": args.norm, "data_root": args.data_root and str(args.data_root), "suites": args.suite,
         "label_fraction": args.label_fraction, "images": args.images, "preprocessing": args.preprocessing,
-        "worst_case": args.worst_case, "budget": args.budget,
+        "worst_case": args.worst_case, "budget": args.budget, "threads": args.threads,
     }.items() if v is not None}
     if args.budget and (args.steps or args.restarts):
         raise ValueError(f"--budget {args.budget} sets the steps and restarts; give it or --steps/--restarts, "
@@ -180,6 +183,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if getattr(args, flag):
             given[flag] = True
     cfg = BenchConfig.from_toml(args.config, **given) if args.config else BenchConfig(**given)
+    if cfg.threads is None:
+        from robrep.threads import default_threads
+
+        cfg.threads = default_threads()  # the CLI chooses; bench applies it (and warns on a busy machine)
     if args.dry_run:  # under torchrun, rank 0 alone prints the plan
         return _print_plan(cfg) if os.environ.get("RANK", "0") == "0" else 0
     world = _world(cfg.device)
@@ -329,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 100)")
     b.add_argument("--restarts", type=int, help="random restarts (default 10); Square gets 5 x steps x restarts "
                    "queries (5,000 by default)")
+    b.add_argument("--threads", type=int, help="CPU threads (default: OMP_NUM_THREADS, else this process's share "
+                   "of the cores); 1 when other processes share the machine")
     b.add_argument("--budget", choices=("quick", "standard", "paper"),
                    help="named steps x restarts: quick 10 x 1, standard 50 x 5, paper 100 x 10 (the default, "
                    "AutoAttack at its published budgets)")
@@ -374,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=None, help="training epochs (default: the learner's config)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    t.add_argument("--threads", type=int, default=None, help="CPU threads (default: OMP_NUM_THREADS, else this "
+                   "process's share of the cores)")
     t.add_argument("--out", type=Path, default=None, help="checkpoint folder (default: under ~/.cache/robrep/runs)")
     t.add_argument("--data-root", type=Path, default=None, help="folder of a folder-backed data set (mnist, celeba)")
     t.add_argument("--download", action="store_true", help="download the data set if it is missing (where possible)")

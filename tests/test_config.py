@@ -110,3 +110,31 @@ def test_a_named_budget_sets_steps_and_restarts_and_refuses_a_conflict(capsys):
         BenchConfig(budget="huge")
     assert main(["bench", "--budget", "quick", "--steps", "5", "--dry-run"]) == 2
     assert "give it or --steps/--restarts, not both" in " ".join(capsys.readouterr().out.split())
+
+
+def test_threads_are_chosen_deliberately_and_a_busy_machine_is_warned_about(monkeypatch, caplog):
+    import torch
+
+    from robrep import threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert threads.default_threads() == 1
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(threads.cores()))  # as many ranks as cores: one thread each
+        assert threads.default_threads() == 1
+        monkeypatch.delenv("LOCAL_WORLD_SIZE")
+        assert threads.default_threads() == threads.cores()
+        monkeypatch.setattr(threads.os, "getloadavg", lambda: (threads.cores() + 1.0, 0.0, 0.0))
+        with caplog.at_level("WARNING", logger="robrep.threads"):
+            assert threads.use_threads(2) == 2 == torch.get_num_threads()
+        assert "threads will compete with other processes" in caplog.text
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="robrep.threads"):
+            threads.use_threads(1)  # one thread competes with no one's threads of its own
+        assert "compete" not in caplog.text
+        with pytest.raises(ConfigError, match="threads must be an integer >= 1"):
+            BenchConfig(threads=0)
+    finally:
+        torch.set_num_threads(before)

@@ -74,6 +74,7 @@ class BenchConfig:
     images: float | None = None  # write a grid of clean / adversarial images and reconstructions at this radius
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = None  # CPU threads (robrep.threads); None: as the process has them (the CLI chooses)
     out: str = "robrep-bench"
     data_root: str | None = None
     download: bool = False  # fetch a missing data set where that is possible (full MNIST)
@@ -131,7 +132,7 @@ class BenchConfig:
         for key in ("steps", "restarts"):
             if getattr(self, key) < 1:
                 raise bad(key, "an integer >= 1", getattr(self, key))
-        for key in ("epochs", "n_examples"):
+        for key in ("epochs", "n_examples", "threads"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise bad(key, "an integer >= 1", getattr(self, key))
         if self.seed < 0:

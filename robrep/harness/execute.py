@@ -52,6 +52,7 @@ from robrep.results import (
     cell_key, cell_keys, cell_rows, done_cells, encoder_fields, encoder_row, is_finished, masks_path,
     load_masks, read_results, result_rows, row_key, save_masks, stored_as, worst_case_rows,
 )
+from robrep.threads import use_threads
 from robrep.train import resolve_device
 from robrep.validate import ConfigError
 
@@ -378,6 +379,8 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
     ``World.current``); the work is shared out and every rank returns the same rows.
     """
     cfg = dataclasses.replace(config, **overrides) if config else BenchConfig(**overrides)
+    if cfg.threads is not None:
+        use_threads(cfg.threads)
     out = Path(cfg.out)
     check_out(out)
     world = world or World.current(cfg.device)
