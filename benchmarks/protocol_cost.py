@@ -11,8 +11,9 @@ torchattacks PGD, and the native PGD's share of the machine's matrix-multiply th
    the default VAE and SE adversarial, 1,000 test digits, each radius alone: seconds and ratio.
 3. ``peak``: a 2048 x 2048 float32 matrix product's throughput, then the native PGD with ``reuse=False``
    (every point, every step: the work on robust points) on the MLP and the ConvNet encoder, as
-   multiply-adds per second (the model's forward multiply-adds per point, counted with hooks, times 3 for
-   forward and backward) and as a share of the matmul throughput.
+   multiply-adds per second (the model's forward multiply-adds per point, counted with hooks, times 2: the
+   weights are frozen, so the backward pass computes input gradients only, about one forward's work) and
+   as a share of the matmul throughput.
 4. ``threads``: a small three-suite bench of the default VAE (``robrep bench``, 200 digits, radii 0 and 0.1,
    10 x 2) with ``--threads`` 1 and the default (this process's cores), on an idle machine and beside
    another process that keeps every core busy with matrix products.
@@ -142,8 +143,8 @@ def part_peak() -> None:
         t0 = time.perf_counter()
         attack.run(model, x, y, [0.05], seed=0)
         wall = time.perf_counter() - t0
-        # steps + 1 forward passes and steps backward passes per point; backward ~ 2 forward
-        work = len(x) * macs * (3 * steps + 1) * restarts
+        # steps + 1 forward passes and steps backward passes (input gradients only: ~ one forward) per point
+        work = len(x) * macs * (2 * steps + 1) * restarts
         print(f"   {arch:5s}: {macs / 1e6:.2f} M multiply-adds per point forward; PGD {steps} x {restarts} on "
               f"{len(x)} points every step: {wall:.1f} s = {work / wall / 1e9:.1f} G/s, "
               f"{100 * work / wall / peak:.0f}% of the matmul throughput")
