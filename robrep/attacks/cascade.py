@@ -6,11 +6,13 @@ cost is spent on the points it is given, and the points the cheap attacks break 
 expensive ones. So the cascade runs
 
 0. single-step attacks (FGSM),
-1. iterative gradient attacks (PGD, APGD, BIM),
+1. iterative gradient attacks (BIM, PGD, APGD),
 2. minimal-perturbation attacks (FAB, DeepFool),
 3. ensembles (what is left of AutoAttack),
 4. black-box attacks (Square) last, so the points a black-box attack breaks are exactly the ones every
-   gradient attack failed on: a noticeable share of them is the sign of gradient masking.
+   gradient attack failed on: a noticeable share of them is the sign of gradient masking;
+
+and within a group, the smaller budget (steps x restarts) first.
 
 **No attack twice.** An ensemble whose part is already in the cascade as an attack of its own, with at
 least the same budget (same torchattacks class and settings, at least as many steps, queries and
@@ -34,6 +36,12 @@ def cost_rank(attack: Attack) -> int:
             attack.includes_black_box:
         return 3
     return {"single-step": 0, "iterative": 1, "minimal": 2}.get(attack.kind, 1)
+
+
+def cost(attack: Attack) -> int:
+    """Model calls per point, roughly: steps x restarts of the attack's budget (1 where it has none)."""
+    b = attack.budget()
+    return (b.get("steps") or 1) * (b.get("restarts") or 1)
 
 
 def _covers(attack: Attack, part: tuple[str, dict]) -> bool:
@@ -95,7 +103,7 @@ def cascade(attacks: list[Attack]) -> list[Attack]:
         a = _without_duplicates(a, [o for o in attacks if o is not a])
         if a is not None:
             kept.append(a)
-    return sorted(kept, key=cost_rank)  # stable: within a rank, the suites' order
+    return sorted(kept, key=lambda a: (cost_rank(a), cost(a)))  # stable: then the suites' order
 
 
 def stage_label(attack: Attack) -> str:
