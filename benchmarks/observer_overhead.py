@@ -23,7 +23,7 @@ import torch
 import robrep
 from robrep.attacks import PGD
 from robrep.attacks.base import Observer
-from robrep.attacks.external import TorchAttack
+from robrep.attacks.external import TorchattacksAttack
 from robrep.probes import ProbedEncoder, features, train_probe
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     keep = model.predict(x) == y  # perturb is given correctly classified points
     x, y = x[keep], y[keep]
     attacks = {"native PGD": PGD(steps=args.steps, restarts=args.restarts),
-               "torchattacks Square": TorchAttack("Square", {"n_queries": args.queries})}
+               "torchattacks Square": TorchattacksAttack("Square", {"n_queries": args.queries, "n_restarts": 1}, kind="black-box")}
     print(f"radius {args.radius:g}, {len(x)} correctly classified mnist5k digits, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}:")
     for label, attack in attacks.items():
