@@ -118,3 +118,20 @@ def test_a_nondeterministic_model_fails_consistency(undefended):
     res = PGD(steps=5, restarts=1).run(noisy, x, y, [0.0, 0.05], seed=0)
     checks = check_result(noisy, x, y, res, "linf", seed=0)
     assert checks[0.05]["check_consistent"] is False or checks[0.0]["check_consistent"] is False
+
+
+def test_the_observer_matches_each_query_to_the_point_it_perturbs():
+    from robrep.attacks.base import Observer, perturbation_norm
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 3, 28, 28, generator=gen)
+    y = torch.zeros(300, dtype=torch.long)
+    for norm, eps in (("linf", 0.1), ("l2", 3.0)):
+        obs = Observer(nn.Flatten(), x, y, eps, norm)
+        pick = torch.randperm(300, generator=gen)[:120]  # a shuffled subset, as attacks query the points left
+        delta = torch.rand(120, 3, 28, 28, generator=gen) * 2 - 1
+        delta = delta * (eps / perturbation_norm(delta, norm)).view(-1, 1, 1, 1)
+        for scale in (0.5, 1.0, 1.5):  # inside, on, and past the ball (FAB, DeepFool overshoot)
+            j, dist = obs.match(x[pick] + scale * delta)
+            assert torch.equal(j, pick), (norm, scale)
+            assert torch.allclose(dist, torch.full_like(dist, scale * eps), rtol=1e-4)

@@ -90,12 +90,14 @@ class Observer(nn.Module):
     """The model an attack sees: returns the model's logits unchanged, and matches every queried input to
     the attacked point it is a perturbation of (nearest neighbour on block means, confirmed in the attack's
     norm), recording per point the furthest query (as a fraction of the radius, queries past the ball count
-    as 1) and the model call at which a query inside the ball was first misclassified, and that query."""
+    as 1) and the model call at which a query inside the ball was first misclassified, and that query.
+    ``benchmarks/observer_overhead.py`` measures what it costs an attack."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str):
         super().__init__()
         self.model, self.x, self.y, self.eps, self.norm = model, x, y, eps, norm
         self.keys = self._fingerprint(x)
+        self.key_norms = (self.keys * self.keys).sum(1)
         self.reach = torch.zeros(len(x), device=x.device)
         self.first_break = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
         self.found = x.clone()  # the first query inside the ball that was misclassified, per point
@@ -108,13 +110,22 @@ class Observer(nn.Module):
         return F.adaptive_avg_pool1d(flat[:, None], 64)[:, 0] if flat.shape[1] > 64 else flat
 
     def match(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each query: the attacked point it is nearest to, in the attack's norm, among the ``CANDIDATES``
-        nearest on block means (L-inf), and that distance."""
+        """For each query: the attacked point it perturbs, and the distance to it in the attack's norm. The
+        candidates are the ``CANDIDATES`` nearest on block means (squared L2, one matrix product: a perturbation
+        moves each block mean by at most its L-inf size); the nearest is taken if the query lies in its ball,
+        otherwise the candidate nearest in the attack's norm (queries past the ball: FAB, DeepFool)."""
         k = min(CANDIDATES, len(self.x))
-        near = torch.cdist(self._fingerprint(q), self.keys, p=float("inf")).topk(k, dim=1, largest=False).indices
-        dist = perturbation_norm((q[:, None] - self.x[near]).flatten(0, 1), self.norm).view(len(q), k)
-        best = dist.argmin(1)
-        return near.gather(1, best[:, None]).squeeze(1), dist.gather(1, best[:, None]).squeeze(1)
+        fp = self._fingerprint(q)
+        d2 = (fp * fp).sum(1, keepdim=True) - 2 * fp @ self.keys.T + self.key_norms
+        best = d2.argmin(1)
+        dist = perturbation_norm(q - self.x[best], self.norm)
+        far = (dist > self.eps + ball_slack(self.eps)).nonzero().squeeze(1)
+        if len(far) and k > 1:
+            cand = d2[far].topk(k, dim=1, largest=False).indices
+            d = perturbation_norm((q[far, None] - self.x[cand]).flatten(0, 1), self.norm).view(len(far), k)
+            pick = d.argmin(1, keepdim=True)
+            best[far], dist[far] = cand.gather(1, pick).squeeze(1), d.gather(1, pick).squeeze(1)
+        return best, dist
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         out = self.model(q)
