@@ -27,12 +27,13 @@ def cores() -> int:
 
 
 def default_threads() -> int:
-    """OMP_NUM_THREADS if set, else this process's share of the cores among the ranks on this machine."""
+    """OMP_NUM_THREADS if set, else this process's share, among the ranks on this machine, of the cores it may
+    use (at most torch's own default, one per physical core: hyperthreads do not count)."""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
     local = os.environ.get("LOCAL_WORLD_SIZE", "1")
-    return max(1, cores() // max(1, int(local) if local.isdigit() else 1))
+    return max(1, min(cores(), torch.get_num_threads()) // max(1, int(local) if local.isdigit() else 1))
 
 
 def use_threads(threads: int | None = None) -> int:

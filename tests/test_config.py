@@ -125,7 +125,7 @@ def test_threads_are_chosen_deliberately_and_a_busy_machine_is_warned_about(monk
         monkeypatch.setenv("LOCAL_WORLD_SIZE", str(threads.cores()))  # as many ranks as cores: one thread each
         assert threads.default_threads() == 1
         monkeypatch.delenv("LOCAL_WORLD_SIZE")
-        assert threads.default_threads() == threads.cores()
+        assert threads.default_threads() == min(threads.cores(), torch.get_num_threads())
         monkeypatch.setattr(threads.os, "getloadavg", lambda: (threads.cores() + 1.0, 0.0, 0.0))
         with caplog.at_level("WARNING", logger="robrep.threads"):
             assert threads.use_threads(2) == 2 == torch.get_num_threads()
