@@ -50,8 +50,6 @@ def _covers(attack: Attack, part: tuple[str, dict]) -> bool:
     name, kwargs = part
     if not isinstance(attack, TorchattacksAttack) or attack.attack != name:
         return False
-    if attack.restarts < 1:
-        return False
     for key, value in kwargs.items():
         mine = attack.kwargs.get(key)
         if key in BUDGET_KEYS:
@@ -104,7 +102,3 @@ def cascade(attacks: list[Attack]) -> list[Attack]:
         if a is not None:
             kept.append(a)
     return sorted(kept, key=lambda a: (cost_rank(a), cost(a)))  # stable: then the suites' order
-
-
-def stage_label(attack: Attack) -> str:
-    return f"{attack.suite}/{attack.name}"

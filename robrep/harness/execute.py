@@ -268,10 +268,10 @@ class _Run:
         cells = job.cells(t, self.base(j, t, got, facts))
         chained = job.is_cascade(t)
         stages = range(a, len(attacks)) if chained else [a]
+        prior = None  # in a cascade: the masks of the stage before (kept from the last stage, read back on resume)
         for k in stages:
             attack, cell = attacks[k], cells[k]
-            prior = None
-            if chained and k > 0:
+            if chained and k == a > 0:
                 prior = load_masks(masks_path(self.out, cells[k - 1], cfg.radii))
                 if "late" not in prior:
                     raise LearnerError(src.label, f"the cascade's stage {k - 1} on task {task.name} has masks without "
@@ -288,6 +288,7 @@ class _Run:
             path = masks_path(self.out, cell, cfg.radii)
             save_masks(path, cfg.radii, masks, job.idx)
             post(self.out, path.stem + "--" + short_hash(cell_key({**cell, "radius": None})), rows)
+            prior = masks
         return len(stages)
 
     # --- the writer ------------------------------------------------------------------------------------------
