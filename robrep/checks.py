@@ -15,7 +15,8 @@ which fails on a broken attack or model (tests/test_checks.py breaks one on purp
   the accuracy by no more than that). An attack that never leaves x is caught.
 - ``check_guards``: the attack returned no input that the guards rejected (not finite, outside [0, 1],
   outside the ball, or not misclassified when the decision is re-computed); such inputs never count as
-  adversarial, and ``n_rejected`` counts them.
+  adversarial, and ``n_rejected`` counts them. An input on the decision boundary that the attack's own
+  batch decided otherwise is not a rejection (``robrep.attacks.base.decide``); its point stays robust.
 - ``check_consistent``: the decision re-computed on the stored inputs gives exactly the reported robust
   points, and radius 0 gives the clean accuracy (catches a model that changes between attack and
   evaluation: dropout left on, nondeterminism).

@@ -135,3 +135,29 @@ def test_the_observer_matches_each_query_to_the_point_it_perturbs():
             j, dist = obs.match(x[pick] + scale * delta)
             assert torch.equal(j, pick), (norm, scale)
             assert torch.allclose(dist, torch.full_like(dist, scale * eps), rtol=1e-4)
+
+
+class _BatchSensitive(nn.Module):
+    """Two logits that differ by x's first pixel minus 0.5, plus a last-bits term that depends on the batch
+    size, as matrix kernels that block by batch size do: an input on the boundary flips with its batch."""
+
+    def forward(self, x):
+        m = x.flatten(1)[:, 0] - 0.5 + (1e-6 if len(x) % 2 else -1e-6)
+        return torch.stack([m, torch.zeros_like(m)], 1)
+
+
+def test_a_decision_on_the_boundary_does_not_depend_on_its_batch():
+    from robrep.attacks.base import decide, predict
+
+    model = _BatchSensitive()
+    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    x[:3, 0, 0, 0] = 0.5  # three inputs on the boundary, three off it
+    assert not torch.equal(model(x[:1]).argmax(1), model(x[:2]).argmax(1)[:1])  # the bare argmax does flip
+    alone = torch.cat([predict(model, x[i:i + 1]) for i in range(6)])
+    for batch in (x, x[:5], x[:4]):
+        assert torch.equal(predict(model, batch), alone[:len(batch)])
+        assert torch.equal(predict(model, batch, batch_size=2), alone[:len(batch)])
+    _, tie = decide(model, x)
+    assert tie.tolist() == [True] * 3 + [False] * 3
+    off = x[3:, 0, 0, 0] > 0.5
+    assert torch.equal(alone[3:], (~off).long())  # off the boundary, the plain argmax

@@ -14,9 +14,10 @@ or best iterate for the others). The base class owns the rest:
   adversarial examples inside the larger balls too);
 - **guards**: an adversarial input only counts once it is checked here: finite, inside [0, 1],
   inside the ball (with a slack relative to the radius, ``ball_slack``), and misclassified when the
-  decision is re-computed. A returned input that fails (a library bug, a leaky projection) is
-  rejected and counted in ``rejected``; attacks with restarts check inline (``admissible``), so a
-  later restart attacks a point whose example was rejected again;
+  decision is re-computed (on the input alone where it lies on the decision boundary, ``decide``, so
+  no decision depends on the batch it was computed in). A returned input that fails (a library bug, a
+  leaky projection) is rejected and counted in ``rejected``; attacks with restarts check inline
+  (``admissible``), so a later restart attacks a point whose example was rejected again;
 - **evidence** (``robrep.checks`` turns it into checks that can fail): the model an attack is given
   is wrapped in an ``Observer``, which matches every input the attack queries to the attacked point
   it perturbs. It records how far each point's queries went (a point the attack never moved away from
@@ -41,6 +42,7 @@ ABS_TOL = 1e-7  # and absolute: float32 rounding of x + delta near 1
 LATE = 0.8  # a point first broken after this fraction of the attack's model calls was broken late
 CANDIDATES = 8  # the Observer confirms a query's point among this many nearest on block means
 REACH = 0.5  # a robust point counts as explored if some query reached this fraction of the radius
+TIE_TOL = 1e-4  # top two logits this close (relative to the top one, at least 1): decided on the input alone
 
 
 def ball_slack(eps: float) -> float:
@@ -54,9 +56,31 @@ def radius_seed(seed: int, eps: float) -> int:
 
 
 @torch.no_grad()
+def decide(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """(decisions, ties), each (N,): the argmax of ``model``'s logits on x, as a function of each input alone,
+    and which inputs were ties (top two logits within ``TIE_TOL``).
+
+    The last bits of a logit depend on the batch it is computed in (matrix kernels block by batch size),
+    which can flip the argmax of an input on the decision boundary, where attacks leave their examples.
+    So a tie is re-computed on its input alone: every decision here, at attack time, in the checks and in
+    ``robrep verify``, is the same whatever else was in the batch."""
+    if not len(x):
+        empty = torch.zeros(0, dtype=torch.long, device=x.device)
+        return empty, empty.bool()
+    logits = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    pred = logits.argmax(1)
+    if logits.shape[1] < 2:
+        return pred, torch.zeros_like(pred, dtype=torch.bool)
+    top = logits.float().topk(2, dim=1).values
+    tie = top[:, 0] - top[:, 1] <= TIE_TOL * top[:, 0].abs().clamp_min(1.0)
+    for i in tie.nonzero().squeeze(1).tolist():
+        pred[i] = model(x[i:i + 1]).argmax(1)[0]
+    return pred, tie
+
+
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Decisions (argmax of the logits) of ``model`` on x, in batches. (N,)"""
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    """Decisions (argmax of the logits) of ``model`` on x, each independent of the batch (``decide``). (N,)"""
+    return decide(model, x, batch_size)[0]
 
 
 def radius_grid(radii) -> list[float]:
@@ -236,9 +260,11 @@ class Attack:
         return ok & (perturbation_norm(x_adv - x, self.norm) <= eps + ball_slack(eps))
 
     @torch.no_grad()
-    def validate(self, model, x, y, x_adv, eps, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-        """(valid, fooled): the guards on a returned input, and whether it is misclassified (re-computed)."""
-        return self.admissible(x, x_adv, eps), predict(model, x_adv, batch_size) != y
+    def validate(self, model, x, y, x_adv, eps, batch_size: int = 1000) -> tuple[torch.Tensor, ...]:
+        """(valid, fooled, tie): the guards on a returned input, whether it is misclassified (re-computed on
+        its own, ``decide``), and whether it lies on the decision boundary (top two logits tied)."""
+        pred, tie = decide(model, x_adv, batch_size)
+        return self.admissible(x, x_adv, eps), pred != y, tie
 
     def _restarted(self, model, x, y, eps, generator, progress, restarts: int, call) -> tuple:
         """Run ``call(x, y, seed) -> x_adv`` ``restarts`` times with new seeds, each time on the points no
@@ -309,8 +335,10 @@ class Attack:
         out = self.perturb(observer, xs, ys, eps, gen, progress)
         broken, adv = out[0], out[1].to(x.dtype)
         info = out[2] if len(out) > 2 else {}
-        valid, fooled = self.validate(model, xs, ys, adv, eps)
-        res.rejected[eps] += int((broken & ~(valid & fooled)).sum())  # claimed, but not confirmed
+        valid, fooled, tie = self.validate(model, xs, ys, adv, eps)
+        # claimed, but not confirmed: outside the guards, or correctly classified (a tie the attack decided
+        # otherwise in its own batch is not a rejection; the point just stays robust)
+        res.rejected[eps] += int((broken & ~(valid & (fooled | tie))).sum())
         # a point falls only to a checked input; keep the smallest-radius example
         newly = fooled & valid & robust[part]
         robust[part[newly]] = False
@@ -318,7 +346,7 @@ class Attack:
         # a misclassified input the attack queried but did not return (it returned its last iterate) counts too
         missed = robust[part] & (observer.first_break >= 0)
         if missed.any():
-            ok, wrong = self.validate(model, xs[missed], ys[missed], observer.found[missed], eps)
+            ok, wrong, _ = self.validate(model, xs[missed], ys[missed], observer.found[missed], eps)
             take = missed.nonzero().squeeze(1)[ok & wrong]
             robust[part[take]] = False
             x_adv[part[take]] = observer.found[take]
