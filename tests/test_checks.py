@@ -161,3 +161,27 @@ def test_a_decision_on_the_boundary_does_not_depend_on_its_batch():
     assert tie.tolist() == [True] * 3 + [False] * 3
     off = x[3:, 0, 0, 0] > 0.5
     assert torch.equal(alone[3:], (~off).long())  # off the boundary, the plain argmax
+
+
+def test_the_observer_matches_a_dense_coherent_step_that_lands_near_other_points_block_means():
+    """An FGSM-like step (+eps on every pixel) moves every block mean by eps; decoys that differ from the
+    point by eps plus pixel noise have nearer block means than the point itself, but the step lies in the
+    point's ball only, so it must be matched to the point, not to a decoy."""
+    from robrep.attacks.base import CANDIDATES, Observer
+
+    gen = torch.Generator().manual_seed(0)
+    eps = 0.2
+    base = torch.rand(4, 3, 28, 28, generator=gen) * 0.5 + 0.2
+    signs = torch.randint(0, 2, (4, 2 * CANDIDATES, 3, 28, 28), generator=gen) * 2 - 1
+    decoys = (base[:, None] + eps + 0.3 * signs).flatten(0, 1)  # 0.3 from the step in L-inf, block means ~eps
+    x = torch.cat([base, decoys])
+    y = torch.zeros(len(x), dtype=torch.long)
+    for norm in ("linf", "l2"):
+        r = eps if norm == "linf" else eps * (3 * 28 * 28) ** 0.5
+        obs = Observer(nn.Flatten(), x, y, r, norm)
+        q = base + eps
+        j, dist = obs.match(q[[2, 0, 3]])  # a subset in another order: not matched by position
+        assert j.tolist() == [2, 0, 3], norm
+        assert torch.allclose(dist, torch.full_like(dist, r), rtol=1e-4), norm
+        fp = obs._fingerprint(q)
+        assert obs._bound(fp)[0].argmin() != 0  # the block means alone would pick a decoy

@@ -40,7 +40,8 @@ Progress = Callable[[int], None]  # called with a number of work units done
 REL_TOL = 1e-5  # slack of the ball check, relative to the radius: float32 rounding of a projection onto the ball
 ABS_TOL = 1e-7  # and absolute: float32 rounding of x + delta near 1
 LATE = 0.8  # a point first broken after this fraction of the attack's model calls was broken late
-CANDIDATES = 8  # the Observer confirms a query's point among this many nearest on block means
+CANDIDATES = 8  # the Observer confirms a query's point among this many nearest on block means first
+BLOCKS = 64  # the Observer's block means
 REACH = 0.5  # a robust point counts as explored if some query reached this fraction of the radius
 TIE_TOL = 1e-4  # top two logits this close (relative to the top one, at least 1): decided on the input alone
 
@@ -112,16 +113,16 @@ def uniform_in_ball(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator
 
 class Observer(nn.Module):
     """The model an attack sees: returns the model's logits unchanged, and matches every queried input to
-    the attacked point it is a perturbation of (nearest neighbour on block means, confirmed in the attack's
-    norm), recording per point the furthest query (as a fraction of the radius, queries past the ball count
+    the attacked point it is a perturbation of (the point whose ball holds it: ``match``), recording per point the furthest query (as a fraction of the radius, queries past the ball count
     as 1) and the model call at which a query inside the ball was first misclassified, and that query.
     ``benchmarks/observer_overhead.py`` measures what it costs an attack."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str):
         super().__init__()
         self.model, self.x, self.y, self.eps, self.norm = model, x, y, eps, norm
-        self.keys = self._fingerprint(x)
+        self.keys = self._fingerprint(x).double()
         self.key_norms = (self.keys * self.keys).sum(1)
+        self.block = max(1, x[0].numel() // BLOCKS)
         self.reach = torch.zeros(len(x), device=x.device)
         self.first_break = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
         self.found = x.clone()  # the first query inside the ball that was misclassified, per point
@@ -129,26 +130,72 @@ class Observer(nn.Module):
 
     @staticmethod
     def _fingerprint(x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(1).float()
-        # block means move by at most the L-inf distance, so a perturbation stays near its own point
-        return F.adaptive_avg_pool1d(flat[:, None], 64)[:, 0] if flat.shape[1] > 64 else flat
+        """Means over ``BLOCKS`` disjoint, equal blocks of the flattened input (the remainder left out): a
+        perturbation moves each block mean by at most its L-inf size, and their L2 distance times
+        sqrt(block size) by at most its L2 size, so distances on them are lower bounds (``_bound``)."""
+        flat = x.flatten(1).double()
+        size = flat.shape[1] // BLOCKS
+        return flat if size <= 1 else flat[:, :BLOCKS * size].view(len(flat), BLOCKS, size).mean(2)
+
+    def _bound(self, fp: torch.Tensor) -> torch.Tensor:
+        """(n_queries, N): a lower bound on each query's distance to each point in the attack's norm, from
+        the L2 distance of block means (one matrix product): times sqrt(block size) for L2; over sqrt(number
+        of blocks) for L-inf (each block mean moves by at most the L-inf size)."""
+        fp = fp.double()  # float64: the expanded square cancels, and a bound must not exceed the distance
+        d2 = ((fp * fp).sum(1, keepdim=True) - 2 * fp @ self.keys.T + self.key_norms).clamp_min(0)
+        scale = self.block if self.norm == "l2" else 1.0 / self.keys.shape[1]
+        return ((d2 * scale).sqrt() * (1 - 1e-6)).float()
 
     def match(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each query: the attacked point it perturbs, and the distance to it in the attack's norm. The
-        candidates are the ``CANDIDATES`` nearest on block means (squared L2, one matrix product: a perturbation
-        moves each block mean by at most its L-inf size); the nearest is taken if the query lies in its ball,
-        otherwise the candidate nearest in the attack's norm (queries past the ball: FAB, DeepFool)."""
-        k = min(CANDIDATES, len(self.x))
-        fp = self._fingerprint(q)
-        d2 = (fp * fp).sum(1, keepdim=True) - 2 * fp @ self.keys.T + self.key_norms
-        best = d2.argmin(1)
-        dist = perturbation_norm(q - self.x[best], self.norm)
-        far = (dist > self.eps + ball_slack(self.eps)).nonzero().squeeze(1)
-        if len(far) and k > 1:
-            cand = d2[far].topk(k, dim=1, largest=False).indices
-            d = perturbation_norm((q[far, None] - self.x[cand]).flatten(0, 1), self.norm).view(len(far), k)
-            pick = d.argmin(1, keepdim=True)
-            best[far], dist[far] = cand.gather(1, pick).squeeze(1), d.gather(1, pick).squeeze(1)
+        """For each query: the attacked point it perturbs, and the distance to it in the attack's norm.
+
+        A query is a perturbation of the point whose ball it lies in. Cheapest first: the point at the same
+        index (attacks that query the whole batch in order); then the nearest on block means; then the
+        ``CANDIDATES`` nearest; then, for a query still outside the ball of its match, every point the
+        block-mean bound (``_bound``) does not rule out, until one holds it. So the match is exact for a
+        query inside some point's ball, however the perturbation moves block means (a dense, coherent FGSM
+        step on coloured digits can land nearer other digits' block means than its own). A query past
+        every ball (FAB, DeepFool) goes to the nearest in the attack's norm of the ``CANDIDATES``."""
+        slack = self.eps + ball_slack(self.eps)
+        n = len(self.x)
+        if len(q) == n:
+            best = torch.arange(n, device=q.device)
+            dist = perturbation_norm(q - self.x, self.norm)
+        else:
+            best = torch.zeros(len(q), dtype=torch.long, device=q.device)
+            dist = torch.full((len(q),), float("inf"), device=q.device)
+        rest = (dist > slack).nonzero().squeeze(1)
+        if not len(rest):
+            return best, dist
+        bound = self._bound(self._fingerprint(q[rest]))
+        first = bound.argmin(1)
+        d = perturbation_norm(q[rest] - self.x[first], self.norm)
+        take = d < dist[rest]
+        best[rest[take]], dist[rest[take]] = first[take], d[take]
+        rest_i = (dist[rest] > slack).nonzero().squeeze(1)  # rows of ``bound`` still outside their ball
+        k = min(CANDIDATES, n)
+        if not len(rest_i) or k < 2:
+            return best, dist
+        rows = rest[rest_i]
+        cand = bound[rest_i].topk(k, dim=1, largest=False).indices
+        d = perturbation_norm((q[rows, None] - self.x[cand]).flatten(0, 1), self.norm).view(len(rows), k)
+        pick = d.argmin(1, keepdim=True)
+        b, dk = cand.gather(1, pick).squeeze(1), d.gather(1, pick).squeeze(1)
+        take = dk < dist[rows]
+        best[rows[take]], dist[rows[take]] = b[take], dk[take]
+        # still outside: search every point the bound allows, nearest bound first, 64 at a time
+        for r, i in zip(rows.tolist(), rest_i.tolist()):
+            if dist[r] <= slack:
+                continue
+            allowed = (bound[i] <= slack).nonzero().squeeze(1)
+            allowed = allowed[bound[i, allowed].argsort()]
+            for s in range(0, len(allowed), 64):
+                c = allowed[s:s + 64]
+                dc = perturbation_norm(q[r] - self.x[c], self.norm)
+                j = int(dc.argmin())
+                if dc[j] <= slack:
+                    best[r], dist[r] = c[j], dc[j]
+                    break
         return best, dist
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
