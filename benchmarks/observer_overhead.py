@@ -3,7 +3,7 @@
     python benchmarks/observer_overhead.py [--n 500] [--radius 0.03] [--steps 100] [--restarts 10] [--repeats 3]
 
 Every attack is given the model wrapped in ``robrep.attacks.base.Observer``, which matches each
-queried input to the point it perturbs (block means, top 8, confirmed in the attack's norm) and
+queried input to the point whose ball holds it (``Observer.match``) and
 records how far the queries went and when a point first broke. This trains a VAE briefly on
 mnist5k, fits a probe, and times ``perturb`` at ``--radius`` (small, so most points stay robust
 and the whole budget is spent) on the same digits and seed, for robrep's native PGD (one forward

@@ -127,6 +127,7 @@ class Observer(nn.Module):
         self.first_break = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
         self.found = x.clone()  # the first query inside the ball that was misclassified, per point
         self.calls = 0
+        self._last: torch.Tensor | None = None  # the points the last query batch was matched to
 
     @staticmethod
     def _fingerprint(x: torch.Tensor) -> torch.Tensor:
@@ -150,23 +151,29 @@ class Observer(nn.Module):
         """For each query: the attacked point it perturbs, and the distance to it in the attack's norm.
 
         A query is a perturbation of the point whose ball it lies in. Cheapest first: the point at the same
-        index (attacks that query the whole batch in order); then the nearest on block means; then the
-        ``CANDIDATES`` nearest; then, for a query still outside the ball of its match, every point the
-        block-mean bound (``_bound``) does not rule out, until one holds it. So the match is exact for a
+        index (attacks that query the whole batch in order, or the same subset as in their last call); then
+        the nearest on block means; then the ``CANDIDATES`` nearest; then, for a query still outside the
+        ball of its match, every point the block-mean bound (``_bound``) does not rule out, until one holds
+        it. So the match is exact for a
         query inside some point's ball, however the perturbation moves block means (a dense, coherent FGSM
         step on coloured digits can land nearer other digits' block means than its own). A query past
         every ball (FAB, DeepFool) goes to the nearest in the attack's norm of the ``CANDIDATES``."""
         slack = self.eps + ball_slack(self.eps)
         n = len(self.x)
-        if len(q) == n:
-            best = torch.arange(n, device=q.device)
-            dist = perturbation_norm(q - self.x, self.norm)
+        guess = torch.arange(n, device=q.device) if len(q) == n else None
+        if guess is None and self._last is not None and len(self._last) == len(q):
+            guess = self._last  # the same subset as the last call (an attack's next step on the points left)
+        if guess is not None:
+            best = guess.clone()
+            dist = perturbation_norm(q - self.x[best], self.norm)
         else:
             best = torch.zeros(len(q), dtype=torch.long, device=q.device)
             dist = torch.full((len(q),), float("inf"), device=q.device)
         rest = (dist > slack).nonzero().squeeze(1)
         if not len(rest):
+            self._last = best
             return best, dist
+        self._last = best  # updated in place below
         bound = self._bound(self._fingerprint(q[rest]))
         first = bound.argmin(1)
         d = perturbation_norm(q[rest] - self.x[first], self.norm)
