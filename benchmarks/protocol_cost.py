@@ -10,10 +10,11 @@ torchattacks PGD, and the native PGD's share of the machine's matrix-multiply th
 2. ``pgd``: robrep's native PGD against torchattacks' PGD (100 x 10, the same random-restart scheme) on
    the default VAE and SE adversarial, 1,000 test digits, each radius alone: seconds and ratio.
 3. ``peak``: a 2048 x 2048 float32 matrix product's throughput, then the native PGD with ``reuse=False``
-   (every point, every step: the work on robust points) on the MLP and the ConvNet encoder, as
-   multiply-adds per second (the model's forward multiply-adds per point, counted with hooks, times 2: the
-   weights are frozen, so the backward pass computes input gradients only, about one forward's work) and
-   as a share of the matmul throughput.
+   (every point, every step: the work on robust points) on 1,000 test digits labelled with the model's own
+   decisions (so every point is attacked) for the MLP and the ConvNet encoder, as multiply-adds per second
+   (the model's forward multiply-adds per point, counted with hooks, times 2: the weights are frozen, so the
+   backward pass computes input gradients only, about one forward's work) and as a share of the matmul
+   throughput; the ConvNet also with plain ``nn.Conv2d`` layers instead of ``robrep.fastconv``'s.
 4. ``threads``: a small three-suite bench of the default VAE (``robrep bench``, 200 digits, radii 0 and 0.1,
    10 x 2) with ``--threads`` 1 and the default (this process's cores), on an idle machine and beside
    another process that keeps every core busy with matrix products.
@@ -132,22 +133,47 @@ def part_peak() -> None:
     peak = 10 * 2048 ** 3 / (time.perf_counter() - t0)
     print(f"\n3. matmul 2048 x 2048 float32: {peak / 1e9:.1f} G multiply-adds/s ({torch.get_num_threads()} threads)")
     ds = robrep.load_dataset("mnist5k")
-    x, y = ds.test.batch(slice(0, 500)), ds.test.labels["digit"][:500]
+    x = ds.test.batch(slice(0, 1000))
     for arch in ("mlp", "conv"):
         learner = robrep.train("se-adversarial", ds, out=False, max_steps=1, seed=0, arch=arch)
         probe = train_probe(features(learner, ds.train.images[:500]), ds.train.labels["digit"][:500], 10)
         model = ProbedEncoder(learner, probe)
+        y = model.predict(x)  # labels = the model's own decisions: every point is attacked, every step
+        variants = {arch: model}
+        if arch == "conv":  # the alternative in the same run: torch's own convolution backward
+            variants = {"conv": model, "conv, nn.Conv2d": ProbedEncoder(_plain_convs(learner), probe)}
         macs = _macs(model, x)
         steps, restarts = 20, 1
-        attack = PGD(steps=steps, restarts=restarts, reuse=False)
-        t0 = time.perf_counter()
-        attack.run(model, x, y, [0.05], seed=0)
-        wall = time.perf_counter() - t0
-        # steps + 1 forward passes and steps backward passes (input gradients only: ~ one forward) per point
-        work = len(x) * macs * (2 * steps + 1) * restarts
-        print(f"   {arch:5s}: {macs / 1e6:.2f} M multiply-adds per point forward; PGD {steps} x {restarts} on "
-              f"{len(x)} points every step: {wall:.1f} s = {work / wall / 1e9:.1f} G/s, "
-              f"{100 * work / wall / peak:.0f}% of the matmul throughput")
+        walls = {}
+        for label, m in variants.items():
+            attack = PGD(steps=steps, restarts=restarts, reuse=False)
+            t0 = time.perf_counter()
+            res = attack.run(m, x, y, [0.05], seed=0)
+            walls[label] = wall = time.perf_counter() - t0
+            n = res.attacked[0.05]  # the correctly classified points: the others are not attacked
+            # steps + 1 forward passes and steps backward passes (input gradients only: ~ one forward) per point
+            work = n * macs * (2 * steps + 1) * restarts
+            print(f"   {label:16s}: {macs / 1e6:.2f} M multiply-adds per point forward; PGD {steps} x {restarts} on "
+                  f"{n} points every step: {wall:.1f} s = {work / wall / 1e9:.1f} G/s, "
+                  f"{100 * work / wall / peak:.0f}% of the matmul throughput")
+        if len(walls) > 1:
+            print(f"   InputGradConv2d (robrep.fastconv) against nn.Conv2d: {walls['conv, nn.Conv2d'] / walls['conv']:.2f}x")
+
+
+def _plain_convs(learner):
+    """A copy of ``learner`` whose InputGradConv2d layers are plain nn.Conv2d (the same weights)."""
+    import copy
+
+    from robrep.fastconv import InputGradConv2d
+
+    plain = copy.deepcopy(learner)
+    for module in list(plain.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, InputGradConv2d):
+                conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride, child.padding)
+                conv.load_state_dict(child.state_dict())
+                setattr(module, name, conv.requires_grad_(False))
+    return plain
 
 
 BUSY = "import torch\nwhile True:\n    a = torch.randn(1024, 1024); a @ a\n"

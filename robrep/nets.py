@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from robrep.fastconv import InputGradConv2d
+
 ARCHS = ("mlp", "conv")
 
 
@@ -65,7 +67,7 @@ class ConvEncoder(nn.Module):
         channels, size = _conv_plan(shape)
         layers, cin = [], shape[0]
         for cout in channels:
-            layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.ReLU()]
+            layers += [InputGradConv2d(cin, cout, 4, stride=2, padding=1), nn.ReLU()]
             cin = cout
         layers += [nn.Flatten(), nn.Linear(cin * size * size, fc), nn.ReLU()]
         self.body = nn.Sequential(*layers)
