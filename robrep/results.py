@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
 from robrep.attacks.base import Attack, radius_grid
+from robrep.attacks.cascade import is_chained
 from robrep.checkpoint import atomic_write, short_hash
 from robrep.checks import LATE_MAX
 
@@ -300,7 +301,7 @@ def attack_cell(base: dict, attack: Attack, after: dict | None = None) -> dict:
 def task_cells(base: dict, attacks: list[Attack], cascade: bool) -> list[dict]:
     """The cells of a task's attacks: each on every point (``cascade`` False, or a single attack), or as the
     stages of a cascade, each naming the attacks before it and a hash of their configs."""
-    if not cascade or len(attacks) < 2:
+    if not is_chained(cascade, attacks):
         return [attack_cell(base, a) for a in attacks]
     configs = [json.dumps(a.settings(), sort_keys=True) for a in attacks]
     return [attack_cell(base, a, {"attacks": [f"{b.suite}/{b.name}" for b in attacks[:k]],

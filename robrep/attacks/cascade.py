@@ -28,6 +28,12 @@ from robrep.attacks.external import COMPOSITIONS, TorchattacksAttack
 BUDGET_KEYS = ("steps", "n_queries", "n_restarts")  # a part is covered by an attack with at least this much
 
 
+def is_chained(cascade: bool, attacks: list[Attack]) -> bool:
+    """Whether a task's attacks run as a cascade: asked for, and more than one attack (one alone attacks
+    every point either way)."""
+    return cascade and len(attacks) > 1
+
+
 def cost_rank(attack: Attack) -> int:
     """Where ``attack`` goes in the cascade (module docstring): 0 single-step ... 4 black-box."""
     if attack.kind == "black-box":

@@ -26,6 +26,7 @@ from robrep.encoders.resolve import cached_meta, foreign_run, planned_run
 from robrep.harness.config import BenchConfig
 from robrep.harness.store import ResultsStore, posted_rows
 from robrep.registry import UnknownNameError
+from robrep.attacks.cascade import is_chained
 from robrep.results import done_cells, is_finished, read_results, task_cells
 
 COLUMNS = ("label", "dataset", "learner_status", "run", "task", "suite", "attack", "status")
@@ -66,7 +67,7 @@ class Job:
         return task_cells(base, self.tasks[t][1], self.cascade)
 
     def is_cascade(self, t: int) -> bool:
-        return self.cascade and len(self.tasks[t][1]) > 1
+        return is_chained(self.cascade, self.tasks[t][1])
 
     @property
     def n_cells(self) -> int:
