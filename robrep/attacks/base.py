@@ -128,6 +128,7 @@ class Observer(nn.Module):
         self.found = x.clone()  # the first query inside the ball that was misclassified, per point
         self.calls = 0
         self._last: torch.Tensor | None = None  # the points the last query batch was matched to
+        self._kept: torch.Tensor | None = None  # those of them whose query was not misclassified in the ball
 
     @staticmethod
     def _fingerprint(x: torch.Tensor) -> torch.Tensor:
@@ -163,9 +164,11 @@ class Observer(nn.Module):
         guess = torch.arange(n, device=q.device) if len(q) == n else None
         if guess is None and self._last is not None and len(self._last) == len(q):
             guess = self._last  # the same subset as the last call (an attack's next step on the points left)
+        if guess is None and self._kept is not None and len(self._kept) == len(q):
+            guess = self._kept  # the last call's points less those it broke (an attack that drops broken points)
         if guess is not None:
             best = guess.clone()
-            dist = perturbation_norm(q - self.x[best], self.norm)
+            dist = perturbation_norm(q - (self.x if len(q) == n else self.x[best]), self.norm)
         else:
             best = torch.zeros(len(q), dtype=torch.long, device=q.device)
             dist = torch.full((len(q),), float("inf"), device=q.device)
@@ -218,7 +221,9 @@ class Observer(nn.Module):
         inside = dist <= self.eps + ball_slack(self.eps)
         reach = torch.where(inside, dist / self.eps, torch.ones_like(dist))  # past the ball (FAB, DeepFool): 1
         self.reach.scatter_reduce_(0, j, reach, reduce="amax")
-        broke = inside & (logits.argmax(1) != self.y[j]) & (self.first_break[j] < 0)
+        wrong = inside & (logits.argmax(1) != self.y[j])
+        self._kept = j[~wrong]
+        broke = wrong & (self.first_break[j] < 0)
         if broke.any():
             self.first_break[j[broke]] = self.calls
             self.found[j[broke]] = q[broke]
@@ -309,8 +314,8 @@ class Attack:
 
     def admissible(self, x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> torch.Tensor:
         """(n,) bool: x_adv is finite, inside [0, 1] and inside the ball of radius eps around x (the guards)."""
-        ok = torch.isfinite(x_adv).flatten(1).all(1)
-        ok &= (x_adv >= 0).flatten(1).all(1) & (x_adv <= 1).flatten(1).all(1)
+        flat = x_adv.flatten(1)
+        ok = (flat.amin(1) >= 0) & (flat.amax(1) <= 1)  # NaN propagates to the extremes and fails both; inf fails
         return ok & (perturbation_norm(x_adv - x, self.norm) <= eps + ball_slack(eps))
 
     @torch.no_grad()

@@ -82,7 +82,9 @@ class PGD(Attack):
                     flipped = (logits.argmax(1) != y0) & self.admissible(x0, xt.detach(), eps)
                     keep = ~flipped if self.reuse else torch.ones_like(flipped)
                     grad = None
-                    if t < self.steps and keep.any():
+                    if t < self.steps and keep.all():  # most steps: nothing to drop, no copies
+                        grad = torch.autograd.grad(self._loss(logits, y0), xt)[0]
+                    elif t < self.steps and keep.any():
                         grad = torch.autograd.grad(self._loss(logits[keep], y0[keep]), xt)[0][keep]
                 xt = xt.detach()
                 if flipped.any():
