@@ -42,7 +42,8 @@ class InputGradConv2d(nn.Conv2d):
     """``nn.Conv2d`` (same parameters, same state dict) with a fast input gradient when its weights are frozen."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fast = (x.requires_grad and not self.weight.requires_grad and (self.bias is None or not self.bias.requires_grad)
-                and self.in_channels * self.kernel_size[0] * self.kernel_size[1] <= FOLD_MAX and self.groups == 1 and self.padding_mode == "zeros" and isinstance(self.padding, tuple)
-                and x.dim() == 4 and x.device.type == "cpu")
+        frozen = not self.weight.requires_grad and (self.bias is None or not self.bias.requires_grad)
+        few_taps = self.in_channels * self.kernel_size[0] * self.kernel_size[1] <= FOLD_MAX
+        plain = self.groups == 1 and self.padding_mode == "zeros" and isinstance(self.padding, tuple)
+        fast = x.requires_grad and frozen and few_taps and plain and x.dim() == 4 and x.device.type == "cpu"
         return _InputGrad.apply(x, self) if fast else super().forward(x)

@@ -304,7 +304,7 @@ def task_cells(base: dict, attacks: list[Attack], cascade: bool) -> list[dict]:
     if not is_chained(cascade, attacks):
         return [attack_cell(base, a) for a in attacks]
     configs = [json.dumps(a.settings(), sort_keys=True) for a in attacks]
-    return [attack_cell(base, a, {"attacks": [f"{b.suite}/{b.name}" for b in attacks[:k]],
+    return [attack_cell(base, a, {"attacks": [b.qualname for b in attacks[:k]],
                                   "sha": short_hash(configs[:k])})
             for k, a in enumerate(attacks)]
 
@@ -390,20 +390,17 @@ def cell_rows(cell: dict[str, Any], partial: list[dict[str, Any]], timestamp: st
 def consistency_warnings(accuracy: list[tuple[Attack, float]]) -> list[str]:
     """design/evaluation.md: iterative attacks should beat single-step ones, and a black-box attack
     should not beat the white-box ones by much (a sign of gradient masking)."""
-    def label(a):
-        return f"{a.suite}/{a.name}"
-
     warnings = []
     single = [(acc, a) for a, acc in accuracy if a.kind == "single-step"]
     for acc, a in ((acc, a) for a, acc in accuracy if a.kind == "iterative"):
         for s_acc, s in single:
             if acc > s_acc + 0.01:
-                warnings.append(f"iterative {label(a)} ({acc:.3f}) weaker than single-step {label(s)} ({s_acc:.3f})")
+                warnings.append(f"iterative {a.qualname} ({acc:.3f}) weaker than single-step {s.qualname} ({s_acc:.3f})")
     # white-box: the gradient attacks alone (AutoAttack holds Square, so it cannot tell on it)
     white = [acc for a, acc in accuracy if a.kind != "black-box" and not a.includes_black_box]
     for acc, a in ((acc, a) for a, acc in accuracy if a.kind == "black-box"):
         if white and acc < min(white) - 0.02:
-            warnings.append(f"black-box {label(a)} ({acc:.3f}) beats every gradient attack "
+            warnings.append(f"black-box {a.qualname} ({acc:.3f}) beats every gradient attack "
                             f"(best {min(white):.3f}): possible gradient masking")
     return warnings
 
@@ -418,7 +415,7 @@ def cascade_warnings(at_r: list[tuple[Attack, Any]]) -> list[str]:
     for a, v in at_r:
         first = v.get("n_broken_first")
         if a.kind == "black-box" and not is_missing(first) and int(first) > MASKING_SHARE * int(v["n_examples"]):
-            warnings.append(f"black-box {a.suite}/{a.name} broke {int(first)} of {int(v['n_examples'])} test points "
+            warnings.append(f"black-box {a.qualname} broke {int(first)} of {int(v['n_examples'])} test points "
                             "that every gradient attack before it failed on: possible gradient masking")
     return warnings
 
@@ -440,7 +437,7 @@ def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, dict[str
         only_late = ~robust & ~early
     rows = []
     protocol = str(cells[0][1].iloc[0].get("protocol") or "per-attack")
-    attacks = sorted(f"{a.suite}/{a.name}: {json.dumps(a.settings(), sort_keys=True)}" for a, _, _ in cells)
+    attacks = sorted(f"{a.qualname}: {json.dumps(a.settings(), sort_keys=True)}" for a, _, _ in cells)
     for i, r in enumerate(radii):
         at_r = [(a, df[df["radius"] == r].iloc[0]) for a, df, _ in cells]
         first = at_r[0][1]
@@ -453,7 +450,7 @@ def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, dict[str
             "protocol": protocol,
             "nominal_accuracy": first["nominal_accuracy"], "adversarial_accuracy": robust[i].float().mean().item(),
             "n_attacked": None, "wall_seconds": float(sum(v["wall_seconds"] for _, v in at_r)),
-            "warnings": "; ".join(warn + [f"{a.suite}/{a.name}: {v['warnings']}" for a, v in at_r
+            "warnings": "; ".join(warn + [f"{a.qualname}: {v['warnings']}" for a, v in at_r
                                           if isinstance(v.get("warnings"), str) and v["warnings"]]),
         }
         # the worst case's evidence is its attacks' together: each check holds if it holds for every attack,

@@ -4,9 +4,10 @@ torch's default, one thread per core, is right on an idle machine and a trap on 
 processes with two threads each on two cores ran a three-suite VAE bench about 14x slower than one
 thread each (``benchmarks/protocol_cost.py --part threads`` measures it). The default here is the
 cores this process may use (at most torch's own default, the physical cores), shared among the ranks
-of this machine when distributed (torchrun's LOCAL_WORLD_SIZE), unless ``OMP_NUM_THREADS`` or ``--threads`` says otherwise. The count is not
-lowered behind the user's back when the machine is busy, since the thread count changes a trained
-encoder's bits (rows record it, ``threads``): a busy machine gets a warning that says what to do.
+of this machine when distributed (torchrun's LOCAL_WORLD_SIZE), unless ``OMP_NUM_THREADS`` or
+``--threads`` says otherwise. The count is not lowered behind the user's back when the machine is
+busy, since the thread count changes a trained encoder's bits (rows record it, ``threads``): a busy
+machine gets a warning that says what to do.
 """
 from __future__ import annotations
 

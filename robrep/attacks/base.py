@@ -113,8 +113,9 @@ def uniform_in_ball(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator
 
 class Observer(nn.Module):
     """The model an attack sees: returns the model's logits unchanged, and matches every queried input to
-    the attacked point it is a perturbation of (the point whose ball holds it: ``match``), recording per point the furthest query (as a fraction of the radius, queries past the ball count
-    as 1) and the model call at which a query inside the ball was first misclassified, and that query.
+    the attacked point it is a perturbation of (the point whose ball holds it: ``match``), recording per
+    point the furthest query (as a fraction of the radius, queries past the ball count as 1) and the model
+    call at which a query inside the ball was first misclassified, and that query.
     ``benchmarks/observer_overhead.py`` measures what it costs an attack."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str):
@@ -155,10 +156,10 @@ class Observer(nn.Module):
         index (attacks that query the whole batch in order, or the same subset as in their last call); then
         the nearest on block means; then the ``CANDIDATES`` nearest; then, for a query still outside the
         ball of its match, every point the block-mean bound (``_bound``) does not rule out, until one holds
-        it. So the match is exact for a
-        query inside some point's ball, however the perturbation moves block means (a dense, coherent FGSM
-        step on coloured digits can land nearer other digits' block means than its own). A query past
-        every ball (FAB, DeepFool) goes to the nearest in the attack's norm of the ``CANDIDATES``."""
+        it. So the match is exact for a query inside some point's ball, however the perturbation moves block
+        means (a dense, coherent FGSM step on coloured digits can land nearer other digits' block means than
+        its own). A query past every ball (FAB, DeepFool) goes to the nearest in the attack's norm of the
+        ``CANDIDATES``."""
         slack = self.eps + ball_slack(self.eps)
         n = len(self.x)
         guess = torch.arange(n, device=q.device) if len(q) == n else None
@@ -172,11 +173,10 @@ class Observer(nn.Module):
         else:
             best = torch.zeros(len(q), dtype=torch.long, device=q.device)
             dist = torch.full((len(q),), float("inf"), device=q.device)
+        self._last = best  # (updated in place below)
         rest = (dist > slack).nonzero().squeeze(1)
         if not len(rest):
-            self._last = best
             return best, dist
-        self._last = best  # updated in place below
         bound = self._bound(self._fingerprint(q[rest]))
         first = bound.argmin(1)
         d = perturbation_norm(q[rest] - self.x[first], self.norm)
@@ -277,6 +277,11 @@ class Attack:
     kind = "iterative"  # iterative | single-step | black-box | minimal (for the consistency warnings)
     includes_black_box = False  # an ensemble with a black-box part (AutoAttack): not a pure gradient attack
     reuse = True  # attack only the points not broken at a smaller radius
+
+    @property
+    def qualname(self) -> str:
+        """``suite/name``: how warnings, progress and a cascade's stages name the attack."""
+        return f"{self.suite}/{self.name}"
 
     def settings(self) -> dict:
         """The attack's full configuration, recorded in every result row."""

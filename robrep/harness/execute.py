@@ -278,10 +278,10 @@ class _Run:
                                        "'late' (written by an older robrep); delete them to run it again",
                                        src.source, "resuming its cascade")
             where = f" (cascade stage {k + 1} of {len(attacks)})" if chained else ""
-            self.progress.phase(f"{attack.suite}/{attack.name}{where}: {src.label} / {ds.name} / {task.name}",
+            self.progress.phase(f"{attack.qualname}{where}: {src.label} / {ds.name} / {task.name}",
                                 attack.units(cfg.radii))
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            with _stage(src, ds.name, f"under attack {attack.suite}/{attack.name} (task {task.name})"):
+            with _stage(src, ds.name, f"under attack {attack.qualname} (task {task.name})"):
                 partial, masks = run_cell(model, self.x_test(j), y, attack, cfg.radii, cfg.seed,
                                           self.progress.advance, prior=prior, cascade=chained)
             rows = cell_rows(cell, partial, stamp)

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from robrep.attacks import Attack, suite_attacks
-from robrep.attacks.cascade import cascade
+from robrep.attacks.cascade import cascade, is_chained
 from robrep.checkpoint import CheckpointError, read_config
 from robrep.data import Dataset, Task, load_dataset
 from robrep.encoders import EncoderSource, LearnerError, build, resolve
@@ -26,7 +26,6 @@ from robrep.encoders.resolve import cached_meta, foreign_run, planned_run
 from robrep.harness.config import BenchConfig
 from robrep.harness.store import ResultsStore, posted_rows
 from robrep.registry import UnknownNameError
-from robrep.attacks.cascade import is_chained
 from robrep.results import done_cells, is_finished, read_results, task_cells
 
 COLUMNS = ("label", "dataset", "learner_status", "run", "task", "suite", "attack", "status")
