@@ -8,7 +8,9 @@ records how far the queries went and when a point first broke. This trains a VAE
 mnist5k, fits a probe, and times ``perturb`` at ``--radius`` (small, so most points stay robust
 and the whole budget is spent) on the same digits and seed, for robrep's native PGD (one forward
 and one backward per query batch) and torchattacks' Square (forward-only queries, the Observer's
-worst case relative to the work), with the bare model and with the Observer, alternating
+worst case relative to the work), and AutoAttack's targeted parts (APGD-T and FAB-T, 9 targets x
+``--steps``) on ``--tail`` points, as a cascade leaves them to it (few points: the Observer's fixed cost
+per call counts most), with the bare model and with the Observer, alternating
 ``--repeats`` times. Prints the median wall seconds, their ratio, and whether both broke exactly
 the same points (they must: the Observer returns the model's logits unchanged).
 """
@@ -35,6 +37,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000, help="Square's query budget")
     ap.add_argument("--radius", type=float, default=0.03)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tail", type=int, default=10, help="points left to AutoAttack's targeted parts")
     args = ap.parse_args()
     ds = robrep.load_dataset("mnist5k")
     learner = robrep.train("vae", ds, out=False, max_steps=300, seed=0)
@@ -43,25 +46,30 @@ def main() -> None:
     x, y = ds.test.batch(slice(0, args.n)), ds.test.labels["digit"][: args.n]
     keep = model.predict(x) == y  # perturb is given correctly classified points
     x, y = x[keep], y[keep]
-    attacks = {"native PGD": PGD(steps=args.steps, restarts=args.restarts),
-               "torchattacks Square": TorchattacksAttack("Square", {"n_queries": args.queries, "n_restarts": 1}, kind="black-box")}
+    parts = [["APGDT", {"n_classes": 10, "n_restarts": 1, "steps": args.steps}],
+             ["FAB", {"multi_targeted": True, "n_classes": 10, "n_restarts": 1, "steps": args.steps}]]
+    attacks = {"native PGD": (PGD(steps=args.steps, restarts=args.restarts), len(x)),
+               "torchattacks Square": (TorchattacksAttack("Square", {"n_queries": args.queries, "n_restarts": 1},
+                                                          kind="black-box"), len(x)),
+               "APGD-T + FAB-T": (TorchattacksAttack("Parts", {"parts": parts}), args.tail)}
     print(f"radius {args.radius:g}, {len(x)} correctly classified mnist5k digits, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}:")
-    for label, attack in attacks.items():
+    for label, (attack, n) in attacks.items():
+        xs, ys = x[:n], y[:n]
         times: dict[str, list[float]] = {"bare": [], "observer": []}
         broken = {}
         for _ in range(args.repeats):
             for name in times:
-                seen = Observer(model, x, y, args.radius, attack.norm).eval() if name == "observer" else model
+                seen = Observer(model, xs, ys, args.radius, attack.norm).eval() if name == "observer" else model
                 gen = torch.Generator().manual_seed(0)
                 t0 = time.perf_counter()
-                out = attack.perturb(seen, x, y, args.radius, gen)
+                out = attack.perturb(seen, xs, ys, args.radius, gen)
                 times[name].append(time.perf_counter() - t0)
                 broken[name] = out[0]
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"  {label:20s} bare {med['bare']:7.2f} s, observer {med['observer']:7.2f} s, "
               f"observer / bare {med['observer'] / med['bare']:.3f}; same points broken: "
-              f"{torch.equal(broken['bare'], broken['observer'])} ({int(broken['bare'].sum())} of {len(x)})")
+              f"{torch.equal(broken['bare'], broken['observer'])} ({int(broken['bare'].sum())} of {n})")
 
 
 if __name__ == "__main__":

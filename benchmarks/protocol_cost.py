@@ -143,7 +143,7 @@ def part_peak() -> None:
         if arch == "conv":  # the alternative in the same run: torch's own convolution backward
             variants = {"conv": model, "conv, nn.Conv2d": ProbedEncoder(_plain_convs(learner), probe)}
         macs = _macs(model, x)
-        steps, restarts = 20, 1
+        steps, restarts = (100 if arch == "mlp" else 20), 1  # long enough to time: a few seconds each
         walls = {}
         for label, m in variants.items():
             attack = PGD(steps=steps, restarts=restarts, reuse=False)

@@ -24,9 +24,10 @@ from robrep.learners import create_learner, list_learners  # noqa: E402
 from robrep.train import train  # noqa: E402
 from robrep.encoders import ContractError, Encoder, LearnerError  # noqa: E402
 from robrep.harness import BenchConfig, bench  # noqa: E402
+from robrep.sweep import sweep  # noqa: E402
 
 __all__ = [
-    "__version__", "load", "save", "train", "bench", "BenchConfig", "create_learner", "list_learners",
+    "__version__", "load", "save", "train", "bench", "BenchConfig", "sweep", "create_learner", "list_learners",
     "load_dataset", "list_datasets", "Dataset", "Split", "Task", "DatasetError", "CheckpointError",
     "Encoder", "ContractError", "LearnerError",
 ]

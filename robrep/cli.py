@@ -212,6 +212,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if skipped or df.empty else 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from robrep.sweep import sweep
+    from robrep.threads import default_threads
+
+    grid = {}
+    for key, values in args.grid:
+        if key in grid:
+            raise ValueError(f"--grid {key} is given twice; give each key once with all its values")
+        grid[key] = list(values) if isinstance(values, tuple) else [values]
+    options = {k: v for k, v in {
+        "suites": args.suite and tuple(args.suite), "steps": args.steps, "restarts": args.restarts,
+        "budget": args.budget, "n_examples": args.n_examples, "arch": args.arch, "epochs": args.epochs,
+        "seed": args.seed, "device": args.device, "data_root": args.data_root and str(args.data_root),
+    }.items() if v is not None}
+    options["threads"] = args.threads or default_threads()
+    with _progress() as progress:
+        res = sweep(args.learner, grid, dataset=args.dataset, radius=args.radius, min_nominal=args.min_nominal,
+                    base_config=dict(args.set), out=args.out, progress=_RichBenchProgress(progress), **options)
+    t = Table(title=f"sweep of {args.learner} on {res.dataset} (validation split), worst case at radius {res.radius:g}",
+              caption=f"chosen: the best worst case among configs with {res.rule}")
+    tasks = [c[len("worst_case["):-1] for c in res.table.columns if c.startswith("worst_case[")]
+    columns = ["config", "nominal", "worst case"]
+    if len(tasks) > 1:
+        columns += [f"{w} {t_}" for t_ in tasks for w in ("nominal", "worst")]
+    for col in columns:
+        t.add_column(col, justify="left" if col == "config" else "right")
+    for label, row in res.table.iterrows():
+        cells = [label.split(":", 1)[1], f"{row['nominal']:.3f}", f"{row['worst_case']:.3f}"]
+        if len(tasks) > 1:
+            cells += [f"{row[f'{w}[{t_}]']:.3f}" for t_ in tasks for w in ("nominal", "worst_case")]
+        style = "bold green" if row["chosen"] else None if row["clears_floor"] else "dim"
+        t.add_row(*cells, style=style)
+    console.print(t)
+    console.print(f"chosen: [bold]{res.label}[/bold]  ({args.out / 'choice.json'}, table {args.out / 'sweep.csv'})")
+    return 0
+
+
 def _world(device):
     """The processes of this command (several under torchrun); their log lines say which rank wrote them."""
     from robrep.distributed import World
@@ -356,6 +393,31 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dry-run", action="store_true", help="print the plan: what would be trained, what is done in "
                    "--out, what would run; run nothing")
     b.set_defaults(func=cmd_bench)
+
+    w = sub.add_parser("sweep", help="choose a learner's config on the validation split: train every grid point, "
+                       "benchmark it on held-out training data, pick the most robust above a nominal floor")
+    w.add_argument("--learner", default=DEFAULT_LEARNER, help=f"registered learner (default {DEFAULT_LEARNER})")
+    w.add_argument("--dataset", default="mnist5k", help="data set; its validation view is used (default mnist5k)")
+    w.add_argument("--grid", type=_parse_set, action="append", required=True, metavar="KEY=V1,V2",
+                   help="config field and its values (repeatable; every combination is trained)")
+    w.add_argument("--set", type=_parse_set, action="append", default=[], metavar="KEY=VALUE",
+                   help="config override shared by every point (repeatable)")
+    w.add_argument("--radius", type=float, default=0.1, help="attack radius the choice is made at (default 0.1)")
+    w.add_argument("--min-nominal", type=float, help="nominal-accuracy floor (default: the grid's best - 0.05)")
+    w.add_argument("--suite", action="append", help="attack suite (repeatable; default native, torchattacks and "
+                   "foolbox, cascaded: the worst case over all of them)")
+    w.add_argument("--budget", choices=("quick", "standard", "paper"), help="named steps x restarts (as bench)")
+    w.add_argument("--steps", type=int)
+    w.add_argument("--restarts", type=int)
+    w.add_argument("--n-examples", type=int, help="validation points attacked (default: all)")
+    w.add_argument("--arch", choices=("mlp", "conv"))
+    w.add_argument("--epochs", type=int)
+    w.add_argument("--seed", type=int)
+    w.add_argument("--threads", type=int)
+    w.add_argument("--device")
+    w.add_argument("--data-root", type=Path)
+    w.add_argument("--out", type=Path, default=Path("robrep-sweep"), help="output folder (default robrep-sweep)")
+    w.set_defaults(func=cmd_sweep)
 
     lb = sub.add_parser("leaderboard", help="merge results CSVs into the published leaderboard and show it")
     lb.add_argument("results", nargs="*", type=Path, help="results.csv files or bench output folders (none: just show)")

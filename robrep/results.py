@@ -50,7 +50,7 @@ COLUMNS = (
     "max_perturbation",
     *EVIDENCE_COLUMNS, *CHECK_COLUMNS, "n_rejected", "checks_passed", "check_thresholds", "warnings", "verified",
     "seed", "encoder_sha256", "probe_sha256", "probe_train_accuracy", "robrep_version", "torch_version",
-    "device", "machine", "threads", "wall_seconds", "timestamp",
+    "device", "machine", "threads", "train_seconds", "wall_seconds", "timestamp",
 )
 
 
@@ -116,6 +116,7 @@ SCHEMA: dict[str, tuple[Callable[[str], Any], bool]] = {
     **{c: (_unit, False) for c in ("recomputed_accuracy", "probe_train_accuracy", "label_fraction",
                                    *EVIDENCE_COLUMNS)},
     "radius": (_float, True), "max_perturbation": (_float, False), "wall_seconds": (_float, False),
+    "train_seconds": (_float, False),
     "checks_passed": (_bool, True),
     **{c: (_bool, False) for c in CHECK_COLUMNS},
     "encoder_sha256": (_sha256, True), "probe_sha256": (_sha256, True), "timestamp": (_timestamp, True),
@@ -261,7 +262,7 @@ def row_key(row: dict[str, Any]) -> str:
 ENCODER_FIELDS = (
     "learner", "label", "run", "checkpoint", "source", "learner_config", "arch", "dataset", "task", "n_classes",
     "n_examples", "label_fraction", "n_probe_labels", "seed", "encoder_sha256", "probe_sha256",
-    "probe_train_accuracy", "robrep_version", "torch_version", "device", "machine", "threads",
+    "probe_train_accuracy", "robrep_version", "torch_version", "device", "machine", "threads", "train_seconds",
 )
 
 
@@ -273,9 +274,11 @@ def encoder_fields(row: dict[str, Any]) -> dict[str, Any]:
 def encoder_row(*, learner: str, label: str, run: str, checkpoint: str, source: str, learner_config: dict,
                 arch: str, dataset: str, task: str, n_classes: int, n_examples: int, label_fraction: float,
                 n_probe_labels: int, seed: int, encoder_sha256: str, probe_sha256: str,
-                probe_train_accuracy: float, device: str) -> dict[str, Any]:
+                probe_train_accuracy: float, device: str, train_seconds: float | None = None) -> dict[str, Any]:
     """The fields every row of one encoder, task and probe shares (what was attacked, and its provenance, down
-    to the machine and the number of threads that computed it)."""
+    to the machine and the number of threads that computed it; ``train_seconds``: how long the encoder's
+    training took, as its checkpoint records, on whatever machine trained it; empty for encoders robrep did
+    not train)."""
     import robrep
     from robrep.provenance import machine
 
@@ -286,7 +289,7 @@ def encoder_row(*, learner: str, label: str, run: str, checkpoint: str, source: 
         "n_probe_labels": n_probe_labels, "seed": seed, "encoder_sha256": encoder_sha256,
         "probe_sha256": probe_sha256, "probe_train_accuracy": probe_train_accuracy,
         "robrep_version": robrep.__version__, "torch_version": torch.__version__, "device": device,
-        "machine": machine(device), "threads": torch.get_num_threads(),
+        "machine": machine(device), "threads": torch.get_num_threads(), "train_seconds": train_seconds,
     }
 
 

@@ -110,8 +110,8 @@ class _Loss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x):
-        return self.model.loss(x)
+    def forward(self, x, index=None):
+        return self.model.loss(x) if index is None else self.model.loss(x, index=index)
 
 
 def _gradient_training(model, images, seed, callback, max_steps, learner, world):
@@ -123,6 +123,7 @@ def _gradient_training(model, images, seed, callback, max_steps, learner, world)
     single process's stream)."""
     c = model.config
     step_fn = model.loss
+    wants_index = getattr(model, "wants_index", False)  # learners that keep per-example state (learners.fast)
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -143,8 +144,9 @@ def _gradient_training(model, images, seed, callback, max_steps, learner, world)
         for i in range(steps_per_epoch):
             batch = perm[i * c.batch_size:(i + 1) * c.batch_size]
             share = torch.tensor_split(batch, world.size)[world.rank] if world.distributed else batch
-            x = images[share if len(share) else batch[:1]].float().div_(255.0)  # an empty share counts 0
-            parts = step_fn(x)
+            rows = share if len(share) else batch[:1]  # an empty share counts 0
+            x = images[rows].float().div_(255.0)
+            parts = step_fn(x, index=rows) if wants_index else step_fn(x)
             opt.zero_grad(set_to_none=True)
             if world.distributed:
                 weight = len(share) * world.size / len(batch)  # DDP averages over ranks

@@ -2,6 +2,7 @@
 from fixtures import sound
 import importlib
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -35,6 +36,10 @@ def test_rows_carry_everything_needed_to_trust_them(first_run):
     assert sound(df)
     assert set(df["learner"]) == {"vae", "se-random"} and (df["n_examples"] == 100).all()
     assert (df["steps"] == 5).all() and (df["restarts"] == 2).all() and (df["n_classes"] == 10).all()
+    # each encoder's training time, as its checkpoint records it
+    for run, g in df.groupby("run"):
+        meta = json.loads((Path(g["checkpoint"].iloc[0]) / "config.json").read_text())
+        assert (g["train_seconds"] == meta["train_seconds"]).all() and meta["train_seconds"] > 0, run
     for _, g in df.groupby("run"):
         g = g.sort_values("radius")
         assert g["adversarial_accuracy"].iloc[0] == g["nominal_accuracy"].iloc[0]

@@ -1,4 +1,5 @@
 """Each recorded check fails on an attack or a model broken on purpose, and holds on a sound one."""
+import pytest
 import torch
 from torch import nn
 
@@ -163,12 +164,15 @@ def test_a_decision_on_the_boundary_does_not_depend_on_its_batch():
     assert torch.equal(alone[3:], (~off).long())  # off the boundary, the plain argmax
 
 
-def test_the_observer_matches_a_dense_coherent_step_that_lands_near_other_points_block_means():
+@pytest.mark.parametrize("direct", [0, 1 << 22], ids=["block-means", "every-distance"])
+def test_the_observer_matches_a_dense_coherent_step_that_lands_near_other_points_block_means(direct, monkeypatch):
     """An FGSM-like step (+eps on every pixel) moves every block mean by eps; decoys that differ from the
     point by eps plus pixel noise have nearer block means than the point itself, but the step lies in the
     point's ball only, so it must be matched to the point, not to a decoy."""
+    from robrep.attacks import base as B
     from robrep.attacks.base import CANDIDATES, Observer
 
+    monkeypatch.setattr(B, "DIRECT", direct)  # both ways of matching: bounds and candidates, or every distance
     gen = torch.Generator().manual_seed(0)
     eps = 0.2
     base = torch.rand(4, 3, 28, 28, generator=gen) * 0.5 + 0.2

@@ -150,6 +150,7 @@ def test_every_form_reaches_the_same_frozen_encoder_path(plainenc, tmp_path):
     assert sources["plainenc:Features"].startswith("plainenc:Features")
     assert sources["make_features"].startswith("python factory plainenc.make_features")
     assert (df["checkpoint"].fillna("") == "").all()  # robrep saved nothing of an encoder it did not train
+    assert df["train_seconds"].isna().all()  # nor timed its training
 
 
 def test_instances_pairs_feature_maps_and_tied_weights(plainenc, tmp_path):

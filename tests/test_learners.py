@@ -20,7 +20,7 @@ def make(name, **kw):
 
 def test_the_four_learners_of_the_paper_are_registered():
     assert {"vae", "beta-vae", "se-random", "se-adversarial"} <= set(list_learners())
-    assert list_learners("se-*") == ["se-adversarial", "se-random"]
+    assert list_learners("se-*") == ["se-adversarial", "se-fgsm", "se-random", "se-warm"]
 
 
 @pytest.mark.parametrize("arch,shape", [("mlp", (1, 28, 28)), ("conv", (1, 28, 28)), ("conv", (3, 28, 28)), ("conv", (3, 64, 64)), ("mlp", (3, 64, 64))])

@@ -15,9 +15,10 @@ from robrep.harness import BenchConfig, bench
 from robrep.registry import DATASETS
 
 PAPER = Path(__file__).parent.parent / "benchmarks" / "paper"
+BEYOND = Path(__file__).parent.parent / "benchmarks" / "beyond"
 
 
-@pytest.mark.parametrize("path", sorted(PAPER.glob("*.toml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted([*PAPER.glob("*.toml"), *BEYOND.glob("*.toml")]), ids=lambda p: p.stem)
 def test_paper_config_is_valid(path):
     cfg = BenchConfig.from_toml(path)
     # each learner is a robrep learner whose learner_config names only fields it has (resolve raises otherwise)

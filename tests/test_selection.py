@@ -66,3 +66,55 @@ def test_the_se_loss_sees_a_detached_fictive_point(mnist5k):
     assert not x_b.requires_grad and (x_b - x).abs().max() <= se.config.selection_eps + 1e-6
     rnd = robrep.create_learner("se-random").select(x)
     assert (rnd - x).abs().max() <= 0.1 + 1e-6 and rnd.min() >= 0 and rnd.max() <= 1
+
+
+def test_fgsm_selection_is_one_step_of_1_25_eps_from_a_random_start(trained):
+    learner, x = trained
+    se = robrep.create_learner("se-fgsm")
+    se.load_state_dict(learner.state_dict())  # the same encoder as the trained VAE
+    assert se.config.selection_steps == 1 and se._step() == pytest.approx(1.25 * se.config.selection_eps)
+    torch.manual_seed(0)
+    x_b = se.select(x)
+    assert (x_b - x).abs().max() <= se.config.selection_eps + 1e-6 and x_b.min() >= 0 and x_b.max() <= 1
+    # a step of 1.25 eps from inside the ball ends on the ball's faces (or the box's) almost everywhere
+    on_face = ((x_b - x).abs() >= se.config.selection_eps - 1e-6) | (x_b == 0) | (x_b == 1)
+    assert on_face.float().mean() > 0.9
+    d = se.distance()
+    with torch.no_grad():
+        fgsm = d(*se.encode(x), *se.encode(x_b))
+        rnd = d(*se.encode(x), *se.encode(random_selection(x, se.config.selection_eps)))
+    assert (fgsm - rnd).mean() > 0
+
+
+def test_warm_selection_continues_from_each_examples_last_point(mnist5k):
+    se = robrep.create_learner("se-warm")
+    assert se.config.selection_steps == 1 and se._step() == pytest.approx(0.25 * se.config.selection_eps)
+    se.train()
+    x = mnist5k.train.batch(slice(0, 16))
+    index = torch.arange(100, 116)
+    se.loss(x, index=index)
+    assert se._visited[index].all() and not se._visited[:100].any()
+    eps = se.config.selection_eps
+    first = x + se._points[index].float() * (eps / 127)
+    assert (first - x).abs().max() <= eps + 1e-6
+    # the next visit starts where the last ended: one step of 0.25 eps moves it at most that far
+    torch.manual_seed(1)
+    se._index = index
+    second = se.select(x)
+    se._index = None
+    assert (second - first).abs().max() <= 0.25 * eps + eps / 127 + 1e-5
+    assert (second - x).abs().max() <= eps + 1e-6
+    # a random start moves much further on average
+    fresh = robrep.create_learner("se-warm")
+    fresh.load_state_dict(se.state_dict())
+    fresh.train()
+    fresh._index = index
+    other = fresh.select(x)
+    assert (other - first).abs().mean() > 2 * (second - first).abs().mean()
+    # nothing of it is in the checkpoint: the state dict is an ordinary SE's
+    assert set(se.state_dict()) == set(robrep.create_learner("se-adversarial").state_dict())
+
+
+def test_training_passes_indices_to_the_warm_learner(mnist5k):
+    se = robrep.train("se-warm", mnist5k, out=False, max_steps=3, seed=0, batch_size=64)
+    assert int(se._visited.sum()) == 3 * 64  # three minibatches of distinct training examples

@@ -42,6 +42,7 @@ ABS_TOL = 1e-7  # and absolute: float32 rounding of x + delta near 1
 LATE = 0.8  # a point first broken after this fraction of the attack's model calls was broken late
 CANDIDATES = 8  # the Observer confirms a query's point among this many nearest on block means first
 BLOCKS = 64  # the Observer's block means
+DIRECT = 1 << 22  # the Observer measures a query's distance to every point when queries x points x size is at most this
 REACH = 0.5  # a robust point counts as explored if some query reached this fraction of the radius
 TIE_TOL = 1e-4  # top two logits this close (relative to the top one, at least 1): decided on the input alone
 
@@ -154,6 +155,7 @@ class Observer(nn.Module):
 
         A query is a perturbation of the point whose ball it lies in. Cheapest first: the point at the same
         index (attacks that query the whole batch in order, or the same subset as in their last call); then
+        (when queries x points x input size is at most ``DIRECT``, the nearest of all points, measured); else
         the nearest on block means; then the ``CANDIDATES`` nearest; then, for a query still outside the
         ball of its match, every point the block-mean bound (``_bound``) does not rule out, until one holds
         it. So the match is exact for a query inside some point's ball, however the perturbation moves block
@@ -176,6 +178,12 @@ class Observer(nn.Module):
         self._last = best  # (updated in place below)
         rest = (dist > slack).nonzero().squeeze(1)
         if not len(rest):
+            return best, dist
+        if len(rest) * n * q[0].numel() <= DIRECT:  # few enough to measure every distance: the nearest point
+            d = perturbation_norm((q[rest, None] - self.x[None]).flatten(0, 1), self.norm).view(len(rest), n)
+            near, dn = d.argmin(1), d.amin(1)
+            take = dn < dist[rest]
+            best[rest[take]], dist[rest[take]] = near[take], dn[take]
             return best, dist
         bound = self._bound(self._fingerprint(q[rest]))
         first = bound.argmin(1)

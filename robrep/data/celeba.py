@@ -185,13 +185,17 @@ def celeba(
     crop: int = 148,
     max_images: int | None = None,
     test_split: str = "test",
+    split: str | None = None,
 ) -> Dataset:
     """CelebA as uint8 (N, 3, size, size); one binary task (0 = no, 1 = yes) per attribute.
 
     tasks: None for the 17 of ``DEFAULT_TASKS``, "all" for all 40, or a list of names.
     max_images: keep only the first N images of each split (quick runs).
     test_split: "test" (partition 2) or "valid" (partition 1). Training uses partition 0.
+    split: the same as test_split (how ``load_dataset("celeba-valid")`` asks for partition 1, robrep.data.splits).
     """
+    if split is not None:
+        test_split = split
     names = DEFAULT_TASKS if tasks is None else ATTRIBUTES if tasks == "all" else (
         (tasks,) if isinstance(tasks, str) else tuple(tasks))
     unknown = [t for t in names if t not in ATTRIBUTES]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from robrep.data.base import Dataset, Split, Task
+from robrep.data.base import Dataset, DatasetError, Split, Task
 from robrep.data.mnist import DIGIT, mnist, mnist5k
+from robrep.data.splits import validation_view
 from robrep.registry import DATASETS
 
 COLOR_NAMES = ("red", "green", "yellow", "blue", "magenta", "cyan", "white")
@@ -37,12 +38,20 @@ def _colormnist(base: Dataset, name: str) -> Dataset:
 
 
 @DATASETS.register("colormnist5k")
-def colormnist5k(root=None, download: bool = False) -> Dataset:
-    """ColorMNIST built from the embedded 5,000 digits: 28,000 train / 7,000 test images."""
-    return _colormnist(mnist5k(), "colormnist5k")
+def colormnist5k(root=None, download: bool = False, split: str = "test") -> Dataset:
+    """ColorMNIST built from the embedded 5,000 digits: 28,000 train / 7,000 test images. ``split="valid"``: built
+    from mnist5k's validation view (24,500 train / 3,500 validation images), so no digit is in both."""
+    return _colormnist(_base(mnist5k, "mnist5k", split, {}), "colormnist5k")
 
 
 @DATASETS.register("colormnist")
-def colormnist(root=None, download: bool = False) -> Dataset:
-    """ColorMNIST built from full MNIST (see ``mnist``): 420,000 train / 70,000 test images."""
-    return _colormnist(mnist(root, download), "colormnist")
+def colormnist(root=None, download: bool = False, split: str = "test") -> Dataset:
+    """ColorMNIST built from full MNIST (see ``mnist``): 420,000 train / 70,000 test images (``split="valid"``:
+    from MNIST's validation view)."""
+    return _colormnist(_base(mnist, "mnist", split, {"root": root, "download": download}), "colormnist")
+
+
+def _base(factory, name: str, split: str, kwargs: dict) -> Dataset:
+    if split not in ("test", "valid"):
+        raise DatasetError(f"split must be 'test' or 'valid', got {split!r}")
+    return factory(**kwargs) if split == "test" else validation_view(factory, name, **kwargs)

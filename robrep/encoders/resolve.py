@@ -71,6 +71,7 @@ class Obtained:
     sha256: str  # encoder_sha256
     source: str
     arch: str
+    train_seconds: float | None = None  # as the checkpoint records (None: not trained by robrep)
 
 
 def _with_version(what: str, module: str) -> str:
@@ -267,7 +268,7 @@ def obtain(src: EncoderSource, ds, *, seed: int, device: torch.device, arch: str
     source = meta.get("source", src.source) if src.kind == "learner" else f"{src.source}; {meta.get('source', '')}"
     encoder = Encoder(freeze(learner), name=src.label, source=source)
     return Obtained(encoder, run_dir.name, str(run_dir.resolve()), meta["learner"], meta["config"], meta["sha256"],
-                    source, meta["config"].get("arch") or "")
+                    source, meta["config"].get("arch") or "", meta.get("train_seconds"))
 
 
 def planned_run(src: EncoderSource, ds, *, seed: int, arch: str | None = None, epochs: int | None = None):

@@ -247,7 +247,7 @@ class _Run:
             learner_config=got.config, arch=got.arch, dataset=job.ds.name, task=task.name, n_classes=task.n_classes,
             n_examples=len(job.idx), label_fraction=cfg.label_fraction, n_probe_labels=facts["n_probe_labels"],
             seed=cfg.seed, encoder_sha256=got.sha256, probe_sha256=facts["probe_sha256"], device=str(self.device),
-            probe_train_accuracy=facts["probe_train_accuracy"],
+            probe_train_accuracy=facts["probe_train_accuracy"], train_seconds=got.train_seconds,
         )
 
     def attack(self, j: int, t: int, a: int) -> int:

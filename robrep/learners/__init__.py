@@ -1,4 +1,5 @@
-"""Representation learners, registered by name: ``vae``, ``beta-vae``, ``se-random``, ``se-adversarial``.
+"""Representation learners, registered by name: ``vae``, ``beta-vae``, ``se-random``, ``se-adversarial``, and the
+fast-selection SEs ``se-fgsm`` and ``se-warm`` (``robrep.learners.fast``).
 
 The registry also holds third-party entries (entry point group ``robrep.encoders``): robrep
 learners, which robrep trains, and plain encoders, which it benchmarks as they are (see
@@ -13,6 +14,7 @@ from robrep.learners.smooth import (
     random_selection, w2_squared, wd_gamma,
 )
 from robrep.learners.vae import VAE, BetaVAE, BetaVAEConfig, VAEConfig, kl_to_prior
+from robrep.learners.fast import SEFastConfig, SEWarmConfig, SmoothEncoderFGSM, SmoothEncoderWarm
 from robrep.provenance import code_identity
 from robrep.registry import LEARNERS
 from robrep.validate import check_fields
@@ -56,7 +58,8 @@ def learner_code(name: str) -> dict[str, str]:
 
 __all__ = [
     "VAE", "BetaVAE", "SmoothEncoder", "SmoothEncoderAdversarial",
-    "VAEConfig", "BetaVAEConfig", "SEConfig", "SEAdversarialConfig",
+    "VAEConfig", "BetaVAEConfig", "SEConfig", "SEAdversarialConfig", "SmoothEncoderFGSM", "SmoothEncoderWarm",
+    "SEFastConfig", "SEWarmConfig",
     "create_learner", "list_learners", "learner_source", "learner_code", "wd_gamma", "w2_squared", "kl_to_prior",
     "random_selection", "adversarial_selection",
 ]

@@ -61,10 +61,12 @@ def adversarial_selection(
     steps: int,
     step_size: float | None = None,
     distance: Callable[..., torch.Tensor] = w2_squared,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """PGD in the L-inf ball of radius ``eps`` around x maximising distance(q(z|x), q(z|x_b)).
 
-    Random start (the distance has zero gradient at x_b = x), sign steps of size
+    Random start (the distance has zero gradient at x_b = x), or ``start`` (projected onto the ball and
+    [0, 1]; ``robrep.learners.fast`` warm-starts from the last visit's point), sign steps of size
     ``step_size`` (default 2.5 eps / steps), projection onto the ball and [0, 1]
     after every step. Returns, per example, the iterate with the largest distance,
     detached. Gradients are taken with respect to x_b only (torch.autograd.grad),
@@ -74,7 +76,7 @@ def adversarial_selection(
     with torch.no_grad():
         mu_a, logvar_a = encode(x)
     lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
-    x_b = random_selection(x, eps)
+    x_b = random_selection(x, eps) if start is None else torch.min(torch.max(start.detach(), lo), hi)
     best, best_d = x_b, torch.full((x.shape[0],), -math.inf, device=x.device)
     for i in range(steps + 1):
         x_b.requires_grad_(True)
@@ -133,14 +135,20 @@ class SmoothEncoderAdversarial(SmoothEncoder):
     config_class = SEAdversarialConfig
     name = "se-adversarial"
 
+    def distance(self) -> Callable[..., torch.Tensor]:
+        """What the selection maximises: WD_gamma (the loss's own coupling term) or the squared W2 distance."""
+        c = self.config
+        if c.selection_objective == "w2":
+            return w2_squared
+
+        def distance(mu_a, lv_a, mu_b, lv_b):
+            return wd_gamma(mu_a, lv_a, mu_b, lv_b, c.gamma)
+        return distance
+
     def select(self, x: torch.Tensor) -> torch.Tensor:
         c = self.config
-        if c.selection_objective == "wd":
-            def distance(mu_a, lv_a, mu_b, lv_b):
-                return wd_gamma(mu_a, lv_a, mu_b, lv_b, c.gamma)
-        else:
-            distance = w2_squared
-        return adversarial_selection(self.encode, x, c.selection_eps, c.selection_steps, c.selection_step_size, distance)
+        return adversarial_selection(self.encode, x, c.selection_eps, c.selection_steps, c.selection_step_size,
+                                     self.distance())
 
 
 LEARNERS.register("se-random", SmoothEncoder)
