@@ -116,7 +116,9 @@ def sweep(learner: str, grid: dict[str, list], *, dataset: str = "mnist5k", radi
                          "datasets": (dataset + SUFFIX,), "radii": (0.0, radius), "out": str(out)})
     log.info("sweep of %s on %s%s: %d config(s), radius %g", learner, dataset, SUFFIX, len(points), radius)
     df = bench(cfg, progress=progress)
-    assert (df["dataset"] == dataset + SUFFIX).all(), "a sweep read a split other than the validation view"
+    if not (df["dataset"] == dataset + SUFFIX).all():  # cannot happen: the bench was given the view alone
+        raise RuntimeError(f"sweep: rows of {sorted(set(df['dataset']) - {dataset + SUFFIX})} in {out}; a sweep "
+                           "reads the validation view only")
     best, floor, rule, per = choose(_scores(df, radius), min_nominal)
     scores = _scores(df, radius).unstack("task")
     scores.columns = [f"{what}[{task}]" for what, task in scores.columns]
