@@ -33,7 +33,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ["--learner", "vae", "--learner", "se-random", "--suite", "native", "--suite", "foolbox", "--epochs", "5",
            "--n-examples", "500", "--steps", "100", "--restarts", "5", "--radii", "0,0.05,0.1,0.2"]
-PER_RUN = {"timestamp", "wall_seconds", "checkpoint"}
 
 
 def _run(nproc: int, folder: Path, threads: int) -> float:
@@ -52,7 +51,7 @@ def _run(nproc: int, folder: Path, threads: int) -> float:
 
 def _same_rows(a: Path, b: Path) -> tuple[int, int]:
     """(rows, rows that differ in any field but when and where they ran) of two results.csv files."""
-    from robrep.results import read_results, row_key
+    from robrep.results import PER_RUN, read_results, row_key
 
     def keyed(path):
         return {row_key(r): {k: str(v) for k, v in r.items() if k not in PER_RUN}

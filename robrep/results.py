@@ -39,6 +39,9 @@ CHECK_COLUMNS = ("check_noise_floor", "check_converged", "check_explored", "chec
 # The numbers they judge.
 EVIDENCE_COLUMNS = ("noise_accuracy", "late_share", "last_restart_share", "explored_share")
 
+# When and where: the columns that differ between any two runs of the same cells (whatever else differs is a bug).
+PER_RUN = ("timestamp", "wall_seconds", "train_seconds", "checkpoint")
+
 # What was run, without the encoder's hash: matches a re-trained encoder's rows to the published ones.
 MATCH_RUN = ("run", *(k for k in KEY if k != "encoder_sha256"))
 

@@ -19,11 +19,10 @@ import pytest
 
 from robrep.distributed import World
 from robrep.harness.store import ResultsStore, post
-from robrep.results import read_results, row_key
+from robrep.results import PER_RUN, read_results, row_key
 
 OPTIONS = ["--learner", "vae", "--learner", "se-random", "--suite", "native", "--suite", "foolbox", "--epochs", "1",
            "--n-examples", "60", "--steps", "10", "--restarts", "1", "--radii", "0,0.05,0.1"]
-PER_RUN = {"timestamp", "wall_seconds", "checkpoint"}  # when and where: differs between any two runs
 
 
 def _env(cache: Path, **extra) -> dict:
