@@ -119,8 +119,9 @@ def sweep(learner: str, grid: dict[str, list], *, dataset: str = "mnist5k", radi
     if not (df["dataset"] == dataset + SUFFIX).all():  # cannot happen: the bench was given the view alone
         raise RuntimeError(f"sweep: rows of {sorted(set(df['dataset']) - {dataset + SUFFIX})} in {out}; a sweep "
                            "reads the validation view only")
-    best, floor, rule, per = choose(_scores(df, radius), min_nominal)
-    scores = _scores(df, radius).unstack("task")
+    scores = _scores(df, radius)
+    best, floor, rule, per = choose(scores, min_nominal)
+    scores = scores.unstack("task")
     scores.columns = [f"{what}[{task}]" for what, task in scores.columns]
     table = per.join(scores).loc[[f"{learner}:{label}" for label in labels]]
     table.insert(0, "config", [json.dumps(p, sort_keys=True) for p in points])

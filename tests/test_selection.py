@@ -72,7 +72,7 @@ def test_fgsm_selection_is_one_step_of_1_25_eps_from_a_random_start(trained):
     learner, x = trained
     se = robrep.create_learner("se-fgsm")
     se.load_state_dict(learner.state_dict())  # the same encoder as the trained VAE
-    assert se.config.selection_steps == 1 and se._step() == pytest.approx(1.25 * se.config.selection_eps)
+    assert se.config.selection_steps == 1 and se.step_size() == pytest.approx(1.25 * se.config.selection_eps)
     torch.manual_seed(0)
     x_b = se.select(x)
     assert (x_b - x).abs().max() <= se.config.selection_eps + 1e-6 and x_b.min() >= 0 and x_b.max() <= 1
@@ -88,7 +88,7 @@ def test_fgsm_selection_is_one_step_of_1_25_eps_from_a_random_start(trained):
 
 def test_warm_selection_continues_from_each_examples_last_point(mnist5k):
     se = robrep.create_learner("se-warm")
-    assert se.config.selection_steps == 1 and se._step() == pytest.approx(0.25 * se.config.selection_eps)
+    assert se.config.selection_steps == 1 and se.step_size() == pytest.approx(0.25 * se.config.selection_eps)
     se.train()
     x = mnist5k.train.batch(slice(0, 16))
     index = torch.arange(100, 116)

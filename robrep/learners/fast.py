@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from robrep.learners.smooth import SEAdversarialConfig, SmoothEncoderAdversarial, adversarial_selection
+from robrep.learners.smooth import SEAdversarialConfig, SmoothEncoderAdversarial, random_selection
 from robrep.registry import LEARNERS
 
 
@@ -43,14 +43,9 @@ class SmoothEncoderFGSM(SmoothEncoderAdversarial):
     config_class = SEFastConfig
     name = "se-fgsm"
 
-    def _step(self) -> float:
+    def step_size(self) -> float:
         c = self.config
         return c.selection_step_size if c.selection_step_size is not None else c.selection_rel_step * c.selection_eps
-
-    def select(self, x: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
-        c = self.config
-        return adversarial_selection(self.encode, x, c.selection_eps, c.selection_steps, self._step(),
-                                     self.distance(), start=start)
 
 
 class SmoothEncoderWarm(SmoothEncoderFGSM):
@@ -76,7 +71,7 @@ class SmoothEncoderWarm(SmoothEncoderFGSM):
     def select(self, x: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         index, eps = self._index, self.config.selection_eps
         if index is None or not self.training:
-            return super().select(x)  # outside training (or without indices): a random start
+            return super().select(x, start)  # outside training (or without indices): as se-fgsm
         index = index.to(x.device)
         need = int(index.max()) + 1
         if self._points is None or len(self._points) < need:
@@ -88,7 +83,7 @@ class SmoothEncoderWarm(SmoothEncoderFGSM):
             self._points, self._visited = points, visited
         seen = self._visited[index].view(-1, *[1] * (x.dim() - 1))
         kept = x + self._points[index].float() * (eps / 127)
-        fresh = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+        fresh = random_selection(x, eps)
         x_b = super().select(x, start=torch.where(seen, kept, fresh))
         self._points[index] = ((x_b - x) * (127 / eps)).round().clamp(-127, 127).to(torch.int8)
         self._visited[index] = True

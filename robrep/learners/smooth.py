@@ -145,10 +145,14 @@ class SmoothEncoderAdversarial(SmoothEncoder):
             return wd_gamma(mu_a, lv_a, mu_b, lv_b, c.gamma)
         return distance
 
-    def select(self, x: torch.Tensor) -> torch.Tensor:
+    def step_size(self) -> float | None:
+        """The selection's sign-step size (None: ``adversarial_selection``'s default, 2.5 eps / L)."""
+        return self.config.selection_step_size
+
+    def select(self, x: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
-        return adversarial_selection(self.encode, x, c.selection_eps, c.selection_steps, c.selection_step_size,
-                                     self.distance())
+        return adversarial_selection(self.encode, x, c.selection_eps, c.selection_steps, self.step_size(),
+                                     self.distance(), start=start)
 
 
 LEARNERS.register("se-random", SmoothEncoder)
