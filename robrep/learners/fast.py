@@ -2,7 +2,9 @@
 adversarial training, for the SE's fictive point x_b.
 
 - ``se-fgsm``: one sign step from a uniform random start, of 1.25 x the selection radius (Wong et al. 2020,
-  "Fast is better than free": FGSM from a random start with step 1.25 eps), instead of L = 20 steps.
+  "Fast is better than free": FGSM from a random start with step 1.25 eps), instead of L = 20 steps. Since it
+  kept the L = 20 SE's worst case on mnist5k, this is also ``se-adversarial``'s default selection; ``se-fgsm`` keeps
+  its name for its published rows, and its step as a multiple of the radius (``selection_rel_step``).
 - ``se-warm``: each training example keeps its fictive point across epochs and takes ``selection_steps`` (default
   1) steps of 0.25 x the radius from it per visit (Zheng et al. 2020, ATTA, whose default step is 2/255 at radius
   8/255); a first visit starts at random. The points are kept as int8 offsets (1/127 of the radius) in a buffer
