@@ -167,3 +167,52 @@ def test_download_explains_manual_steps(tmp_path):
         C.celeba(tmp_path / "empty", download=True)
     # with the files in place, download=True just loads them
     assert len(C.celeba(make_celeba(tmp_path / "celeba", n=8), download=True).train) > 0
+
+
+def test_parallel_decode_gives_the_same_bytes_and_reloads_memory_mapped(root, _cache, monkeypatch):
+    monkeypatch.setenv("ROBREP_DECODE_WORKERS", "1")
+    one = load_dataset("celeba", root=root)
+    single = {s: getattr(one, s).images.clone() for s in ("train", "test")}
+    for f in (_cache / "celeba").glob("*.npy"):
+        f.unlink()
+    monkeypatch.setenv("ROBREP_DECODE_WORKERS", "3")  # 3 processes on the miniature's few images
+    pools = []
+    real = C._decode_parallel
+    monkeypatch.setattr(C, "_decode_parallel", lambda *a: pools.append(a[-1]) or real(*a))
+    par = load_dataset("celeba", root=root)
+    assert pools == [3, 3]  # train and test, each decoded by a pool of 3 worker processes
+    for s in ("train", "test"):
+        assert torch.equal(getattr(par, s).images, single[s])
+    again = load_dataset("celeba", root=root)  # from the cache: memory-mapped, never written back
+    arr = C._images(root / "img_align_celeba", [f"{i:06d}.jpg" for i in range(1, 4)], 148, 64)
+    assert isinstance(arr, np.memmap) and arr.mode == "c"
+    again.train.images[0].zero_()  # copy-on-write: the cache file is untouched
+    assert torch.equal(load_dataset("celeba", root=root).train.images, single["train"])
+    assert not list((_cache / "celeba").glob("*.tmp"))
+
+
+def test_an_interrupted_decode_leaves_no_cache_and_its_leftovers_are_removed(root, _cache, monkeypatch):
+    monkeypatch.setenv("ROBREP_DECODE_WORKERS", "2")
+    victim = sorted((root / "img_align_celeba").glob("*.jpg"))[5]
+    good = victim.read_bytes()
+    victim.write_bytes(good[:200])  # a truncated JPEG: a worker fails half way through the split
+    with pytest.raises(DatasetError, match="cannot decode"):
+        load_dataset("celeba", root=root)
+    assert not list((_cache / "celeba").glob("*.npy")) and not list((_cache / "celeba").glob("*.tmp"))
+    # a decode killed outright leaves its temporary file; the next decode of that cache entry removes it
+    victim.write_bytes(good)
+    load_dataset("celeba", root=root)
+    entry = sorted((_cache / "celeba").glob("*.npy"))[0]
+    for f in (_cache / "celeba").glob("*.npy"):
+        f.unlink()
+    dead = _cache / "celeba" / f"{entry.stem}.999999999.npy.tmp"  # no process has that pid
+    dead.write_bytes(b"half a file")
+    ds = load_dataset("celeba", root=root)
+    assert not dead.exists() and len(list((_cache / "celeba").glob("*.npy"))) == 2
+    assert ds.train.images.float().std() > 0
+
+
+def test_decode_workers_rejects_a_bad_setting(monkeypatch):
+    monkeypatch.setenv("ROBREP_DECODE_WORKERS", "two")
+    with pytest.raises(DatasetError, match="ROBREP_DECODE_WORKERS must be a whole number"):
+        C.decode_workers()

@@ -9,7 +9,9 @@ A CelebA root holds::
 
 either directly or under ``root/celeba/`` (torchvision's layout). Decoding ~200k JPEGs takes
 minutes, so the decoded uint8 images of each split are cached once as ``.npy`` under
-``cache_dir()/celeba/``, keyed by the source files' names, sizes and mtimes.
+``cache_dir()/celeba/``, keyed by the source files' names, sizes and mtimes: decoded in parallel processes
+(``ROBREP_DECODE_WORKERS``, default the usable cores), written to a temporary file and renamed, and
+memory-mapped when loaded, so a split costs memory only for the images a run touches.
 """
 from __future__ import annotations
 
@@ -136,8 +138,38 @@ def _decode(path: Path, crop: int, size: int) -> np.ndarray:
     return np.asarray(im).transpose(2, 0, 1)  # (H, W, 3) -> (3, H, W)
 
 
-def _images(folder: Path, files: list[str], crop: int, size: int) -> np.ndarray:
-    """uint8 (N, 3, size, size) of ``files``, from the cache when the sources are unchanged."""
+def decode_workers() -> int:
+    """Processes that decode CelebA: $ROBREP_DECODE_WORKERS, else the cores this process may use."""
+    env = os.environ.get("ROBREP_DECODE_WORKERS")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise DatasetError(f"ROBREP_DECODE_WORKERS must be a whole number >= 1, got {env!r}")
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _decode_into(out: str, folder: str, files: list[str], start: int, crop: int, size: int) -> int:
+    """Decode ``files`` into rows ``start:`` of the .npy at ``out`` (memory-mapped; one worker's share)."""
+    x = np.load(out, mmap_mode="r+")
+    for i, f in enumerate(files):
+        x[start + i] = _decode(Path(folder) / f, crop, size)
+    x.flush()
+    return len(files)
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete temporary files an earlier, killed decode of ``path`` left (their process no longer runs)."""
+    for tmp in path.parent.glob(f"{path.stem}.*.npy.tmp"):
+        pid = tmp.name.split(".")[1]
+        alive = pid.isdigit() and Path(f"/proc/{pid}").exists() and int(pid) != os.getpid()
+        if not alive:
+            log.info("removing %s, left by an interrupted decode", tmp)
+            tmp.unlink(missing_ok=True)
+
+
+def _images(folder: Path, files: list[str], crop: int, size: int, workers: int | None = None) -> np.ndarray:
+    """uint8 (N, 3, size, size) of ``files``: decoded once (in ``workers`` processes) into a cache file that
+    later calls memory-map (copy-on-write: nothing is read until used, and the file is never modified)."""
     h = hashlib.sha256(f"celeba crop={crop} size={size}".encode())
     for f in files:  # the stat also finds missing images before any decoding
         try:
@@ -151,28 +183,55 @@ def _images(folder: Path, files: list[str], crop: int, size: int) -> np.ndarray:
     shape = (len(files), 3, size, size)
     if path.exists():
         try:
-            x = np.load(path, mmap_mode=None, allow_pickle=False)
+            x = np.load(path, mmap_mode="c", allow_pickle=False)
             if x.shape == shape and x.dtype == np.uint8:
                 return x
+            log.warning("ignoring CelebA cache %s: shape %s, expected %s", path, x.shape, shape)
         except (OSError, ValueError) as e:
             log.warning("ignoring unreadable CelebA cache %s: %s", path, e)
-    log.info("decoding %d CelebA images into %s", len(files), path)
-    x = np.empty(shape, dtype=np.uint8)
-    for i, f in enumerate(files):
-        x[i] = _decode(folder / f, crop, size)
-        if (i + 1) % 10000 == 0:
-            log.info("decoded %d / %d", i + 1, len(files))
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so an interrupted run or a parallel reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    _remove_stale(path)
+    if workers is None:  # by default a process only for every 1,000 images: starting one costs more than that
+        workers = decode_workers() if os.environ.get("ROBREP_DECODE_WORKERS") else min(
+            decode_workers(), max(1, len(files) // 1000))
+    workers = max(1, min(workers, len(files)))
+    log.info("decoding %d CelebA images into %s (%d process%s)", len(files), path, workers,
+             "" if workers == 1 else "es")
+    # Decode into a temporary file named after this process, then rename: an interrupted decode (even a killed
+    # one, whose file the next decode removes) or a parallel reader never sees half a cache.
+    tmp = path.parent / f"{path.stem}.{os.getpid()}.npy.tmp"
     try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, x, allow_pickle=False)
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+        if workers == 1:
+            _decode_into(str(tmp), str(folder), files, 0, crop, size)
+        else:
+            _decode_parallel(tmp, folder, files, crop, size, workers)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return x
+    return np.load(path, mmap_mode="c", allow_pickle=False)
+
+
+def _decode_parallel(tmp: Path, folder: Path, files: list[str], crop: int, size: int, workers: int) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunk = max(1, min(2000, -(-len(files) // (4 * workers))))  # images per task: balances the workers, logs progress
+    done = 0
+    # fork: the workers need only numpy and PIL, and start without importing anything again
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        jobs = [pool.submit(_decode_into, str(tmp), str(folder), files[i:i + chunk], i, crop, size)
+                for i in range(0, len(files), chunk)]
+        try:
+            for job in jobs:
+                done += job.result()
+                log.info("decoded %d / %d", done, len(files))
+        except BaseException:
+            for job in jobs:
+                job.cancel()
+            raise
 
 
 @DATASETS.register("celeba")
