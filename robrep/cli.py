@@ -133,9 +133,25 @@ class _RichBenchProgress:
 def _print_results(df) -> None:
     from robrep.harness import summary_table
 
-    table = summary_table(df)
+    from robrep.results import many_task_datasets, task_table
+
+    many = many_task_datasets(df)
+    for dataset in many:  # the paper's Table 1: tasks as rows, per learner nominal and adversarial accuracy
+        tt = task_table(df[df["dataset"] == dataset])
+        t = Table(title=f"{dataset}: nominal and adversarial accuracy at radius {tt.attrs['radius']:g}, "
+                        f"{len(tt)} tasks")
+        t.caption = "adversarial: the worst case over every attack of the run" + (
+            f"; {', '.join(tt.attrs['single_attack'])}: the strongest single attack (an upper bound)"
+            if tt.attrs["single_attack"] else "")
+        t.add_column("task", overflow="fold")
+        for learner, what in tt.columns:
+            t.add_column(f"{learner}\n{'nom.' if what == 'nominal' else 'adv.'}", justify="right")
+        for task, vals in tt.iterrows():
+            t.add_row(task, *("" if v != v else f"{v:.3f}" for v in vals))
+        console.print(t)
+    table = summary_table(df[~df["dataset"].isin(many)]) if len(many) < df["dataset"].nunique() else None
     several_runs = df.groupby("label")["run"].nunique().max() > 1
-    for (dataset, task), sub in table.groupby(level=[0, 1]):
+    for (dataset, task), sub in ([] if table is None else table.groupby(level=[0, 1])):
         t = Table(title=f"adversarial accuracy: {dataset} / {task}")
         if "protocol" in df and (df["protocol"] == "cascade").any():
             t.caption = ("cascade: an attack's row is the accuracy against it and every attack that ran before it "

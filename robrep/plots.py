@@ -60,15 +60,23 @@ def plot_robustness(df: pd.DataFrame, path: str | Path, suite: str | None = None
 
     Like the paper's figures 4 and 5. ``suite`` selects the rows of one suite (default: all).
     """
-    panels = robustness_panels(df, suite)
-    if not panels:
+    from robrep.results import many_task_datasets, task_table
+
+    many = many_task_datasets(df) if "dataset" in df and "task" in df else []
+    tables = [(d, task_table(df[df["dataset"] == d])) for d in many]  # every attack, not just ``suite``
+    panels = robustness_panels(df[~df["dataset"].isin(many)], suite) if len(many) < df["dataset"].nunique() else []
+    if not panels and not tables:
         raise ValueError("no result rows to plot")
-    cols = min(3, len(panels))
+    cols = min(3, len(panels)) if panels else 1
     rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(4.2 * cols, 3.4 * rows), dpi=110)
+    heights = [0.32 * len(t) + 1.2 for _, t in tables] + [3.4] * rows
+    fig = Figure(figsize=(max(4.2 * cols, 8.0), sum(heights)), dpi=110)
     FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(len(heights), cols, height_ratios=heights)
+    for i, (dataset, tt) in enumerate(tables):
+        _task_bars(fig.add_subplot(grid[i, :]), dataset, tt)
     for i, ((dataset, task, arch, suite_, attack, n), sub) in enumerate(panels):
-        ax = fig.add_subplot(rows, cols, i + 1)
+        ax = fig.add_subplot(grid[len(tables) + i // cols, i % cols])
         labels, lines = line_labels(sub), dict(list(sub.groupby(["run", "label_fraction"])))
         for key in sorted(labels, key=labels.get):
             line = lines[key].sort_values("radius")
@@ -85,6 +93,31 @@ def plot_robustness(df: pd.DataFrame, path: str | Path, suite: str | None = None
     fig.savefig(buf, format="png")
     atomic_write(Path(path), buf.getvalue())
     return Path(path)
+
+
+def _task_bars(ax, dataset: str, tt: pd.DataFrame) -> None:
+    """A task table (``robrep.results.task_table``) as bars: a row per task, per learner a pale bar for its
+    nominal and a solid one for its adversarial accuracy."""
+    import numpy as np
+
+    learners = list(dict.fromkeys(lab for lab, _ in tt.columns))
+    tasks = list(tt.index)[::-1]  # the first task on top
+    width = 0.8 / len(learners)
+    y = np.arange(len(tasks))
+    for k, lab in enumerate(learners):
+        colour = f"C{k}"
+        pos = y + (len(learners) - 1 - k - (len(learners) - 1) / 2) * width
+        ax.barh(pos, tt.loc[tasks, (lab, "nominal")], height=width, color=colour, alpha=0.3)
+        marked = " (single attack)" if lab in tt.attrs["single_attack"] else ""
+        ax.barh(pos, tt.loc[tasks, (lab, "adversarial")], height=width * 0.6, color=colour,
+                label=f"{lab}{marked}: adversarial (solid), nominal (pale)")
+    ax.set_yticks(y, tasks, fontsize=8)
+    ax.set_xlim(0, 1.35)  # room on the right for the legend
+    ax.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.set_xlabel(f"accuracy (adversarial: worst case at radius {tt.attrs['radius']:g})")
+    ax.set_title(f"{dataset}: {len(tasks)} tasks, nominal and adversarial accuracy", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def attack_grid(model, x, y, eps: float, steps: int, path: str | Path, title: str = "") -> Path:

@@ -45,6 +45,18 @@ def test_table1_runs_on_a_miniature_celeba(tmp_path):
     assert set(df["learner"]) == {"vae", "se-adversarial"} and (df["n_classes"] == 2).all()
     assert (df["arch"] == "conv").all() and set(df["radius"]) == {0.0, 0.1}
     assert sound(df) and (df["n_examples"] == 6).all()
+    # shown as the paper's Table 1: one row per task, nominal and adversarial accuracy per learner
+    from robrep.leaderboard import render_markdown
+    from robrep.results import task_table
+
+    tt = task_table(df)
+    assert list(tt.index) == sorted(DEFAULT_TASKS) and tt.attrs["radius"] == 0.1
+    assert list(tt.columns) == [(lab, w) for lab in ("se-adversarial", "vae") for w in ("nominal", "adversarial")]
+    md = render_markdown(df.fillna(""), "celeba")
+    assert "| task | se-adversarial nominal | se-adversarial adversarial | vae nominal | vae adversarial |" in md
+    assert sum(line.startswith(f"| {t} |") for t in DEFAULT_TASKS for line in md.splitlines()) == 17
+    assert "## Bald" not in md  # not one table per task
+    assert (tmp_path / "out" / "robustness.png").stat().st_size > 10_000
 
 
 def test_compare_published_tells_a_reproduced_run_from_a_changed_one(tmp_path):
