@@ -130,3 +130,21 @@ def test_warm_selection_continues_from_each_examples_last_point(mnist5k):
 def test_training_passes_indices_to_the_warm_learner(mnist5k):
     se = robrep.train("se-warm", mnist5k, out=False, max_steps=3, seed=0, batch_size=64)
     assert int(se._visited.sum()) == 3 * 64  # three minibatches of distinct training examples
+
+
+def test_selection_with_the_callers_encoding_of_x_picks_the_same_points(trained):
+    learner, x = trained
+    calls = []
+
+    def encode(v):
+        calls.append(len(v))
+        return learner.encode(v)
+
+    torch.manual_seed(3)
+    own = adversarial_selection(encode, x, EPS, steps=2)
+    n_own = len(calls)
+    with torch.no_grad():
+        target = learner.encode(x)
+    torch.manual_seed(3)
+    given = adversarial_selection(encode, x, EPS, steps=2, target=target)
+    assert torch.equal(own, given) and len(calls) - n_own == n_own - 1  # one encoding of x saved

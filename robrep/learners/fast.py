@@ -70,10 +70,10 @@ class SmoothEncoderWarm(SmoothEncoderFGSM):
         finally:
             self._index = None
 
-    def select(self, x: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+    def select(self, x: torch.Tensor, start: torch.Tensor | None = None, target=None) -> torch.Tensor:
         index, eps = self._index, self.config.selection_eps
         if index is None or not self.training:
-            return super().select(x, start)  # outside training (or without indices): as se-fgsm
+            return super().select(x, start, target)  # outside training (or without indices): as se-fgsm
         index = index.to(x.device)
         need = int(index.max()) + 1
         if self._points is None or len(self._points) < need:
@@ -86,7 +86,7 @@ class SmoothEncoderWarm(SmoothEncoderFGSM):
         seen = self._visited[index].view(-1, *[1] * (x.dim() - 1))
         kept = x + self._points[index].float() * (eps / 127)
         fresh = random_selection(x, eps)
-        x_b = super().select(x, start=torch.where(seen, kept, fresh))
+        x_b = super().select(x, start=torch.where(seen, kept, fresh), target=target)
         self._points[index] = ((x_b - x) * (127 / eps)).round().clamp(-127, 127).to(torch.int8)
         self._visited[index] = True
         return x_b

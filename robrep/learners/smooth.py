@@ -68,26 +68,32 @@ def adversarial_selection(
     step_size: float | None = None,
     distance: Callable[..., torch.Tensor] = w2_squared,
     start: torch.Tensor | None = None,
+    target: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """PGD in the L-inf ball of radius ``eps`` around x maximising distance(q(z|x), q(z|x_b)).
 
     Random start (the distance has zero gradient at x_b = x), or ``start`` (projected onto the ball and
     [0, 1]; ``robrep.learners.fast`` warm-starts from the last visit's point), sign steps of size
     ``step_size`` (default ``default_step_size``), projection onto the ball and [0, 1] after every step.
-    Returns, per example, the iterate with the largest distance, detached. Gradients are taken with respect to x_b only (torch.autograd.grad),
+    Returns, per example, the iterate with the largest distance, detached. ``target``: q(z|x)'s (mu, logvar)
+    when the caller has them (the SE's loss does), which saves encoding x again. Gradients are taken with respect to x_b only (torch.autograd.grad),
     so the encoder's parameters never receive a gradient from the selection.
     """
     step_size = default_step_size(eps, steps) if step_size is None else step_size
     with torch.no_grad():
-        mu_a, logvar_a = encode(x)
+        mu_a, logvar_a = encode(x) if target is None else (target[0].detach(), target[1].detach())
     lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
     x_b = random_selection(x, eps) if start is None else torch.min(torch.max(start.detach(), lo), hi)
     best, best_d = x_b, torch.full((x.shape[0],), -math.inf, device=x.device)
     for i in range(steps + 1):
-        x_b.requires_grad_(True)
-        with torch.enable_grad():
-            d = distance(mu_a, logvar_a, *encode(x_b))  # (N,)
-            grad = torch.autograd.grad(d.sum(), x_b)[0] if i < steps else None
+        if i < steps:
+            x_b.requires_grad_(True)
+            with torch.enable_grad():
+                d = distance(mu_a, logvar_a, *encode(x_b))  # (N,)
+                grad = torch.autograd.grad(d.sum(), x_b)[0]
+        else:  # the last iterate is only scored
+            with torch.no_grad():
+                d, grad = distance(mu_a, logvar_a, *encode(x_b)), None
         with torch.no_grad():
             better = d > best_d
             best_d = torch.where(better, d, best_d)
@@ -110,11 +116,12 @@ class SmoothEncoder(VAE):
     config_class = SEConfig
     name = "se-random"
 
-    def select(self, x: torch.Tensor) -> torch.Tensor:
+    def select(self, x: torch.Tensor, target=None) -> torch.Tensor:
+        """The fictive point x_b for each x (``target``: q(z|x)'s (mu, logvar), for selections that use it)."""
         return random_selection(x, self.config.selection_eps)
 
     def regulariser(self, x, mu, logvar):
-        x_b = self.select(x).detach()
+        x_b = self.select(x, target=(mu.detach(), logvar.detach())).detach()
         mu_b, logvar_b = self.encode(x_b)
         prior = 0.5 * (mu.pow(2) + mu_b.pow(2) + logvar.exp() + logvar_b.exp()).sum(dim=1)  # E2
         return {"prior": prior, "coupling": wd_gamma(mu, logvar, mu_b, logvar_b, self.config.gamma)}
@@ -158,10 +165,10 @@ class SmoothEncoderAdversarial(SmoothEncoder):
         """The selection's sign-step size (None: ``default_step_size``)."""
         return self.config.selection_step_size
 
-    def select(self, x: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+    def select(self, x: torch.Tensor, start: torch.Tensor | None = None, target=None) -> torch.Tensor:
         c = self.config
         return adversarial_selection(self.encode, x, c.selection_eps, c.selection_steps, self.step_size(),
-                                     self.distance(), start=start)
+                                     self.distance(), start=start, target=target)
 
 
 LEARNERS.register("se-random", SmoothEncoder)
