@@ -26,11 +26,13 @@ def test_paper_config_is_valid(path):
     assert all(name in DATASETS for name in cfg.datasets) and all(name in SUITES for name in cfg.suites)
     for spec in cfg.learner_config:
         assert spec in cfg.learners, f"{path.name}: learner_config for {spec!r}, which is not benchmarked"
-    # the paper's SEs pin their selection budget L: se-adversarial's default (one FGSM-RS step) is not the paper's
+    # every SE pins its selection budget L (the paper's figures: its 20 or 50), so a change of the default
+    # (one FGSM-RS step since issue 16) never changes what a published config trains
     for spec in cfg.learners:
         if spec.split(":")[0] == "se-adversarial":
             steps = cfg.learner_config.get(spec, {}).get("selection_steps")
-            assert steps in (20, 50), f"{path.name}: {spec!r} does not pin the paper's selection_steps (20 or 50)"
+            allowed = (20, 50) if path.parent == PAPER else (1, 2, 20, 50)
+            assert steps in allowed, f"{path.name}: {spec!r} does not pin selection_steps (one of {allowed})"
 
 
 def test_table1_runs_on_a_miniature_celeba(tmp_path):
