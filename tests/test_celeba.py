@@ -216,3 +216,19 @@ def test_decode_workers_rejects_a_bad_setting(monkeypatch):
     monkeypatch.setenv("ROBREP_DECODE_WORKERS", "two")
     with pytest.raises(DatasetError, match="ROBREP_DECODE_WORKERS must be a whole number"):
         C.decode_workers()
+
+
+def test_processes_that_miss_the_cache_together_decode_it_once(tmp_path, _cache):
+    import subprocess
+    import sys
+
+    root = make_celeba(tmp_path / "big", n=300)
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr); "
+            f"from robrep.data import load_dataset; load_dataset('celeba', root={str(root)!r})")
+    env = {**os.environ, "ROBREP_CACHE": str(_cache), "ROBREP_DECODE_WORKERS": "1", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    logs = [p.communicate()[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    assert sum(log.count("decoding ") for log in logs) == 2, logs  # train and test, each by one process
+    assert len(list((_cache / "celeba").glob("*.npy"))) == 2

@@ -15,6 +15,7 @@ memory-mapped when loaded, so a split costs memory only for the images a run tou
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -158,13 +159,11 @@ def _decode_into(out: str, folder: str, files: list[str], start: int, crop: int,
 
 
 def _remove_stale(path: Path) -> None:
-    """Delete temporary files an earlier, killed decode of ``path`` left (their process no longer runs)."""
+    """Delete temporary files an earlier, killed decode of ``path`` left. Called under the entry's lock, which
+    only a decoding process holds, so any temporary file of the entry is a dead decode's."""
     for tmp in path.parent.glob(f"{path.stem}.*.npy.tmp"):
-        pid = tmp.name.split(".")[1]
-        alive = pid.isdigit() and Path(f"/proc/{pid}").exists() and int(pid) != os.getpid()
-        if not alive:
-            log.info("removing %s, left by an interrupted decode", tmp)
-            tmp.unlink(missing_ok=True)
+        log.info("removing %s, left by an interrupted decode", tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def _images(folder: Path, files: list[str], crop: int, size: int, workers: int | None = None) -> np.ndarray:
@@ -181,6 +180,21 @@ def _images(folder: Path, files: list[str], crop: int, size: int, workers: int |
         h.update(f"\n{f} {st.st_size} {st.st_mtime_ns}".encode())
     path = cache_dir() / "celeba" / f"{h.hexdigest()}.npy"
     shape = (len(files), 3, size, size)
+    cached = _load_cached(path, shape)
+    if cached is not None:
+        return cached
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One decoder per cache entry: the ranks of a torchrun launch (or two runs) that miss the cache together
+    # wait for the first one's decode instead of each decoding it. flock is released when its holder dies.
+    with open(path.parent / f"{path.stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = _load_cached(path, shape)
+        if cached is not None:
+            return cached
+        return _decode_to_cache(path, folder, files, crop, size, shape, workers)
+
+
+def _load_cached(path: Path, shape: tuple) -> np.ndarray | None:
     if path.exists():
         try:
             x = np.load(path, mmap_mode="c", allow_pickle=False)
@@ -189,7 +203,11 @@ def _images(folder: Path, files: list[str], crop: int, size: int, workers: int |
             log.warning("ignoring CelebA cache %s: shape %s, expected %s", path, x.shape, shape)
         except (OSError, ValueError) as e:
             log.warning("ignoring unreadable CelebA cache %s: %s", path, e)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _decode_to_cache(path: Path, folder: Path, files: list[str], crop: int, size: int, shape: tuple,
+                     workers: int | None) -> np.ndarray:
     _remove_stale(path)
     if workers is None:  # by default a process only for every 1,000 images: starting one costs more than that
         workers = decode_workers() if os.environ.get("ROBREP_DECODE_WORKERS") else min(
