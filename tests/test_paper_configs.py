@@ -27,7 +27,7 @@ def test_paper_config_is_valid(path):
     for spec in cfg.learner_config:
         assert spec in cfg.learners, f"{path.name}: learner_config for {spec!r}, which is not benchmarked"
     # every SE pins its selection budget L (the paper's figures: its 20 or 50), so a change of the default
-    # (one FGSM-RS step since issue 16) never changes what a published config trains
+    # selection (issue 16) never changes what a published config trains
     for spec in cfg.learners:
         if spec.split(":")[0] == "se-adversarial":
             steps = cfg.learner_config.get(spec, {}).get("selection_steps")

@@ -68,11 +68,11 @@ def test_the_se_loss_sees_a_detached_fictive_point(mnist5k):
     assert (rnd - x).abs().max() <= 0.1 + 1e-6 and rnd.min() >= 0 and rnd.max() <= 1
 
 
-def test_se_adversarial_defaults_to_one_fgsm_rs_step_and_keeps_the_papers_l_step_pgd():
+def test_se_adversarial_is_the_papers_l_step_pgd_and_one_step_is_fgsm_rs():
     from robrep.learners.smooth import default_step_size
 
-    se = robrep.create_learner("se-adversarial")
-    assert se.config.selection_steps == 1 and se.step_size() is None
+    se = robrep.create_learner("se-adversarial", selection_steps=1)
+    assert robrep.create_learner("se-adversarial").config.selection_steps == 20 and se.step_size() is None
     assert default_step_size(0.1, 1) == pytest.approx(0.125)  # FGSM-RS: 1.25 eps
     assert default_step_size(0.1, 20) == pytest.approx(0.0125)  # the paper's PGD: 2.5 eps / L
     fgsm = robrep.create_learner("se-fgsm")
