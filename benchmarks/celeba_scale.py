@@ -16,7 +16,7 @@ robrep cache beside the stand-in (``<root>.cache``), and prints:
 3. reloading the cache (memory-mapped) and reading every image of it once;
 4. features of the training split (the encoder's mean) for the MLP and the ConvNet at 64 x 64;
 5. fitting the 17 linear probes on the MLP's features;
-6. training steps of the VAE and the SE (one FGSM-RS step, robrep's default; and the paper's L = 20),
+6. training steps of the VAE and the SE (one FGSM-RS step, one warm-started step, the paper's L = 20),
    MLP and ConvNet: ``--steps`` steps timed and extrapolated to an epoch of the training split;
 7. one attack cell per suite (native, torchattacks, foolbox): the MLP VAE of step 6, a probe for
    Smiling, ``--attack-points`` test faces at radius 0.1, every attack of the suite at 100 x 10.
@@ -118,7 +118,7 @@ def part_train(root: str, threads: int, steps: int) -> dict:
     per_epoch = -(-len(ds.train) // 128)  # minibatches of 128 (the learners' default)
     out = {"steps": steps, "steps_per_epoch": per_epoch}
     for arch in ("mlp", "conv"):
-        for label, learner, cfg in (("vae", "vae", {}), ("se-1step", "se-adversarial", {}),
+        for label, learner, cfg in (("vae", "vae", {}), ("se-fgsm", "se-fgsm", {}), ("se-warm", "se-warm", {}),
                                     ("se-L20", "se-adversarial", {"selection_steps": 20})):
             robrep.train(learner, ds, out=False, max_steps=2, seed=0, arch=arch, likelihood="gaussian", **cfg)
             t0 = time.perf_counter()  # timed after two warm-up steps
@@ -236,7 +236,7 @@ def main() -> None:
     print(f"\n6. training, {t['steps']} steps of 128 timed, extrapolated to an epoch ({t['steps_per_epoch']:,} steps); "
           f"peak memory {t['peak_mib']:,.0f} MiB")
     for arch in ("mlp", "conv"):
-        for label in ("vae", "se-1step", "se-L20"):
+        for label in ("vae", "se-fgsm", "se-warm", "se-L20"):
             s = t[f"{arch}_{label}_step_seconds"]
             print(f"   {arch:4s} {label:9s} {s * 1000:7.0f} ms/step  epoch {s * t['steps_per_epoch'] / 60:7.1f} min")
     a = run_part("attack", args, env)
