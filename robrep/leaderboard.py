@@ -147,8 +147,9 @@ def render_markdown(board: pd.DataFrame, title: str) -> str:
              "do not edit by hand.", ""]
     from robrep.results import many_task_datasets, task_table
 
-    if many_task_datasets(board):  # the paper's Table 1: tasks as rows
-        for dataset in many_task_datasets(board):
+    many = many_task_datasets(board)
+    if many:  # the paper's Table 1: tasks as rows
+        for dataset in many:
             tt = task_table(board[board["dataset"] == dataset])
             learners = list(dict.fromkeys(lab for lab, _ in tt.columns))
             lines += [f"## {dataset}: nominal / adversarial accuracy at radius {tt.attrs['radius']:g}", "",
@@ -161,7 +162,7 @@ def render_markdown(board: pd.DataFrame, title: str) -> str:
             for task, vals in tt.iterrows():
                 lines.append(f"| {task} | " + " | ".join("" if v != v else f"{v:.3f}" for v in vals) + " |")
             lines.append("")
-        board = board[~board["dataset"].isin(many_task_datasets(board))]
+        board = board[~board["dataset"].isin(many)]
     for task, rows in board.groupby("task", sort=True):
         radii = sorted(rows["radius"].unique())
         lines += [f"## {task}", "",

@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -220,10 +219,7 @@ def _decode_to_cache(path: Path, folder: Path, files: list[str], crop: int, size
     tmp = path.parent / f"{path.stem}.{os.getpid()}.npy.tmp"
     try:
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
-        if workers == 1:
-            _decode_into(str(tmp), str(folder), files, 0, crop, size)
-        else:
-            _decode_parallel(tmp, folder, files, crop, size, workers)
+        _decode_parallel(tmp, folder, files, crop, size, workers)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -232,11 +228,18 @@ def _decode_to_cache(path: Path, folder: Path, files: list[str], crop: int, size
 
 
 def _decode_parallel(tmp: Path, folder: Path, files: list[str], crop: int, size: int, workers: int) -> None:
+    """Decode ``files`` into ``tmp`` in chunks, logging progress: in this process when ``workers`` is 1, else in
+    a pool of ``workers`` processes."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     chunk = max(1, min(2000, -(-len(files) // (4 * workers))))  # images per task: balances the workers, logs progress
     done = 0
+    if workers == 1:
+        for i in range(0, len(files), chunk):
+            done += _decode_into(str(tmp), str(folder), files[i:i + chunk], i, crop, size)
+            log.info("decoded %d / %d", done, len(files))
+        return
     # fork: the workers need only numpy and PIL, and start without importing anything again
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:

@@ -76,8 +76,9 @@ def adversarial_selection(
     [0, 1]; ``robrep.learners.fast`` warm-starts from the last visit's point), sign steps of size
     ``step_size`` (default ``default_step_size``), projection onto the ball and [0, 1] after every step.
     Returns, per example, the iterate with the largest distance, detached. ``target``: q(z|x)'s (mu, logvar)
-    when the caller has them (the SE's loss does), which saves encoding x again. Gradients are taken with respect to x_b only (torch.autograd.grad),
-    so the encoder's parameters never receive a gradient from the selection.
+    when the caller has them (the SE's loss does), which saves encoding x again. Gradients are taken with
+    respect to x_b only (torch.autograd.grad), so the encoder's parameters never receive a gradient from the
+    selection.
     """
     step_size = default_step_size(eps, steps) if step_size is None else step_size
     with torch.no_grad():
