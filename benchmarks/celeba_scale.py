@@ -119,7 +119,7 @@ def part_train(root: str, threads: int, steps: int) -> dict:
     out = {"steps": steps, "steps_per_epoch": per_epoch}
     for arch in ("mlp", "conv"):
         for label, learner, cfg in (("vae", "vae", {}), ("se-fgsm", "se-fgsm", {}), ("se-warm", "se-warm", {}),
-                                    ("se-L20", "se-adversarial", {"selection_steps": 20})):
+                                    ("se-L20", "se-adversarial", {"selection_steps": 20, "selection_start": "random"})):
             robrep.train(learner, ds, out=False, max_steps=2, seed=0, arch=arch, likelihood="gaussian", **cfg)
             t0 = time.perf_counter()  # timed after two warm-up steps
             robrep.train(learner, ds, out=False, max_steps=steps, seed=0, arch=arch, likelihood="gaussian", **cfg)

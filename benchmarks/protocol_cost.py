@@ -36,7 +36,7 @@ from torch import nn
 
 FIG7 = dict(learners=("vae", "se-random", "se-adversarial"), datasets=("mnist5k",),
             suites=("native", "torchattacks", "foolbox"), radii=(0.0, 0.05, 0.1, 0.15, 0.2), steps=100, restarts=10,
-            seed=0, learner_config={"se-adversarial": {"selection_steps": 20}})  # the paper's L = 20, as fig. 7 pins it
+            seed=0, learner_config={"se-adversarial": {"selection_steps": 20, "selection_start": "random"}})  # the paper's L = 20, as fig. 7 pins it
 
 
 def part_cascade(n_examples: int, out: Path) -> None:
@@ -74,7 +74,7 @@ def _default_model(learner: str):
 
     with tempfile.TemporaryDirectory(prefix="robrep-cost-") as tmp:
         df = robrep.bench(learners=(learner,), radii=(0.0,), n_examples=10, out=tmp,
-                          learner_config={"se-adversarial": {"selection_steps": 20}})
+                          learner_config={"se-adversarial": {"selection_steps": 20, "selection_start": "random"}})
     model = robrep.load(df["checkpoint"].iloc[0])
     ds = robrep.load_dataset("mnist5k")
     probe = train_probe(features(model, ds.train.images), ds.train.labels["digit"], 10)

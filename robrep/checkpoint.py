@@ -7,7 +7,6 @@ as surely as replaced weights; both are verified before anything is used.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
@@ -89,12 +88,13 @@ def _record_hash(meta: dict[str, Any]) -> str:
 def save_checkpoint(learner: torch.nn.Module, out: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
     """Save ``learner`` (a registered learner) to folder ``out``; returns the folder."""
     from robrep import __version__
+    from robrep.learners.vae import config_record
 
     out = Path(out)
     weights = state_bytes(learner)
     meta = {
         "learner": learner.name,
-        "config": dataclasses.asdict(learner.config),
+        "config": config_record(learner.config),
         "sha256": sha256_bytes(weights),
         "robrep_version": __version__,
         "torch_version": torch.__version__,
@@ -136,6 +136,8 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """Rebuild a learner from a checkpoint folder through the registry; verifies the SHA-256 first."""
     from robrep.learners import create_learner
+    from robrep.learners.vae import config_from_record
+    from robrep.registry import LEARNERS
 
     path = Path(path)
     meta = read_config(path)
@@ -147,7 +149,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"but {CONFIG} records {meta['sha256']}"
         )
     try:
-        learner = create_learner(meta["learner"], **meta["config"])
+        config_class = getattr(LEARNERS.get(meta["learner"]), "config_class", None)
+        learner = create_learner(meta["learner"], **config_from_record(config_class, meta["config"]))
     except Exception as e:  # an unknown learner (plugin not installed) or a config it refuses
         raise CheckpointError(f"{path} holds learner {meta['learner']!r}, which cannot be built here: "
                               f"{type(e).__name__}: {e}") from e

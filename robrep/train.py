@@ -1,7 +1,6 @@
 """Unsupervised training of a registered learner on a data set's training split."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -12,7 +11,7 @@ import torch
 
 from robrep.checkpoint import save_checkpoint, short_hash
 from robrep.data import Dataset, cache_dir, load_dataset
-from robrep.learners import create_learner, learner_code, learner_source
+from robrep.learners import config_record, create_learner, learner_code, learner_source
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ def train(
     }
     model.run_info = info
     if out is not False:
-        out = Path(out) if out is not None else run_dir_for(learner, ds.name, dataclasses.asdict(model.config), seed)
+        out = Path(out) if out is not None else run_dir_for(learner, ds.name, config_record(model.config), seed)
         if world.is_writer:
             save_checkpoint(model, out, info)
         model.run_info = {**info, "path": str(out)}

@@ -73,6 +73,22 @@ def test_save_load_round_trip_gives_identical_encodings(name, mnist5k, tmp_path)
     assert not loaded.training
 
 
+@pytest.mark.parametrize("start", ["random", "warm"])
+def test_a_config_records_a_later_field_only_away_from_its_earlier_value(start, mnist5k, tmp_path):
+    """selection_start came after runs were published (issue 16): at "random", the value every earlier SE
+    had, it is left out of config.json (and of the run id that hashes it), and a checkpoint without it loads
+    as random; "warm" is recorded."""
+    import json
+
+    learner = robrep.train("se-adversarial", mnist5k, out=tmp_path / start, max_steps=1, selection_steps=2,
+                           selection_start=start)
+    recorded = json.loads((tmp_path / start / "config.json").read_text())["config"]
+    assert ("selection_start" in recorded) == (start == "warm")
+    assert recorded.get("selection_start", "random") == start
+    loaded = robrep.load(tmp_path / start)
+    assert loaded.config == learner.config and loaded.config.selection_start == start
+
+
 @pytest.mark.parametrize("se", ["se-random", "se-adversarial"])
 def test_smooth_encoder_decoder_gradient_equals_the_vae_one(se):
     torch.manual_seed(0)

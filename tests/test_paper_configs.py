@@ -26,13 +26,36 @@ def test_paper_config_is_valid(path):
     assert all(name in DATASETS for name in cfg.datasets) and all(name in SUITES for name in cfg.suites)
     for spec in cfg.learner_config:
         assert spec in cfg.learners, f"{path.name}: learner_config for {spec!r}, which is not benchmarked"
-    # every SE pins its selection budget L (the paper's figures: its 20 or 50), so a change of the default
-    # selection (issue 16) never changes what a published config trains
+    # every SE pins its selection (the paper's figures: L = 20 or 50 from a random start), so a change of the
+    # default selection (issue 16 made it warm-started) never changes what a published config trains
     for spec in cfg.learners:
         if spec.split(":")[0] == "se-adversarial":
-            steps = cfg.learner_config.get(spec, {}).get("selection_steps")
+            options = cfg.learner_config.get(spec, {})
             allowed = (20, 50) if path.parent == PAPER else (1, 2, 20, 50)
-            assert steps in allowed, f"{path.name}: {spec!r} does not pin selection_steps (one of {allowed})"
+            assert options.get("selection_steps") in allowed, f"{path.name}: {spec!r} does not pin selection_steps"
+            assert options.get("selection_start") in (("random",) if path.parent == PAPER else ("random", "warm")), \
+                f"{path.name}: {spec!r} does not pin selection_start"
+
+
+def test_every_published_run_is_the_run_its_config_plans_today():
+    """Run ids hash the learner config; a field added later (selection_start) must rename no published run."""
+    import csv
+
+    from robrep.encoders.resolve import planned_run
+
+    planned = set()
+    for path in [*PAPER.glob("*.toml"), *BEYOND.glob("*.toml"), PAPER.parent / "default.toml"]:
+        cfg = BenchConfig.from_toml(path)
+        for name in cfg.datasets:
+            shape = {"mnist5k": (1, 28, 28), "colormnist5k": (3, 28, 28), "celeba": (3, 64, 64)}[name]
+            for spec in cfg.learners:
+                src = resolve(spec, cfg.learner_config)
+                planned.add(planned_run(src, type("DS", (), {"name": name, "shape": shape})(), seed=cfg.seed,
+                                        arch=cfg.arch, epochs=cfg.epochs)[2].name)
+    published = set()
+    for table in (PAPER.parent.parent / "leaderboard").glob("*.csv"):
+        published |= {row["run"] for row in csv.DictReader(table.open())}
+    assert published and published <= planned, sorted(published - planned)
 
 
 def test_table1_runs_on_a_miniature_celeba(tmp_path):

@@ -68,16 +68,23 @@ def test_the_se_loss_sees_a_detached_fictive_point(mnist5k):
     assert (rnd - x).abs().max() <= 0.1 + 1e-6 and rnd.min() >= 0 and rnd.max() <= 1
 
 
-def test_se_adversarial_is_the_papers_l_step_pgd_and_one_step_is_fgsm_rs():
+def test_se_adversarial_starts_warm_by_default_and_keeps_the_papers_pgd():
     from robrep.learners.smooth import default_step_size
 
-    se = robrep.create_learner("se-adversarial", selection_steps=1)
-    assert robrep.create_learner("se-adversarial").config.selection_steps == 20 and se.step_size() is None
+    c = robrep.create_learner("se-adversarial").config
+    assert (c.selection_start, c.selection_steps) == ("warm", 1)
+    assert robrep.create_learner("se-adversarial").step_size() == pytest.approx(0.25 * c.selection_eps)
+    paper = robrep.create_learner("se-adversarial", selection_steps=20, selection_start="random")
+    assert paper.step_size() == pytest.approx(0.0125)  # the paper's PGD: 2.5 eps / L
     assert default_step_size(0.1, 1) == pytest.approx(0.125)  # FGSM-RS: 1.25 eps
-    assert default_step_size(0.1, 20) == pytest.approx(0.0125)  # the paper's PGD: 2.5 eps / L
+    assert default_step_size(0.1, 20, "warm") == pytest.approx(0.025)  # ATTA: 0.25 eps per step
     fgsm = robrep.create_learner("se-fgsm")
-    assert fgsm.step_size() == pytest.approx(default_step_size(se.config.selection_eps, 1))
-    assert robrep.create_learner("se-adversarial", selection_steps=20).config.selection_steps == 20
+    assert fgsm.config.selection_start == "random"
+    assert fgsm.step_size() == pytest.approx(default_step_size(c.selection_eps, 1))
+    with pytest.raises(ValueError, match="selection_start must be one of"):
+        robrep.create_learner("se-adversarial", selection_start="cold")
+    with pytest.raises(ValueError, match="selection_step_size must be > 0"):
+        robrep.create_learner("se-adversarial", selection_step_size=-0.1)
 
 
 def test_fgsm_selection_is_one_step_of_1_25_eps_from_a_random_start(trained):
@@ -127,9 +134,27 @@ def test_warm_selection_continues_from_each_examples_last_point(mnist5k):
     assert set(se.state_dict()) == set(robrep.create_learner("se-adversarial").state_dict())
 
 
-def test_training_passes_indices_to_the_warm_learner(mnist5k):
-    se = robrep.train("se-warm", mnist5k, out=False, max_steps=3, seed=0, batch_size=64)
+@pytest.mark.parametrize("name", ["se-warm", "se-adversarial"])
+def test_training_passes_indices_to_the_warm_learner(mnist5k, name):
+    se = robrep.train(name, mnist5k, out=False, max_steps=3, seed=0, batch_size=64)
     assert int(se._visited.sum()) == 3 * 64  # three minibatches of distinct training examples
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_the_default_se_adversarial_trains_as_se_warm_and_the_papers_selection_starts_at_random(mnist5k, arch):
+    from robrep.checkpoint import state_bytes
+
+    def weights(name, **cfg):
+        return state_bytes(robrep.train(name, mnist5k, out=False, max_steps=4, seed=0, batch_size=32, arch=arch, **cfg))
+
+    assert weights("se-adversarial") == weights("se-warm")
+    assert weights("se-adversarial", selection_steps=2) == weights("se-warm", selection_steps=2)
+    paper = robrep.create_learner("se-adversarial", selection_steps=3, selection_start="random")
+    assert paper.wants_index and paper.config.selection_start == "random"
+    paper.train()
+    paper._index = torch.arange(8)
+    paper.select(mnist5k.train.batch(slice(0, 8)))
+    assert paper._points is None  # a random start keeps no per-example points
 
 
 def test_selection_with_the_callers_encoding_of_x_picks_the_same_points(trained):

@@ -34,7 +34,7 @@ from torch import nn
 from robrep.checkpoint import CheckpointError, load_checkpoint, read_config
 from robrep.encoders.adapter import Encoder, Preprocessing, freeze
 from robrep.encoders.contract import ContractError, LearnerError, is_learner, output_method
-from robrep.learners import create_learner, learner_source
+from robrep.learners import config_record, create_learner, learner_source
 from robrep.provenance import distribution_of, qualified_name
 from robrep.registry import LEARNERS, UnknownNameError
 from robrep.validate import check_fields
@@ -281,7 +281,7 @@ def planned_run(src: EncoderSource, ds, *, seed: int, arch: str | None = None, e
     for key, value in (("arch", arch), ("epochs", epochs)):  # only where the learner has the field
         if key in fields and key not in overrides and value is not None:
             overrides[key] = value
-    config = dataclasses.asdict(create_learner(src.name, shape=ds.shape, **overrides).config)
+    config = config_record(create_learner(src.name, shape=ds.shape, **overrides).config)
     return overrides, config, run_dir_for(src.name, ds.name, config, seed)
 
 

@@ -13,7 +13,7 @@ from robrep.learners.smooth import (
     SEAdversarialConfig, SEConfig, SmoothEncoder, SmoothEncoderAdversarial, adversarial_selection,
     random_selection, w2_squared, wd_gamma,
 )
-from robrep.learners.vae import VAE, BetaVAE, BetaVAEConfig, VAEConfig, kl_to_prior
+from robrep.learners.vae import VAE, BetaVAE, BetaVAEConfig, VAEConfig, config_from_record, config_record, kl_to_prior
 from robrep.learners.fast import SEFastConfig, SEWarmConfig, SmoothEncoderFGSM, SmoothEncoderWarm
 from robrep.provenance import code_identity
 from robrep.registry import LEARNERS
@@ -61,5 +61,5 @@ __all__ = [
     "VAEConfig", "BetaVAEConfig", "SEConfig", "SEAdversarialConfig", "SmoothEncoderFGSM", "SmoothEncoderWarm",
     "SEFastConfig", "SEWarmConfig",
     "create_learner", "list_learners", "learner_source", "learner_code", "wd_gamma", "w2_squared", "kl_to_prior",
-    "random_selection", "adversarial_selection",
+    "random_selection", "adversarial_selection", "config_record", "config_from_record",
 ]

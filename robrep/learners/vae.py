@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,12 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 
 @dataclass
 class VAEConfig:
-    """Hyperparameters of a VAE; every field is saved with the weights."""
+    """Hyperparameters of a VAE; every field is saved with the weights (see ``config_record``)."""
+
+    # Fields added after runs were published, with the value every earlier run had: a config records such a
+    # field only when it differs from that value, so adding a field renames no cached or published run
+    # (run ids hash the record), and a checkpoint that lacks it is loaded with that value.
+    LEGACY: ClassVar[dict[str, Any]] = {}
 
     shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) of the inputs, set from the data set
     arch: str = "mlp"  # "mlp" (784-400-400 style) or "conv"
@@ -46,6 +52,21 @@ class VAEConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.obs_var <= 0 or self.lr <= 0:
             raise ValueError("obs_var and lr must be positive")
+
+
+def config_record(config: VAEConfig) -> dict[str, Any]:
+    """A learner config as checkpoints, run ids and result rows record it: every field, except a ``LEGACY``
+    field at its legacy value."""
+    record = dataclasses.asdict(config)
+    for name, value in getattr(type(config), "LEGACY", {}).items():  # plugins' configs may lack it
+        if record.get(name) == value:
+            del record[name]
+    return record
+
+
+def config_from_record(config_class: type, record: dict[str, Any]) -> dict[str, Any]:
+    """The fields a recorded config (``config_record``, or one saved before a field existed) stands for."""
+    return {**getattr(config_class, "LEGACY", {}), **record}
 
 
 def kl_to_prior(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
