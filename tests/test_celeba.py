@@ -212,6 +212,72 @@ def test_an_interrupted_decode_leaves_no_cache_and_its_leftovers_are_removed(roo
     assert ds.train.images.float().std() > 0
 
 
+def _children(pid: int) -> set[int]:
+    kids = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as fh:
+            kids |= {int(k) for k in fh.read().split()}
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"), reason="Linux /proc")
+def test_a_decode_killed_outright_takes_its_workers_along_and_the_next_decode_is_whole(tmp_path, _cache,
+                                                                                        monkeypatch):
+    """SIGKILL to the decoding process alone (kill -9 PID, an out-of-memory kill): its pool workers end with
+    it, nothing half-written is ever loaded, and the next run decodes the same bytes as an uninterrupted one."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = make_celeba(tmp_path / "big", n=400)
+    slow = ("import logging, sys, time; logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
+            "from robrep.data import celeba as C, load_dataset\n"
+            "real = C._decode\n"
+            "C._decode = lambda *a: (time.sleep(0.02), real(*a))[1]  # slow enough to be killed half way\n"
+            f"load_dataset('celeba', root={str(root)!r})\n")
+    env = {**os.environ, "ROBREP_CACHE": str(_cache), "ROBREP_DECODE_WORKERS": "2", "OMP_NUM_THREADS": "1"}
+    log_path = tmp_path / "decode.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", slow], env=env, stderr=log, stdout=log)
+    try:
+        deadline = time.monotonic() + 120
+        while "decoded " not in log_path.read_text():  # the pool has started and written a first chunk
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert len(workers) == 2 and list((_cache / "celeba").glob("*.npy.tmp")), log_path.read_text()
+        os.kill(proc.pid, signal.SIGKILL)  # the parent only
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while any(map(_alive, workers)):
+            assert time.monotonic() < deadline, "decode workers outlived their killed parent"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list((_cache / "celeba").glob("*.npy")), "a killed decode left a cache entry"
+    leftover = list((_cache / "celeba").glob("*.npy.tmp"))
+    assert leftover  # the killed decode's temporary file, which the next decode removes
+    monkeypatch.setenv("ROBREP_DECODE_WORKERS", "2")
+    again = load_dataset("celeba", root=root)
+    assert not list((_cache / "celeba").glob("*.npy.tmp"))
+    for f in (_cache / "celeba").glob("*.npy"):
+        f.unlink()
+    monkeypatch.setenv("ROBREP_DECODE_WORKERS", "1")
+    clean = load_dataset("celeba", root=root)
+    for s in ("train", "test"):
+        assert torch.equal(getattr(again, s).images, getattr(clean, s).images)
+
+
 def test_decode_workers_rejects_a_bad_setting(monkeypatch):
     monkeypatch.setenv("ROBREP_DECODE_WORKERS", "two")
     with pytest.raises(DatasetError, match="ROBREP_DECODE_WORKERS must be a whole number"):

@@ -157,6 +157,22 @@ def _decode_into(out: str, folder: str, files: list[str], start: int, crop: int,
     return len(files)
 
 
+def _die_with(parent: int) -> None:
+    """A decode worker's initialiser: end with the process that started it. A worker that outlives a killed
+    decode (SIGKILL reaches only the one process) would keep writing into a temporary file the next decode
+    deletes, and keep the killed job's output pipes open. Linux: PR_SET_PDEATHSIG; elsewhere nothing."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: no parent-death signal
+        return
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(1)
+
+
 def _remove_stale(path: Path) -> None:
     """Delete temporary files an earlier, killed decode of ``path`` left. Called under the entry's lock, which
     only a decoding process holds, so any temporary file of the entry is a dead decode's."""
@@ -242,7 +258,7 @@ def _decode_parallel(tmp: Path, folder: Path, files: list[str], crop: int, size:
         return
     # fork: the workers need only numpy and PIL, and start without importing anything again
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_die_with, initargs=(os.getpid(),)) as pool:
         jobs = [pool.submit(_decode_into, str(tmp), str(folder), files[i:i + chunk], i, crop, size)
                 for i in range(0, len(files), chunk)]
         try:
