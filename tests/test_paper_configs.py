@@ -35,6 +35,7 @@ def test_paper_config_is_valid(path):
             assert options.get("selection_steps") in allowed, f"{path.name}: {spec!r} does not pin selection_steps"
             assert options.get("selection_start") in (("random",) if path.parent == PAPER else ("random", "warm")), \
                 f"{path.name}: {spec!r} does not pin selection_start"
+            assert {"gamma", "selection_eps"} <= set(options), f"{path.name}: {spec!r} does not pin gamma and radius"
 
 
 def test_every_published_run_is_the_run_its_config_plans_today():

@@ -72,7 +72,8 @@ def test_se_adversarial_starts_warm_by_default_and_keeps_the_papers_pgd():
     from robrep.learners.smooth import default_step_size
 
     c = robrep.create_learner("se-adversarial").config
-    assert (c.selection_start, c.selection_steps) == ("warm", 1)
+    assert (c.selection_start, c.selection_steps, c.gamma, c.selection_eps) == ("warm", 1, 100.0, 0.1)
+    assert robrep.create_learner("se-random").config.gamma == robrep.create_learner("se-warm").config.gamma == 50
     assert robrep.create_learner("se-adversarial").step_size() == pytest.approx(0.25 * c.selection_eps)
     paper = robrep.create_learner("se-adversarial", selection_steps=20, selection_start="random")
     assert paper.step_size() == pytest.approx(0.0125)  # the paper's PGD: 2.5 eps / L
@@ -147,8 +148,8 @@ def test_the_default_se_adversarial_trains_as_se_warm_and_the_papers_selection_s
     def weights(name, **cfg):
         return state_bytes(robrep.train(name, mnist5k, out=False, max_steps=4, seed=0, batch_size=32, arch=arch, **cfg))
 
-    assert weights("se-adversarial") == weights("se-warm")
-    assert weights("se-adversarial", selection_steps=2) == weights("se-warm", selection_steps=2)
+    assert weights("se-adversarial", gamma=50.0) == weights("se-warm")
+    assert weights("se-adversarial", gamma=50.0, selection_steps=2) == weights("se-warm", selection_steps=2)
     paper = robrep.create_learner("se-adversarial", selection_steps=3, selection_start="random")
     assert paper.wants_index and paper.config.selection_start == "random"
     paper.train()
