@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -42,18 +43,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     if world.rank != 0:  # under torchrun: every rank trains its share of each minibatch; rank 0 reports
         robrep.train(args.learner, ds, seed=args.seed, device=args.device, out=args.out, world=world, **overrides)
         return 0
-    with _progress() as progress:
-        bar = progress.add_task(f"train {args.learner} on {ds.name}", total=None, parts="")
+    from robrep.train import EpochMeter, epoch_line
 
-        def callback(epoch: int, step: int, steps_per_epoch: int, parts: dict[str, float]) -> None:
-            shown = "  ".join(f"{k} {v:.2f}" for k, v in parts.items())
-            progress.update(bar, total=(epochs or 1) * steps_per_epoch, advance=1,
-                            parts=f"epoch {epoch + 1}/{epochs}  {shown}")
+    what = f"train {args.learner} on {ds.name}"
+    if not console.is_terminal:  # a file or a pipe: one line per epoch
+        def report(epoch, steps_per_epoch, means, seconds):
+            _line(epoch_line(what, epoch, epochs, means, seconds))
 
-        learner = robrep.train(
-            args.learner, ds, seed=args.seed, device=args.device, out=args.out, callback=callback, world=world,
-            **overrides
-        )
+        learner = robrep.train(args.learner, ds, seed=args.seed, device=args.device, out=args.out,
+                               callback=EpochMeter(report), world=world, **overrides)
+    else:
+        with _progress() as progress:
+            bar = progress.add_task(what, total=None, parts="")
+
+            def callback(epoch: int, step: int, steps_per_epoch: int, parts: dict[str, float]) -> None:
+                shown = "  ".join(f"{k} {v:.2f}" for k, v in parts.items())
+                progress.update(bar, total=(epochs or 1) * steps_per_epoch, advance=1,
+                                parts=f"epoch {epoch + 1}/{epochs}  {shown}")
+
+            learner = robrep.train(
+                args.learner, ds, seed=args.seed, device=args.device, out=args.out, callback=callback, world=world,
+                **overrides
+            )
     info = learner.run_info
     if not info["history"]:  # fitted in closed form (e.g. a PCA plugin): no epochs to show
         console.print(f"fitted in {info['train_seconds']:.1f} s; saved to [bold]{info['path']}[/bold]")
@@ -104,6 +115,45 @@ def cmd_list(args: argparse.Namespace) -> int:
     if os.environ.get("ROBREP_DISABLE_PLUGINS", "") not in ("", "0"):
         console.print("plugins are turned off (ROBREP_DISABLE_PLUGINS)")
     return 0
+
+
+class _LineBenchProgress:
+    """Progress for output that is not a terminal (a file, a pipe, a CI log): one plain line per trained epoch
+    and per finished cell, as it happens, instead of progress bars."""
+
+    def __init__(self):
+        self.total, self.done = None, 0
+
+    def cells(self, total):
+        self.total = total
+
+    def completed(self, n):
+        self.done = max(self.done, n)
+
+    def cell_done(self, description, rows, seconds):
+        from robrep.harness.execute import cell_line
+
+        self.done += 1
+        _line(cell_line(description, rows, seconds, self.done, self.total))
+
+    def epoch_done(self, line):
+        _line(line)
+
+
+def _line(text: str) -> None:
+    """A plain line, printed at once (not parsed for rich markup, never wrapped)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    console.file.flush()
+
+
+@contextlib.contextmanager
+def _bench_progress():
+    """Progress bars on a terminal, plain lines elsewhere."""
+    if not console.is_terminal:
+        yield _LineBenchProgress()
+        return
+    with _progress() as progress:
+        yield _RichBenchProgress(progress)
 
 
 class _RichBenchProgress:
@@ -209,8 +259,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if world.rank != 0:  # under torchrun: rank 0 draws, reports and gives the exit status; the others work quietly
         bench(cfg, strict=False, world=world)
         return 0  # a non-zero exit here would make torchrun stop rank 0 while it prints its report
-    with _progress() as progress:  # a learner that fails is skipped, the rest completes, and the exit status says so
-        df = bench(cfg, progress=_RichBenchProgress(progress), strict=False, world=world)
+    with _bench_progress() as progress:  # a learner that fails is skipped, the rest completes, and the exit status says so
+        df = bench(cfg, progress=progress, strict=False, world=world)
     if df.empty:
         console.print("[bold red]no results[/bold red]")
     else:
@@ -243,9 +293,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         "seed": args.seed, "device": args.device, "data_root": args.data_root and str(args.data_root),
     }.items() if v is not None}
     options["threads"] = args.threads or default_threads()
-    with _progress() as progress:
+    with _bench_progress() as progress:
         res = sweep(args.learner, grid, dataset=args.dataset, radius=args.radius, min_nominal=args.min_nominal,
-                    base_config=dict(args.set), out=args.out, progress=_RichBenchProgress(progress), **options)
+                    base_config=dict(args.set), out=args.out, progress=progress, **options)
     t = Table(title=f"sweep of {args.learner} on {res.dataset} (validation split), worst case at radius {res.radius:g}",
               caption=f"chosen: the best worst case among configs with {res.rule}")
     tasks = [c[len("worst_case["):-1] for c in res.table.columns if c.startswith("worst_case[")]
@@ -481,10 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_path=False)
+    else:  # a file or a pipe: plain lines, tables as wide as they need (never wrapped at 80 columns)
+        console.width = 10_000
+        handler = logging.StreamHandler(console.file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
+                        handlers=[handler])
     from robrep.checkpoint import CheckpointError
     from robrep.data import DatasetError
     from robrep.distributed import World

@@ -90,12 +90,13 @@ def choose(scores: pd.DataFrame, min_nominal: float | None) -> tuple[str, float,
 
 def sweep(learner: str, grid: dict[str, list], *, dataset: str = "mnist5k", radius: float = 0.1,
           min_nominal: float | None = None, base_config: dict | None = None, out: str | Path = "robrep-sweep",
-          progress=None, **bench_options) -> SweepResult:
+          progress=False, **bench_options) -> SweepResult:
     """Train and benchmark every grid point of ``learner`` on ``dataset``'s validation view and choose one.
 
     ``base_config``: overrides every point shares; ``bench_options``: BenchConfig fields (suites (default all three),
     steps, restarts, budget, n_examples (default: the whole validation split), arch, epochs, seed, device, threads,
     worst_case).
+    ``progress``: as ``robrep.bench``'s (True: a log line per trained epoch and finished cell).
     Writes ``<out>/results.csv`` (the bench's rows), ``<out>/sweep.csv`` (the table) and ``<out>/choice.json``."""
     from robrep.harness import BenchConfig, bench
 

@@ -9,15 +9,17 @@ propagates structure into the unobserved rows.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
+
+from robrep.checkpoint import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -265,11 +267,6 @@ def encoder_tv(Q: torch.Tensor, rows: torch.Tensor | None = None) -> float:
     return (tv if rows is None else tv[rows]).mean().item()
 
 
-def _atomic_target(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-
-
 def plot_toy(results: dict[str, ToyResult], path: str | os.PathLike) -> Path:
     """Paper figure 3: one row per learner; columns Data, Target, Q, P, Model. Returns the PNG path.
 
@@ -311,14 +308,9 @@ def plot_toy(results: dict[str, ToyResult], path: str | os.PathLike) -> Path:
             else:
                 ax.set_yticklabels([])
         fig.colorbar(im, ax=ax, fraction=0.5, label="probability")  # shared by the three strips
-    fd, tmp = _atomic_target(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write(path, buf.getvalue())  # whole or not at all, with the user's file mode
     return path
 
 
@@ -327,17 +319,12 @@ def run_toy(out_dir: str | os.PathLike, config: ToyConfig | None = None) -> Path
     out_dir = Path(out_dir)
     results = {kind: train_toy(kind, config) for kind in ("vae", "se")}
     png = plot_toy(results, out_dir / "toy.png")
-    fd, tmp = _atomic_target(out_dir / "toy.csv")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["learner", "elbo", "tv_all", "tv_unobserved", "n_unobserved"])
-            for kind, r in results.items():
-                unobserved = r.s == 0
-                writer.writerow([kind, f"{r.elbo:.4f}", f"{encoder_tv(r.Q):.4f}",
-                                 f"{encoder_tv(r.Q, unobserved):.4f}", int(unobserved.sum())])
-        os.replace(tmp, out_dir / "toy.csv")
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(["learner", "elbo", "tv_all", "tv_unobserved", "n_unobserved"])
+    for kind, r in results.items():
+        unobserved = r.s == 0
+        writer.writerow([kind, f"{r.elbo:.4f}", f"{encoder_tv(r.Q):.4f}",
+                         f"{encoder_tv(r.Q, unobserved):.4f}", int(unobserved.sum())])
+    atomic_write(out_dir / "toy.csv", buf.getvalue().encode())
     return png

@@ -19,6 +19,34 @@ log = logging.getLogger(__name__)
 Callback = Callable[[int, int, int, dict[str, float]], None]
 
 
+class EpochMeter:
+    """A ``train`` callback that averages each epoch's loss parts and calls ``report(epoch, steps_per_epoch,
+    means, seconds)`` (epoch counted from 1) when the epoch's last step is done: what a log line or a
+    non-terminal progress report shows, one line per epoch. ``then``: a per-step callback to call as well."""
+
+    def __init__(self, report: Callable[[int, int, dict[str, float], float], None], then: Callback | None = None):
+        self.report, self.then = report, then
+        self.sums: dict[str, float] = {}
+        self.n, self.t0 = 0, time.perf_counter()
+
+    def __call__(self, epoch: int, step: int, steps_per_epoch: int, parts: dict[str, float]) -> None:
+        if self.then is not None:
+            self.then(epoch, step, steps_per_epoch, parts)
+        for k, v in parts.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.n += 1
+        if step == steps_per_epoch - 1:
+            self.report(epoch + 1, steps_per_epoch, {k: v / self.n for k, v in self.sums.items()},
+                        time.perf_counter() - self.t0)
+            self.sums, self.n, self.t0 = {}, 0, time.perf_counter()
+
+
+def epoch_line(what: str, epoch: int, epochs: int | None, means: dict[str, float], seconds: float) -> str:
+    """One trained epoch in one line: ``train vae on mnist5k: epoch 3/30  loss 123.4  recon 100.2  (0.5 s)``."""
+    parts = "  ".join(f"{k} {v:.4g}" for k, v in means.items())
+    return f"{what}: epoch {epoch}/{epochs or '?'}  {parts}  ({seconds:.1f} s)"
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     device = torch.device(device or "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -48,18 +76,24 @@ def train(
     callback: Callback | None = None,
     max_steps: int | None = None,
     world=None,
+    progress: bool = False,
     **config,
 ):
     """Train learner ``learner`` on ``dataset`` and save it to ``out``; returns the trained learner (eval mode).
 
     ``config`` overrides fields of the learner's config (epochs, latent_dim, gamma, ...).
-    ``max_steps`` stops early (tests). ``out=None`` saves under the user's cache
+    ``max_steps`` stops early (tests). ``progress``: log a line per epoch at INFO (``epoch_line``), shown on
+    stderr unless the application has configured logging (off by default: the API is quiet). ``out=None`` saves under the user's cache
     (see ``run_dir_for``); ``out=False`` does not save.
 
     ``world`` (a ``robrep.distributed.World`` of several ranks, e.g. ``torchrun ... -m robrep train``)
     trains with DistributedDataParallel: every rank takes its share of each minibatch and
     gradients are averaged, so a step uses the same minibatch as one process would; rank 0 saves.
     """
+    if progress:
+        from robrep.harness.execute import show_progress
+
+        show_progress()
     world = world or _one_process()
     world.begin()
     device = world.device(resolve_device(device))
@@ -139,6 +173,7 @@ def _gradient_training(model, images, seed, callback, max_steps, learner, world)
     model.train()
     for epoch in range(c.epochs):
         sums: dict[str, float] = {}
+        t_epoch = time.perf_counter()
         perm = torch.randperm(n, generator=gen).to(images.device)
         for i in range(steps_per_epoch):
             batch = perm[i * c.batch_size:(i + 1) * c.batch_size]
@@ -166,7 +201,8 @@ def _gradient_training(model, images, seed, callback, max_steps, learner, world)
                 break
         seen = min(n, (i + 1) * c.batch_size)
         history.append({"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()}})
-        log.info("%s epoch %d: %s", learner, epoch + 1, history[-1])
+        log.info("%s", epoch_line(f"train {learner}", epoch + 1, c.epochs,
+                                  {k: v for k, v in history[-1].items() if k != "epoch"}, time.perf_counter() - t_epoch))
         if max_steps is not None and step >= max_steps:
             break
     if world.distributed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -151,6 +152,36 @@ class BenchConfig:
             raise ConfigError(f"bench config: preprocessing: {e}") from None
         if not self.out:
             raise bad("out", "a folder", self.out)
+
+    def to_toml(self) -> str:
+        """The config as a TOML file ``from_toml`` reads back: unset fields (None) are left out, as in a
+        hand-written config. A learner given as a Python object (a module, a class, a factory, a
+        ``robrep.Encoder``) is written as its name with a comment: it can be described, not re-created."""
+        import tomli_w
+
+        from robrep.provenance import qualified_name
+
+        def clean(value):
+            if isinstance(value, dict):
+                return {str(k): clean(v) for k, v in value.items() if v is not None}
+            if isinstance(value, (list, tuple)):
+                return [clean(v) for v in value]
+            if isinstance(value, os.PathLike):
+                return os.fspath(value)
+            return value
+
+        objects = [spec for spec in self.learners if not isinstance(spec, (str, os.PathLike))]
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        data["learners"] = [spec if isinstance(spec, str) else os.fspath(spec) if isinstance(spec, os.PathLike)
+                            else getattr(spec, "name", None) or qualified_name(spec) for spec in self.learners]
+        from robrep import __version__
+
+        head = (f"# the configuration this run resolved to (robrep bench --config reads it back); robrep {__version__}, "
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+        if objects:
+            head += ("# learners given as Python objects, named here by their name or class: "
+                     + ", ".join(getattr(o, "name", None) or qualified_name(o) for o in objects) + "\n")
+        return head + tomli_w.dumps(clean(data))
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "BenchConfig":

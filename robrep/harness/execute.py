@@ -33,7 +33,7 @@ import torch
 
 from robrep.attacks import Attack
 from robrep.attacks.base import AttackResult, radius_grid
-from robrep.checkpoint import sha256_bytes, short_hash
+from robrep.checkpoint import atomic_write, sha256_bytes, short_hash
 from robrep.checks import check_result
 from robrep.data import Dataset, cache_dir, load_dataset
 from robrep.distributed import World
@@ -67,13 +67,58 @@ class BenchProgress:
         self._hooks = hooks
 
     def __getattr__(self, name):
-        if name not in ("cells", "phase", "advance", "completed"):
+        if name not in ("cells", "phase", "advance", "completed", "cell_done", "epoch_done"):
             raise AttributeError(name)
         return getattr(self._hooks, name, None) or (lambda *a, **k: None)
 
     # cells(total): the run has ``total`` cells; phase(description, total): a unit of work starts (training a
     # learner, an attack cell) with ``total`` steps; advance(n, info): it made ``n`` steps;
-    # completed(n): ``n`` cells of the run are finished, on any rank.
+    # completed(n): ``n`` cells of the run are finished, on any rank; cell_done(description, rows, seconds): this
+    # rank finished a cell, whose result rows (one per radius) took ``seconds``; epoch_done(line): a learner being
+    # trained finished an epoch (``robrep.train.epoch_line``).
+
+
+class LogProgress:
+    """Progress as log lines at INFO (``robrep.bench(progress=True)``): one per finished cell (the attack, the
+    learner, the data set and task, the accuracy per radius, seconds), one per trained epoch."""
+
+    def __init__(self, logger: logging.Logger | None = None):
+        self.log = logger or log
+        self.total, self.done = None, 0
+
+    def cells(self, total):
+        self.total = total
+
+    def completed(self, n):
+        self.done = max(self.done, n)
+
+    def cell_done(self, description, rows, seconds):
+        self.done += 1
+        self.log.info("%s", cell_line(description, rows, seconds, self.done, self.total))
+
+    def epoch_done(self, line):
+        self.log.info("%s", line)
+
+
+def cell_line(description: str, rows: list[dict], seconds: float, number: int | None = None,
+              total: int | None = None) -> str:
+    """One finished cell in one line: ``[i/N] attack: learner / dataset / task  r=0 0.890  r=0.1 0.038  (12.3 s)``."""
+    accs = "  ".join(f"r={row['radius']:g} {row['adversarial_accuracy']:.3f}"
+                     for row in sorted(rows, key=lambda r: r["radius"]))
+    where = f"[{number}/{total}] " if number is not None and total else ""
+    return f"{where}{description}  {accs}  ({seconds:.1f} s)"
+
+
+def show_progress() -> None:
+    """Make robrep's INFO log lines visible (to stderr) where the application has not configured logging."""
+    logger = logging.getLogger("robrep")
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    if not logging.getLogger().handlers and not any(
+            not isinstance(h, logging.NullHandler) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
 
 
 def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Attack, radii, seed: int,
@@ -280,7 +325,7 @@ class _Run:
             where = f" (cascade stage {k + 1} of {len(attacks)})" if chained else ""
             self.progress.phase(f"{attack.qualname}{where}: {src.label} / {ds.name} / {task.name}",
                                 attack.units(cfg.radii))
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            stamp, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
             with _stage(src, ds.name, f"under attack {attack.qualname} (task {task.name})"):
                 partial, masks = run_cell(model, self.x_test(j), y, attack, cfg.radii, cfg.seed,
                                           self.progress.advance, prior=prior, cascade=chained)
@@ -288,6 +333,9 @@ class _Run:
             path = masks_path(self.out, cell, cfg.radii)
             save_masks(path, cfg.radii, masks, job.idx)
             post(self.out, path.stem + "--" + short_hash(cell_key({**cell, "radius": None})), rows)
+            self.progress.cell_done(f"{attack.qualname}{where}: {src.label} / {ds.name} / {task.name}",
+                                    rows.to_dict("records"),
+                                    time.perf_counter() - t0)
             prior = masks
         return len(stages)
 
@@ -363,7 +411,7 @@ class _Run:
         return {"keys": keep, "skipped": skipped}
 
 
-def bench(config: BenchConfig | None = None, progress: BenchProgress | None = None, *, strict: bool = True,
+def bench(config: BenchConfig | None = None, progress=False, *, strict: bool = True,
           world: World | None = None, **overrides) -> pd.DataFrame:
     """Run a benchmark; returns its rows (this run's protocol, computed now or found finished in ``out``) as a
     DataFrame. ``<out>/results.sqlite`` (exported to ``<out>/results.csv``) holds every run's rows.
@@ -378,8 +426,17 @@ def bench(config: BenchConfig | None = None, progress: BenchProgress | None = No
 
     Launched by torchrun, every rank calls ``bench`` with the same arguments (``world`` defaults to
     ``World.current``); the work is shared out and every rank returns the same rows.
+
+    ``progress``: False (the default) is quiet; True logs a line per finished cell and per trained epoch at INFO
+    (``LogProgress``), shown on stderr unless the application has configured logging; or an object with any of
+    ``BenchProgress``'s hooks (the CLI's progress bars). ``<out>/config.toml`` records the configuration.
     """
     cfg = dataclasses.replace(config, **overrides) if config else BenchConfig(**overrides)
+    if progress is True:
+        show_progress()
+        progress = LogProgress()
+    elif progress is False:
+        progress = None
     if cfg.threads is not None:
         use_threads(cfg.threads)
     out = Path(cfg.out)
@@ -422,6 +479,8 @@ def _bench(cfg: BenchConfig, out: Path, world: World, progress, strict: bool) ->
     for ds in datasets:
         _check_collisions(sources, ds, cfg)
     out.mkdir(parents=True, exist_ok=True)
+    if world.is_writer:
+        atomic_write(out / "config.toml", cfg.to_toml().encode())
     world.check_shared({"output folder": out, "cache": cache_dir()})
     jobs = make_jobs(cfg, sources, datasets)
     world.agree("jobs", [[job.src.label, job.src.kind, job.ds.name, job.n_cells] for job in jobs],
@@ -454,6 +513,8 @@ def _bench(cfg: BenchConfig, out: Path, world: World, progress, strict: bool) ->
                 world.publish("cells", cells)
                 log.info("%s on %s: %d cell(s) to run", jobs[j].src.label, jobs[j].ds.name, n_todo)
             world.count("prepared")
+        if store is not None:
+            progress.completed(world.count("finished", 0))  # cells found finished (a resumed run)
         # 2. attack cells as they are published: a rank with no job left to prepare takes the next one
         for j, t, a in world.take("cells", closed=lambda: world.count("prepared", 0) >= len(order)):
             ran = 1
