@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from robrep.admission import admission_errors, safe_name
 from robrep.checkpoint import atomic_write
 from robrep.plots import plot_robustness
 from robrep.results import KEY, ResultsError, is_false, is_missing, merge, read_results, write_results
@@ -33,10 +34,29 @@ class LeaderboardError(ValueError):
 BLOCKING = ("check_noise_floor", "check_explored", "check_guards", "check_consistent")
 
 
+def known_datasets() -> set[str]:
+    """The data sets a board may be named after: the registered ones (plugins' included) and their
+    validation views."""
+    import robrep.data  # noqa: F401  (registers the built-in data sets)
+    from robrep.data.splits import SUFFIX
+    from robrep.registry import DATASETS
+
+    names = set(DATASETS.list())
+    return names | {n + SUFFIX for n in names}
+
+
 def validate(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Rows as ``read_results`` gives them (each already checked against the row layout) that may be
-    published: no row failed a blocking check (rows from before those checks: every check passed).
-    Returns them without the machine-local columns."""
+    published: every row admitted (``robrep.admission``: safe names, complete provenance, consistent numbers,
+    checks that recompute from the row) and no row failed a blocking check. One row that is not refuses the
+    file whole, with the reasons of each such row. Returns the rows without the machine-local columns."""
+    errors = admission_errors(df, known_datasets())
+    if errors:
+        lines = [f"  line {i + 2} ({df.at[i, 'run']} / {df.at[i, 'task']} / {df.at[i, 'attack']} / radius "
+                 f"{df.at[i, 'radius']}): " + "; ".join(reasons) for i, reasons in sorted(errors.items())]
+        shown = lines[:20] + ([f"  ... and {len(lines) - 20} more"] if len(lines) > 20 else [])
+        raise LeaderboardError(f"{source} cannot be published: {len(errors)} of {len(df)} row(s) are not "
+                               "admissible, nothing was written:\n" + "\n".join(shown))
     def refused(row: dict) -> bool:
         if any(is_false(row.get(c)) for c in BLOCKING):
             return True
@@ -72,7 +92,14 @@ def drop_superseded(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def board_path(out: Path, dataset: str, norm: str) -> Path:
-    return Path(out) / f"{dataset}-{norm}.csv"
+    """``<out>/<dataset>-<norm>.csv``; refuses names that would leave ``out`` (the admission rules already
+    refuse them: this is the last guard before a file is written)."""
+    if not (safe_name(dataset) and safe_name(norm)):
+        raise LeaderboardError(f"refusing to name a board after dataset {dataset!r}, norm {norm!r}: not plain names")
+    path = Path(out) / f"{dataset}-{norm}.csv"
+    if path.resolve().parent != Path(out).resolve():
+        raise LeaderboardError(f"refusing to write {path}: outside {out}")
+    return path
 
 
 # A run's rows on one set of test points and probe labels: what ``publish(replace=True)`` replaces whole.

@@ -86,7 +86,7 @@ def test_rows_of_a_learner_without_an_architecture_are_published_not_dropped(res
 def test_a_worst_case_over_more_attacks_replaces_the_partial_one(results, tmp_path):
     rows = pd.read_csv(results / "results.csv")
     worst = rows[rows["suite"] == "native"].assign(suite="worst-case", attack="worst-case")
-    partial = worst.assign(attack_config='["native/pgd"]', adversarial_accuracy=worst["nominal_accuracy"])
+    partial = worst.assign(attack_config='["native/pgd"]')
     full = worst.assign(attack_config='["foolbox/FGSM", "native/pgd"]')
     other_points = partial.assign(n_examples=10)  # a worst case on other points is not superseded
     for name, df in [("partial", pd.concat([partial, other_points])), ("full", full)]:
@@ -109,20 +109,56 @@ def test_a_run_folders_image_grids_are_published(results, tmp_path):
     assert not (tmp_path / "csv-only" / "images").exists()
 
 
+def _honest_failure(df):
+    """The first attacked row fails its noise floor, and says so consistently: admissible, but blocking."""
+    i = df.index[(df["radius"] > 0) & (df["adversarial_accuracy"] > 0)][0]
+    return df.assign(noise_accuracy=df["noise_accuracy"].where(df.index != i, 0.0),
+                     check_noise_floor=df["check_noise_floor"].where(df.index != i, False),
+                     checks_passed=df["checks_passed"].where(df.index != i, False))
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda df: df.drop(columns=["encoder_sha256"]), "lacks the column"),
-    (lambda df: df.assign(check_explored=[False] + [True] * (len(df) - 1)), "failed their checks"),
-    (lambda df: df.assign(check_noise_floor=[False] + [True] * (len(df) - 1)), "failed their checks"),
+    (_honest_failure, "failed their checks"),
+    # flags that contradict the row's own evidence, whatever checks_passed claims
+    (lambda df: df.assign(check_explored=[False] + [True] * (len(df) - 1)), "not admissible"),
+    (lambda df: df.assign(check_noise_floor=[False] + [True] * (len(df) - 1)), "check_noise_floor says False"),
+    (lambda df: df.assign(noise_accuracy=0.0), "check_noise_floor says True but"),
     (lambda df: df.drop(columns=["check_noise_floor", "check_explored", "check_guards", "check_consistent"])
-     .assign(checks_passed=[False] + [True] * (len(df) - 1)), "failed their checks"),  # rows from before the checks
+     .assign(checks_passed=True), "no check was recorded"),  # rows from before the checks
     (lambda df: df.assign(adversarial_accuracy=df["adversarial_accuracy"] * 100), "numbers in \\[0, 1\\]"),
+    # issue 18's cases: adversarial above nominal with every flag True; empty provenance; a path for a name
+    (lambda df: df.assign(adversarial_accuracy=1.0, recomputed_accuracy=1.0, noise_accuracy=1.0, checks_passed=True),
+     "adversarial accuracy 1 is above the nominal"),
+    (lambda df: df.assign(source="", machine=""), "provenance missing: source, machine"),
+    (lambda df: df.assign(dataset="../../escaped"), "dataset '../../escaped' is not a plain name"),
+    (lambda df: df.assign(dataset="mnist5k/../../escaped"), "is not a plain name"),
+    (lambda df: df.assign(dataset="imagenet"), "'imagenet' is not a known data set"),
+    (lambda df: df.assign(norm="../linf"), "norm '../linf' is not one of"),
+    (lambda df: pd.concat([df, df[df["radius"] == 0.1].assign(  # at 0.05 below its own 0.1: rising with radius
+        radius=0.05, adversarial_accuracy=lambda d: d["adversarial_accuracy"] - 0.02,
+        recomputed_accuracy=lambda d: d["recomputed_accuracy"] - 0.02)]), "rises with the radius: "),
 ])
 def test_bad_results_are_refused_and_nothing_is_written(results, tmp_path, damage, message):
-    bad = tmp_path / "bad.csv"
+    bad = tmp_path / "deep" / "er" / "bad.csv"
+    bad.parent.mkdir(parents=True)
     damage(pd.read_csv(results / "results.csv")).to_csv(bad, index=False)
+    before = {p for p in tmp_path.rglob("*")}
     with pytest.raises(LeaderboardError, match=message):
-        publish([results, bad], out=tmp_path / "board")
-    assert not (tmp_path / "board").exists()
+        publish([results, bad], out=tmp_path / "deep" / "er" / "board")
+    assert {p for p in tmp_path.rglob("*")} == before  # nothing written, inside --out or outside it
+
+
+def test_a_refusal_names_every_bad_row_and_its_reason(results, tmp_path):
+    df = pd.read_csv(results / "results.csv")
+    df.loc[df.index[0], "source"] = ""
+    df.loc[df.index[1], "norm"] = "../x"
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(LeaderboardError) as e:
+        publish([tmp_path / "bad.csv"], out=tmp_path / "board")
+    text = str(e.value)
+    assert "2 of 2 row(s) are not admissible" in text
+    assert "line 2 (" in text and "provenance missing: source" in text and "line 3 (" in text and "norm '../x'" in text
 
 
 def test_leaderboard_command(results, tmp_path, capsys):
@@ -159,11 +195,15 @@ def test_a_hand_made_frame_with_only_the_essential_columns_plots(tmp_path):
 
 def test_a_row_that_only_failed_convergence_is_published_with_its_warning(results, tmp_path):
     df = pd.read_csv(results / "results.csv")
-    df = df.assign(check_converged=False, checks_passed=False, warnings="not converged: ...")
+    late = df["radius"] > 0  # its evidence says so: a fifth of the points were first broken late
+    df = df.assign(late_share=df["late_share"].mask(late, 0.2), check_converged=df["check_converged"].mask(late, False),
+                   checks_passed=df["checks_passed"].mask(late, False),
+                   warnings=df["warnings"].astype(object).mask(late, "not converged: ..."))
     df.to_csv(tmp_path / "late.csv", index=False)
     publish([tmp_path / "late.csv"], out=tmp_path / "board")
     board = pd.read_csv(tmp_path / "board" / "mnist5k-linf.csv")
-    assert not board["checks_passed"].any() and board["warnings"].str.startswith("not converged").all()
+    assert not board[board["radius"] > 0]["checks_passed"].any()
+    assert board[board["radius"] > 0]["warnings"].str.startswith("not converged").all()
 
 
 def test_replace_drops_the_old_rows_of_a_republished_run(results, tmp_path):
