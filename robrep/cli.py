@@ -347,13 +347,44 @@ def _print_plan(cfg) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from robrep.leaderboard import publish, read_boards
+    from robrep.leaderboard import publish, read_boards, render_boards
 
+    if args.render:
+        for path in render_boards(args.out):
+            console.print(f"rendered [bold]{path.with_suffix('.md')}[/bold] and {path.with_suffix('.png')}")
     if args.results:
         for path in publish(args.results, out=args.out, replace=args.replace):
             console.print(f"updated [bold]{path}[/bold] and {path.with_suffix('.md')}")
-    _print_results(read_boards(args.out))
+    board = read_boards(args.out)
+    if args.detail:
+        _print_results(board)
+    else:
+        _print_headline(board)
     return 0
+
+
+def _print_headline(board) -> None:
+    """The board's headline tables: one ranked row per encoder and protocol (robrep.headline)."""
+    from robrep.headline import headline_table
+
+    table = headline_table(board)
+    radius_cols = [c for c in table.columns if c.startswith("r=") and c != "r=0"]
+    for place, t in table.groupby(["dataset", "task", "norm"], sort=True):
+        head = table.attrs["headline"][place]
+        shown = [c for c in radius_cols if t[c].notna().any()]
+        rt = Table(title=f"{place[0]} / {place[1]} ({place[2]}): ranked by robust accuracy at radius {head:g}",
+                   caption="worst case over every attack of the protocol; 'single attack': an upper bound. "
+                           "robrep leaderboard --detail: each attack's rows")
+        for col in ("#", "encoder", "arch", "clean", *shown, "measure", "budget", "points", "labels", "checks"):
+            rt.add_column(col, justify="right" if col in ("#", "clean", "points", "labels", *shown) else "left",
+                          overflow="fold")
+        for _, r in t.iterrows():
+            rt.add_row(str(r["rank"]), str(r["label"]), str(r["arch"]), f"{r['clean']:.3f}",
+                       *("" if r[c] != r[c] else f"{r[c]:.3f}" for c in shown), r["measure"], r["budget"],
+                       str(r["n_examples"]), f"{r['label_fraction']:g}",
+                       r["checks"] + (f", {r['warnings']} warning(s)" if r["warnings"] else ""),
+                       style="bold" if r["rank"] == 1 else None)
+        console.print(rt)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -491,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--replace", action="store_true",
                     help="drop the board's rows of the runs being published (same run, data set, task, test points, "
                          "seed, label fraction) before merging: a republished run replaces its old rows")
+    lb.add_argument("--render", action="store_true",
+                    help="write every board's Markdown and PNG again from its CSV (the rows are not touched)")
+    lb.add_argument("--detail", action="store_true",
+                    help="show every attack's rows instead of the ranked headline tables")
     lb.set_defaults(func=cmd_leaderboard)
 
     v = sub.add_parser("verify", help="re-attack a run's stored encoders and probes with an independent attack; "

@@ -1,0 +1,139 @@
+"""The headline table of a board (issue 18): per data set, task and threat model, one row per encoder and
+protocol, ranked by robust accuracy at the headline radius, as RobustBench's leaderboard shows models.
+
+A row is one encoder (its run and SHA-256) under one protocol: the test points (``n_examples``, ``seed``),
+the probe's labels (``label_fraction``) and the attacks. Its numbers are the worst case over every attack of
+that protocol where the run has one; an encoder without a worst case is shown by its strongest single attack
+and marked ``single attack`` (an upper bound: more attacks can only lower it). Rows that differ in any
+protocol field are never merged. Each attack's own row stays in the board's CSV (the per-attack detail).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from robrep.results import headline_radius, is_missing as _missing
+
+
+def is_missing(v) -> bool:
+    """Empty in either form a board holds: NaN as read, or "" once filled for rendering."""
+    return _missing(v) or (isinstance(v, str) and v.strip() == "")
+
+# what a headline row is: an encoder under one protocol
+ENCODER = ("label", "learner", "run", "encoder_sha256", "arch")
+PROTOCOL = ("n_examples", "seed", "label_fraction")
+PLACE = ("dataset", "task", "norm")
+
+
+def _attacks(config: str) -> list[str]:
+    """The attacks a worst case covers (``suite/name``), from its attack_config."""
+    try:
+        parsed = json.loads(config)
+    except (TypeError, ValueError):
+        return []
+    return [a.split(":", 1)[0] for a in parsed if a != "cascade"] if isinstance(parsed, list) else []
+
+
+def _budget(rows: pd.DataFrame, attacks: list[str] | None) -> str:
+    """The attack budget of a protocol, in words: the number of attacks, the largest steps x restarts, and
+    the queries of black-box attacks (``n_queries`` in their configs)."""
+    own = rows[rows["suite"] != "worst-case"]
+    if attacks is not None:  # the worst case's own attacks
+        names = own["suite"].astype(str) + "/" + own["attack"].astype(str)
+        own = own[names.isin(attacks)]
+    steps = [(int(s), int(r)) for s, r in zip(own["steps"], own["restarts"])
+             if not is_missing(s) and not is_missing(r)]
+    queries = []
+    for cfg in own["attack_config"].dropna().unique():
+        try:
+            q = json.loads(cfg).get("kwargs", {}).get("n_queries")
+        except (ValueError, AttributeError):
+            q = None
+        if q:
+            queries.append(int(q))
+    n = len(attacks) if attacks is not None else own[["suite", "attack"]].drop_duplicates().shape[0]
+    parts = [f"{n} attack{'s' if n != 1 else ''}"]
+    if steps:
+        s, r = max(steps, key=lambda sr: sr[0] * sr[1])
+        parts.append(f"{s} x {r}")
+    if queries:
+        parts.append(f"{max(queries)} queries")
+    return ", ".join(parts)
+
+
+def headline_table(board: pd.DataFrame, radii: list[float] | None = None) -> pd.DataFrame:
+    """One row per (data set, task, norm, encoder, protocol), ranked within each (data set, task, norm) by the
+    adversarial accuracy at the headline radius (``results.headline_radius``), then by clean accuracy.
+
+    Columns: the place (dataset, task, norm), ``rank``, the encoder (label, learner, arch, run, encoder_sha256),
+    ``clean``, one column per radius ``r=<radius>`` (the worst case, or the strongest single attack), ``measure``
+    ("worst case" or "single attack: <suite/attack>"), ``budget``, the protocol (n_examples, seed,
+    label_fraction), provenance (source, robrep_version), ``checks`` ("passed" or the number of rows that
+    failed one) and ``warnings`` (rows with a warning). ``attrs["headline"]``: the headline radius per place."""
+    if board.empty:
+        return pd.DataFrame()
+    out, headline = [], {}
+    for place, rows in board.groupby(list(PLACE), sort=True):
+        r_head = headline_radius(rows["radius"])
+        headline[place] = r_head
+        wanted = sorted(float(r) for r in (radii or rows["radius"].unique()))
+        for key, g in rows.groupby(list(ENCODER) + list(PROTOCOL), sort=True, dropna=False):
+            worst = g[g["suite"] == "worst-case"]
+            series = []  # (measure, rows at each radius, attacks covered or None)
+            for config, w in worst.groupby("attack_config", sort=True):
+                series.append(("worst case" + (" (cascade)" if "cascade" in json.loads(config) else ""),
+                               w, _attacks(config)))
+            if not series:  # no worst case: the strongest single attack at the headline radius
+                single = g[g["suite"] != "worst-case"]
+                at = single[(single["radius"] - r_head).abs() < 1e-9]
+                pick = at if len(at) else single
+                best = pick.sort_values(["adversarial_accuracy", "suite", "attack"]).iloc[0]
+                same = (single["suite"] == best["suite"]) & (single["attack"] == best["attack"]) & \
+                       (single["attack_config"] == best["attack_config"])
+                series.append((f"single attack: {best['suite']}/{best['attack']}", single[same], None))
+            for measure, s, attacks in series:
+                acc = {float(r): float(a) for r, a in zip(s["radius"], s["adversarial_accuracy"])}
+                row = dict(zip(PLACE, place))
+                row.update(dict(zip(list(ENCODER) + list(PROTOCOL), key)))
+                row["clean"] = float(s["nominal_accuracy"].iloc[0])
+                for r in wanted:
+                    row[f"r={r:g}"] = acc.get(r, math.nan)
+                row["headline"] = acc.get(r_head, math.nan)
+                row["measure"] = measure
+                row["budget"] = _budget(g, attacks)
+                row["source"] = next((v for v in g.get("source", pd.Series(dtype=object)) if not is_missing(v)), "")
+                row["robrep_version"] = str(s["robrep_version"].iloc[0])
+                failed = int((~s["checks_passed"].astype(bool)).sum())
+                row["checks"] = "passed" if not failed else f"{failed} failed"
+                row["warnings"] = int((s.get("warnings", pd.Series("", index=s.index)).fillna("").astype(str) != "").sum())
+                out.append(row)
+    table = pd.DataFrame(out)
+    table = table.sort_values(list(PLACE) + ["headline", "clean", "label"], ascending=[True] * len(PLACE) + [False, False, True],
+                              na_position="last", kind="mergesort").reset_index(drop=True)
+    table.insert(len(PLACE), "rank", table.groupby(list(PLACE)).cumcount() + 1)
+    table.attrs["headline"] = headline
+    return table
+
+
+def headline_markdown(table: pd.DataFrame) -> list[str]:
+    """The headline table as Markdown lines, one section per (data set, task, norm)."""
+    lines = []
+    radius_cols = [c for c in table.columns if c.startswith("r=") and c != "r=0"]  # radius 0 is ``clean``
+    for place, t in table.groupby(list(PLACE), sort=True):
+        head = table.attrs.get("headline", {}).get(place)
+        shown = [c for c in radius_cols if t[c].notna().any()]
+        lines += [f"## {place[0]} / {place[1]} ({place[2]}): ranked by robust accuracy at radius {head:g}", "",
+                  "| rank | encoder | arch | clean | " + " | ".join(shown) + " | measure | budget | points | labels "
+                  "| run | encoder SHA-256 | checks |",
+                  "|---:|---|---|---:|" + "---:|" * len(shown) + "---|---|---:|---:|---|---|---|"]
+        for _, r in t.iterrows():
+            accs = " | ".join("" if r[c] != r[c] else (f"**{r[c]:.3f}**" if c == f"r={head:g}" else f"{r[c]:.3f}")
+                              for c in shown)
+            checks = r["checks"] + (f", {r['warnings']} warning(s)" if r["warnings"] else "")
+            lines.append(f"| {r['rank']} | {r['label']} | {r['arch']} | {r['clean']:.3f} | {accs} | {r['measure']} | "
+                         f"{r['budget']} | {r['n_examples']} | {r['label_fraction']:g} | {r['run']} | "
+                         f"{str(r['encoder_sha256'])[:12]} | {checks} |")
+        lines.append("")
+    return lines

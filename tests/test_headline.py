@@ -1,0 +1,55 @@
+"""The headline table (robrep.headline): one ranked row per encoder and protocol, on the published board and on
+a real bench's rows."""
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from robrep.headline import headline_markdown, headline_table
+from robrep.results import read_results
+
+BOARD = Path(__file__).parent.parent / "leaderboard" / "mnist5k-linf.csv"
+
+
+@pytest.fixture(scope="module")
+def published():
+    return read_results(BOARD)
+
+
+def test_the_published_board_shows_each_protocol_of_an_encoder_as_its_own_ranked_row(published):
+    table = headline_table(published)
+    digit = table[(table["dataset"] == "mnist5k") & (table["task"] == "digit")]
+    assert list(digit["rank"]) == list(range(1, len(digit) + 1))
+    head = table.attrs["headline"][("mnist5k", "digit", "linf")]
+    assert head == 0.1 and digit["headline"].is_monotonic_decreasing  # ranked by robust accuracy at 0.1
+    # the paper's SE (run 7231bd0d): four worst-case protocols, four rows (500 points; 1,000 at 1%, 10%, 100%)
+    se = digit[(digit["run"] == "se-adversarial-mnist5k-mlp-s0-7231bd0d") & digit["measure"].str.startswith("worst")]
+    assert sorted(zip(se["n_examples"], se["label_fraction"])) == [(500, 1.0), (1000, 0.01), (1000, 0.1), (1000, 1.0)]
+    assert se["r=0.1"].nunique() == 4
+    # an encoder with no worst case is shown by its strongest single attack, and marked
+    beta = digit[digit["label"] == "beta-vae"]
+    assert len(beta) == 1 and beta["measure"].iloc[0] == "single attack: native/pgd"
+    assert beta["budget"].iloc[0] == "1 attack, 100 x 10"
+    worst = digit[digit["measure"].str.startswith("worst")]
+    assert worst["budget"].str.startswith("10 attacks, 100 x 10, 5000 queries").all()
+
+
+def test_rows_that_differ_in_a_protocol_field_are_never_merged(published):
+    run = "se-adversarial-mnist5k-mlp-s0-7231bd0d"
+    rows = published[(published["run"] == run) & (published["n_examples"] == 1000)
+                     & (published["label_fraction"] == 1.0)]
+    other_seed = rows.assign(seed=1, adversarial_accuracy=rows["adversarial_accuracy"] * 0.5)
+    table = headline_table(pd.concat([rows, other_seed], ignore_index=True))
+    assert sorted(table["seed"]) == [0, 1] and table["r=0.1"].nunique() == 2
+    assert table.iloc[0]["seed"] == 0 and table.iloc[0]["rank"] == 1  # the better one first
+
+
+def test_the_markdown_shows_the_headline_first_and_the_per_attack_detail_after(published):
+    from robrep.leaderboard import render_markdown
+
+    md = render_markdown(published, "mnist5k, linf threat model")
+    first = md.index("## mnist5k / digit (linf): ranked by robust accuracy at radius 0.1")
+    assert first < md.index("# Per-attack detail")
+    lines = headline_markdown(headline_table(published))
+    assert lines[2].startswith("| rank | encoder | arch | clean | r=0.05 | r=0.1 |")
+    assert lines[4].startswith("| 1 | ") and "**" in lines[4]  # the headline radius in bold
