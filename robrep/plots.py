@@ -3,7 +3,6 @@ user's global backend is never touched."""
 from __future__ import annotations
 
 import io
-import json
 import math
 from pathlib import Path
 
@@ -15,79 +14,103 @@ from robrep.checkpoint import atomic_write
 from robrep.results import normalize
 
 
-def robustness_panels(df: pd.DataFrame, suite: str | None = None) -> list[tuple[tuple, pd.DataFrame]]:
-    """The panels of ``plot_robustness``: ((dataset, task, arch, suite, attack, n_examples), rows), MLP and
-    ConvNet encoders apart as in the paper's figure 5, and runs on different numbers of test points apart."""
-    if suite is not None:
-        df = df[df["suite"] == suite]
-    defaults = {"learner_config": "{}", "n_examples": 0}  # hand-made frames; normalize fills the rest
+# Fixed colours: the built-in learners always get these; any other label a colour derived from its name, so an
+# encoder has the same colour in every panel of every file.
+_FIXED = {"vae": "#1f77b4", "beta-vae": "#ff7f0e", "se-random": "#2ca02c", "se-adversarial": "#d62728",
+          "se-fgsm": "#9467bd", "se-warm": "#8c564b"}
+_PALETTE = ("#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#7b4173", "#636363",
+            "#8ca252", "#bd9e39", "#a55194", "#de9ed6", "#9edae5", "#c49c94", "#dbdb8d")  # none near the fixed six
+_ARCH_STYLE = {"mlp": "-", "conv": "--"}  # line style by architecture (others dotted)
+
+
+def encoder_colour(label: str) -> str:
+    """The colour of an encoder label in every robrep plot."""
+    import hashlib
+
+    from matplotlib.colors import to_hex, to_rgb
+
+    label = str(label)
+    if label in _FIXED:
+        return _FIXED[label]
+    h = int(hashlib.sha256(label.encode()).hexdigest()[:8], 16)
+    base = label.split(":", 1)[0]
+    if base in _FIXED:  # a labelled variant of a built-in learner: a lighter or darker shade of its colour
+        shade = (0.25, 0.45, -0.25, -0.45, 0.6, -0.6)[h % 6]
+        rgb = to_rgb(_FIXED[base])
+        rgb = [c + (1 - c) * shade if shade > 0 else c * (1 + shade) for c in rgb]
+        return to_hex(rgb)
+    return _PALETTE[h % len(_PALETTE)]
+
+
+def robustness_panels(df: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+    """The panels of ``plot_robustness``: ((dataset, task, norm, n_examples, seed, label_fraction), headline
+    rows), one per data set, task, threat model and protocol, with every encoder of ``df`` in it: its worst
+    case, or its strongest single attack (``robrep.headline``)."""
+    from robrep.headline import headline_table
+
+    defaults = {"learner_config": "{}", "n_examples": 0, "norm": "linf", "seed": 0, "encoder_sha256": "",
+                "nominal_accuracy": float("nan"), "checks_passed": True, "robrep_version": "",
+                "attack_config": "{}", "steps": None, "restarts": None}  # hand-made frames
     df = normalize(df.assign(**{c: v for c, v in defaults.items() if c not in df}))
-    return list(df.groupby(["dataset", "task", "arch", "suite", "attack", "n_examples"], sort=True))
+    if "learner" not in df:
+        df = df.assign(learner=df.get("label", "encoder"), label=df.get("label", "encoder"))
+    table = headline_table(df)
+    if table.empty:
+        return []
+    return list(table.groupby(["dataset", "task", "norm", "n_examples", "seed", "label_fraction"], sort=True))
 
 
-# short legend names for the settings that tell a panel's lines apart
-_SHORT = {"selection_eps": "sel", "selection_steps": "L", "label_fraction": "labels"}
-
-
-def line_labels(rows: pd.DataFrame) -> dict[tuple[str, float], str]:
-    """A legend label for every line ((run, label_fraction)) of a panel (rows as ``robustness_panels`` gives
-    them): the learner's label, plus the learner settings and label fraction that differ between the panel's
-    lines (selection radius, budget L...). Lines that would still read alike are named by their run."""
-    lines = rows.drop_duplicates(["run", "label_fraction"])
-    settings = {}
-    for run, fraction, label, config in zip(lines["run"], lines["label_fraction"], lines["label"],
-                                            lines["learner_config"]):
-        try:
-            config = json.loads(config) if isinstance(config, str) else {}
-        except json.JSONDecodeError:
-            config = {}
-        settings[(run, fraction)] = (label, {**config, "label_fraction": fraction})
-    varying = sorted({k for _, c in settings.values() for k in c
-                      if len({json.dumps(c2.get(k)) for _, c2 in settings.values() if k in c2}) > 1},
-                     key=lambda k: (k == "label_fraction", k))  # the learner's settings, then the labels
-    names = {}
-    for key, (label, config) in settings.items():
-        shown = [f"{_SHORT.get(k, k)} {config[k]:g}" if isinstance(config[k], (int, float)) else
-                 f"{_SHORT.get(k, k)} {config[k]}" for k in varying if k in config]
-        names[key] = f"{label} ({', '.join(shown)})" if shown else str(label)
-    texts = list(names.values())
-    return {key: (text if texts.count(text) == 1 else f"{key[0]} ({text})") for key, text in names.items()}
+def line_labels(rows: pd.DataFrame) -> list[str]:
+    """A legend label per headline row of a panel: the encoder's label and architecture, how it was measured
+    where it is not a worst case, and its run where two rows would still read alike."""
+    texts = []
+    for _, r in rows.iterrows():
+        text = f"{r['label']}" + (f" ({r['arch']})" if r["arch"] else "")
+        if not str(r["measure"]).startswith("worst case"):
+            text += f" [{r['measure']}: upper bound]"
+        texts.append(text)
+    return [t if texts.count(t) == 1 else f"{t} {r}" for t, r in zip(texts, rows["run"])]
 
 
 def plot_robustness(df: pd.DataFrame, path: str | Path, suite: str | None = None) -> Path:
-    """Adversarial accuracy against attack radius, one panel per (dataset, task, architecture, attack), one line
-    per run.
-
-    Like the paper's figures 4 and 5. ``suite`` selects the rows of one suite (default: all).
-    """
+    """Adversarial accuracy against the attack radius: one panel per (data set, task, threat model, protocol),
+    one line per encoder in it, in its fixed colour (``encoder_colour``), solid for MLPs and dashed for ConvNets;
+    the worst case over every attack of the protocol, or (marked, hollow markers) an encoder's strongest single
+    attack. Like the paper's figures 4 and 5; data sets with many tasks as task bars (Table 1).
+    ``suite`` is accepted for older callers and ignored: every attack counts."""
     from robrep.results import many_task_datasets, task_table
 
     many = many_task_datasets(df) if "dataset" in df and "task" in df else []
-    tables = [(d, task_table(df[df["dataset"] == d])) for d in many]  # every attack, not just ``suite``
-    panels = robustness_panels(df[~df["dataset"].isin(many)], suite) if len(many) < df["dataset"].nunique() else []
+    tables = [(d, task_table(df[df["dataset"] == d])) for d in many]
+    panels = robustness_panels(df[~df["dataset"].isin(many)]) if len(many) < df["dataset"].nunique() else []
     if not panels and not tables:
         raise ValueError("no result rows to plot")
     cols = min(3, len(panels)) if panels else 1
     rows = math.ceil(len(panels) / cols)
-    heights = [0.32 * len(t) + 1.2 for _, t in tables] + [3.4] * rows
-    fig = Figure(figsize=(max(4.2 * cols, 8.0), sum(heights)), dpi=110)
+    heights = [0.32 * len(t) + 1.2 for _, t in tables] + [3.8] * rows
+    fig = Figure(figsize=(max(5.0 * cols, 8.0), sum(heights)), dpi=110)
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(len(heights), cols, height_ratios=heights)
     for i, (dataset, tt) in enumerate(tables):
         _task_bars(fig.add_subplot(grid[i, :]), dataset, tt)
-    for i, ((dataset, task, arch, suite_, attack, n), sub) in enumerate(panels):
+    for i, ((dataset, task, norm, n, seed, fraction), sub) in enumerate(panels):
         ax = fig.add_subplot(grid[len(tables) + i // cols, i % cols])
-        labels, lines = line_labels(sub), dict(list(sub.groupby(["run", "label_fraction"])))
-        for key in sorted(labels, key=labels.get):
-            line = lines[key].sort_values("radius")
-            ax.plot(line["radius"], line["adversarial_accuracy"], marker="o", ms=3, label=labels[key])
-        what = suite_ if attack == suite_ else f"{suite_}: {attack}"  # "worst-case", not "worst-case: worst-case"
-        ax.set_title(f"{dataset} / {task}{f', {arch}' if arch else ''}, {n:g} points ({what})", fontsize=9)
-        ax.set_xlabel("attack radius")
+        radius_cols = sorted((c for c in sub.columns if c.startswith("r=")), key=lambda c: float(c[2:]))
+        for (_, r), label in zip(sub.iterrows(), line_labels(sub)):
+            xs = [float(c[2:]) for c in radius_cols if r[c] == r[c]]
+            ys = [r[c] for c in radius_cols if r[c] == r[c]]
+            worst = str(r["measure"]).startswith("worst case")
+            colour = encoder_colour(r["label"])
+            ax.plot(xs, ys, marker="o", ms=3.5, color=colour, linestyle=_ARCH_STYLE.get(r["arch"], ":"),
+                    markerfacecolor=colour if worst else "white", label=label)
+        budgets = sorted(set(sub["budget"]))
+        ax.set_title(f"{dataset} / {task}: {n:g} points, seed {seed:g}, {fraction:g} of the labels\n"
+                     f"worst case of {'; '.join(budgets)}", fontsize=8)
+        ax.set_xlabel(f"attack radius ({'L-inf' if norm == 'linf' else 'L2' if norm == 'l2' else norm} norm)")
         ax.set_ylabel("adversarial accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6.5)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -120,24 +143,23 @@ def _task_bars(ax, dataset: str, tt: pd.DataFrame) -> None:
     ax.legend(fontsize=7, loc="lower right")
 
 
-def attack_grid(model, x, y, eps: float, steps: int, path: str | Path, title: str = "") -> Path:
+def attack_grid(model, x, y, eps: float, steps: int, path: str | Path, title: str = "",
+                class_names: tuple[str, ...] = ()) -> Path:
     """Clean images, their PGD versions at radius ``eps``, and the decoder's reconstructions of both
-    (paper figures 1 and 6): what the attack does to the representation. Predicted classes on top.
+    (paper figures 1 and 6): what the attack does to the representation. Predicted classes on top, by name
+    (``class_names``, the task's) where they have one.
 
     ``model`` is a ProbedEncoder; reconstructions are drawn when its encoder is a robrep learner (``decode``).
-    The adversarial versions are the last PGD iterate (cross-entropy, step 2.5 eps / steps),
-    shown whether or not they flip the decision.
+    The adversarial versions come from robrep's PGD (one restart of ``steps`` steps): the first iterate that
+    flips the decision, or the last one.
     """
     import torch
-    import torch.nn.functional as F
+
+    from robrep.attacks.pgd import PGD
 
     x_adv = x.clone()
     if eps > 0:
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            with torch.enable_grad():
-                grad = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)[0]
-            x_adv = torch.min(torch.max(x_adv.detach() + 2.5 * eps / steps * grad.sign(), x - eps), x + eps).clamp(0, 1)
+        _, x_adv, _ = PGD(steps=steps, restarts=1).perturb(model, x, y, eps, torch.Generator().manual_seed(0))
     rows = [("clean", x), (f"PGD, radius {eps:g}", x_adv)]
     from robrep.encoders import is_learner
 
@@ -159,7 +181,9 @@ def attack_grid(model, x, y, eps: float, steps: int, path: str | Path, title: st
             ax.set_yticks([])
             if r < 2:
                 ok = bool(preds[r][i] == y[i])
-                ax.set_title(f"pred {int(preds[r][i])}", fontsize=7, color="black" if ok else "red")
+                k = int(preds[r][i])
+                name = class_names[k] if k < len(class_names) else str(k)
+                ax.set_title(f"pred {name}", fontsize=7, color="black" if ok else "red")
             if i == 0:
                 ax.set_ylabel(name, fontsize=7)
     if title:

@@ -39,37 +39,39 @@ def test_merging_the_same_results_twice_changes_nothing(results, tmp_path):
     assert (tmp_path / "mnist5k-linf.csv").read_bytes() == first
 
 
-def test_mlp_and_convnet_encoders_get_their_own_panels_and_markdown_rows(results, tmp_path):
+def test_every_encoder_of_a_protocol_shares_one_panel_and_markdown_keeps_them_apart(results, tmp_path):
     mlp = pd.read_csv(results / "results.csv")
     conv = mlp.assign(arch="conv", run=mlp["run"].str.replace("-mlp-", "-conv-"), encoder_sha256="f" * 64)
     board = pd.concat([mlp, conv], ignore_index=True)
-    panels = robustness_panels(board)
-    assert [key[2] for key, _ in panels] == ["conv", "mlp"]
-    assert all(len(rows) == len(mlp) for _, rows in panels)
+    (key, rows), = robustness_panels(board)  # one panel per data set, task, threat model and protocol
+    assert key == ("mnist5k", "digit", "linf", 50, 0, 1.0) and sorted(rows["arch"]) == ["conv", "mlp"]
     board.to_csv(tmp_path / "both.csv", index=False)
     publish([tmp_path / "both.csv"], out=tmp_path / "board")
     md = (tmp_path / "board" / "mnist5k-linf.md").read_text()
     assert "| vae | conv |" in md and "| vae | mlp |" in md
 
 
-def test_plot_lines_are_told_apart_by_label_fraction_and_selection_settings(results):
+def test_panels_split_by_protocol_and_lines_say_what_they_show(results):
     rows = pd.read_csv(results / "results.csv")
-    se = rows.assign(learner="se-adversarial", label="se-adversarial", run="se-a", encoder_sha256="a" * 64,
-                     learner_config='{"selection_eps": 0.1, "selection_steps": 20, "gamma": 50.0}')
-    se_l50 = se.assign(run="se-b", encoder_sha256="b" * 64,
-                       learner_config='{"selection_eps": 0.1, "selection_steps": 50, "gamma": 50.0}')
+    se = rows.assign(learner="se-adversarial", label="se-adversarial", run="se-a", encoder_sha256="a" * 64)
+    twin = se.assign(run="se-c", encoder_sha256="c" * 64)  # same label and architecture: named by run
     few_labels = rows.assign(label_fraction=0.01)
-    labels = line_labels(pd.concat([rows, few_labels, se, se_l50], ignore_index=True))
-    vae_run = rows["run"].iloc[0]
-    assert labels == {(vae_run, 1.0): "vae (labels 1)", (vae_run, 0.01): "vae (labels 0.01)",
-                      ("se-a", 1.0): "se-adversarial (L 20, labels 1)",
-                      ("se-b", 1.0): "se-adversarial (L 50, labels 1)"}
-    more_points = rows.assign(n_examples=100)  # the same run on other test points: its own panel, not one line
-    panels = robustness_panels(pd.concat([rows, more_points], ignore_index=True))
-    assert [key[-1] for key, _ in panels] == [50, 100] and all(len(sub) == len(rows) for _, sub in panels)
-    twin = se.assign(run="se-c", encoder_sha256="c" * 64)  # same label and settings: named by run
-    assert line_labels(pd.concat([se, twin], ignore_index=True)) == {
-        ("se-a", 1.0): "se-a (se-adversarial)", ("se-c", 1.0): "se-c (se-adversarial)"}
+    more_points = rows.assign(n_examples=100)
+    panels = dict(robustness_panels(pd.concat([rows, se, twin, few_labels, more_points], ignore_index=True)))
+    assert sorted((k[3], k[5]) for k in panels) == [(50, 0.01), (50, 1.0), (100, 1.0)]
+    main_panel = panels[("mnist5k", "digit", "linf", 50, 0, 1.0)]
+    labels = line_labels(main_panel)
+    assert sorted(labels) == ["se-adversarial (mlp) [single attack: native/pgd: upper bound] se-a",
+                              "se-adversarial (mlp) [single attack: native/pgd: upper bound] se-c",
+                              "vae (mlp) [single attack: native/pgd: upper bound]"]
+
+
+def test_an_encoder_has_one_colour_in_every_plot():
+    from robrep.plots import encoder_colour
+
+    builtin = [encoder_colour(n) for n in ("vae", "beta-vae", "se-random", "se-adversarial", "se-fgsm", "se-warm")]
+    assert len(set(builtin)) == 6
+    assert encoder_colour("my-plugin:variant") == encoder_colour("my-plugin:variant")  # by name, not by order
 
 
 def test_rows_of_a_learner_without_an_architecture_are_published_not_dropped(results, tmp_path):
@@ -164,7 +166,12 @@ def test_a_refusal_names_every_bad_row_and_its_reason(results, tmp_path):
 def test_leaderboard_command(results, tmp_path, capsys):
     assert main(["leaderboard", str(results), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "mnist5k-linf.csv" in " ".join(out.split()) and "adversarial accuracy" in out
+    assert "mnist5k-linf.csv" in " ".join(out.split()) and "ranked by robust accuracy at radius 0.1" in out
+    assert main(["leaderboard", "--detail", "--out", str(tmp_path)]) == 0
+    assert "adversarial accuracy: mnist5k / digit" in capsys.readouterr().out  # every attack's rows
+    (tmp_path / "mnist5k-linf.md").write_text("stale")
+    assert main(["leaderboard", "--render", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "mnist5k-linf.md").read_text().startswith("# Leaderboard: mnist5k")
     assert main(["leaderboard", str(tmp_path / "nothing-here.csv"), "--out", str(tmp_path)]) == 2
 
 
@@ -182,7 +189,9 @@ def test_markdown_keeps_label_fractions_apart(results, tmp_path):
     df.assign(label_fraction=0.5).to_csv(tmp_path / "half.csv", index=False)
     publish([results, tmp_path / "half.csv"], out=tmp_path / "board")
     md = (tmp_path / "board" / "mnist5k-linf.md").read_text()
-    assert md.count("| vae |") == 2 and "| 0.5 |" in md and "| 1 |" in md
+    headline, detail = md.split("# Per-attack detail")
+    assert headline.count("| vae |") == 2 and detail.count("| vae |") == 2  # each label fraction its own row
+    assert "| 0.5 |" in detail and "| 1 |" in detail
 
 
 def test_a_hand_made_frame_with_only_the_essential_columns_plots(tmp_path):
@@ -190,7 +199,7 @@ def test_a_hand_made_frame_with_only_the_essential_columns_plots(tmp_path):
                        "run": "r", "radius": [0.0, 0.1], "adversarial_accuracy": [0.9, 0.2]})
     assert plot_robustness(df, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     (key, rows), = robustness_panels(df)
-    assert key == ("mnist5k", "digit", "", "native", "pgd", 0) and len(rows) == 2
+    assert key == ("mnist5k", "digit", "linf", 0, 0, 1.0) and len(rows) == 1 and rows["r=0.1"].iloc[0] == 0.2
 
 
 def test_a_row_that_only_failed_convergence_is_published_with_its_warning(results, tmp_path):

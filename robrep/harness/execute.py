@@ -279,7 +279,8 @@ class _Run:
                 with _stage(src, ds.name, f"while drawing the image grid for task {task.name}"):
                     attack_grid(model, self.x_test(j)[spread.to(self.device)], y, cfg.images, cfg.steps,
                                 self.out / "images" / f"{got.run}-{ds.name}-{task.name}-r{cfg.images:g}.png",
-                                title=f"{src.label} on {ds.name} / {task.name}: PGD at radius {cfg.images:g}")
+                                title=f"{src.label} on {ds.name} / {task.name}: PGD at radius {cfg.images:g}",
+                                class_names=task.class_names)
         self.world.note("identity", j, {"sha256": got.sha256, "run": got.run})
 
     # --- phase 2: attack a cell -----------------------------------------------------------------------------
