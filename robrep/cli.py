@@ -356,6 +356,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         for path in publish(args.results, out=args.out, replace=args.replace):
             console.print(f"updated [bold]{path}[/bold] and {path.with_suffix('.md')}")
     board = read_boards(args.out)
+    if args.html:
+        from robrep.site import write_site
+
+        console.print(f"wrote [bold]{write_site(board, args.out)}[/bold] and its encoder pages")
     if args.detail:
         _print_results(board)
     else:
@@ -524,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "seed, label fraction) before merging: a republished run replaces its old rows")
     lb.add_argument("--render", action="store_true",
                     help="write every board's Markdown and PNG again from its CSV (the rows are not touched)")
+    lb.add_argument("--html", action="store_true",
+                    help="write the static web page: <out>/index.html and <out>/encoders/*.html (no server, no CDN)")
     lb.add_argument("--detail", action="store_true",
                     help="show every attack's rows instead of the ranked headline tables")
     lb.set_defaults(func=cmd_leaderboard)
