@@ -206,12 +206,19 @@ def _print_results(df) -> None:
         if "protocol" in df and (df["protocol"] == "cascade").any():
             t.caption = ("cascade: an attack's row is the accuracy against it and every attack that ran before it "
                          "(cheap ones first); n_broken_first in results.csv says what each broke")
-        for col in ("learner", *(("run",) if several_runs else ()), "suite", "attack"):
+        protocols = sub.reset_index()[["n_examples", "label_fraction", "seed", "attack_config"]].drop_duplicates()
+        several = {c: protocols[c].nunique() > 1 for c in ("n_examples", "label_fraction", "seed")}
+        cols = ["learner", *(("run",) if several_runs else ()), *(["points"] if several["n_examples"] else []),
+                *(["labels"] if several["label_fraction"] else []), *(["seed"] if several["seed"] else []),
+                "suite", "attack"]
+        for col in cols:
             t.add_column(col, overflow="fold")
         for r in sub.columns:
             t.add_column(f"r={r:g}", justify="right")
-        for (_, _, suite, attack, learner, run), vals in sub.sort_index(level=[4, 5, 2, 3]).iterrows():  # learner: label
-            name = [learner, *((run,) if several_runs else ())]
+        order = sub.sort_index(level=[4, 5, 6, 7, 8, 2, 3])
+        for (_, _, suite, attack, learner, run, n, fraction, seed, _), vals in order.iterrows():  # learner: label
+            name = [learner, *((run,) if several_runs else ()), *([f"{n:g}"] if several["n_examples"] else []),
+                    *([f"{fraction:g}"] if several["label_fraction"] else []), *([f"{seed:g}"] if several["seed"] else [])]
             style = "bold" if suite == "worst-case" else None
             t.add_row(*name, suite, attack, *("" if v != v else f"{v:.3f}" for v in vals), style=style)
         console.print(t)

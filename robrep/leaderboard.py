@@ -152,6 +152,10 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard", replace:
     for grid in grids:  # same name, same bytes: publishing twice changes nothing
         atomic_write(Path(out) / "images" / grid.name, grid.read_bytes())
         log.info("leaderboard image %s", Path(out) / "images" / grid.name)
+    if (Path(out) / "index.html").is_file():  # a published web page follows its boards
+        from robrep.site import write_site
+
+        write_site(read_boards(out), out)
     return written
 
 

@@ -504,9 +504,19 @@ def stored_as(df: pd.DataFrame, rows: list[dict]) -> pd.DataFrame | None:
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Adversarial accuracy with runs as rows and radii as columns, per (dataset, task, suite, attack)."""
-    return df.pivot_table(index=["dataset", "task", "suite", "attack", "label", "run"], columns="radius",
-                          values="adversarial_accuracy", aggfunc="first")
+    """Adversarial accuracy with runs as rows and radii as columns, per (dataset, task, suite, attack); a run
+    measured under several protocols (test points, seed, label fraction, attack config) has a row for each,
+    never one value picked among them."""
+    df = normalize(df)
+    for col, default in (("n_examples", 0), ("seed", 0), ("attack_config", "")):
+        if col not in df:
+            df[col] = default
+    index = ["dataset", "task", "suite", "attack", "label", "run", "n_examples", "label_fraction", "seed",
+             "attack_config"]
+    table = df.pivot_table(index=index, columns="radius", values="adversarial_accuracy", aggfunc="first")
+    if df.groupby(index, dropna=False).size().max() > df["radius"].nunique():  # cannot happen: the key is unique
+        raise ValueError("several rows per protocol and radius: the results hold duplicate keys")
+    return table
 
 
 MANY_TASKS = 4  # a data set with at least this many tasks is shown as the paper's Table 1: one row per task

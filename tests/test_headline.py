@@ -53,3 +53,13 @@ def test_the_markdown_shows_the_headline_first_and_the_per_attack_detail_after(p
     lines = headline_markdown(headline_table(published))
     assert lines[2].startswith("| rank | encoder | arch | clean | r=0.05 | r=0.1 |")
     assert lines[4].startswith("| 1 | ") and "**" in lines[4]  # the headline radius in bold
+
+
+def test_the_terminal_detail_shows_every_protocol_not_the_first_value(capsys):
+    from robrep.cli import main
+
+    assert main(["leaderboard", "--detail", "--out", str(BOARD.parent)]) == 0
+    out = capsys.readouterr().out
+    worst = [line for line in out.splitlines()
+             if "se-adversarial-mnist5k-mlp-s0-7231bd0d" in line and "worst-case" in line]
+    assert len(worst) == 4 and {line.split("│")[3].strip() for line in worst} == {"500", "1000"}
