@@ -99,3 +99,21 @@ def test_the_python_api_is_quiet_by_default_and_logs_progress_when_asked(tmp_pat
         loud = [r.getMessage() for r in caplog.records if "] native/pgd: " in r.getMessage()]
     assert not quiet and len(loud) == 1 and "r=0.1 " in loud[0] and loud[0].startswith("[1/1]")
     assert all(r.levelno == logging.INFO for r in caplog.records if "] native/pgd: " in r.getMessage())
+
+
+def test_train_piped_to_a_file_prints_a_line_per_epoch(tmp_path):
+    import os
+    import sys
+
+    log = tmp_path / "train.txt"
+    argv = [sys.executable, "-m", "robrep", "train", "--learner", "vae", "--epochs", "2", "--threads", "1",
+            "--out", str(tmp_path / "ckpt")]
+    with open(log, "w") as fh:
+        rc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, timeout=600,
+                            env={**os.environ, "ROBREP_CACHE": str(tmp_path / "cache")}).returncode
+    lines = log.read_text().splitlines()
+    assert rc == 0, lines
+    epochs = [line for line in lines if line.startswith("train vae on mnist5k: epoch ")]
+    assert [line.split(":")[1].split()[1] for line in epochs] == ["1/2", "2/2"], lines
+    assert all(" loss " in line and line.endswith(" s)") for line in epochs)
+    assert "━" not in log.read_text().split("┏")[0]  # no progress bar before the closing table
