@@ -43,15 +43,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if world.rank != 0:  # under torchrun: every rank trains its share of each minibatch; rank 0 reports
         robrep.train(args.learner, ds, seed=args.seed, device=args.device, out=args.out, world=world, **overrides)
         return 0
-    from robrep.train import EpochMeter, epoch_line
+    from robrep.progress import epoch_line
 
     what = f"train {args.learner} on {ds.name}"
     if not console.is_terminal:  # a file or a pipe: one line per epoch
-        def report(epoch, steps_per_epoch, means, seconds):
+        def report(epoch, epochs, means, seconds):
             _line(epoch_line(what, epoch, epochs, means, seconds))
 
         learner = robrep.train(args.learner, ds, seed=args.seed, device=args.device, out=args.out,
-                               callback=EpochMeter(report), world=world, **overrides)
+                               on_epoch=report, world=world, **overrides)
     else:
         with _progress() as progress:
             bar = progress.add_task(what, total=None, parts="")
@@ -117,29 +117,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-class _LineBenchProgress:
-    """Progress for output that is not a terminal (a file, a pipe, a CI log): one plain line per trained epoch
-    and per finished cell, as it happens, instead of progress bars."""
-
-    def __init__(self):
-        self.total, self.done = None, 0
-
-    def cells(self, total):
-        self.total = total
-
-    def completed(self, n):
-        self.done = max(self.done, n)
-
-    def cell_done(self, description, rows, seconds):
-        from robrep.harness.execute import cell_line
-
-        self.done += 1
-        _line(cell_line(description, rows, seconds, self.done, self.total))
-
-    def epoch_done(self, line):
-        _line(line)
-
-
 def _line(text: str) -> None:
     """A plain line, printed at once (not parsed for rich markup, never wrapped)."""
     console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -150,7 +127,9 @@ def _line(text: str) -> None:
 def _bench_progress():
     """Progress bars on a terminal, plain lines elsewhere."""
     if not console.is_terminal:
-        yield _LineBenchProgress()
+        from robrep.progress import LineProgress
+
+        yield LineProgress(_line)
         return
     with _progress() as progress:
         yield _RichBenchProgress(progress)
@@ -376,10 +355,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def _print_headline(board) -> None:
     """The board's headline tables: one ranked row per encoder and protocol (robrep.headline)."""
-    from robrep.headline import headline_table
+    from robrep.headline import checks_text, headline_table, radius_columns
 
     table = headline_table(board)
-    radius_cols = [c for c in table.columns if c.startswith("r=") and c != "r=0"]
+    radius_cols = radius_columns(table)
     for place, t in table.groupby(["dataset", "task", "norm"], sort=True):
         head = table.attrs["headline"][place]
         shown = [c for c in radius_cols if t[c].notna().any()]
@@ -393,7 +372,7 @@ def _print_headline(board) -> None:
             rt.add_row(str(r["rank"]), str(r["label"]), str(r["arch"]), f"{r['clean']:.3f}",
                        *("" if r[c] != r[c] else f"{r[c]:.3f}" for c in shown), r["measure"], r["budget"],
                        str(r["n_examples"]), f"{r['label_fraction']:g}",
-                       r["checks"] + (f", {r['warnings']} warning(s)" if r["warnings"] else ""),
+                       checks_text(r),
                        style="bold" if r["rank"] == 1 else None)
         console.print(rt)
 

@@ -117,10 +117,21 @@ def headline_table(board: pd.DataFrame, radii: list[float] | None = None) -> pd.
     return table
 
 
+def radius_columns(table: pd.DataFrame, with_zero: bool = False) -> list[str]:
+    """The table's ``r=<radius>`` columns in radius order; without ``r=0`` unless asked (it is ``clean``)."""
+    cols = sorted((c for c in table.columns if c.startswith("r=")), key=lambda c: float(c[2:]))
+    return cols if with_zero else [c for c in cols if c != "r=0"]
+
+
+def checks_text(row) -> str:
+    """A headline row's checks in words: ``passed`` or ``N failed``, and its warnings."""
+    return row["checks"] + (f", {row['warnings']} warning(s)" if row["warnings"] else "")
+
+
 def headline_markdown(table: pd.DataFrame) -> list[str]:
     """The headline table as Markdown lines, one section per (data set, task, norm)."""
     lines = []
-    radius_cols = [c for c in table.columns if c.startswith("r=") and c != "r=0"]  # radius 0 is ``clean``
+    radius_cols = radius_columns(table)
     for place, t in table.groupby(list(PLACE), sort=True):
         head = table.attrs.get("headline", {}).get(place)
         shown = [c for c in radius_cols if t[c].notna().any()]
@@ -131,7 +142,7 @@ def headline_markdown(table: pd.DataFrame) -> list[str]:
         for _, r in t.iterrows():
             accs = " | ".join("" if r[c] != r[c] else (f"**{r[c]:.3f}**" if c == f"r={head:g}" else f"{r[c]:.3f}")
                               for c in shown)
-            checks = r["checks"] + (f", {r['warnings']} warning(s)" if r["warnings"] else "")
+            checks = checks_text(r)
             lines.append(f"| {r['rank']} | {r['label']} | {r['arch']} | {r['clean']:.3f} | {accs} | {r['measure']} | "
                          f"{r['budget']} | {r['n_examples']} | {r['label_fraction']:g} | {r['run']} | "
                          f"{str(r['encoder_sha256'])[:12]} | {checks} |")

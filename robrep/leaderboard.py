@@ -144,9 +144,7 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard", replace:
         board = board.drop(columns=[c for c in LOCAL_ONLY if c in board.columns])
         markdown = render_markdown(board, f"{dataset}, {norm} threat model")  # before anything is written
         write_results(path, board)
-        atomic_write(path.with_suffix(".md"), markdown.encode())
-        plot_robustness(board, path.with_suffix(".png"),
-                        suite="worst-case" if (board["suite"] == "worst-case").any() else None)
+        _render(board, path, markdown)
         log.info("leaderboard %s: %d rows", path, len(board))
         written.append(path)
     for grid in grids:  # same name, same bytes: publishing twice changes nothing
@@ -157,6 +155,12 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard", replace:
 
         write_site(read_boards(out), out)
     return written
+
+
+def _render(board: pd.DataFrame, path: Path, markdown: str) -> None:
+    """A board's Markdown and PNG beside its CSV at ``path``."""
+    atomic_write(path.with_suffix(".md"), markdown.encode())
+    plot_robustness(board, path.with_suffix(".png"))
 
 
 def render_boards(out: str | Path = "leaderboard") -> list[Path]:
@@ -170,9 +174,7 @@ def render_boards(out: str | Path = "leaderboard") -> list[Path]:
         dataset, norm = board["dataset"].iloc[0], board["norm"].iloc[0]
         if board_path(Path(out), dataset, norm) != path:
             raise LeaderboardError(f"{path} holds {dataset} / {norm} rows: not a board robrep wrote")
-        atomic_write(path.with_suffix(".md"), render_markdown(board, f"{dataset}, {norm} threat model").encode())
-        plot_robustness(board, path.with_suffix(".png"),
-                        suite="worst-case" if (board["suite"] == "worst-case").any() else None)
+        _render(board, path, render_markdown(board, f"{dataset}, {norm} threat model"))
         log.info("rendered %s", path.with_suffix(".md"))
         done.append(path)
     return done

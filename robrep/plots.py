@@ -72,12 +72,12 @@ def line_labels(rows: pd.DataFrame) -> list[str]:
     return [t if texts.count(t) == 1 else f"{t} {r}" for t, r in zip(texts, rows["run"])]
 
 
-def plot_robustness(df: pd.DataFrame, path: str | Path, suite: str | None = None) -> Path:
+def plot_robustness(df: pd.DataFrame, path: str | Path) -> Path:
     """Adversarial accuracy against the attack radius: one panel per (data set, task, threat model, protocol),
     one line per encoder in it, in its fixed colour (``encoder_colour``), solid for MLPs and dashed for ConvNets;
     the worst case over every attack of the protocol, or (marked, hollow markers) an encoder's strongest single
-    attack. Like the paper's figures 4 and 5; data sets with many tasks as task bars (Table 1).
-    ``suite`` is accepted for older callers and ignored: every attack counts."""
+    attack. Like the paper's figures 4 and 5; data sets with many tasks as task bars (Table 1)."""
+    from robrep.headline import radius_columns
     from robrep.results import many_task_datasets, task_table
 
     many = many_task_datasets(df) if "dataset" in df and "task" in df else []
@@ -95,7 +95,7 @@ def plot_robustness(df: pd.DataFrame, path: str | Path, suite: str | None = None
         _task_bars(fig.add_subplot(grid[i, :]), dataset, tt)
     for i, ((dataset, task, norm, n, seed, fraction), sub) in enumerate(panels):
         ax = fig.add_subplot(grid[len(tables) + i // cols, i % cols])
-        radius_cols = sorted((c for c in sub.columns if c.startswith("r=")), key=lambda c: float(c[2:]))
+        radius_cols = radius_columns(sub, with_zero=True)
         for (_, r), label in zip(sub.iterrows(), line_labels(sub)):
             xs = [float(c[2:]) for c in radius_cols if r[c] == r[c]]
             ys = [r[c] for c in radius_cols if r[c] == r[c]]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from robrep.checkpoint import atomic_write
-from robrep.headline import headline_table
+from robrep.headline import checks_text, headline_table, radius_columns
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def _page(title: str, body: str) -> str:
 
 
 def _headline_html(table: pd.DataFrame) -> str:
-    radius_cols = sorted((c for c in table.columns if c.startswith("r=") and c != "r=0"), key=lambda c: float(c[2:]))
+    radius_cols = radius_columns(table)
     cols = [("rank", "#", "num"), ("dataset", "data set", "text"), ("task", "task", "text"),
             ("norm", "norm", "text"), ("label", "encoder", "text"), ("arch", "arch", "text"),
             ("clean", "clean", "num"), *[(c, c, "num") for c in radius_cols], ("measure", "measure", "text"),
@@ -158,9 +158,8 @@ def _headline_html(table: pd.DataFrame) -> str:
                 cells.append(f'<td class="{css}" data-key="{_e(k)}" data-value="{"" if v != v else _e(v)}">'
                              f'{_e(text)}</td>')
             elif k == "checks":
-                warn = f", {r['warnings']} warning(s)" if r["warnings"] else ""
                 css = ' class="failed"' if v != "passed" else ""
-                cells.append(f'<td data-key="checks"{css}>{_e(v + warn)}</td>')
+                cells.append(f'<td data-key="checks"{css}>{_e(checks_text(r))}</td>')
             else:
                 cells.append(f'<td data-key="{_e(k)}">{_e(v)}</td>')
         single = "" if str(r["measure"]).startswith("worst case") else ' class="single"'

@@ -12,39 +12,14 @@ import torch
 from robrep.checkpoint import save_checkpoint, short_hash
 from robrep.data import Dataset, cache_dir, load_dataset
 from robrep.learners import config_record, create_learner, learner_code, learner_source
+from robrep.progress import epoch_line
 
 log = logging.getLogger(__name__)
 
 # callback(epoch, step, steps_per_epoch, parts) after every optimiser step; parts are floats
 Callback = Callable[[int, int, int, dict[str, float]], None]
-
-
-class EpochMeter:
-    """A ``train`` callback that averages each epoch's loss parts and calls ``report(epoch, steps_per_epoch,
-    means, seconds)`` (epoch counted from 1) when the epoch's last step is done: what a log line or a
-    non-terminal progress report shows, one line per epoch. ``then``: a per-step callback to call as well."""
-
-    def __init__(self, report: Callable[[int, int, dict[str, float], float], None], then: Callback | None = None):
-        self.report, self.then = report, then
-        self.sums: dict[str, float] = {}
-        self.n, self.t0 = 0, time.perf_counter()
-
-    def __call__(self, epoch: int, step: int, steps_per_epoch: int, parts: dict[str, float]) -> None:
-        if self.then is not None:
-            self.then(epoch, step, steps_per_epoch, parts)
-        for k, v in parts.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.n += 1
-        if step == steps_per_epoch - 1:
-            self.report(epoch + 1, steps_per_epoch, {k: v / self.n for k, v in self.sums.items()},
-                        time.perf_counter() - self.t0)
-            self.sums, self.n, self.t0 = {}, 0, time.perf_counter()
-
-
-def epoch_line(what: str, epoch: int, epochs: int | None, means: dict[str, float], seconds: float) -> str:
-    """One trained epoch in one line: ``train vae on mnist5k: epoch 3/30  loss 123.4  recon 100.2  (0.5 s)``."""
-    parts = "  ".join(f"{k} {v:.4g}" for k, v in means.items())
-    return f"{what}: epoch {epoch}/{epochs or '?'}  {parts}  ({seconds:.1f} s)"
+# on_epoch(epoch counted from 1, epochs, the epoch's mean loss parts, seconds)
+EpochCallback = Callable[[int, int, dict[str, float], float], None]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -77,21 +52,24 @@ def train(
     max_steps: int | None = None,
     world=None,
     progress: bool = False,
+    on_epoch: EpochCallback | None = None,
     **config,
 ):
     """Train learner ``learner`` on ``dataset`` and save it to ``out``; returns the trained learner (eval mode).
 
     ``config`` overrides fields of the learner's config (epochs, latent_dim, gamma, ...).
-    ``max_steps`` stops early (tests). ``progress``: log a line per epoch at INFO (``epoch_line``), shown on
-    stderr unless the application has configured logging (off by default: the API is quiet). ``out=None`` saves under the user's cache
-    (see ``run_dir_for``); ``out=False`` does not save.
+    ``max_steps`` stops early (tests). ``callback`` is called after every step, ``on_epoch`` after every epoch
+    with its mean loss parts (as the history records them) and seconds. ``progress``: log a line per epoch at
+    INFO (``robrep.progress.epoch_line``), shown on stderr unless the application has configured logging (off by
+    default: the API is quiet). ``out=None`` saves under the user's cache (see ``run_dir_for``); ``out=False``
+    does not save.
 
     ``world`` (a ``robrep.distributed.World`` of several ranks, e.g. ``torchrun ... -m robrep train``)
     trains with DistributedDataParallel: every rank takes its share of each minibatch and
     gradients are averaged, so a step uses the same minibatch as one process would; rank 0 saves.
     """
     if progress:
-        from robrep.harness.execute import show_progress
+        from robrep.progress import show_progress
 
         show_progress()
     world = world or _one_process()
@@ -106,7 +84,7 @@ def train(
         model.fit(images.float().div_(255.0), seed=seed)  # (N, C, H, W) float32 in [0, 1], as encode sees
         history, step = [], 0
     else:
-        history, step = _gradient_training(model, images, seed, callback, max_steps, learner, world)
+        history, step = _gradient_training(model, images, seed, callback, max_steps, learner, world, on_epoch)
     model.eval()
     info = {
         "source": learner_source(learner),
@@ -147,7 +125,7 @@ class _Loss(torch.nn.Module):
         return self.model.loss(x) if index is None else self.model.loss(x, index=index)
 
 
-def _gradient_training(model, images, seed, callback, max_steps, learner, world):
+def _gradient_training(model, images, seed, callback, max_steps, learner, world, on_epoch=None):
     """Adam on the learner's loss, in shuffled minibatches; returns (per-epoch history, steps).
 
     On several ranks each minibatch (the same one a single process draws) is split in contiguous shares;
@@ -200,9 +178,11 @@ def _gradient_training(model, images, seed, callback, max_steps, learner, world)
             if max_steps is not None and step >= max_steps:
                 break
         seen = min(n, (i + 1) * c.batch_size)
-        history.append({"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()}})
-        log.info("%s", epoch_line(f"train {learner}", epoch + 1, c.epochs,
-                                  {k: v for k, v in history[-1].items() if k != "epoch"}, time.perf_counter() - t_epoch))
+        means, seconds = {k: v / seen for k, v in sums.items()}, time.perf_counter() - t_epoch
+        history.append({"epoch": epoch + 1, **means})
+        log.info("%s", epoch_line(f"train {learner}", epoch + 1, c.epochs, means, seconds))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, c.epochs, means, seconds)
         if max_steps is not None and step >= max_steps:
             break
     if world.distributed:

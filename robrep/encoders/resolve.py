@@ -295,7 +295,8 @@ def cached_meta(run_dir: Path, config: dict) -> dict | None:
 
 
 def _train_or_reuse(src: EncoderSource, ds, *, seed, device, arch, epochs, retrain, progress, train=True):
-    from robrep.train import EpochMeter, epoch_line, train as train_learner
+    from robrep.progress import epoch_line
+    from robrep.train import train as train_learner
 
     overrides, config, run_dir = planned_run(src, ds, seed=seed, arch=arch, epochs=epochs)
     if not retrain or not train:
@@ -318,11 +319,10 @@ def _train_or_reuse(src: EncoderSource, ds, *, seed, device, arch, epochs, retra
         if progress is not None:
             progress.advance(1, f"epoch {epoch + 1}  " + "  ".join(f"{k} {v:.1f}" for k, v in parts.items()))
 
-    def on_epoch(epoch, steps_per_epoch, means, seconds):
+    def on_epoch(epoch, epochs, means, seconds):
         if progress is not None:
-            progress.epoch_done(epoch_line(f"train {src.label} on {ds.name}", epoch, config.get("epochs"), means,
-                                           seconds))
+            progress.epoch_done(epoch_line(f"train {src.label} on {ds.name}", epoch, epochs, means, seconds))
 
-    learner = train_learner(src.name, ds, seed=seed, device=device, out=run_dir,
-                            callback=EpochMeter(on_epoch, then=on_step), **overrides)
+    learner = train_learner(src.name, ds, seed=seed, device=device, out=run_dir, callback=on_step,
+                            on_epoch=on_epoch, **overrides)
     return learner, run_dir

@@ -43,6 +43,7 @@ from robrep.harness.config import BenchConfig, check_out
 from robrep.harness.plan import Job, make_jobs, needs_training, probe_indices
 from robrep.harness.store import ResultsStore, post
 from robrep.plots import attack_grid, plot_robustness
+from robrep.progress import log_progress, show_progress
 from robrep.probes import (
     PROBE_FIT, ProbedEncoder, features, probe_file, read_probe, record_path, save_probe, train_probe,
     write_probe_record,
@@ -75,50 +76,7 @@ class BenchProgress:
     # learner, an attack cell) with ``total`` steps; advance(n, info): it made ``n`` steps;
     # completed(n): ``n`` cells of the run are finished, on any rank; cell_done(description, rows, seconds): this
     # rank finished a cell, whose result rows (one per radius) took ``seconds``; epoch_done(line): a learner being
-    # trained finished an epoch (``robrep.train.epoch_line``).
-
-
-class LogProgress:
-    """Progress as log lines at INFO (``robrep.bench(progress=True)``): one per finished cell (the attack, the
-    learner, the data set and task, the accuracy per radius, seconds), one per trained epoch."""
-
-    def __init__(self, logger: logging.Logger | None = None):
-        self.log = logger or log
-        self.total, self.done = None, 0
-
-    def cells(self, total):
-        self.total = total
-
-    def completed(self, n):
-        self.done = max(self.done, n)
-
-    def cell_done(self, description, rows, seconds):
-        self.done += 1
-        self.log.info("%s", cell_line(description, rows, seconds, self.done, self.total))
-
-    def epoch_done(self, line):
-        self.log.info("%s", line)
-
-
-def cell_line(description: str, rows: list[dict], seconds: float, number: int | None = None,
-              total: int | None = None) -> str:
-    """One finished cell in one line: ``[i/N] attack: learner / dataset / task  r=0 0.890  r=0.1 0.038  (12.3 s)``."""
-    accs = "  ".join(f"r={row['radius']:g} {row['adversarial_accuracy']:.3f}"
-                     for row in sorted(rows, key=lambda r: r["radius"]))
-    where = f"[{number}/{total}] " if number is not None and total else ""
-    return f"{where}{description}  {accs}  ({seconds:.1f} s)"
-
-
-def show_progress() -> None:
-    """Make robrep's INFO log lines visible (to stderr) where the application has not configured logging."""
-    logger = logging.getLogger("robrep")
-    if logger.level == logging.NOTSET or logger.level > logging.INFO:
-        logger.setLevel(logging.INFO)
-    if not logging.getLogger().handlers and not any(
-            not isinstance(h, logging.NullHandler) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
+    # trained finished an epoch (``robrep.progress.epoch_line``).
 
 
 def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Attack, radii, seed: int,
@@ -429,13 +387,13 @@ def bench(config: BenchConfig | None = None, progress=False, *, strict: bool = T
     ``World.current``); the work is shared out and every rank returns the same rows.
 
     ``progress``: False (the default) is quiet; True logs a line per finished cell and per trained epoch at INFO
-    (``LogProgress``), shown on stderr unless the application has configured logging; or an object with any of
+    (``robrep.progress.LineProgress``), shown on stderr unless the application has configured logging; or an object with any of
     ``BenchProgress``'s hooks (the CLI's progress bars). ``<out>/config.toml`` records the configuration.
     """
     cfg = dataclasses.replace(config, **overrides) if config else BenchConfig(**overrides)
     if progress is True:
         show_progress()
-        progress = LogProgress()
+        progress = log_progress(log)
     elif progress is False:
         progress = None
     if cfg.threads is not None:
@@ -541,8 +499,7 @@ def _bench(cfg: BenchConfig, out: Path, world: World, progress, strict: bool) ->
         if not everything.empty else everything
     df.attrs["invalid"] = everything.attrs.get("invalid", [])
     if not df.empty and world.is_writer:
-        shown = "worst-case" if (df["suite"] == "worst-case").any() else None
-        plot_robustness(df, out / "robustness.png", suite=shown)
+        plot_robustness(df, out / "robustness.png")
     df.attrs["skipped"] = result["skipped"]  # learners reported and skipped, with their errors
     world.barrier("returned")
     return df
