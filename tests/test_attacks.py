@@ -93,10 +93,10 @@ def test_l2_projection_rounding_at_large_radii_is_not_rejected():
     x = torch.rand(5000, 3, 64, 64, generator=gen) * 0.5 + 0.25
     pgd = PGD(norm="l2")
     delta = torch.randn(x.shape, generator=gen)
-    x_adv = pgd._project(x + delta * 10, x, 3.0)
+    x_adv = pgd._project(x + delta * 10, pgd._bounds(x, 3.0), 3.0)
     assert (perturbation_norm(x_adv - x, "l2") > 3.0 + 1e-6).sum() > 0  # the old absolute slack rejects some
     assert pgd.admissible(x, x_adv, 3.0).all()
-    assert not pgd.admissible(x, pgd._project(x + delta * 10, x, 3.01), 3.0).any()  # 0.3 % past: rejected
+    assert not pgd.admissible(x, pgd._project(x + delta * 10, pgd._bounds(x, 3.01), 3.01), 3.0).any()  # 0.3 % past: rejected
 
 
 class _RejectedFirst(Attack):

@@ -33,8 +33,8 @@ class _LateRestarts(PGD):
         self._restart = getattr(self, "_restart", 0) + 1
         return x.clone()
 
-    def _step(self, grad, alpha):
-        return super()._step(grad, alpha) * (self._restart % self.restarts == 0)
+    def _advance(self, xt, grad, alpha):
+        return super()._advance(xt, grad, alpha if self._restart % self.restarts == 0 else 0.0)
 
 
 def _checks(attack, model, x, y, radii):

@@ -130,6 +130,7 @@ class Observer(nn.Module):
         self.found = x.clone()  # the first query inside the ball that was misclassified, per point
         self.calls = 0
         self._last: torch.Tensor | None = None  # the points the last query batch was matched to
+        self._last_x: torch.Tensor | None = None  # their rows of x, when every query matched its guess
         self._kept: torch.Tensor | None = None  # those of them whose query was not misclassified in the ball
 
     @staticmethod
@@ -164,20 +165,22 @@ class Observer(nn.Module):
         ``CANDIDATES``."""
         slack = self.eps + ball_slack(self.eps)
         n = len(self.x)
-        guess = torch.arange(n, device=q.device) if len(q) == n else None
+        guess, xs = (torch.arange(n, device=q.device), self.x) if len(q) == n else (None, None)
         if guess is None and self._last is not None and len(self._last) == len(q):
-            guess = self._last  # the same subset as the last call (an attack's next step on the points left)
+            guess, xs = self._last, self._last_x  # the same subset as the last call (an attack's next step on the points left)
         if guess is None and self._kept is not None and len(self._kept) == len(q):
             guess = self._kept  # the last call's points less those it broke (an attack that drops broken points)
         if guess is not None:
             best = guess.clone()
-            dist = perturbation_norm(q - (self.x if len(q) == n else self.x[best]), self.norm)
+            xs = self.x[best] if xs is None else xs
+            dist = perturbation_norm(q - xs, self.norm)
         else:
             best = torch.zeros(len(q), dtype=torch.long, device=q.device)
             dist = torch.full((len(q),), float("inf"), device=q.device)
-        self._last = best  # (updated in place below)
+        self._last, self._last_x = best, None  # (best is updated in place below)
         rest = (dist > slack).nonzero().squeeze(1)
         if not len(rest):
+            self._last_x = xs  # every query matched its guess: the next call on the same points reuses their rows
             return best, dist
         if len(rest) * n * q[0].numel() <= DIRECT:  # few enough to measure every distance: the nearest point
             d = perturbation_norm((q[rest, None] - self.x[None]).flatten(0, 1), self.norm).view(len(rest), n)

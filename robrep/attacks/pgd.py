@@ -43,12 +43,23 @@ class PGD(Attack):
     def _random_start(self, x, eps, gen):
         return uniform_in_ball(x, eps, self.norm, gen)
 
-    def _step(self, grad, alpha):
-        return alpha * (grad.sign() if self.norm == "linf" else grad / flat_norm(grad))
-
-    def _project(self, x_adv, x, eps):
+    def _advance(self, xt, grad, alpha):
+        """One ascent step from xt: alpha times the gradient's sign (L-inf) or its direction (L2)."""
         if self.norm == "linf":
-            return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+            return torch.add(xt, grad.sign(), alpha=alpha)  # alpha * sign is exact: xt + alpha * sign, rounded once
+        return xt + alpha * (grad / flat_norm(grad))
+
+    def _bounds(self, x, eps):
+        """What ``_project`` needs per point, computed once per restart: the box [max(x - eps, 0), min(x + eps, 1)]
+        (L-inf: the ball and [0, 1] together; clamping to it equals clamping to the ball, then to [0, 1]), or x."""
+        if self.norm == "linf":
+            return (x - eps).clamp_(min=0), (x + eps).clamp_(max=1)
+        return (x,)
+
+    def _project(self, x_adv, bounds, eps):
+        if self.norm == "linf":
+            return x_adv.clamp(*bounds)
+        x = bounds[0]
         delta = x_adv - x
         delta = delta * (eps / flat_norm(delta)).clamp(max=1.0)
         return (x + delta).clamp(0, 1)
@@ -72,19 +83,25 @@ class PGD(Attack):
                     progress(1)
                 continue
             x0, y0 = x[idx], y[idx]
+            bounds = self._bounds(x0, eps)
             xt = self._random_start(x0, eps, generator)
             for t in range(self.steps + 1):
-                with torch.enable_grad():
-                    xt.requires_grad_(True)
+                last = t == self.steps  # the last iterate is only scored: no graph
+                with torch.enable_grad() if not last else torch.no_grad():
+                    xt.requires_grad_(not last)
                     logits = model(xt)
                     # any admissible iterate that changes the decision breaks the point (an inadmissible
-                    # one, e.g. a rounding error past the ball, is not counted and the point stays attacked)
-                    flipped = (logits.argmax(1) != y0) & self.admissible(x0, xt.detach(), eps)
+                    # one, e.g. a rounding error past the ball, is not counted and the point stays attacked);
+                    # the guards run on the misclassified iterates only (they are per point)
+                    flipped = logits.argmax(1) != y0
+                    if flipped.any():
+                        wrong = flipped.nonzero().squeeze(1)
+                        flipped[wrong] = self.admissible(x0[wrong], xt.detach()[wrong], eps)
                     keep = ~flipped if self.reuse else torch.ones_like(flipped)
                     grad = None
-                    if t < self.steps and keep.all():  # most steps: nothing to drop, no copies
+                    if not last and keep.all():  # most steps: nothing to drop, no copies
                         grad = torch.autograd.grad(self._loss(logits, y0), xt)[0]
-                    elif t < self.steps and keep.any():
+                    elif not last and keep.any():
                         grad = torch.autograd.grad(self._loss(logits[keep], y0[keep]), xt)[0][keep]
                 xt = xt.detach()
                 if flipped.any():
@@ -93,9 +110,10 @@ class PGD(Attack):
                     restart[idx[new]] = k
                     x_adv[idx[new]] = xt[new]
                     idx, x0, y0, xt = idx[keep], x0[keep], y0[keep], xt[keep]
+                    bounds = tuple(b[keep] for b in bounds)
                 if grad is None:
                     break
-                xt = self._project(xt + self._step(grad, alpha), x0, eps)
+                xt = self._project(self._advance(xt, grad, alpha), bounds, eps)
             unbroken = ~broken[idx]
             x_adv[idx[unbroken]] = xt[unbroken]  # the last iterate of the points this restart did not break
             if progress:

