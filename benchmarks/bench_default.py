@@ -9,7 +9,9 @@
    the default radii) with its reuse (points broken at a smaller radius, in an earlier restart
    or at an earlier iterate are not attacked again) against the same attack without it,
    in the same process, as a ratio of wall seconds.
-Prints numbers; asserts nothing about speed (this machine is shared and noisy).
+Prints numbers; asserts nothing about speed (this machine is shared and noisy). Its speed moves by a third
+from hour to hour, so the matrix-product throughput of the attack's largest layer (1,000 x 784 by 784 x 400,
+float32) is measured before and after the cold run: compare wall times at the same throughput.
 """
 from __future__ import annotations
 
@@ -28,6 +30,32 @@ def timed(cmd: list[str], env: dict) -> float:
     return time.perf_counter() - t0
 
 
+def gemm_gflops() -> float:
+    """Float32 matrix-product throughput of the attack's first layer at batch 1,000, in GFLOP/s (median of 5)."""
+    import statistics
+
+    import torch
+
+    x, w = torch.rand(1000, 784), torch.rand(400, 784)
+    rates = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(40):
+            torch.nn.functional.linear(x, w)
+        rates.append(40 * 2 * 1000 * 784 * 400 / (time.perf_counter() - t0) / 1e9)
+    return statistics.median(rates)
+
+
+def split(results: Path) -> str:
+    """Where a run's time went, from its rows: training (each run's train_seconds) and attacks (each cell's)."""
+    from robrep.results import read_results
+
+    df = read_results(results)
+    cells = df[~df["attack"].str.contains("worst", na=False)].drop_duplicates(["run", "task", "suite", "attack"])
+    return (f"training {df.drop_duplicates('run')['train_seconds'].sum():.1f} s, "
+            f"attacks {cells['wall_seconds'].sum():.1f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-naive", action="store_true", help="skip the reuse comparison (step 4)")
@@ -37,11 +65,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="robrep-bench-default-"))
     env = {**os.environ, "ROBREP_CACHE": str(work / "cache")}
     robrep_cmd = [str(Path(sys.executable).parent / "robrep"), "bench"]
+    before = gemm_gflops()
     cold = timed(robrep_cmd + ["--out", str(work / "cold")], env)
+    after = gemm_gflops()
     warm = timed(robrep_cmd + ["--out", str(work / "warm")], env)
     resumed = timed(robrep_cmd + ["--out", str(work / "warm")], env)
     print(f"robrep bench (defaults: 4 learners, mnist5k, PGD 100 x 10, 1,000 digits, 5 radii), {os.cpu_count()} CPUs")
-    print(f"  cold  (train + probe + attack) : {cold:7.1f} s")
+    print(f"  cold  (train + probe + attack) : {cold:7.1f} s   ({split(work / 'cold' / 'results.csv')}; "
+          f"matrix products at {before:.0f} GFLOP/s before, {after:.0f} after)")
     print(f"  warm  (checkpoints reused)     : {warm:7.1f} s")
     print(f"  resumed (all cells done)       : {resumed:7.1f} s")
 
@@ -68,7 +99,7 @@ def main() -> None:
     print(f"{'learner':16s} {'reuse s':>8s} {'naive s':>8s} {'ratio':>6s}   accuracy with reuse / naive per radius")
     total_fast = total_naive = 0.0
     for name in args.learners.split(","):
-        learner = freeze(robrep.load(Path(env["ROBREP_CACHE"]) / "runs" / runs[name]))
+        learner = freeze(robrep.load(next((Path(env["ROBREP_CACHE"]) / "runs").glob(f"*/{runs[name]}"))))
         probe = train_probe(features(learner, ds.train.images), ds.train.labels["digit"], 10)
         model = ProbedEncoder(learner, probe)
         t0 = time.perf_counter()
