@@ -26,8 +26,8 @@ def features(encoder: nn.Module, images: torch.Tensor, batch_size: int = 1000, d
 PROBE_BITS = 10  # a probe's weights are rounded to 2^-10 of the largest weight of their tensor
 NEWTON_MAX = 2048  # probes with at most this many parameters are fitted by Newton's method, larger ones by L-BFGS
 # How ``train_probe`` fits, recorded with every saved probe: a probe fitted another way is never reused.
-PROBE_FIT = (f"float64 to the optimum (Newton, exact Hessian, up to {NEWTON_MAX} parameters; else L-BFGS), "
-             f"L2 1e-4 on raw W and b, rounded to 2^-{PROBE_BITS} (robrep 2026-12-04)")
+PROBE_FIT = (f"float64 to the optimum (Newton: exact Hessian up to {NEWTON_MAX} parameters, conjugate gradients on "
+             f"Hessian products above), L2 1e-4 on raw W and b, rounded to 2^-{PROBE_BITS} (robrep 2026-12-04)")
 
 
 def train_probe(
@@ -39,10 +39,12 @@ def train_probe(
     The mean cross-entropy plus a small L2 penalty on W and b (a strictly convex objective with one minimum),
     minimised in float64 on standardised features (for conditioning; the objective is the raw one), then rounded
     (``round_probe``) and returned in float32. ``solver``: ``"newton"`` (exact Hessian, line search; converges to
-    a gradient of 1e-12 in about ten iterations), ``"lbfgs"`` (full-batch L-BFGS, up to ``max_iter`` iterations;
-    for large probes, where a Hessian of (d + 1) x classes squared entries costs too much), or ``"auto"``: Newton
-    up to ``NEWTON_MAX`` parameters. Both reach the same minimum: Newton more tightly and, on a 32-dimensional
-    representation with 10 classes, about 20x faster (``benchmarks/probe_fit.py``). Features computed on another
+    a gradient of 1e-12 in about ten iterations), ``"newton-cg"`` (the same Newton steps, each solved by
+    preconditioned conjugate gradients on Hessian-vector products, which cost about a gradient each: for large
+    probes, where a Hessian of ((d + 1) x classes)^2 entries costs too much), ``"lbfgs"`` (full-batch L-BFGS, up
+    to ``max_iter`` iterations: robrep's fit before 2026-12-04), or ``"auto"``: Newton up to ``NEWTON_MAX``
+    parameters, Newton-CG above. All reach the same minimum, Newton's methods more tightly and many times faster
+    (``benchmarks/probe_fit.py``). Features computed on another
     machine or with another number of threads differ in their last float32 bits; the float64 fit moves far less
     than the rounding grain, so the same probe comes back, byte for byte (tests/test_reproduce.py).
     """
@@ -54,13 +56,16 @@ def train_probe(
     return round_probe(probe).float().eval()
 
 
+SOLVERS = ("auto", "newton", "newton-cg", "lbfgs")
+
+
 def fit_probe(
     feats: torch.Tensor, labels: torch.Tensor, n_classes: int, *, weight_decay: float = 1e-4, max_iter: int = 3000,
     solver: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The minimiser (W (classes, d), b (classes,)), float64 and unrounded, of ``train_probe``'s objective."""
-    if solver not in ("auto", "newton", "lbfgs"):
-        raise ValueError(f"probe solver must be auto, newton or lbfgs, got {solver!r}")
+    if solver not in SOLVERS:
+        raise ValueError(f"probe solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     if feats.dim() != 2 or len(feats) != len(labels) or not len(feats):
         raise ValueError(f"a probe needs features (N, d) and N labels, N > 0; got {tuple(feats.shape)} and "
                          f"{tuple(labels.shape)}")
@@ -77,8 +82,8 @@ def fit_probe(
     scale = torch.where(constant, torch.ones_like(std), std)
     feats = (raw - mean) / scale
     if solver == "auto":
-        solver = "newton" if (feats.shape[1] + 1) * n_classes <= NEWTON_MAX else "lbfgs"
-    fit = _newton if solver == "newton" else _lbfgs
+        solver = "newton" if (feats.shape[1] + 1) * n_classes <= NEWTON_MAX else "newton-cg"
+    fit = {"newton": _newton, "newton-cg": _newton_cg, "lbfgs": _lbfgs}[solver]
     w_s, b_s = fit(feats, labels, n_classes, mean, scale, weight_decay, max_iter)
     weight = w_s / scale  # W x + b on the raw features: W = W_s / scale, b = b_s - W mean
     return weight, b_s - weight @ mean
@@ -131,6 +136,76 @@ def _newton(feats, labels, n_classes, mean, scale, weight_decay, max_iter):
                 break
             t *= 0.5
         if not new_value < value and t < 1e-8:  # no decrease left at float64 resolution
+            break
+        theta, value = new, new_value
+    return theta[:, :d], theta[:, d]
+
+
+def _newton_cg(feats, labels, n_classes, mean, scale, weight_decay, max_iter, cg_max=500):
+    """Newton's method without the Hessian: each step solves H s = g by conjugate gradients preconditioned with the
+    Hessian's diagonal, to a relative residual of min(0.5, sqrt(|g|)) (a truncated Newton method: superlinear
+    near the minimum), from Hessian-vector products of two passes over the features each; a backtracking line
+    search as in ``_newton``. theta = [W_s, b_s] (classes, d + 1), the bias kept apart from the features."""
+    n, d = feats.shape
+    k, c = d + 1, n_classes
+    a = torch.zeros(k, k, dtype=feats.dtype, device=feats.device)
+    a[:d, :d] = torch.diag(1 / scale)
+    a[d, :d] = -mean / scale
+    a[d, d] = 1
+    g_pen = weight_decay * (a.T @ a)  # (k, k)
+    onehot = F.one_hot(labels, c).to(feats.dtype)
+    theta = torch.zeros(c, k, dtype=feats.dtype, device=feats.device)
+    rows = max(1, (1 << 23) // d)  # rows of squared features at a time: about 64 MB of float64
+
+    def logits(th):  # (N, C)
+        return torch.addmm(th[:, d], feats, th[:, :d].T)
+
+    def back(r):  # r (N, C) -> its pull-back onto theta, (C, k)
+        return torch.cat([r.T @ feats, r.sum(0)[:, None]], 1) / n
+
+    def objective(th):
+        return F.cross_entropy(logits(th), labels) + 0.5 * (th @ g_pen * th).sum()
+
+    value = objective(theta)
+    for _ in range(min(max_iter, 100)):
+        p = logits(theta).softmax(1)
+        grad = back(p - onehot) + theta @ g_pen
+        if grad.abs().max() <= 1e-12:
+            break
+        w = p * (1 - p)  # the Hessian's diagonal: sum_i p_ic (1 - p_ic) phi_ij^2 / N, plus the penalty's
+        diag = torch.cat([sum(w[s:s + rows].T @ feats[s:s + rows].pow(2) for s in range(0, n, rows)),
+                          w.sum(0)[:, None]], 1) / n + torch.diagonal(g_pen)
+
+        def hvp(v):  # H v: (diag(p_i) - p_i p_i^T) applied to phi_i . v_c, pulled back, plus the penalty
+            r = p * logits(v)
+            return back(r - p * r.sum(1, keepdim=True)) + v @ g_pen
+
+        g_norm = grad.norm()
+        tol = min(0.5, g_norm.sqrt().item()) * g_norm
+        step, res = torch.zeros_like(grad), grad.clone()
+        z = res / diag
+        q, rz = z.clone(), (res * z).sum()
+        for _ in range(cg_max):
+            hq = hvp(q)
+            alpha = rz / (q * hq).sum()
+            step += alpha * q
+            res -= alpha * hq
+            if res.norm() <= tol:
+                break
+            z = res / diag
+            rz, rz_old = (res * z).sum(), rz
+            q = z + (rz / rz_old) * q
+        slope = (grad * step).sum()
+        if not slope > 1e-30:
+            break
+        t = 1.0
+        while True:
+            new = theta - t * step
+            new_value = objective(new)
+            if new_value <= value - 1e-4 * t * slope or t < 1e-8:
+                break
+            t *= 0.5
+        if not new_value < value and t < 1e-8:
             break
         theta, value = new, new_value
     return theta[:, :d], theta[:, d]

@@ -39,19 +39,31 @@ def test_newton_reaches_the_minimum_and_lbfgs_the_same_probe(representation):
     assert sha256_bytes(state_bytes(newton)) == sha256_bytes(state_bytes(train_probe(feats, labels, 10)))  # auto
 
 
-def test_auto_takes_newton_up_to_its_size_and_lbfgs_above(representation, monkeypatch):
+def test_auto_takes_newton_up_to_its_size_and_newton_cg_above(representation, monkeypatch):
     from robrep import probes
 
     feats, labels = representation
     calls = []
-    for name in ("_newton", "_lbfgs"):
+    for name in ("_newton", "_newton_cg", "_lbfgs"):
         real = getattr(probes, name)
         monkeypatch.setattr(probes, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
     fit_probe(feats, labels, 10)
     assert (feats.shape[1] + 1) * 10 <= NEWTON_MAX and calls == ["_newton"]
-    wide = torch.cat([feats] * (NEWTON_MAX // feats.shape[1] // 2 + 1), 1)  # (d + 1) x 2 classes > NEWTON_MAX
-    fit_probe(wide[:300], labels[:300] % 2, 2)
-    assert calls == ["_newton", "_lbfgs"]
+    gen = torch.Generator().manual_seed(0)  # (d + 1) x 2 classes > NEWTON_MAX: the features and noise
+    wide = torch.cat([feats[:600], torch.randn(600, NEWTON_MAX // 2, generator=gen)], 1)
+    w, b = fit_probe(wide, labels[:600] % 2, 2)
+    assert calls == ["_newton", "_newton_cg"]
+    assert _objective_and_gradient(wide, labels[:600] % 2, w, b)[1] < 1e-10  # the minimum, too
+
+
+def test_newton_cg_reaches_the_same_minimum_as_newton(representation):
+    feats, labels = representation
+    w_n, b_n = fit_probe(feats, labels, 10, solver="newton")
+    w_c, b_c = fit_probe(feats, labels, 10, solver="newton-cg")
+    assert _objective_and_gradient(feats, labels, w_c, b_c)[1] < 1e-10
+    assert (w_n - w_c).abs().max() < 1e-8 * w_n.abs().max()
+    assert sha256_bytes(state_bytes(train_probe(feats, labels, 10, solver="newton-cg"))) == \
+        sha256_bytes(state_bytes(train_probe(feats, labels, 10, solver="newton")))
 
 
 def test_binary_and_few_labels(representation):
@@ -78,7 +90,7 @@ def test_bad_input_is_refused_with_what_was_expected(representation):
     feats, labels = representation
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
         train_probe(feats, labels, 2)
-    with pytest.raises(ValueError, match="solver must be auto, newton or lbfgs"):
+    with pytest.raises(ValueError, match="solver must be one of auto, newton, newton-cg, lbfgs"):
         train_probe(feats, labels, 10, solver="sgd")
     with pytest.raises(ValueError, match=r"features \(N, d\) and N labels"):
         train_probe(feats[:10], labels[:9], 10)
