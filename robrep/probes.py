@@ -89,6 +89,17 @@ def fit_probe(
     return weight, b_s - weight @ mean
 
 
+def _penalty(mean, scale, weight_decay):
+    """G with 1/2 sum_c theta_c^T G theta_c the penalty 1/2 lambda ||W, b||^2 on the raw weights, for theta_c =
+    [W_s,c, b_s,c] on standardised features: G = lambda A^T A, A the map from theta_c to the raw [W_c, b_c]. (k, k)"""
+    d = len(mean)
+    a = torch.zeros(d + 1, d + 1, dtype=mean.dtype, device=mean.device)
+    a[:d, :d] = torch.diag(1 / scale)
+    a[d, :d] = -mean / scale
+    a[d, d] = 1
+    return weight_decay * (a.T @ a)
+
+
 def _newton(feats, labels, n_classes, mean, scale, weight_decay, max_iter):
     """Newton's method on theta = [W_s, b_s] (classes, d + 1) over the features with a column of ones: gradient and
     Hessian of the mean cross-entropy in closed form, the penalty 1/2 lambda sum_c theta_c^T G theta_c with G =
@@ -96,11 +107,7 @@ def _newton(feats, labels, n_classes, mean, scale, weight_decay, max_iter):
     n, d = feats.shape
     k, c = d + 1, n_classes
     phi = torch.cat([feats, torch.ones(n, 1, dtype=feats.dtype, device=feats.device)], 1)  # (N, k)
-    a = torch.zeros(k, k, dtype=feats.dtype, device=feats.device)
-    a[:d, :d] = torch.diag(1 / scale)
-    a[d, :d] = -mean / scale
-    a[d, d] = 1
-    g_pen = weight_decay * (a.T @ a)  # (k, k)
+    g_pen = _penalty(mean, scale, weight_decay)  # (k, k)
     onehot = F.one_hot(labels, c).to(feats.dtype)
     theta = torch.zeros(c, k, dtype=feats.dtype, device=feats.device)
     rows = max(1, (1 << 23) // (c * k))  # Hessian rows per chunk: about 64 MB of float64 at a time
@@ -148,11 +155,7 @@ def _newton_cg(feats, labels, n_classes, mean, scale, weight_decay, max_iter, cg
     search as in ``_newton``. theta = [W_s, b_s] (classes, d + 1), the bias kept apart from the features."""
     n, d = feats.shape
     k, c = d + 1, n_classes
-    a = torch.zeros(k, k, dtype=feats.dtype, device=feats.device)
-    a[:d, :d] = torch.diag(1 / scale)
-    a[d, :d] = -mean / scale
-    a[d, d] = 1
-    g_pen = weight_decay * (a.T @ a)  # (k, k)
+    g_pen = _penalty(mean, scale, weight_decay)  # (k, k)
     onehot = F.one_hot(labels, c).to(feats.dtype)
     theta = torch.zeros(c, k, dtype=feats.dtype, device=feats.device)
     rows = max(1, (1 << 23) // d)  # rows of squared features at a time: about 64 MB of float64
