@@ -30,10 +30,12 @@ def main() -> None:
     learner = robrep.train("vae", ds, out=False, max_steps=300, seed=0)
     probe = train_probe(features(learner, ds.train.images), ds.train.labels["digit"], 10)
     model = ProbedEncoder(learner, probe).eval()
-    x, y = ds.test.batch(slice(0, 1000)), ds.test.labels["digit"][:1000]
+    x, y = ds.test.batch(slice(0, 1200)), ds.test.labels["digit"][:1200]
+    keep = model.predict(x) == y  # perturb is given correctly classified points
+    x, y = x[keep], y[keep]
     eps = 1e-4  # nothing breaks: every step of every point is taken
     print(f"{torch.get_num_threads()} threads, {args.steps} steps")
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n in (min(int(s), len(x)) for s in args.sizes.split(",")):
         xs, ys = x[:n], y[:n]
         observer = Observer(model, xs, ys, eps, "linf").eval()
         t0 = time.perf_counter()
