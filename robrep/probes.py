@@ -24,7 +24,7 @@ def features(encoder: nn.Module, images: torch.Tensor, batch_size: int = 1000, d
 
 
 PROBE_BITS = 10  # a probe's weights are rounded to 2^-10 of the largest weight of their tensor
-NEWTON_MAX = 2048  # probes with at most this many parameters are fitted by Newton's method, larger ones by L-BFGS
+NEWTON_MAX = 2048  # probes with at most this many parameters: Newton's method with the exact Hessian; larger: Newton-CG
 # How ``train_probe`` fits, recorded with every saved probe: a probe fitted another way is never reused.
 PROBE_FIT = (f"float64 to the optimum (Newton: exact Hessian up to {NEWTON_MAX} parameters, conjugate gradients on "
              f"Hessian products above), L2 1e-4 on raw W and b, rounded to 2^-{PROBE_BITS} (robrep 2026-12-04)")
@@ -100,38 +100,22 @@ def _penalty(mean, scale, weight_decay):
     return weight_decay * (a.T @ a)
 
 
-def _newton(feats, labels, n_classes, mean, scale, weight_decay, max_iter):
-    """Newton's method on theta = [W_s, b_s] (classes, d + 1) over the features with a column of ones: gradient and
-    Hessian of the mean cross-entropy in closed form, the penalty 1/2 lambda sum_c theta_c^T G theta_c with G =
-    A^T A (A maps theta_c to the raw [W_c, b_c]), a Cholesky solve and a backtracking line search."""
-    n, d = feats.shape
-    k, c = d + 1, n_classes
-    phi = torch.cat([feats, torch.ones(n, 1, dtype=feats.dtype, device=feats.device)], 1)  # (N, k)
-    g_pen = _penalty(mean, scale, weight_decay)  # (k, k)
-    onehot = F.one_hot(labels, c).to(feats.dtype)
-    theta = torch.zeros(c, k, dtype=feats.dtype, device=feats.device)
-    rows = max(1, (1 << 23) // (c * k))  # Hessian rows per chunk: about 64 MB of float64 at a time
+def _newton_steps(theta, labels, onehot, g_pen, logits, back, direction, max_iter):
+    """The Newton iterations both Newton fits share: the gradient of the mean cross-entropy plus the penalty
+    1/2 sum_c theta_c^T G theta_c, a step from ``direction(p, grad)``, a backtracking line search; until the
+    largest gradient entry is at most 1e-12 or float64 resolves no further decrease. ``logits(theta)`` (N, C) and
+    ``back(r)`` (the pull-back of r (N, C) onto theta) define the features."""
 
     def objective(th):
-        return F.cross_entropy(phi @ th.T, labels) + 0.5 * (th @ g_pen * th).sum()
+        return F.cross_entropy(logits(th), labels) + 0.5 * (th @ g_pen * th).sum()
 
     value = objective(theta)
     for _ in range(min(max_iter, 100)):
-        p = (phi @ theta.T).softmax(1)  # (N, C)
-        grad = (p - onehot).T @ phi / n + theta @ g_pen  # (C, k)
+        p = logits(theta).softmax(1)  # (N, C)
+        grad = back(p - onehot) + theta @ g_pen  # (C, k)
         if grad.abs().max() <= 1e-12:
             break
-        hess = torch.zeros(c * k, c * k, dtype=feats.dtype, device=feats.device)
-        for s in range(0, n, rows):  # sum_i (diag(p_i) - p_i p_i^T) (x) phi_i phi_i^T, in chunks of rows
-            ps, fs = p[s:s + rows], phi[s:s + rows]
-            m = (ps[:, :, None] * fs[:, None, :]).reshape(len(ps), c * k)
-            hess -= m.T @ m
-            hess += torch.block_diag(*torch.einsum("nc,ni,nj->cij", ps, fs, fs))
-        hess /= n
-        hess += torch.block_diag(*[g_pen] * c)
-        chol, info = torch.linalg.cholesky_ex(hess)
-        step = (torch.cholesky_solve(grad.reshape(-1, 1), chol) if info == 0
-                else torch.linalg.lstsq(hess, grad.reshape(-1, 1)).solution).reshape(c, k)
+        step = direction(p, grad)
         slope = (grad * step).sum()  # the decrease a full step promises, to first order (> 0)
         if not slope > 1e-30:
             break
@@ -145,6 +129,41 @@ def _newton(feats, labels, n_classes, mean, scale, weight_decay, max_iter):
         if not new_value < value and t < 1e-8:  # no decrease left at float64 resolution
             break
         theta, value = new, new_value
+    return theta
+
+
+def _newton(feats, labels, n_classes, mean, scale, weight_decay, max_iter):
+    """Newton's method on theta = [W_s, b_s] (classes, d + 1) over the features with a column of ones: gradient and
+    Hessian of the mean cross-entropy in closed form, the penalty 1/2 lambda sum_c theta_c^T G theta_c with G =
+    A^T A (A maps theta_c to the raw [W_c, b_c]), a Cholesky solve and a backtracking line search."""
+    n, d = feats.shape
+    k, c = d + 1, n_classes
+    phi = torch.cat([feats, torch.ones(n, 1, dtype=feats.dtype, device=feats.device)], 1)  # (N, k)
+    g_pen = _penalty(mean, scale, weight_decay)  # (k, k)
+    onehot = F.one_hot(labels, c).to(feats.dtype)
+    theta = torch.zeros(c, k, dtype=feats.dtype, device=feats.device)
+    rows = max(1, (1 << 23) // (c * k))  # Hessian rows per chunk: about 64 MB of float64 at a time
+
+    def logits(th):  # (N, C)
+        return phi @ th.T
+
+    def back(r):  # r (N, C) -> its pull-back onto theta, (C, k)
+        return r.T @ phi / n
+
+    def direction(p, grad):  # the Newton step: the exact Hessian, a Cholesky solve
+        hess = torch.zeros(c * k, c * k, dtype=feats.dtype, device=feats.device)
+        for s in range(0, n, rows):  # sum_i (diag(p_i) - p_i p_i^T) (x) phi_i phi_i^T, in chunks of rows
+            ps, fs = p[s:s + rows], phi[s:s + rows]
+            m = (ps[:, :, None] * fs[:, None, :]).reshape(len(ps), c * k)
+            hess -= m.T @ m
+            hess += torch.block_diag(*torch.einsum("nc,ni,nj->cij", ps, fs, fs))
+        hess /= n
+        hess += torch.block_diag(*[g_pen] * c)
+        chol, info = torch.linalg.cholesky_ex(hess)
+        return (torch.cholesky_solve(grad.reshape(-1, 1), chol) if info == 0
+                else torch.linalg.lstsq(hess, grad.reshape(-1, 1)).solution).reshape(c, k)
+
+    theta = _newton_steps(theta, labels, onehot, g_pen, logits, back, direction, max_iter)
     return theta[:, :d], theta[:, d]
 
 
@@ -166,15 +185,7 @@ def _newton_cg(feats, labels, n_classes, mean, scale, weight_decay, max_iter, cg
     def back(r):  # r (N, C) -> its pull-back onto theta, (C, k)
         return torch.cat([r.T @ feats, r.sum(0)[:, None]], 1) / n
 
-    def objective(th):
-        return F.cross_entropy(logits(th), labels) + 0.5 * (th @ g_pen * th).sum()
-
-    value = objective(theta)
-    for _ in range(min(max_iter, 100)):
-        p = logits(theta).softmax(1)
-        grad = back(p - onehot) + theta @ g_pen
-        if grad.abs().max() <= 1e-12:
-            break
+    def direction(p, grad):  # the Newton step by preconditioned conjugate gradients
         w = p * (1 - p)  # the Hessian's diagonal: sum_i p_ic (1 - p_ic) phi_ij^2 / N, plus the penalty's
         diag = torch.cat([sum(w[s:s + rows].T @ feats[s:s + rows].pow(2) for s in range(0, n, rows)),
                           w.sum(0)[:, None]], 1) / n + torch.diagonal(g_pen)
@@ -198,19 +209,9 @@ def _newton_cg(feats, labels, n_classes, mean, scale, weight_decay, max_iter, cg
             z = res / diag
             rz, rz_old = (res * z).sum(), rz
             q = z + (rz / rz_old) * q
-        slope = (grad * step).sum()
-        if not slope > 1e-30:
-            break
-        t = 1.0
-        while True:
-            new = theta - t * step
-            new_value = objective(new)
-            if new_value <= value - 1e-4 * t * slope or t < 1e-8:
-                break
-            t *= 0.5
-        if not new_value < value and t < 1e-8:
-            break
-        theta, value = new, new_value
+        return step
+
+    theta = _newton_steps(theta, labels, onehot, g_pen, logits, back, direction, max_iter)
     return theta[:, :d], theta[:, d]
 
 
