@@ -8,7 +8,12 @@
 4. reuse: on the checkpoints trained in step 1, the native PGD (100 x 10, 1,000 test digits,
    the default radii) with its reuse (points broken at a smaller radius, in an earlier restart
    or at an earlier iterate are not attacked again) against the same attack without it,
-   in the same process, as a ratio of wall seconds.
+   in the same process, as a ratio of wall seconds;
+5. floor (``--floor``): the cold run again, in this process with another empty cache, with every matrix
+   product counted (torch's own FLOP formulas, ``torch.utils.flop_counter``): the matrix-product work of training and of the rest (probes, attacks) in FLOPs,
+   and that work at the measured throughput, against the cold run's wall seconds. The counted run must
+   train the same encoders (SHA-256) and give the same numbers as the timed one, so it counts the timed
+   run's work; the counting itself makes it about 3x slower, so it is not timed.
 Prints numbers; asserts nothing about speed (this machine is shared and noisy). Its speed moves by a third
 from hour to hour, so the matrix-product throughput of the attack's largest layer (1,000 x 784 by 784 x 400,
 float32) is measured before and after the cold run: compare wall times at the same throughput.
@@ -56,10 +61,62 @@ def split(results: Path) -> str:
             f"attacks {cells['wall_seconds'].sum():.1f} s")
 
 
+def flop_counter():
+    """A dispatch mode that adds up the FLOPs of every matrix product and convolution run inside it (``.flops``),
+    by torch's own formulas. (``FlopCounterMode`` itself cannot be used: its module tracker refuses the
+    ``autograd.grad`` of the SE's selection.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class MatrixFlops(TorchDispatchMode):
+        flops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.flops += formula(*args, **(kwargs or {}), out_val=out)
+            return out
+
+    return MatrixFlops()
+
+
+def floor(work: Path, cold_rows, cold_seconds: float, gflops: float) -> None:
+    """Step 5: the default bench's matrix-product FLOPs (training, the rest), counted on a second cold run that
+    must reproduce the timed one, and the seconds they need at ``gflops``."""
+    os.environ["ROBREP_CACHE"] = str(work / "floor-cache")
+    import robrep
+    from robrep.harness import BenchConfig
+
+    cfg = BenchConfig(out=str(work / "floor"))
+    with flop_counter() as counted:
+        for name in cfg.learners:  # the bench's own training (same config, same cache folder), counted apart
+            robrep.train(name, cfg.datasets[0], seed=cfg.seed, arch=cfg.arch)
+    train_flops = counted.flops
+    with flop_counter() as counted:
+        rows = robrep.bench(cfg)
+    rest_flops = counted.flops
+    cols = ["learner", "radius", "encoder_sha256", "probe_sha256", "adversarial_accuracy"]
+    same = (rows[cols].sort_values(cols[:2]).reset_index(drop=True)
+            .equals(cold_rows[cols].sort_values(cols[:2]).reset_index(drop=True)))
+    if not same:
+        print("\nfloor: the counted run did not reproduce the timed one (other encoders or numbers); not reported")
+        return
+    train_s = cold_rows.drop_duplicates("run")["train_seconds"].sum()
+    t_floor, r_floor = train_flops / gflops / 1e9, rest_flops / gflops / 1e9
+    print(f"\nmatrix products of the cold run (counted on a run with the same encoders and numbers), at {gflops:.0f} GFLOP/s:")
+    print(f"  training        : {train_flops / 1e12:6.2f} TFLOP = {t_floor:6.1f} s   (took {train_s:.1f} s)")
+    print(f"  probes, attacks : {rest_flops / 1e12:6.2f} TFLOP = {r_floor:6.1f} s   "
+          f"(the rest of the cold run took {cold_seconds - train_s:.1f} s)")
+    print(f"  all             : {(train_flops + rest_flops) / 1e12:6.2f} TFLOP = {t_floor + r_floor:6.1f} s   "
+          f"(the cold run took {cold_seconds:.1f} s: {(t_floor + r_floor) / cold_seconds:.0%} of it is that floor)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-naive", action="store_true", help="skip the reuse comparison (step 4)")
     ap.add_argument("--learners", default="vae,beta-vae,se-random,se-adversarial", help="learners for step 4")
+    ap.add_argument("--floor", action="store_true", help="count the cold run's matrix-product work (step 5)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="robrep-bench-default-"))
@@ -81,6 +138,8 @@ def main() -> None:
     df = read_results(work / "cold" / "results.csv")
     print("\nadversarial accuracy (cold run):")
     print(df.pivot_table(index="learner", columns="radius", values="adversarial_accuracy").round(3).to_string())
+    if args.floor:
+        floor(work, df, cold, (before + after) / 2)
     if args.skip_naive:
         return
 
