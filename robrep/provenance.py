@@ -64,7 +64,9 @@ def code_identity(obj: Any, package: str = "") -> dict[str, str]:
 
 
 def machine(device: str = "cpu") -> str:
-    """What computed a row: the accelerator's name, or the CPU model and core count, and the OS."""
+    """What computed a row: the accelerator's name, or the CPU model, core count and the vector instructions
+    torch's CPU kernels use on it (``AVX2``, ``AVX512``: two machines with the same CPU model name can differ
+    there, and then train other encoders from the same seed), and the OS."""
     import os
     import platform
 
@@ -80,4 +82,7 @@ def machine(device: str = "cpu") -> str:
         except (OSError, StopIteration):
             pass
         what = f"{what} x{os.cpu_count()}"
+        capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+        if capability is not None:
+            what = f"{what} {capability()}"
     return f"{what}; {platform.system()} {platform.machine()}"

@@ -2,6 +2,7 @@
 from fixtures import sound
 import importlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +45,11 @@ def test_rows_carry_everything_needed_to_trust_them(first_run):
         g = g.sort_values("radius")
         assert g["adversarial_accuracy"].iloc[0] == g["nominal_accuracy"].iloc[0]
         assert g["adversarial_accuracy"].is_monotonic_decreasing
+    # the machine: CPU model, cores and the vector instructions torch's kernels use (two machines of one model
+    # name that differ there train other encoders from the same seed)
+    import torch
+    assert (df["machine"].str.contains(f" x{os.cpu_count()} {torch.backends.cpu.get_cpu_capability()}; ",
+                                       regex=False)).all(), df["machine"].unique()
     on_disk = pd.read_csv(out / "results.csv")
     assert len(on_disk) == len(df) and on_disk["adversarial_accuracy"].dtype == float
     assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
