@@ -8,6 +8,8 @@ import pytest
 
 import robrep
 from robrep.cli import main
+from robrep.data import Dataset, Split
+from robrep.registry import DATASETS
 from robrep.sweep import choose, grid_points
 from robrep.validate import ConfigError
 
@@ -40,7 +42,26 @@ def test_grid_points_and_bad_grids():
         robrep.sweep("se-random", {"gamma": [1]}, dataset="mnist5k-valid")
 
 
-def test_sweep_trains_every_point_and_chooses_on_validation_data_only(tmp_path):
+class SealedSplit(Split):
+    """A test split that cannot be read: any look at its images, labels or length fails the test."""
+
+    def __getattribute__(self, name):
+        if name in ("images", "labels", "x", "batch", "subset", "__len__"):
+            raise AssertionError(f"the test split was read ({name}) during a sweep")
+        return super().__getattribute__(name)
+
+
+def test_sweep_trains_every_point_and_chooses_on_validation_data_only(tmp_path, monkeypatch):
+    # mnist5k's test split sealed: a sweep that read it anywhere (training, probes, attacks, the table) fails here
+    real = DATASETS.get("mnist5k")
+
+    def sealed(**kwargs):
+        ds = real(**kwargs)
+        return Dataset(ds.name, ds.train, object.__new__(SealedSplit), ds.tasks)
+
+    monkeypatch.setitem(DATASETS._entries, "mnist5k", sealed)
+    with pytest.raises(AssertionError, match="the test split was read"):  # the seal holds
+        len(robrep.load_dataset("mnist5k").test)
     out = tmp_path / "sweep"
     res = robrep.sweep("se-random", {"gamma": [10.0, 50.0]}, radius=0.1, base_config={"epochs": 1}, out=out,
                        n_examples=60, budget="quick", threads=2)
