@@ -13,6 +13,7 @@ from robrep.checkpoint import save_checkpoint, short_hash
 from robrep.data import Dataset, cache_dir, load_dataset
 from robrep.learners import config_record, create_learner, learner_code, learner_source
 from robrep.progress import epoch_line
+from robrep.provenance import machine
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ def train(
         "dataset": ds.name,
         "seed": seed,
         "device": str(device),
+        # what trained it: float32 training repeats bit for bit only on the same CPU kind with the same threads
+        "machine": machine(str(device)),
+        "threads": torch.get_num_threads(),
         "processes": world.size,
         "steps": step,
         "train_seconds": round(time.perf_counter() - t0, 3),

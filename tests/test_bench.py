@@ -41,6 +41,8 @@ def test_rows_carry_everything_needed_to_trust_them(first_run):
     for run, g in df.groupby("run"):
         meta = json.loads((Path(g["checkpoint"].iloc[0]) / "config.json").read_text())
         assert (g["train_seconds"] == meta["train_seconds"]).all() and meta["train_seconds"] > 0, run
+        # and what trained it (this process: the same machine and threads as the attacks')
+        assert (meta["machine"], meta["threads"]) == (g["machine"].iloc[0], g["threads"].iloc[0]), run
     for _, g in df.groupby("run"):
         g = g.sort_values("radius")
         assert g["adversarial_accuracy"].iloc[0] == g["nominal_accuracy"].iloc[0]
