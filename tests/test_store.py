@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ import torch
 
 from robrep.cli import main
 from robrep.harness import bench
+from robrep.harness.store import ResultsStore
 from robrep.leaderboard import LeaderboardError, publish
 from robrep.results import read_results
 
@@ -127,6 +129,36 @@ def test_two_concurrent_commands_on_one_folder_keep_both_runs_rows(tmp_path):
         assert p.returncode == 0, output
     df = pd.read_csv(tmp_path / "shared" / "results.csv")
     assert set(df["learner"]) == {"vae", "beta-vae"} and len(df) == 4
+
+
+def _open_store(path, barrier, errors):
+    barrier.wait()  # every process opens the new store at the same moment
+    try:
+        ResultsStore(Path(path)).add(pd.DataFrame())
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        errors.put(f"{type(e).__name__}: {e}")
+
+
+def test_processes_opening_one_new_store_together_all_get_it(tmp_path):
+    """Switching a new store to WAL fails at once ("database is locked") when another process opens it too, whatever
+    the busy timeout; before the store retried, 4 processes opening one new store failed in about 1 of 4 tries."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for trial in range(20):
+        (tmp_path / str(trial)).mkdir()
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_store, args=(tmp_path / str(trial), barrier, errors)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert all(p.exitcode == 0 for p in procs)
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert not failures, failures
 
 
 def test_files_get_the_users_permissions(finished):

@@ -25,8 +25,9 @@ import logging
 import math
 import shutil
 import sqlite3
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -70,6 +71,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
+TIMEOUT = 120.0  # seconds a connection waits for another one's lock
+
+
+def _retry_locked(statement: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
+    """Run ``statement``, again while another connection holds the lock, for up to ``timeout`` seconds.
+
+    SQLite's busy handler does not cover every case: switching a new file to WAL while another process opens it
+    too fails at once with "database is locked" (seen in 1 of 4 runs of four processes opening one new store),
+    so two commands started together on one folder must wait here instead."""
+    deadline, delay = time.monotonic() + timeout, 0.005
+    while True:
+        try:
+            return statement()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.25)
+
+
 class ResultsStore:
     """The rows of one run folder. ``add`` upserts, ``frame`` reads back (validated), ``export`` writes the CSV."""
 
@@ -77,9 +98,10 @@ class ResultsStore:
         self.out = Path(out)
         self.db, self.csv = self.out / "results.sqlite", self.out / "results.csv"
         fresh = not self.db.exists()
-        self.conn = sqlite3.connect(self.db, timeout=120, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, data TEXT NOT NULL)")
+        self.conn = sqlite3.connect(self.db, timeout=TIMEOUT, isolation_level=None)
+        _retry_locked(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
+        _retry_locked(lambda: self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, data TEXT NOT NULL)"))
         if fresh and self.csv.is_file():
             self._import_csv()
 
