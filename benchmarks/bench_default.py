@@ -10,8 +10,9 @@
    or at an earlier iterate are not attacked again) against the same attack without it,
    in the same process, as a ratio of wall seconds;
 5. floor (``--floor``): the cold run again, in this process with another empty cache, with every matrix
-   product counted (torch's own FLOP formulas, ``torch.utils.flop_counter``): the matrix-product work of training and of the rest (probes, attacks) in FLOPs,
-   and that work at the measured throughput, against the cold run's wall seconds. The counted run must
+   product counted (torch's own FLOP formulas, ``torch.utils.flop_counter``): the matrix-product work of
+   training and of the rest (probes, attacks) in FLOPs, and that work at the measured throughput, against
+   the cold run's wall seconds. The counted run must
    train the same encoders (SHA-256) and give the same numbers as the timed one, so it counts the timed
    run's work; the counting itself makes it about 3x slower, so it is not timed.
 Prints numbers; asserts nothing about speed (this machine is shared and noisy). Its speed moves by a third
@@ -51,14 +52,18 @@ def gemm_gflops() -> float:
     return statistics.median(rates)
 
 
+def training_seconds(rows) -> float:
+    """The training time of a run's encoders, from its rows (each run's train_seconds, once)."""
+    return rows.drop_duplicates("run")["train_seconds"].sum()
+
+
 def split(results: Path) -> str:
     """Where a run's time went, from its rows: training (each run's train_seconds) and attacks (each cell's)."""
     from robrep.results import read_results
 
     df = read_results(results)
     cells = df[~df["attack"].str.contains("worst", na=False)].drop_duplicates(["run", "task", "suite", "attack"])
-    return (f"training {df.drop_duplicates('run')['train_seconds'].sum():.1f} s, "
-            f"attacks {cells['wall_seconds'].sum():.1f} s")
+    return f"training {training_seconds(df):.1f} s, attacks {cells['wall_seconds'].sum():.1f} s"
 
 
 def flop_counter():
@@ -102,9 +107,10 @@ def floor(work: Path, cold_rows, cold_seconds: float, gflops: float) -> None:
     if not same:
         print("\nfloor: the counted run did not reproduce the timed one (other encoders or numbers); not reported")
         return
-    train_s = cold_rows.drop_duplicates("run")["train_seconds"].sum()
+    train_s = training_seconds(cold_rows)
     t_floor, r_floor = train_flops / gflops / 1e9, rest_flops / gflops / 1e9
-    print(f"\nmatrix products of the cold run (counted on a run with the same encoders and numbers), at {gflops:.0f} GFLOP/s:")
+    print("\nmatrix products of the cold run (counted on a run with the same encoders and numbers), "
+          f"at {gflops:.0f} GFLOP/s:")
     print(f"  training        : {train_flops / 1e12:6.2f} TFLOP = {t_floor:6.1f} s   (took {train_s:.1f} s)")
     print(f"  probes, attacks : {rest_flops / 1e12:6.2f} TFLOP = {r_floor:6.1f} s   "
           f"(the rest of the cold run took {cold_seconds - train_s:.1f} s)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 
 import robrep
@@ -49,7 +50,6 @@ def test_rows_carry_everything_needed_to_trust_them(first_run):
         assert g["adversarial_accuracy"].is_monotonic_decreasing
     # the machine: CPU model, cores and the vector instructions torch's kernels use (two machines of one model
     # name that differ there train other encoders from the same seed)
-    import torch
     assert (df["machine"].str.contains(f" x{os.cpu_count()} {torch.backends.cpu.get_cpu_capability()}; ",
                                        regex=False)).all(), df["machine"].unique()
     on_disk = pd.read_csv(out / "results.csv")

@@ -85,7 +85,7 @@ def _retry_locked(statement: Callable[[], Any], timeout: float = TIMEOUT) -> Any
         try:
             return statement()
         except sqlite3.OperationalError as e:
-            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+            if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
                 raise
             time.sleep(delay)
             delay = min(2 * delay, 0.25)
