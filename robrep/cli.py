@@ -14,6 +14,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 console = Console()
+
+
+def terminal(value) -> str:
+    """A name or message from a file or a user, as literal text on the terminal (``robrep.escape.terminal``)."""
+    from robrep.escape import terminal as escaped
+
+    return escaped(value)
 DEFAULT_LEARNER = "se-adversarial"
 
 
@@ -32,7 +39,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from robrep.threads import use_threads
 
     use_threads(args.threads)
-    overrides = dict(args.set)
+    from robrep.learners import check_overrides
+
+    overrides = check_overrides(args.learner, dict(args.set))
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.arch is not None:
@@ -41,7 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     epochs = getattr(create_learner(args.learner, shape=ds.shape, **overrides).config, "epochs", None)  # validates early
     world = _world(args.device)
     if world.rank != 0:  # under torchrun: every rank trains its share of each minibatch; rank 0 reports
-        robrep.train(args.learner, ds, seed=args.seed, device=args.device, out=args.out, world=world, **overrides)
+        robrep.train(args.learner, ds, seed=args.seed, device=args.device, out=args.out, world=world,
+                     force=args.force, **overrides)
         return 0
     from robrep.progress import epoch_line
 
@@ -51,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             _line(epoch_line(what, epoch, epochs, means, seconds))
 
         learner = robrep.train(args.learner, ds, seed=args.seed, device=args.device, out=args.out,
-                               on_epoch=report, world=world, **overrides)
+                               on_epoch=report, world=world, force=args.force, **overrides)
     else:
         with _progress() as progress:
             bar = progress.add_task(what, total=None, parts="")
@@ -63,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             learner = robrep.train(
                 args.learner, ds, seed=args.seed, device=args.device, out=args.out, callback=callback, world=world,
-                **overrides
+                force=args.force, **overrides
             )
     info = learner.run_info
     if not info["history"]:  # fitted in closed form (e.g. a PCA plugin): no epochs to show
@@ -83,10 +93,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
+    from robrep.folders import check_folder
     from robrep.toy import run_toy
 
+    check_folder(args.out, "toy", force=args.force)  # before the training, not after it
     with console.status("training the toy VAE and Smooth Encoder"):
-        png = run_toy(args.out)
+        png = run_toy(args.out, force=args.force)
     console.print(f"wrote [bold]{png}[/bold] and {Path(png).with_name('toy.csv')}")
     return 0
 
@@ -174,14 +186,14 @@ def _print_results(df) -> None:
             if tt.attrs["single_attack"] else "")
         t.add_column("task", overflow="fold")
         for learner, what in tt.columns:
-            t.add_column(f"{learner}\n{'nom.' if what == 'nominal' else 'adv.'}", justify="right")
+            t.add_column(f"{terminal(learner)}\n{'nom.' if what == 'nominal' else 'adv.'}", justify="right")
         for task, vals in tt.iterrows():
-            t.add_row(task, *("" if v != v else f"{v:.3f}" for v in vals))
+            t.add_row(terminal(task), *("" if v != v else f"{v:.3f}" for v in vals))
         console.print(t)
     table = summary_table(df[~df["dataset"].isin(many)]) if len(many) < df["dataset"].nunique() else None
     several_runs = df.groupby("label")["run"].nunique().max() > 1
     for (dataset, task), sub in ([] if table is None else table.groupby(level=[0, 1])):
-        t = Table(title=f"adversarial accuracy: {dataset} / {task}")
+        t = Table(title=f"adversarial accuracy: {terminal(dataset)} / {terminal(task)}")
         if "protocol" in df and (df["protocol"] == "cascade").any():
             t.caption = ("cascade: an attack's row is the accuracy against it and every attack that ran before it "
                          "(cheap ones first); n_broken_first in results.csv says what each broke")
@@ -199,7 +211,8 @@ def _print_results(df) -> None:
             name = [learner, *((run,) if several_runs else ()), *([f"{n:g}"] if several["n_examples"] else []),
                     *([f"{fraction:g}"] if several["label_fraction"] else []), *([f"{seed:g}"] if several["seed"] else [])]
             style = "bold" if suite == "worst-case" else None
-            t.add_row(*name, suite, attack, *("" if v != v else f"{v:.3f}" for v in vals), style=style)
+            t.add_row(*map(terminal, name), terminal(suite), terminal(attack),
+                      *("" if v != v else f"{v:.3f}" for v in vals), style=style)
         console.print(t)
     from robrep.results import CHECK_COLUMNS, is_false
 
@@ -208,13 +221,14 @@ def _print_results(df) -> None:
         which = {c.removeprefix("check_"): int(sum(is_false(v) for v in failed[c])) for c in CHECK_COLUMNS if c in failed}
         console.print(f"[bold red]{len(failed)} row(s) failed a check[/bold red] ("
                       + ", ".join(f"{name}: {n}" for name, n in which.items() if n) + "): "
-                      + ", ".join(sorted(set(failed["label"] + "/" + failed["task"] + "/" + failed["attack"]))))
+                      + terminal(", ".join(sorted(set(failed["label"] + "/" + failed["task"] + "/" + failed["attack"])))))
     else:
         console.print(f"all {len(df)} rows passed the checks (noise floor, convergence, explored, guards, "
                       "consistency)")
     if "warnings" in df:
         for _, row in df[df["warnings"].fillna("").astype(str) != ""].iterrows():
-            console.print(f"[yellow]warning[/yellow] {row['run']} / {row['task']} / r={row['radius']:g}: {row['warnings']}")
+            console.print(f"[yellow]warning[/yellow] {terminal(row['run'])} / {terminal(row['task'])} / "
+                          f"r={row['radius']:g}: {terminal(row['warnings'])}")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -240,13 +254,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         cfg.threads = default_threads()  # the CLI chooses; bench applies it (and warns on a busy machine)
     if args.dry_run:  # under torchrun, rank 0 alone prints the plan
-        return _print_plan(cfg) if os.environ.get("RANK", "0") == "0" else 0
+        return _print_plan(cfg, args.force) if os.environ.get("RANK", "0") == "0" else 0
     world = _world(cfg.device)
     if world.rank != 0:  # under torchrun: rank 0 draws, reports and gives the exit status; the others work quietly
-        bench(cfg, strict=False, world=world)
+        bench(cfg, strict=False, world=world, force=args.force)
         return 0  # a non-zero exit here would make torchrun stop rank 0 while it prints its report
     with _bench_progress() as progress:  # a learner that fails is skipped, the rest completes, and the exit status says so
-        df = bench(cfg, progress=progress, strict=False, world=world)
+        df = bench(cfg, progress=progress, strict=False, world=world, force=args.force)
     if df.empty:
         console.print("[bold red]no results[/bold red]")
     else:
@@ -259,7 +273,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for col in ("learner", "dataset", "error"):
             table.add_column(col, overflow="fold")
         for skip in skipped:
-            table.add_row(skip["learner"], skip["dataset"] or "(all)", skip["error"])
+            table.add_row(terminal(skip["learner"]), terminal(skip["dataset"] or "(all)"), terminal(skip["error"]))
         console.print(table)
     return 1 if skipped or df.empty else 0
 
@@ -281,7 +295,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     options["threads"] = args.threads or default_threads()
     with _bench_progress() as progress:
         res = sweep(args.learner, grid, dataset=args.dataset, radius=args.radius, min_nominal=args.min_nominal,
-                    base_config=dict(args.set), out=args.out, progress=progress, **options)
+                    base_config=dict(args.set), out=args.out, progress=progress, force=args.force, **options)
     t = Table(title=f"sweep of {args.learner} on {res.dataset} (validation split), worst case at radius {res.radius:g}",
               caption=f"chosen: the best worst case among configs with {res.rule}")
     tasks = [c[len("worst_case["):-1] for c in res.table.columns if c.startswith("worst_case[")]
@@ -312,10 +326,10 @@ def _world(device):
     return world
 
 
-def _print_plan(cfg) -> int:
+def _print_plan(cfg, force: bool = False) -> int:
     from robrep.harness.plan import plan
 
-    cells = plan(cfg)
+    cells = plan(cfg, force=force)
     table = Table(title=f"plan of {cfg.out}: nothing is trained or attacked (--dry-run)")
     for col in ("learner", "dataset", "learner", "run", "cells done", "cells to run"):
         table.add_column(col, overflow="fold")
@@ -333,8 +347,13 @@ def _print_plan(cfg) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from robrep.folders import FolderError, check_folder
     from robrep.leaderboard import publish, read_boards, render_boards
 
+    if args.render or args.results or args.html:
+        check_folder(args.out, "leaderboard")  # every write below goes into it
+    elif args.out.exists() and not args.out.is_dir():
+        raise FolderError(f"--out {args.out} is a file, not a leaderboard folder")
     if args.render:
         for path in render_boards(args.out):
             console.print(f"rendered [bold]{path.with_suffix('.md')}[/bold] and {path.with_suffix('.png')}")
@@ -362,17 +381,17 @@ def _print_headline(board) -> None:
     for place, t in table.groupby(["dataset", "task", "norm"], sort=True):
         head = table.attrs["headline"][place]
         shown = [c for c in radius_cols if t[c].notna().any()]
-        rt = Table(title=f"{place[0]} / {place[1]} ({place[2]}): ranked by robust accuracy at radius {head:g}",
+        rt = Table(title=f"{terminal(place[0])} / {terminal(place[1])} ({terminal(place[2])}): ranked by robust accuracy at radius {head:g}",
                    caption="worst case over every attack of the protocol; 'single attack': an upper bound. "
                            "robrep leaderboard --detail: each attack's rows")
         for col in ("#", "encoder", "arch", "clean", *shown, "measure", "budget", "points", "labels", "checks"):
             rt.add_column(col, justify="right" if col in ("#", "clean", "points", "labels", *shown) else "left",
                           overflow="fold")
         for _, r in t.iterrows():
-            rt.add_row(str(r["rank"]), str(r["label"]), str(r["arch"]), f"{r['clean']:.3f}",
-                       *("" if r[c] != r[c] else f"{r[c]:.3f}" for c in shown), r["measure"], r["budget"],
-                       str(r["n_examples"]), f"{r['label_fraction']:g}",
-                       checks_text(r),
+            rt.add_row(str(r["rank"]), terminal(r["label"]), terminal(r["arch"]), f"{r['clean']:.3f}",
+                       *("" if r[c] != r[c] else f"{r[c]:.3f}" for c in shown), terminal(r["measure"]),
+                       terminal(r["budget"]), str(r["n_examples"]), f"{r['label_fraction']:g}",
+                       terminal(checks_text(r)),
                        style="bold" if r["rank"] == 1 else None)
         console.print(rt)
 
@@ -393,9 +412,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         t.add_column(col, overflow="fold", justify="right" if col in ("radius", "published", "independent") else "left")
     for v in verdicts:
         r = v.row
-        t.add_row(r.get("label") or r["run"], r["task"], r["attack"], f"{r['radius']:g}", f"{r['adversarial_accuracy']:.3f}",
-                  "" if v.verified_accuracy is None else f"{v.verified_accuracy:.3f}",
-                  {True: "yes", False: "[bold red]NO[/bold red]", None: f"not verifiable: {v.note}"}[v.holds])
+        t.add_row(terminal(r.get("label") or r["run"]), terminal(r["task"]), terminal(r["attack"]), f"{r['radius']:g}",
+                  f"{r['adversarial_accuracy']:.3f}", "" if v.verified_accuracy is None else f"{v.verified_accuracy:.3f}",
+                  {True: "yes", False: "[bold red]NO[/bold red]", None: f"not verifiable: {terminal(v.note)}"}[v.holds])
     console.print(t)
     failed = [v for v in verdicts if v.holds is False]
     checked = [v for v in verdicts if v.holds is not None]
@@ -479,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--download", action="store_true", help="download a missing data set where possible (mnist)")
     b.add_argument("--dry-run", action="store_true", help="print the plan: what would be trained, what is done in "
                    "--out, what would run; run nothing")
+    b.add_argument("--force", action="store_true", help="write into a folder that holds files robrep did not write (they are left as they are; robrep never overwrites them)")
     b.set_defaults(func=cmd_bench)
 
     w = sub.add_parser("sweep", help="choose a learner's config on the validation split: train every grid point, "
@@ -504,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--device")
     w.add_argument("--data-root", type=Path)
     w.add_argument("--out", type=Path, default=Path("robrep-sweep"), help="output folder (default robrep-sweep)")
+    w.add_argument("--force", action="store_true", help="write into a folder that holds files robrep did not write (they are left as they are; robrep never overwrites them)")
     w.set_defaults(func=cmd_sweep)
 
     lb = sub.add_parser("leaderboard", help="merge results CSVs into the published leaderboard and show it")
@@ -545,10 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true", help="download the data set if it is missing (where possible)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=_parse_set,
                    help="override a config field, e.g. --set gamma=100 --set latent_dim=16")
+    t.add_argument("--force", action="store_true", help="write into a folder that holds files robrep did not write (they are left as they are; robrep never overwrites them)")
     t.set_defaults(func=cmd_train)
 
     y = sub.add_parser("toy", help="the discrete toy model of the paper (figure 3): VAE vs Smooth Encoder")
     y.add_argument("--out", type=Path, default=Path("robrep-toy"), help="output folder for toy.png and toy.csv")
+    y.add_argument("--force", action="store_true", help="write into a folder that holds files robrep did not write (they are left as they are; robrep never overwrites them)")
     y.set_defaults(func=cmd_toy)
 
     ls = sub.add_parser("list", help="list registered learners and data sets")
@@ -573,12 +596,22 @@ def main(argv: list[str] | None = None) -> int:
     from robrep.registry import UnknownNameError
     from robrep.verify import VerifyError
 
+    rank = os.environ.get("RANK") if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else None
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        resumable = args.command in ("bench", "sweep")
+        console.print("interrupted" + ("; rerun the same command to resume (finished cells are kept)"
+                                       if resumable else "; nothing half-written was kept"), markup=False)
+        return 130
     except (DatasetError, CheckpointError, UnknownNameError, LeaderboardError, VerifyError, ValueError,
             RuntimeError) as e:
-        rank = os.environ.get("RANK") if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else None
-        console.print(f"[bold red]error{f' (rank {rank})' if rank else ''}:[/bold red] {e}")
+        console.print(f"[bold red]error{f' (rank {rank})' if rank else ''}:[/bold red] {terminal(e)}")
+        return 2
+    except OSError as e:  # the file system said no (a full disk, a permission): where and why, no traceback
+        where = f" {e.filename}" if e.filename else ""
+        console.print(f"[bold red]error{f' (rank {rank})' if rank else ''}:[/bold red]{terminal(where)}: "
+                      f"{terminal(e.strerror or e)}")
         return 2
     finally:
         World.shutdown()

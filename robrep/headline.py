@@ -129,13 +129,15 @@ def checks_text(row) -> str:
 
 
 def headline_markdown(table: pd.DataFrame) -> list[str]:
-    """The headline table as Markdown lines, one section per (data set, task, norm)."""
+    """The headline table as Markdown lines, one section per (data set, task, norm); names escaped."""
+    from robrep.escape import markdown as md
+
     lines = []
     radius_cols = radius_columns(table)
     for place, t in table.groupby(list(PLACE), sort=True):
         head = table.attrs.get("headline", {}).get(place)
         shown = [c for c in radius_cols if t[c].notna().any()]
-        lines += [f"## {place[0]} / {place[1]} ({place[2]}): ranked by robust accuracy at radius {head:g}", "",
+        lines += [f"## {md(place[0])} / {md(place[1])} ({md(place[2])}): ranked by robust accuracy at radius {head:g}", "",
                   "| rank | encoder | arch | clean | " + " | ".join(shown) + " | measure | budget | points | labels "
                   "| run | encoder SHA-256 | checks |",
                   "|---:|---|---|---:|" + "---:|" * len(shown) + "---|---|---:|---:|---|---|---|"]
@@ -143,8 +145,8 @@ def headline_markdown(table: pd.DataFrame) -> list[str]:
             accs = " | ".join("" if r[c] != r[c] else (f"**{r[c]:.3f}**" if c == f"r={head:g}" else f"{r[c]:.3f}")
                               for c in shown)
             checks = checks_text(r)
-            lines.append(f"| {r['rank']} | {r['label']} | {r['arch']} | {r['clean']:.3f} | {accs} | {r['measure']} | "
-                         f"{r['budget']} | {r['n_examples']} | {r['label_fraction']:g} | {r['run']} | "
-                         f"{str(r['encoder_sha256'])[:12]} | {checks} |")
+            lines.append(f"| {r['rank']} | {md(r['label'])} | {md(r['arch'])} | {r['clean']:.3f} | {accs} | "
+                         f"{md(r['measure'])} | {md(r['budget'])} | {r['n_examples']} | {r['label_fraction']:g} | "
+                         f"{md(r['run'])} | {md(str(r['encoder_sha256'])[:12])} | {md(checks)} |")
         lines.append("")
     return lines

@@ -1,6 +1,8 @@
 """Frozen encoders and linear probes on their representation (method.md section 6, steps 1-2)."""
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import torch
@@ -8,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from robrep.encoders.adapter import as_encoder, freeze
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -100,22 +104,46 @@ def _penalty(mean, scale, weight_decay):
     return weight_decay * (a.T @ a)
 
 
+def _penalty_product(mean, scale, weight_decay):
+    """theta -> theta G (``_penalty``'s G) in O(classes x k) instead of O(classes x k^2): G = lambda A^T A with A
+    diagonal plus one row (the bias's), so A v and A^T u take one pass each. theta (C, k) -> (C, k)"""
+    ratio = mean / scale  # (d,)
+
+    def product(th):
+        w, b = th[:, :-1], th[:, -1:]
+        u_b = b - w @ ratio[:, None]  # the raw bias of theta, (C, 1)
+        return weight_decay * torch.cat([w / scale.pow(2) - u_b * ratio, u_b], 1)
+
+    return product
+
+
 def _newton_steps(theta, labels, onehot, g_pen, logits, back, direction, max_iter):
     """The Newton iterations both Newton fits share: the gradient of the mean cross-entropy plus the penalty
     1/2 sum_c theta_c^T G theta_c, a step from ``direction(p, grad)``, a backtracking line search; until the
     largest gradient entry is at most 1e-12 or float64 resolves no further decrease. ``logits(theta)`` (N, C) and
     ``back(r)`` (the pull-back of r (N, C) onto theta) define the features."""
 
+    pen = g_pen if callable(g_pen) else (lambda th: th @ g_pen)  # theta -> theta G
+
     def objective(th):
-        return F.cross_entropy(logits(th), labels) + 0.5 * (th @ g_pen * th).sum()
+        return F.cross_entropy(logits(th), labels) + 0.5 * (pen(th) * th).sum()
 
     value = objective(theta)
-    for _ in range(min(max_iter, 100)):
+    t0 = time.perf_counter()
+    for it in range(min(max_iter, 100)):
         p = logits(theta).softmax(1)  # (N, C)
-        grad = back(p - onehot) + theta @ g_pen  # (C, k)
+        grad = back(p - onehot) + pen(theta)  # (C, k)
+        seconds = time.perf_counter() - t0
+        log.log(logging.INFO if seconds > 5 else logging.DEBUG, "probe fit (%d parameters): Newton step %d, "
+                "largest gradient %.2e, %.0f s", theta.numel(), it, grad.abs().max().item(), seconds)
         if grad.abs().max() <= 1e-12:
             break
         step = direction(p, grad)
+        if step is None:  # the solver's bound on its work is spent: the best point so far, said out loud
+            log.warning("probe fit (%d parameters) stopped at its bound on work after %d Newton steps, %.0f s, "
+                        "largest gradient %.2e (the optimum's is 0)", theta.numel(), it, seconds,
+                        grad.abs().max().item())
+            break
         slope = (grad * step).sum()  # the decrease a full step promises, to first order (> 0)
         if not slope > 1e-30:
             break
@@ -167,6 +195,9 @@ def _newton(feats, labels, n_classes, mean, scale, weight_decay, max_iter):
     return theta[:, :d], theta[:, d]
 
 
+HVP_MAX = 20_000  # Hessian-vector products one Newton-CG fit may spend in all (its bound on work)
+
+
 def _newton_cg(feats, labels, n_classes, mean, scale, weight_decay, max_iter, cg_max=500):
     """Newton's method without the Hessian: each step solves H s = g by conjugate gradients preconditioned with the
     Hessian's diagonal, to a relative residual of min(0.5, sqrt(|g|)) (a truncated Newton method: superlinear
@@ -174,10 +205,12 @@ def _newton_cg(feats, labels, n_classes, mean, scale, weight_decay, max_iter, cg
     search as in ``_newton``. theta = [W_s, b_s] (classes, d + 1), the bias kept apart from the features."""
     n, d = feats.shape
     k, c = d + 1, n_classes
-    g_pen = _penalty(mean, scale, weight_decay)  # (k, k)
+    pen = _penalty_product(mean, scale, weight_decay)  # theta -> theta G, without G's k x k entries
+    pen_diag = weight_decay * torch.cat([(1 + mean.pow(2)) / scale.pow(2), mean.new_ones(1)])  # G's diagonal
     onehot = F.one_hot(labels, c).to(feats.dtype)
     theta = torch.zeros(c, k, dtype=feats.dtype, device=feats.device)
     rows = max(1, (1 << 23) // d)  # rows of squared features at a time: about 64 MB of float64
+    spent = [0]  # Hessian-vector products so far
 
     def logits(th):  # (N, C)
         return torch.addmm(th[:, d], feats, th[:, :d].T)
@@ -188,18 +221,22 @@ def _newton_cg(feats, labels, n_classes, mean, scale, weight_decay, max_iter, cg
     def direction(p, grad):  # the Newton step by preconditioned conjugate gradients
         w = p * (1 - p)  # the Hessian's diagonal: sum_i p_ic (1 - p_ic) phi_ij^2 / N, plus the penalty's
         diag = torch.cat([sum(w[s:s + rows].T @ feats[s:s + rows].pow(2) for s in range(0, n, rows)),
-                          w.sum(0)[:, None]], 1) / n + torch.diagonal(g_pen)
+                          w.sum(0)[:, None]], 1) / n + pen_diag
+
+        if spent[0] >= HVP_MAX:
+            return None
 
         def hvp(v):  # H v: (diag(p_i) - p_i p_i^T) applied to phi_i . v_c, pulled back, plus the penalty
+            spent[0] += 1
             r = p * logits(v)
-            return back(r - p * r.sum(1, keepdim=True)) + v @ g_pen
+            return back(r - p * r.sum(1, keepdim=True)) + pen(v)
 
         g_norm = grad.norm()
         tol = min(0.5, g_norm.sqrt().item()) * g_norm
         step, res = torch.zeros_like(grad), grad.clone()
         z = res / diag
         q, rz = z.clone(), (res * z).sum()
-        for _ in range(cg_max):
+        for _ in range(min(cg_max, HVP_MAX - spent[0])):
             hq = hvp(q)
             alpha = rz / (q * hq).sum()
             step += alpha * q
@@ -211,7 +248,7 @@ def _newton_cg(feats, labels, n_classes, mean, scale, weight_decay, max_iter, cg
             q = z + (rz / rz_old) * q
         return step
 
-    theta = _newton_steps(theta, labels, onehot, g_pen, logits, back, direction, max_iter)
+    theta = _newton_steps(theta, labels, onehot, pen, logits, back, direction, max_iter)
     return theta[:, :d], theta[:, d]
 
 

@@ -180,7 +180,7 @@ def read_results(path: str | Path) -> pd.DataFrame | None:
     path = Path(path)
     if not path.is_file():
         return None
-    rows, invalid = [], []
+    rows, invalid, lines = [], [], {}
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh)
@@ -199,6 +199,7 @@ def read_results(path: str | Path) -> pd.DataFrame | None:
                     if len(fields) != len(header):
                         raise ValueError(f"has {len(fields)} fields, the header {len(header)}")
                     rows.append(parse_row(dict(zip(header, fields))))
+                    lines[row_key(rows[-1])] = line + 1
                 except ValueError as e:
                     invalid.append((str(path), line + 1, str(e)))
                 line = reader.line_num
@@ -208,6 +209,7 @@ def read_results(path: str | Path) -> pd.DataFrame | None:
         log.warning("%s:%d: row %s; it is kept out of tables, resumes and publishing", file, line, reason)
     df = frame(rows, header)
     df.attrs["invalid"] = invalid
+    df.attrs["lines"] = lines  # row key -> its line in the file
     return df
 
 

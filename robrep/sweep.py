@@ -90,7 +90,7 @@ def choose(scores: pd.DataFrame, min_nominal: float | None) -> tuple[str, float,
 
 def sweep(learner: str, grid: dict[str, list], *, dataset: str = "mnist5k", radius: float = 0.1,
           min_nominal: float | None = None, base_config: dict | None = None, out: str | Path = "robrep-sweep",
-          progress=False, **bench_options) -> SweepResult:
+          progress=False, force: bool = False, **bench_options) -> SweepResult:
     """Train and benchmark every grid point of ``learner`` on ``dataset``'s validation view and choose one.
 
     ``base_config``: overrides every point shares; ``bench_options``: BenchConfig fields (suites (default all three),
@@ -116,7 +116,7 @@ def sweep(learner: str, grid: dict[str, list], *, dataset: str = "mnist5k", radi
     cfg = BenchConfig(**{"n_examples": None, "suites": SUITES, **bench_options, "learners": tuple(specs), "learner_config": overrides,
                          "datasets": (dataset + SUFFIX,), "radii": (0.0, radius), "out": str(out)})
     log.info("sweep of %s on %s%s: %d config(s), radius %g", learner, dataset, SUFFIX, len(points), radius)
-    df = bench(cfg, progress=progress)
+    df = bench(cfg, progress=progress, force=force)
     if not (df["dataset"] == dataset + SUFFIX).all():  # cannot happen: the bench was given the view alone
         raise RuntimeError(f"sweep: rows of {sorted(set(df['dataset']) - {dataset + SUFFIX})} in {out}; a sweep "
                            "reads the validation view only")

@@ -314,9 +314,12 @@ def plot_toy(results: dict[str, ToyResult], path: str | os.PathLike) -> Path:
     return path
 
 
-def run_toy(out_dir: str | os.PathLike, config: ToyConfig | None = None) -> Path:
-    """Train VAE and SE, write out_dir/toy.png and out_dir/toy.csv; returns the PNG path."""
-    out_dir = Path(out_dir)
+def run_toy(out_dir: str | os.PathLike, config: ToyConfig | None = None, *, force: bool = False) -> Path:
+    """Train VAE and SE, write out_dir/toy.png and out_dir/toy.csv; returns the PNG path. ``out_dir`` is checked
+    first (``robrep.folders``): files there robrep did not write are refused unless ``force``."""
+    from robrep.folders import check_folder
+
+    out_dir = check_folder(out_dir, "toy", force=force)
     results = {kind: train_toy(kind, config) for kind in ("vae", "se")}
     png = plot_toy(results, out_dir / "toy.png")
     buf = io.StringIO(newline="")

@@ -11,9 +11,10 @@ import torch
 
 from robrep.checkpoint import save_checkpoint, short_hash
 from robrep.data import Dataset, cache_dir, load_dataset
-from robrep.learners import config_record, create_learner, learner_code, learner_source
+from robrep.learners import check_overrides, config_record, create_learner, learner_code, learner_source
 from robrep.progress import epoch_line
 from robrep.provenance import machine
+from robrep.rng import kept_random_state
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def train(
     world=None,
     progress: bool = False,
     on_epoch: EpochCallback | None = None,
+    force: bool = False,
     **config,
 ):
     """Train learner ``learner`` on ``dataset`` and save it to ``out``; returns the trained learner (eval mode).
@@ -63,7 +65,9 @@ def train(
     with its mean loss parts (as the history records them) and seconds. ``progress``: log a line per epoch at
     INFO (``robrep.progress.epoch_line``), shown on stderr unless the application has configured logging (off by
     default: the API is quiet). ``out=None`` saves under the user's cache (see ``run_dir_for``); ``out=False``
-    does not save.
+    does not save. A folder ``out`` is checked before training (``robrep.folders``): one holding a checkpoint of
+    another run (learner, config, data set, seed) or files robrep did not write is refused with a ConfigError
+    (``force=True`` writes beside such files, never over a checkpoint).
 
     ``world`` (a ``robrep.distributed.World`` of several ranks, e.g. ``torchrun ... -m robrep train``)
     trains with DistributedDataParallel: every rank takes its share of each minibatch and
@@ -76,9 +80,16 @@ def train(
     world = world or _one_process()
     world.begin()
     device = world.device(resolve_device(device))
+    with kept_random_state(device):
+        return _train(learner, dataset, seed, device, out, callback, max_steps, world, on_epoch, force, config)
+
+
+def _train(learner, dataset, seed, device, out, callback, max_steps, world, on_epoch, force, config):
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     torch.manual_seed(seed)
-    model = create_learner(learner, shape=ds.shape, **config).to(device)
+    model = create_learner(learner, shape=ds.shape, **check_overrides(learner, config)).to(device)
+    if out not in (None, False) and world.is_writer:
+        _check_destination(Path(out), learner, ds.name, config_record(model.config), seed, force)
     images = ds.train.images.to(device)  # uint8 on the device; batches are converted on the fly
     t0 = time.perf_counter()
     if callable(getattr(model, "fit", None)):  # closed-form learners (e.g. a PCA plugin) fit in one go
@@ -110,6 +121,25 @@ def train(
         model.run_info = {**info, "path": str(out)}
     world.barrier(f"trained {learner}")  # every rank returns once the checkpoint is written
     return model
+
+
+def _check_destination(out: Path, learner: str, dataset: str, config: dict, seed: int, force: bool) -> None:
+    """``out`` may take this run's checkpoint: a folder robrep may write (``robrep.folders``) that holds no
+    checkpoint, or one of this very run (trained again: replaced)."""
+    import json
+
+    from robrep.checkpoint import CONFIG, read_config
+    from robrep.folders import FolderError, check_folder
+
+    check_folder(out, "checkpoint", force=force)
+    if not (out / CONFIG).is_file():
+        return
+    meta = read_config(out)
+    theirs = (meta["learner"], meta["config"], meta.get("dataset"), meta.get("seed"))
+    if theirs != (learner, json.loads(json.dumps(config)), dataset, seed):
+        raise FolderError(f"--out {out} holds the checkpoint of another run ({meta['learner']} on "
+                          f"{meta.get('dataset')}, seed {meta.get('seed')}, config {short_hash(meta['config'])}); "
+                          f"robrep never overwrites it: choose another folder for {learner} on {dataset}, seed {seed}")
 
 
 def _one_process():

@@ -13,6 +13,7 @@ without a checkpoint) are reported as not verifiable.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,36 +52,75 @@ def claims(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _attack(model, x, y, eps, norm, steps, restarts, seed):
+    """Per test point, whether it survived every restart; raises VerifyError if an attack call did no work (fewer
+    gradient passes than its steps, or no point moved), so a verdict always rests on a real attack."""
     import torchattacks
 
     robust = model.predict(x) == y
     if eps == 0:
         return robust
     cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
-    for k in range(restarts):
-        idx = robust.nonzero().squeeze(1)
-        if not len(idx):
-            break
-        atk = cls(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
-        torch.manual_seed(seed * 7919 + k)  # torchattacks draws its random start from torch's global generator
-        with torch.enable_grad():
-            adv = atk(x[idx], y[idx])
-        robust[idx] &= model.predict(adv) == y[idx]
+    passes = [0]
+
+    def count(module, inputs, output):  # forward passes the attack differentiates through
+        passes[0] += torch.is_grad_enabled()
+
+    hook = model.register_forward_hook(count)
+    try:
+        for k in range(restarts):
+            idx = robust.nonzero().squeeze(1)
+            if not len(idx):
+                break
+            atk = cls(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
+            torch.manual_seed(seed * 7919 + k)  # torchattacks draws its random start from torch's global generator
+            passes[0] = 0
+            with torch.enable_grad():
+                adv = atk(x[idx], y[idx])
+            moved = (adv - x[idx]).flatten(1).abs().amax(1)
+            if passes[0] < steps or not (moved > 0).any():
+                raise VerifyError(f"the independent attack did no work at radius {eps:g} (restart {k + 1}: "
+                                  f"{passes[0]} gradient pass(es) for {steps} steps, largest move "
+                                  f"{moved.max().item():.3g}): no verdict is recorded")
+            robust[idx] &= model.predict(adv) == y[idx]
+    finally:
+        hook.remove()
     return robust
+
+
+def _check_options(steps, restarts, tolerance) -> None:
+    for name, value in (("steps", steps), ("restarts", restarts)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise VerifyError(f"{name} must be an integer >= 1 (or left out: the most the rows used), got {value!r}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not (
+            math.isfinite(tolerance) and 0 <= tolerance < 1):
+        raise VerifyError(f"tolerance must be a number in [0, 1) (how far a published accuracy may exceed the "
+                          f"independent one), got {tolerance!r}")
 
 
 def verify(out: str | Path, *, steps: int | None = None, restarts: int | None = None, tolerance: float = TOLERANCE,
            device: str = "cpu", data_root: str | Path | None = None, progress=None) -> list[Verdict]:
-    """Verify the claims of run folder ``out`` (see the module docstring); returns one verdict per claim."""
+    """Verify the claims of run folder ``out`` (see the module docstring); returns one verdict per claim. Torch's
+    global random state is left as it was (``robrep.rng``)."""
+    from robrep.rng import kept_random_state
+
+    _check_options(steps, restarts, tolerance)
+    with kept_random_state(device):
+        return _verify(Path(out), steps, restarts, tolerance, device, data_root, progress)
+
+
+def _verify(out: Path, steps, restarts, tolerance, device, data_root, progress) -> list[Verdict]:
     import robrep
     from robrep.checkpoint import sha256_bytes
     from robrep.encoders import Encoder
     from robrep.harness.plan import test_indices
     from robrep.probes import ProbedEncoder, load_probe, probe_file
 
-    out = Path(out)
     csv = out / "results.csv" if out.is_dir() else out
     folder = csv.parent
+    if (folder / "results.sqlite").is_file() and csv == folder / "results.csv":  # the verdicts go into its store
+        from robrep.folders import check_folder
+
+        check_folder(folder, "bench", force=True, option="run folder")
     try:
         df = read_results(csv)
     except ResultsError as e:
@@ -114,8 +154,8 @@ def verify(out: str | Path, *, steps: int | None = None, restarts: int | None = 
         idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
         x, y = ds.test.batch(idx).to(device), ds.test.labels[first["task"]][idx].to(device)
         cells = df[(df[GROUP[:-2]] == first[GROUP[:-2]]).all(axis=1)]
-        n_steps = steps or int(cells["steps"].dropna().max() if cells["steps"].notna().any() else 100)
-        n_restarts = restarts or int(cells["restarts"].dropna().max() if cells["restarts"].notna().any() else 10)
+        n_steps = steps if steps is not None else int(cells["steps"].dropna().max() if cells["steps"].notna().any() else 100)
+        n_restarts = restarts if restarts is not None else int(cells["restarts"].dropna().max() if cells["restarts"].notna().any() else 10)
         found: dict[float, float] = {}
         for r in rows.to_dict("records"):
             eps = float(r["radius"])

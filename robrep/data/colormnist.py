@@ -44,6 +44,9 @@ def colormnist5k(root=None, download: bool = False, split: str = "test") -> Data
     return _colormnist(_base(mnist5k, "mnist5k", split, {}), "colormnist5k")
 
 
+colormnist5k.reads_folder = False  # built from the embedded digits
+
+
 @DATASETS.register("colormnist")
 def colormnist(root=None, download: bool = False, split: str = "test") -> Dataset:
     """ColorMNIST built from full MNIST (see ``mnist``): 420,000 train / 70,000 test images (``split="valid"``:

@@ -55,6 +55,9 @@ def mnist5k(root=None, download: bool = False) -> Dataset:
     return Dataset("mnist5k", _split(x[tr], y[tr]), _split(x[te], y[te]), (DIGIT,))
 
 
+mnist5k.reads_folder = False  # embedded: --data-root means nothing to it
+
+
 @DATASETS.register("mnist")
 def mnist(root=None, download: bool = False) -> Dataset:
     """Full MNIST (60,000 / 10,000) from a folder in torchvision's layout: ``<root>/MNIST/raw/<idx files>``.
@@ -67,9 +70,9 @@ def mnist(root=None, download: bool = False) -> Dataset:
     try:
         tr = MNIST(str(root), train=True, download=download)
         te = MNIST(str(root), train=False, download=download)
-    except (RuntimeError, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001  torchvision's reader asserts on a damaged file (AssertionError)
         raise DatasetError(
-            f"could not read MNIST from {root}: {e}. Expected torchvision's layout "
+            f"could not read MNIST from {root}: {type(e).__name__}: {str(e) or 'a damaged or truncated file'}. Expected torchvision's layout "
             f"{root}/MNIST/raw/ holding " + ", ".join(MNIST_FILES)
             + " (optionally .gz); pass download=True (--download) to fetch them."
         ) from e

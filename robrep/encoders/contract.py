@@ -89,6 +89,12 @@ def check_entry_point(obj) -> None:
                             f"or a factory returning one, got {type(obj).__name__} {obj!r}")
 
 
+# The largest representation probed: a probe's exact fit (robrep.probes) grows with features x classes x images, and
+# grows badly when the features outnumber what the images determine (a 16 x 14 x 14 feature map on mnist5k: over two
+# minutes on two cores, where a pooled ResNet's 1,000 features on 28,000 images take about one).
+MAX_FEATURES = 2048
+
+
 @torch.no_grad()
 def check_encoder(encoder, x: torch.Tensor) -> int:
     """Run ``encoder`` (a ``robrep.encoders.Encoder``) on a probe batch; returns the feature dimension d.
@@ -102,6 +108,12 @@ def check_encoder(encoder, x: torch.Tensor) -> int:
     except Exception as e:
         raise ContractError(f"encoder {encoder.name!r} failed on a probe batch of shape {tuple(x.shape)}: "
                             f"{type(e).__name__}: {e}") from e
+    if d > MAX_FEATURES:
+        raise ContractError(
+            f"encoder {encoder.name!r} gives {d:,} features per image (its output, flattened); robrep fits every "
+            f"probe to its optimum and takes representations of at most {MAX_FEATURES:,} features (a pooled "
+            "ResNet-50's 2,048): pool or project the output first, e.g. end the encoder with "
+            "nn.AdaptiveAvgPool2d(1) or a smaller feature map")
     if is_learner(encoder.module):
         out = encoder.module.encode(x)
         if not (isinstance(out, (tuple, list)) and len(out) == 2 and out[1].shape == out[0].shape == (n, d)):

@@ -34,7 +34,7 @@ from torch import nn
 from robrep.checkpoint import CheckpointError, load_checkpoint, read_config
 from robrep.encoders.adapter import Encoder, Preprocessing, freeze
 from robrep.encoders.contract import ContractError, LearnerError, is_learner, output_method
-from robrep.learners import config_record, create_learner, learner_source
+from robrep.learners import check_overrides, config_record, create_learner, learner_source
 from robrep.provenance import distribution_of, qualified_name
 from robrep.registry import LEARNERS, UnknownNameError
 from robrep.validate import check_fields
@@ -277,7 +277,7 @@ def planned_run(src: EncoderSource, ds, *, seed: int, arch: str | None = None, e
     from robrep.train import run_dir_for  # robrep.train imports robrep.learners, as this module does
 
     fields = {f.name for f in dataclasses.fields(LEARNERS.get(src.name).config_class)}
-    overrides = dict(src.options)
+    overrides = check_overrides(src.name, dict(src.options))
     for key, value in (("arch", arch), ("epochs", epochs)):  # only where the learner has the field
         if key in fields and key not in overrides and value is not None:
             overrides[key] = value

@@ -12,14 +12,14 @@
 The row layout itself (key, columns, validation) is ``robrep.results``.
 """
 from robrep.data import DatasetError
-from robrep.harness.config import DEFAULT_LEARNERS, BenchConfig, check_out
+from robrep.harness.config import DEFAULT_LEARNERS, BenchConfig
 from robrep.harness.execute import BenchProgress, bench, run_cell
 from robrep.harness.plan import Job, make_jobs, plan, probe_indices, test_indices
 from robrep.results import consistency_warnings, summary_table, worst_case_rows
 from robrep.validate import ConfigError
 
 __all__ = [
-    "BenchConfig", "BenchProgress", "ConfigError", "DEFAULT_LEARNERS", "DatasetError", "Job", "bench", "check_out",
+    "BenchConfig", "BenchProgress", "ConfigError", "DEFAULT_LEARNERS", "DatasetError", "Job", "bench",
     "make_jobs", "plan",
     "consistency_warnings", "probe_indices", "run_cell", "summary_table", "test_indices", "worst_case_rows",
 ]

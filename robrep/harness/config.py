@@ -11,7 +11,6 @@ import math
 import os
 import time
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +43,7 @@ WORST_CASE = ("cascade", "per-attack")
 # named budgets: steps x restarts, which every attack's budget follows (robrep.attacks.suites.budgets);
 # "paper" is the full protocol, AutoAttack at its published budgets
 BUDGETS = {"quick": (10, 1), "standard": (50, 5), "paper": (100, 10)}
+DEFAULT_N_EXAMPLES = 1000  # test points attacked by default: a cap (a smaller test split is attacked whole)
 
 
 @dataclass
@@ -70,7 +70,7 @@ class BenchConfig:
     # how several attacks make the worst case: "cascade" (each attacks only the points every earlier one failed
     # on, robrep.attacks.cascade) or "per-attack" (every attack on every point, for diagnostics)
     worst_case: str = "cascade"
-    n_examples: int | None = 1000  # test points attacked (None: the whole test split)
+    n_examples: int | None = DEFAULT_N_EXAMPLES  # test points attacked (None: the whole test split)
     label_fraction: float = 1.0  # fraction of the training labels the probe sees (stratified; paper fig. 8)
     images: float | None = None  # write a grid of clean / adversarial images and reconstructions at this radius
     seed: int = 0
@@ -199,15 +199,3 @@ class BenchConfig:
             return cls(**{**data, **overrides})
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
-
-
-def check_out(out: Path) -> None:
-    """The output folder can be created and written, or a one-line ConfigError says why (before any work)."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".robrep-write-test-"):
-            pass
-    except OSError as e:
-        raise ConfigError(f"--out {out} cannot be written: {e.strerror or e}") from None

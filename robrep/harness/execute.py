@@ -35,12 +35,13 @@ from robrep.attacks import Attack
 from robrep.attacks.base import AttackResult, radius_grid
 from robrep.checkpoint import atomic_write, sha256_bytes, short_hash
 from robrep.checks import check_result
-from robrep.data import Dataset, cache_dir, load_dataset
+from robrep.data import Dataset, cache_dir
 from robrep.distributed import World
-from robrep.encoders import ContractError, EncoderSource, LearnerError, check_encoder, obtain, resolve
+from robrep.encoders import ContractError, EncoderSource, LearnerError, check_encoder, obtain
 from robrep.encoders.resolve import Obtained, planned_run
-from robrep.harness.config import BenchConfig, check_out
+from robrep.harness.config import BenchConfig
 from robrep.harness.plan import Job, make_jobs, needs_training, probe_indices
+from robrep.harness.preflight import preflight
 from robrep.harness.store import ResultsStore, post
 from robrep.plots import attack_grid, plot_robustness
 from robrep.progress import log_progress, show_progress
@@ -48,7 +49,7 @@ from robrep.probes import (
     PROBE_FIT, ProbedEncoder, features, probe_file, read_probe, record_path, save_probe, train_probe,
     write_probe_record,
 )
-from robrep.registry import UnknownNameError
+from robrep.rng import kept_random_state
 from robrep.results import (
     cell_key, cell_keys, cell_rows, done_cells, encoder_fields, encoder_row, is_finished, masks_path,
     load_masks, read_results, result_rows, row_key, save_masks, stored_as, worst_case_rows,
@@ -371,7 +372,7 @@ class _Run:
 
 
 def bench(config: BenchConfig | None = None, progress=False, *, strict: bool = True,
-          world: World | None = None, **overrides) -> pd.DataFrame:
+          world: World | None = None, force: bool = False, **overrides) -> pd.DataFrame:
     """Run a benchmark; returns its rows (this run's protocol, computed now or found finished in ``out``) as a
     DataFrame. ``<out>/results.sqlite`` (exported to ``<out>/results.csv``) holds every run's rows.
 
@@ -386,6 +387,10 @@ def bench(config: BenchConfig | None = None, progress=False, *, strict: bool = T
     Launched by torchrun, every rank calls ``bench`` with the same arguments (``world`` defaults to
     ``World.current``); the work is shared out and every rank returns the same rows.
 
+    Everything is checked before the first byte is written (``robrep.harness.preflight``): bad options, and an
+    output folder holding files robrep did not write, raise ``ConfigError`` and leave the folder as it was;
+    ``force=True`` writes beside such files (never over them).
+
     ``progress``: False (the default) is quiet; True logs a line per finished cell and per trained epoch at INFO
     (``robrep.progress.LineProgress``), shown on stderr unless the application has configured logging; or an object with any of
     ``BenchProgress``'s hooks (the CLI's progress bars). ``<out>/config.toml`` records the configuration.
@@ -399,42 +404,35 @@ def bench(config: BenchConfig | None = None, progress=False, *, strict: bool = T
     if cfg.threads is not None:
         use_threads(cfg.threads)
     out = Path(cfg.out)
-    check_out(out)
     world = world or World.current(cfg.device)
     world.begin()
     try:
-        return _bench(cfg, out, world, progress, strict)
+        with kept_random_state(cfg.device if torch.device(cfg.device).type == "cuda" else None):
+            return _bench(cfg, out, world, progress, strict, force)
     except BaseException as e:
         world.fail(f"{type(e).__name__}: {e}")  # ranks waiting for this one stop now, on every node
         raise
 
 
-def _bench(cfg: BenchConfig, out: Path, world: World, progress, strict: bool) -> pd.DataFrame:
+def _bench(cfg: BenchConfig, out: Path, world: World, progress, strict: bool, force: bool) -> pd.DataFrame:
     skipped: list[dict] = []
-
-    def skip(label: str, dataset: str, error: Exception) -> None:
+    if not world.is_writer:  # rank 0 loads first: it downloads, or decodes into the cache, once for all
+        world.barrier("data")
+    checked = preflight(cfg, folder="bench" if world.is_writer else None, force=force)  # nothing written before
+    if world.is_writer:
+        world.barrier("data")
+    sources, datasets = checked.sources, checked.datasets
+    for label, error in checked.skipped:
         if strict:
             raise error
-        log.error("learner %s skipped%s: %s", label, f" on {dataset}" if dataset else "", error)
-        skipped.append({"learner": label, "dataset": dataset, "error": str(error)})
-
-    sources: list[EncoderSource] = []
-    for spec in cfg.learners:
-        try:
-            sources.append(resolve(spec, cfg.learner_config, cfg.preprocessing))
-        except (UnknownNameError, LearnerError) as e:
-            skip(getattr(e, "label", None) or str(spec), "", e)
+        log.error("learner %s skipped: %s", label, error)
+        skipped.append({"learner": label, "dataset": "", "error": str(error)})
     if cfg.preprocessing is not None and world.is_writer:
         for src in sources:
             if src.kind != "module":
                 log.warning("preprocessing %r does not apply to %s: robrep learners take inputs in [0, 1]",
                             cfg.preprocessing, src.label)
     device = world.device(resolve_device(cfg.device))
-    if not world.is_writer:  # rank 0 loads first: it downloads, or decodes into the cache, once for all
-        world.barrier("data")
-    datasets = [load_dataset(name, root=cfg.data_root, download=cfg.download) for name in cfg.datasets]
-    if world.is_writer:
-        world.barrier("data")
     for ds in datasets:
         _check_collisions(sources, ds, cfg)
     out.mkdir(parents=True, exist_ok=True)

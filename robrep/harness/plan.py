@@ -20,12 +20,12 @@ import torch
 from robrep.attacks import Attack, suite_attacks
 from robrep.attacks.cascade import cascade, is_chained
 from robrep.checkpoint import CheckpointError, read_config
-from robrep.data import Dataset, Task, load_dataset
-from robrep.encoders import EncoderSource, LearnerError, build, resolve
+from robrep.data import Dataset, Task
+from robrep.encoders import EncoderSource, build
 from robrep.encoders.resolve import cached_meta, foreign_run, planned_run
 from robrep.harness.config import BenchConfig
+from robrep.harness.preflight import preflight
 from robrep.harness.store import ResultsStore, posted_rows
-from robrep.registry import UnknownNameError
 from robrep.results import done_cells, is_finished, read_results, task_cells
 
 COLUMNS = ("label", "dataset", "learner_status", "run", "task", "suite", "attack", "status")
@@ -116,16 +116,14 @@ def needs_training(src: EncoderSource, ds, cfg: BenchConfig) -> bool:
         return True
 
 
-def plan(cfg: BenchConfig) -> pd.DataFrame:
+def plan(cfg: BenchConfig, *, force: bool = False) -> pd.DataFrame:
     """One row per cell: learner label, data set, what happens to the learner, run, task, suite, attack, and
-    ``done`` or ``to run``; learners that cannot be resolved or built get one row with the error."""
-    rows: list[dict] = []
-    sources = []
-    for spec in cfg.learners:
-        try:
-            sources.append(resolve(spec, cfg.learner_config, cfg.preprocessing))
-        except (UnknownNameError, LearnerError) as e:
-            rows.append({"label": str(spec), "learner_status": f"error: {e}", "status": "skipped"})
+    ``done`` or ``to run``; learners that cannot be resolved or built get one row with the error. Checks what
+    ``bench`` checks first (``robrep.harness.preflight``), so a bench it shows would not be refused."""
+    checked = preflight(cfg, folder="bench", force=force)
+    rows: list[dict] = [{"label": label, "learner_status": f"error: {e}", "status": "skipped"}
+                        for label, e in checked.skipped]
+    sources = checked.sources
     out = Path(cfg.out)
     if (out / "results.sqlite").is_file():
         store = ResultsStore(out)
@@ -136,8 +134,7 @@ def plan(cfg: BenchConfig) -> pd.DataFrame:
     done = done_cells(stored)
     for key, radii in done_cells(posted_rows(out)).items():  # cells a killed run posted: the next run collects them
         done.setdefault(key, set()).update(radii)
-    datasets = [load_dataset(name, root=cfg.data_root, download=cfg.download) for name in cfg.datasets]
-    for job in make_jobs(cfg, sources, datasets):
+    for job in make_jobs(cfg, sources, checked.datasets):
         src, ds = job.src, job.ds
         try:
             status, sha, run = identity(src, ds, cfg)

@@ -36,6 +36,18 @@ def create_learner(name: str, **config):
     return cls(cls.config_class(**config))
 
 
+FROM_DATA = ("shape",)  # config fields set from the data set, never by an override
+
+
+def check_overrides(name: str, overrides: dict) -> dict:
+    """``overrides`` of learner ``name``'s config, refused if they set a field the data set sets (ValueError)."""
+    fixed = sorted(set(overrides) & set(FROM_DATA))
+    if fixed:
+        raise ValueError(f"learner {name!r}: {', '.join(fixed)} is set from the data set's images (C, H, W) and "
+                         "cannot be overridden; choose the data set instead")
+    return overrides
+
+
 def list_learners(pattern: str = "*") -> list[str]:
     return LEARNERS.list(pattern)
 

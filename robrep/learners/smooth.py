@@ -113,6 +113,8 @@ def adversarial_selection(
 
 @dataclass
 class SEConfig(VAEConfig):
+    RANGES: ClassVar[dict[str, tuple[float, float, bool]]] = {"gamma": (0, math.inf, False),
+                                                              "selection_eps": (0, 1, True)}
     gamma: float = 50.0  # coupling strength: the knob that matters most (method.md s. 7; 50 chosen on mnist5k)
     selection_eps: float = 0.1  # L-inf radius of the selection ball
 
@@ -146,6 +148,7 @@ class SEAdversarialConfig(SEConfig):
     # (README). se-random and the paper's figures keep gamma = 50.
     gamma: float = 100.0
     selection_steps: int = 1  # PGD steps per visit (the paper's L: 20 and 50, from a random start)
+    RANGES: ClassVar[dict[str, tuple[float, float, bool]]] = {"selection_step_size": (0, 1, False)}
     selection_step_size: float | None = None  # default: default_step_size (by the start and the steps)
     selection_objective: str = "wd"  # distance PGD maximises: "wd" (WD_gamma, the loss's own term) or "w2"
     selection_start: str = "warm"  # "warm" (the last visit's point) or "random" (uniform in the ball)

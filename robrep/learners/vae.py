@@ -7,6 +7,7 @@ the beta-VAE only adds its weight, the Smooth Encoders override ``regulariser``.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -29,6 +30,8 @@ class VAEConfig:
     # field only when it differs from that value, so adding a field renames no cached or published run
     # (run ids hash the record), and a checkpoint that lacks it is loaded with that value.
     LEGACY: ClassVar[dict[str, Any]] = {}
+    # range of each number field a subclass adds: (low, high, low included); every number must be finite
+    RANGES: ClassVar[dict[str, tuple[float, float, bool]]] = {"obs_var": (0, math.inf, False), "lr": (0, math.inf, False)}
 
     shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) of the inputs, set from the data set
     arch: str = "mlp"  # "mlp" (784-400-400 style) or "conv"
@@ -50,8 +53,19 @@ class VAEConfig:
         for name in ("latent_dim", "batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.obs_var <= 0 or self.lr <= 0:
-            raise ValueError("obs_var and lr must be positive")
+        ranges: dict[str, tuple[float, float, bool]] = {}
+        for cls in reversed(type(self).__mro__):  # every class's ranges, a subclass's last
+            ranges.update(vars(cls).get("RANGES", {}))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+            if f.name in ranges and value is not None:
+                low, high, closed = ranges[f.name]
+                if not ((low <= value) if closed else (low < value)) or value > high:
+                    raise ValueError(f"{f.name} must be in {'[' if closed else '('}{low:g}, {high:g}], got {value!r}"
+                                     if high != math.inf else
+                                     f"{f.name} must be {'>=' if closed else '>'} {low:g}, got {value!r}")
 
 
 def config_record(config: VAEConfig) -> dict[str, Any]:
@@ -128,6 +142,7 @@ class VAE(nn.Module):
 
 @dataclass
 class BetaVAEConfig(VAEConfig):
+    RANGES: ClassVar[dict[str, tuple[float, float, bool]]] = {"beta": (0, math.inf, True)}
     beta: float = 4.0  # weight of the KL term
 
 
