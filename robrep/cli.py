@@ -93,10 +93,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_toy(args: argparse.Namespace) -> int:
-    from robrep.folders import check_folder
     from robrep.toy import run_toy
 
-    check_folder(args.out, "toy", force=args.force)  # before the training, not after it
     with console.status("training the toy VAE and Smooth Encoder"):
         png = run_toy(args.out, force=args.force)
     console.print(f"wrote [bold]{png}[/bold] and {Path(png).with_name('toy.csv')}")

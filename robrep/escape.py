@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_MARKDOWN = re.compile(r"([\\`*_\[\]|~])")
+_MARKDOWN = re.compile(r"([\\`*\[\]|~])")  # not "_": CommonMark ignores it inside words (Wearing_Hat)
 
 
 def markdown(value: object) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 from dataclasses import dataclass, field
@@ -43,6 +44,10 @@ def _png(path: Path) -> str | None:
 def _results_csv(path: Path) -> str | None:
     from robrep.results import ResultsError, read_results
 
+    store = path.with_name("results.sqlite")
+    if store.is_file() and _sqlite_header(store):  # the store's export (the store is checked on its own): the store is the record, and a
+        return None  # damaged export is written again from it
+
     try:
         read_results(path)
     except ResultsError as e:
@@ -50,15 +55,31 @@ def _results_csv(path: Path) -> str | None:
     return None
 
 
+def _sqlite_header(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(16) == b"SQLite format 3\x00"
+
+
 def _results_db(path: Path) -> str | None:
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    if not _sqlite_header(path):
+        return "not a SQLite database"
+    # read from a copy: opening a WAL database, even read-only, may create files beside it
+    with tempfile.TemporaryDirectory(prefix="robrep-check-") as tmp:
+        copy = Path(tmp) / path.name
+        shutil.copyfile(path, copy)
+        if path.with_name(path.name + "-wal").is_file():
+            shutil.copyfile(path.with_name(path.name + "-wal"), Path(tmp) / (path.name + "-wal"))
         try:
-            cols = [r[1] for r in conn.execute("PRAGMA table_info(rows)")]
-        finally:
-            conn.close()
-    except sqlite3.Error as e:
-        return f"not a SQLite database ({e})"
+            conn = sqlite3.connect(copy)
+            try:
+                ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+                cols = [r[1] for r in conn.execute("PRAGMA table_info(rows)")]
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as e:
+            return f"a damaged SQLite database ({e})"
+    if ok != "ok":
+        return f"a damaged SQLite database ({ok})"
     return None if cols in ([], ["key", "data"]) else f"a SQLite database with other tables (rows: {cols})"
 
 
@@ -113,6 +134,11 @@ def _folder(path: Path) -> str | None:
     return None if path.is_dir() else "a file where robrep keeps a folder"
 
 
+def _board_page(path: Path) -> str | None:
+    with open(path, "rb") as fh:
+        return None if b"<title>robrep leaderboard</title>" in fh.read(4096) else "not robrep's leaderboard page"
+
+
 def _any(path: Path) -> str | None:
     return None
 
@@ -148,7 +174,7 @@ KINDS = {
     "bench": FolderKind("bench", _BENCH),
     "checkpoint": FolderKind("checkpoint", {"config.json": _checkpoint_config, "model.safetensors": _any}),
     "toy": FolderKind("toy", {"toy.png": _png, "toy.csv": _csv_header("learner", "elbo")}),
-    "leaderboard": FolderKind("leaderboard", {"*.png": _png, "index.html": _any, "encoders": _folder,
+    "leaderboard": FolderKind("leaderboard", {"*.png": _png, "index.html": _board_page, "encoders": _folder,
                                               "images": _folder}, exclusive=False),
 }
 

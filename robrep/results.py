@@ -199,7 +199,10 @@ def read_results(path: str | Path) -> pd.DataFrame | None:
                     if len(fields) != len(header):
                         raise ValueError(f"has {len(fields)} fields, the header {len(header)}")
                     rows.append(parse_row(dict(zip(header, fields))))
-                    lines[row_key(rows[-1])] = line + 1
+                    try:
+                        lines[row_key(rows[-1])] = line + 1
+                    except KeyError:  # a key column older files lack (filled in by normalize): line unknown
+                        pass
                 except ValueError as e:
                     invalid.append((str(path), line + 1, str(e)))
                 line = reader.line_num

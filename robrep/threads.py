@@ -40,6 +40,10 @@ def default_threads() -> int:
 def use_threads(threads: int | None = None) -> int:
     """Set torch's thread count (``threads``, or ``default_threads()``) and warn if other processes already keep
     the cores busy (1-minute load average); returns the count."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        from robrep.validate import ConfigError
+
+        raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
     n = threads or default_threads()
     torch.set_num_threads(n)
     try:

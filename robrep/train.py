@@ -25,9 +25,18 @@ EpochCallback = Callable[[int, int, dict[str, float], float], None]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    device = torch.device(device or "cpu")
+    """``device`` as a torch.device that exists here; a ConfigError says what was expected."""
+    from robrep.validate import ConfigError
+
+    try:
+        device = torch.device(device or "cpu")
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device must be cpu, cuda or cuda:N, got {device!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device here")
+        raise ConfigError(f"--device {device} was asked for, but torch sees no CUDA device here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device} was asked for, but torch sees {torch.cuda.device_count()} CUDA "
+                          f"device(s) here (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return device
 
 
@@ -73,6 +82,10 @@ def train(
     trains with DistributedDataParallel: every rank takes its share of each minibatch and
     gradients are averaged, so a step uses the same minibatch as one process would; rank 0 saves.
     """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        from robrep.validate import ConfigError
+
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     if progress:
         from robrep.progress import show_progress
 

@@ -115,6 +115,8 @@ def _verify(out: Path, steps, restarts, tolerance, device, data_root, progress) 
     from robrep.harness.plan import test_indices
     from robrep.probes import ProbedEncoder, load_probe, probe_file
 
+    if not out.exists():
+        raise VerifyError(f"{out} does not exist: give a bench output folder (or its results.csv)")
     csv = out / "results.csv" if out.is_dir() else out
     folder = csv.parent
     if (folder / "results.sqlite").is_file() and csv == folder / "results.csv":  # the verdicts go into its store

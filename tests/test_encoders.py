@@ -156,7 +156,7 @@ def test_every_form_reaches_the_same_frozen_encoder_path(plainenc, tmp_path):
 def test_instances_pairs_feature_maps_and_tied_weights(plainenc, tmp_path):
     gauss, features = plainenc.Gaussian(), plainenc.Features()
     before = {k: v.clone() for k, v in features.state_dict().items()}
-    df = bench(out=str(tmp_path), learners=[gauss, features, plainenc.Tied(), "plainenc:Shaped"], **SMALL)
+    df = bench(out=str(tmp_path / "out"), learners=[gauss, features, plainenc.Tied(), "plainenc:Shaped"], **SMALL)
     assert set(df["label"]) == {"Gaussian", "Features", "Tied", "plainenc:Shaped"} and sound(df)
     # the caller's object is untouched: still training mode, still trainable, same weights
     assert features.training and all(p.requires_grad for p in features.parameters())
@@ -224,17 +224,17 @@ def test_a_string_is_one_learner(tmp_path):
 
 def test_strict_raises_on_unknown_names_wrong_types_and_failing_encoders(plainenc, tmp_path):
     with pytest.raises(UnknownNameError, match="unknown learner 'no-such'.*known learners: beta-vae"):
-        bench(out=str(tmp_path), learners=["no-such"], **SMALL)
+        bench(out=str(tmp_path / "out"), learners=["no-such"], **SMALL)
     with pytest.raises(LearnerError, match="learner '42' is of type int; a learner is a registered name"):
-        bench(out=str(tmp_path), learners=[42], **SMALL)
+        bench(out=str(tmp_path / "out"), learners=[42], **SMALL)
     with pytest.raises(LearnerError, match="nosuchmodule.*importing 'nosuchmodule' failed: ModuleNotFoundError"):
-        bench(out=str(tmp_path), learners=["nosuchmodule:Encoder"], **SMALL)
+        bench(out=str(tmp_path / "out"), learners=["nosuchmodule:Encoder"], **SMALL)
     with pytest.raises(LearnerError, match="plainenc:Nope.*no attribute 'Nope'"):
-        bench(out=str(tmp_path), learners=["plainenc:Nope"], **SMALL)
+        bench(out=str(tmp_path / "out"), learners=["plainenc:Nope"], **SMALL)
     with pytest.raises(LearnerError, match=r"learner 'plainenc:Raises' \(not from an installed distribution\) failed "
                                            r"the contract check .*RuntimeError: boom inside the plugin"):
-        bench(out=str(tmp_path), learners=["plainenc:Raises"], **SMALL)
-    assert not (tmp_path / "results.csv").exists()  # nothing was half-done
+        bench(out=str(tmp_path / "out"), learners=["plainenc:Raises"], **SMALL)
+    assert not (tmp_path / "out" / "results.csv").exists()  # nothing was half-done
 
 
 BROKEN = {  # label -> what the error must say
@@ -253,7 +253,7 @@ BROKEN = {  # label -> what the error must say
 
 def test_non_strict_skips_what_fails_anywhere_on_its_path_and_the_rest_completes(plainenc, tmp_path):
     learners = [*BROKEN.keys() - {"3"}, 3, "plainenc:Features"]
-    df = bench(out=str(tmp_path), learners=learners, strict=False, **SMALL)
+    df = bench(out=str(tmp_path / "out"), learners=learners, strict=False, **SMALL)
     assert set(df["label"]) == {"plainenc:Features"} and len(df) == 2 and sound(df)
     skipped = {s["learner"]: s["error"] for s in df.attrs["skipped"]}
     assert set(skipped) == set(BROKEN)
@@ -263,11 +263,11 @@ def test_non_strict_skips_what_fails_anywhere_on_its_path_and_the_rest_completes
 
 def test_the_cli_summarises_skipped_learners_and_exits_non_zero(plainenc, tmp_path, capsys):
     argv = ["bench", "--learner", "plainenc:Features", "--learner", "no-such", "--learner", "plainenc:Raises",
-            "--radii", "0,0.1", "--steps", "2", "--restarts", "1", "--n-examples", "30", "--out", str(tmp_path)]
+            "--radii", "0,0.1", "--steps", "2", "--restarts", "1", "--n-examples", "30", "--out", str(tmp_path / "out")]
     assert main(argv) == 1
     printed = " ".join(capsys.readouterr().out.split())
     assert "2 learner(s) skipped" in printed and "unknown learner 'no-such'" in printed and "boom" in printed
-    assert set(pd.read_csv(tmp_path / "results.csv")["label"]) == {"plainenc:Features"}  # the rest completed
+    assert set(pd.read_csv(tmp_path / "out" / "results.csv")["label"]) == {"plainenc:Features"}  # the rest completed
 
 
 def test_a_plain_module_plugin_is_listed_benchmarked_and_never_trained(site, tmp_path, capsys):
@@ -401,7 +401,7 @@ def test_robrep_learner_instances_are_benchmarked_as_they_are(vae_checkpoint, tm
     train_mod = importlib.import_module("robrep.train")  # the module (robrep.train is also the function)
     monkeypatch.setattr(train_mod, "_gradient_training", lambda *a, **k: pytest.fail("trained a handed object"))
     loaded = robrep.load(vae_checkpoint)
-    df = bench(out=str(tmp_path), learners=[loaded], **SMALL)
+    df = bench(out=str(tmp_path / "out"), learners=[loaded], **SMALL)
     meta = json.loads((vae_checkpoint / "config.json").read_text())
     assert df["encoder_sha256"].iloc[0] == meta["sha256"] and set(df["learner"]) == {"vae"}
     assert json.loads(df["learner_config"].iloc[0])["output"] == "encode"

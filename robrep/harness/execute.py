@@ -418,13 +418,12 @@ def _bench(cfg: BenchConfig, out: Path, world: World, progress, strict: bool, fo
     skipped: list[dict] = []
     if not world.is_writer:  # rank 0 loads first: it downloads, or decodes into the cache, once for all
         world.barrier("data")
-    checked = preflight(cfg, folder="bench" if world.is_writer else None, force=force)  # nothing written before
+    checked = preflight(cfg, folder="bench" if world.is_writer else None, force=force, strict=strict)  # no writes
+
     if world.is_writer:
         world.barrier("data")
     sources, datasets = checked.sources, checked.datasets
     for label, error in checked.skipped:
-        if strict:
-            raise error
         log.error("learner %s skipped: %s", label, error)
         skipped.append({"learner": label, "dataset": "", "error": str(error)})
     if cfg.preprocessing is not None and world.is_writer:

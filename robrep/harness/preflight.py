@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from robrep.data import Dataset, DatasetError, load_dataset, reads_folder
+from robrep.attacks import suite_attacks
+from robrep.data import Dataset, load_dataset, reads_folder
 from robrep.encoders import EncoderSource, LearnerError, resolve
 from robrep.encoders.resolve import planned_run
 from robrep.folders import check_folder
@@ -29,13 +30,11 @@ class Checked:
     skipped: list[tuple[str, Exception]] = field(default_factory=list)
 
 
-def preflight(cfg: BenchConfig, *, folder: str | None = "bench", force: bool = False, load: bool = True) -> Checked:
+def preflight(cfg: BenchConfig, *, folder: str | None = "bench", force: bool = False, strict: bool = False) -> Checked:
     """Check ``cfg`` whole (see the module docstring). ``folder``: the kind of folder ``cfg.out`` must be (None:
-    not checked, e.g. on a rank that does not write). ``load=False`` leaves the data sets to the caller."""
-    try:
-        resolve_device(cfg.device)
-    except RuntimeError as e:
-        raise ConfigError(str(e)) from None
+    not checked, e.g. on a rank that does not write). ``strict``: a learner that cannot be resolved or configured
+    raises its error (``UnknownNameError`` or ``LearnerError``) instead of being skipped."""
+    resolve_device(cfg.device)  # a device that is not here: ConfigError
     if folder is not None:
         check_folder(cfg.out, folder, force=force)
     sources: list[EncoderSource] = []
@@ -49,17 +48,14 @@ def preflight(cfg: BenchConfig, *, folder: str | None = "bench", force: bool = F
         raise ConfigError(f"--data-root {cfg.data_root} is read by no data set of this run "
                           f"({', '.join(cfg.datasets)} {'is' if len(cfg.datasets) == 1 else 'are'} embedded); "
                           "leave it out, or name a folder-backed data set (mnist, colormnist, celeba)")
-    datasets = [load_dataset(name, root=cfg.data_root, download=cfg.download) for name in cfg.datasets] if load else []
+    datasets = [load_dataset(name, root=cfg.data_root, download=cfg.download) for name in cfg.datasets]
     for ds in datasets:
         if cfg.n_examples is not None and cfg.n_examples > len(ds.test) and cfg.n_examples != DEFAULT_N_EXAMPLES:
             raise ConfigError(f"n_examples {cfg.n_examples}: {ds.name}'s test split has {len(ds.test):,} images; "
                               f"give at most {len(ds.test)}, or leave it out (the default attacks at most "
                               f"{DEFAULT_N_EXAMPLES})")
-        for task in cfg.tasks or ():
-            try:
-                ds.task(task)
-            except (KeyError, ValueError, DatasetError) as e:
-                raise ConfigError(str(e.args[0] if e.args else e)) from None
+        for task in cfg.tasks or [t.name for t in ds.tasks]:  # an unknown task: DatasetError naming the tasks
+            suite_attacks(cfg.suites, ds.task(task).n_classes, steps=cfg.steps, restarts=cfg.restarts, norm=cfg.norm)
         for src in list(sources):
             if src.kind != "learner":
                 continue
@@ -69,6 +65,8 @@ def preflight(cfg: BenchConfig, *, folder: str | None = "bench", force: bool = F
                 sources.remove(src)
                 skipped.append((src.label, LearnerError(src.label, f"config refused: {e}", src.source,
                                                         "checking its config")))
+    if strict and skipped:
+        raise skipped[0][1]
     if not sources:
         reasons = "; ".join(f"{label}: {e}" for label, e in skipped)
         raise ConfigError(f"no learner of this run can be benchmarked ({reasons})")

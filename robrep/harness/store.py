@@ -34,7 +34,7 @@ import pandas as pd
 from robrep.attacks.base import radius_grid
 from robrep.checkpoint import atomic_write, sha256_bytes
 from robrep.results import (
-    cell_keys, frame, load_masks, masks_path, parse_row, read_results, row_key, write_results,
+    ResultsError, cell_keys, frame, load_masks, masks_path, parse_row, read_results, row_key, write_results,
 )
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,9 @@ def _agree_with_masks(out: Path, df: pd.DataFrame, file: str) -> tuple[pd.DataFr
             if r < len(masks) and abs(masks[r] - float(row["adversarial_accuracy"])) > 1e-6:
                 bad.append(i)
                 refused.append((file, df.attrs.get("lines", {}).get(row_key(row), 0), f"adversarial_accuracy {float(row['adversarial_accuracy']):.6g} disagrees "
-                                         f"with the per-example results its cell saved ({masks[r]:.6g}); edited?"))
+                                         f"with the per-example results its cell saved ({masks[r]:.6g}; run {row['run']}, task "
+                                         f"{row['task']}, {row['suite']}/{row['attack']}, radius {row['radius']:g}); "
+                                         "edited?"))
     return df.drop(index=df.index[bad]).reset_index(drop=True), refused
 
 
@@ -142,9 +144,16 @@ class ResultsStore:
         if not self.db.exists() and self.csv.is_file():
             self._import_csv()  # the store whole, or nothing (ResultsError) and the folder as it was
         self.conn = sqlite3.connect(self.db, timeout=TIMEOUT, isolation_level=None)
-        _retry_locked(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
-        _retry_locked(lambda: self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, data TEXT NOT NULL)"))
+        try:
+            _retry_locked(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
+            _retry_locked(lambda: self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, data TEXT NOT NULL)"))
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):
+                raise
+            self.conn.close()
+            raise ResultsError(f"{self.db} is damaged ({e}); results.csv.orig or results.csv may hold its rows: "
+                               "move the damaged store away and run again to import them") from None
 
     def _import_csv(self) -> None:
         """Make the store from a results.csv written before it: all or nothing. The store is built under another

@@ -148,7 +148,6 @@ class SEAdversarialConfig(SEConfig):
     # (README). se-random and the paper's figures keep gamma = 50.
     gamma: float = 100.0
     selection_steps: int = 1  # PGD steps per visit (the paper's L: 20 and 50, from a random start)
-    RANGES: ClassVar[dict[str, tuple[float, float, bool]]] = {"selection_step_size": (0, 1, False)}
     selection_step_size: float | None = None  # default: default_step_size (by the start and the steps)
     selection_objective: str = "wd"  # distance PGD maximises: "wd" (WD_gamma, the loss's own term) or "w2"
     selection_start: str = "warm"  # "warm" (the last visit's point) or "random" (uniform in the ball)
