@@ -126,6 +126,9 @@ def encoder_page_name(run: str, sha256: str) -> str:
     return f"{plain or 'encoder'}-{str(sha256)[:12]}.html"
 
 
+ENCODER_PAGE_MARK = b'<p><a href="../index.html">&larr; leaderboard</a></p>'  # how an encoder page starts
+
+
 def _page(title: str, body: str) -> str:
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)}</title>"
@@ -252,8 +255,8 @@ set, task or learner to filter; the encoder's name opens every attack's row, its
 <script>{SCRIPT}</script>""")
     for name, text in pages.items():
         atomic_write(out / "encoders" / name, text.encode())
-    for stale in (out / "encoders").glob("*.html"):
-        if stale.name not in pages:
+    for stale in (out / "encoders").glob("*.html"):  # pages of encoders no longer on a board; only robrep's own
+        if stale.name not in pages and ENCODER_PAGE_MARK in stale.read_bytes():
             stale.unlink()
     atomic_write(out / "index.html", index.encode())
     log.info("wrote %s and %d encoder page(s)", out / "index.html", len(pages))

@@ -431,3 +431,16 @@ def test_ctrl_c_ends_a_bench_with_one_line_and_exit_130(tmp_path):
     assert proc.returncode == 130, out[-2000:]
     assert "interrupted; rerun the same command to resume" in out and "Traceback" not in out
     assert out.count("interrupted") == 1
+
+
+def test_publishing_the_web_page_keeps_pages_robrep_did_not_write(finished, tmp_path):
+    from robrep.site import ENCODER_PAGE_MARK
+
+    board = tmp_path / "board"
+    (board / "encoders").mkdir(parents=True)
+    (board / "encoders" / "my-notes.html").write_text("<html><body>my notes</body></html>\n")
+    stale = b"<!doctype html><html><body>\n" + ENCODER_PAGE_MARK + b"\n<h1>an encoder no longer on a board</h1>"
+    (board / "encoders" / "gone-0123456789ab.html").write_bytes(stale)
+    assert main(["leaderboard", str(finished), "--out", str(board), "--html"]) == 0
+    pages = sorted(p.name for p in (board / "encoders").glob("*.html"))
+    assert "my-notes.html" in pages and "gone-0123456789ab.html" not in pages and len(pages) > 1
