@@ -15,6 +15,7 @@ ownership is read from the files themselves, not from a marker.
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import os
@@ -91,8 +92,8 @@ def _bench_toml(path: Path) -> str | None:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         return f"not TOML ({e})"
     data = data.get("bench", data)
-    known = {f.name for f in __import__("dataclasses").fields(BenchConfig)}
-    if not data or set(data) - known:
+    known = {f.name for f in dataclasses.fields(BenchConfig)}
+    if not set(data) & known:  # an older robrep's config may hold a key this one dropped, but never none of them
         return f"not a robrep bench config (keys {', '.join(sorted(data)) or 'none'})"
     return None
 
@@ -155,11 +156,16 @@ class FolderKind:
     def check_of(self, name: str) -> Callable[[Path], str | None] | None:
         if name.startswith(".") and name.endswith(".tmp"):  # an atomic write a kill cut short
             return _any
+        if name in LEFT_BY_SYSTEMS or name.startswith(".nfs"):  # never robrep's, never touched, never in the way
+            return _any
         for pattern, check in self.owned.items():
             if fnmatch.fnmatchcase(name, pattern):
                 return check
         return None
 
+
+# what file browsers, notebooks and network file systems leave in any folder
+LEFT_BY_SYSTEMS = {".DS_Store", "Thumbs.db", "desktop.ini", ".ipynb_checkpoints"}
 
 _BENCH = {
     "results.csv": _results_csv, "results.sqlite": _results_db, "results.sqlite-wal": _any,
