@@ -59,7 +59,7 @@ def training_seconds(rows) -> float:
 
 def split(results: Path) -> str:
     """Where a run's time went, from its rows: training (each run's train_seconds) and attacks (each cell's)."""
-    from robrep.results import read_results
+    from robrep.rows import read_results
 
     df = read_results(results)
     cells = df[~df["attack"].str.contains("worst", na=False)].drop_duplicates(["run", "task", "suite", "attack"])
@@ -139,7 +139,7 @@ def main() -> None:
     print(f"  warm  (checkpoints reused)     : {warm:7.1f} s")
     print(f"  resumed (all cells done)       : {resumed:7.1f} s")
 
-    from robrep.results import read_results
+    from robrep.rows import read_results
 
     df = read_results(work / "cold" / "results.csv")
     print("\nadversarial accuracy (cold run):")

@@ -36,7 +36,7 @@ def _robrep(nproc: int, args: list[str], env: dict) -> float:
 
 def main() -> None:
     from robrep.checkpoint import read_config
-    from robrep.results import read_results
+    from robrep.rows import read_results
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--learner", default="vae")

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 import robrep
-from robrep.checkpoint import sha256_bytes, state_bytes
+from robrep.checkpoint import state_bytes
+from robrep.io import sha256_bytes
 from robrep.harness.plan import probe_indices
 from robrep.probes import features, fit_probe, train_probe
 

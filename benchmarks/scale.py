@@ -51,7 +51,7 @@ def _run(nproc: int, folder: Path, threads: int) -> float:
 
 def _same_rows(a: Path, b: Path) -> tuple[int, int]:
     """(rows, rows that differ in any field but when and where they ran) of two results.csv files."""
-    from robrep.results import PER_RUN, read_results, row_key
+    from robrep.rows import PER_RUN, read_results, row_key
 
     def keyed(path):
         return {row_key(r): {k: str(v) for k, v in r.items() if k not in PER_RUN}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-__version__ = "0.2.0"
+from robrep._version import __version__  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

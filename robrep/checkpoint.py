@@ -7,18 +7,18 @@ as surely as replaced weights; both are verified before anything is used.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from robrep._version import __version__
+from robrep.io import atomic_write, sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -27,40 +27,6 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupted or does not match its config."""
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@functools.lru_cache(maxsize=1)
-def _file_mode() -> int:
-    """The mode a plain ``open()`` would give a new file: 0666 less the user's umask (read once)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees either the old or the new file, never half of one.
-    The file gets the user's usual permissions (mkstemp's own are 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), _file_mode())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def short_hash(obj) -> str:
-    """8 hex digits of the SHA-256 of ``obj`` as canonical JSON: names folders and files after their content."""
-    return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())[:8]
 
 
 def state_bytes(state: torch.nn.Module | dict[str, torch.Tensor]) -> bytes:
@@ -87,7 +53,6 @@ def _record_hash(meta: dict[str, Any]) -> str:
 
 def save_checkpoint(learner: torch.nn.Module, out: str | os.PathLike, info: dict[str, Any] | None = None) -> Path:
     """Save ``learner`` (a registered learner) to folder ``out``; returns the folder."""
-    from robrep import __version__
     from robrep.learners.vae import config_record
 
     out = Path(out)

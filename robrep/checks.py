@@ -8,7 +8,7 @@ which fails on a broken attack or model (tests/test_checks.py breaks one on purp
   calls (``robrep.attacks.base.LATE``) or in its last restart: at most ``LATE_MAX`` of the test points, so
   the accuracy would move by about that much with more budget. Otherwise more steps or restarts would
   change the answer. Not measured for single-step attacks. For the worst case, a point counts as late
-  only if every attack that broke it broke it late (``robrep.results.worst_case_rows``).
+  only if every attack that broke it broke it late (``robrep.rows.worst_case_rows``).
 - ``check_explored``: of the points counted robust, at least ``EXPLORED_MIN`` had a query that reached
   ``robrep.attacks.base.REACH`` of the radius, in the attack's norm (seen by the ``Observer``, not taken
   from the attack), or the unexplored ones are at most ``LATE_MAX`` of the test points (they can overstate
@@ -31,10 +31,9 @@ import torch
 from torch import nn
 
 from robrep.attacks.base import LATE, REACH, AttackResult, perturbation_norm, predict, radius_seed, uniform_in_ball
+from robrep.rows.layout import EXPLORED_MIN, LATE_MAX
 
 NOISE_DRAWS = 4
-LATE_MAX = 0.01  # share of the test points first broken late
-EXPLORED_MIN = 0.9  # share of the robust points whose queries reached REACH of the radius
 
 THRESHOLDS = json.dumps({
     "noise_floor": f"adversarial accuracy <= accuracy under {NOISE_DRAWS} uniform draws in the ball per point",
@@ -65,7 +64,7 @@ def check_result(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, result: AttackResult, norm: str, seed: int,
     batch_size: int = 1000, prior: AttackResult | None = None,
 ) -> dict[float, dict[str, object]]:
-    """Per radius: the checks (the columns ``robrep.results.CHECK_COLUMNS``; True, False or None), the numbers
+    """Per radius: the checks (the columns ``robrep.rows.CHECK_COLUMNS``; True, False or None), the numbers
     they judge, the re-computed accuracy and the largest perturbation found. ``prior``: in a cascade, the
     result before this attack; the points it broke were re-computed by their own attack's check, and count
     as broken here."""

@@ -172,7 +172,7 @@ class _RichBenchProgress:
 def _print_results(df) -> None:
     from robrep.harness import summary_table
 
-    from robrep.results import many_task_datasets, task_table
+    from robrep.board.tables import many_task_datasets, task_table
 
     many = many_task_datasets(df)
     for dataset in many:  # the paper's Table 1: tasks as rows, per learner nominal and adversarial accuracy
@@ -212,7 +212,7 @@ def _print_results(df) -> None:
             t.add_row(*map(terminal, name), terminal(suite), terminal(attack),
                       *("" if v != v else f"{v:.3f}" for v in vals), style=style)
         console.print(t)
-    from robrep.results import CHECK_COLUMNS, is_false
+    from robrep.rows import CHECK_COLUMNS, is_false
 
     failed = df[~df["checks_passed"].astype(bool)]
     if len(failed):
@@ -346,7 +346,7 @@ def _print_plan(cfg, force: bool = False) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from robrep.folders import FolderError, check_folder
-    from robrep.leaderboard import publish, read_boards, render_boards
+    from robrep.board.leaderboard import publish, read_boards, render_boards
 
     if args.render or args.results or args.html:
         check_folder(args.out, "leaderboard")  # every write below goes into it
@@ -360,7 +360,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             console.print(f"updated [bold]{path}[/bold] and {path.with_suffix('.md')}")
     board = read_boards(args.out)
     if args.html:
-        from robrep.site import write_site
+        from robrep.board.site import write_site
 
         console.print(f"wrote [bold]{write_site(board, args.out)}[/bold] and its encoder pages")
     if args.detail:
@@ -371,8 +371,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _print_headline(board) -> None:
-    """The board's headline tables: one ranked row per encoder and protocol (robrep.headline)."""
-    from robrep.headline import checks_text, headline_table, radius_columns
+    """The board's headline tables: one ranked row per encoder and protocol (robrep.board.headline)."""
+    from robrep.board.headline import checks_text, headline_table, radius_columns
 
     table = headline_table(board)
     radius_cols = radius_columns(table)
@@ -449,7 +449,7 @@ def _parse_set(text: str) -> tuple[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robrep import __version__
+    from robrep._version import __version__
 
     p = argparse.ArgumentParser(prog="robrep", description="Robustness benchmarking for learned representations.")
     p.add_argument("--version", action="version", version=f"robrep {__version__}")
@@ -590,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     from robrep.checkpoint import CheckpointError
     from robrep.data import DatasetError
     from robrep.distributed import World
-    from robrep.leaderboard import LeaderboardError
+    from robrep.board.leaderboard import LeaderboardError
     from robrep.registry import UnknownNameError
     from robrep.verify import VerifyError
 

@@ -43,7 +43,7 @@ def _png(path: Path) -> str | None:
 
 
 def _results_csv(path: Path) -> str | None:
-    from robrep.results import ResultsError, read_results
+    from robrep.rows import ResultsError, read_results
 
     store = path.with_name("results.sqlite")
     if store.is_file() and _sqlite_header(store):  # the store's export (the store is checked on its own): the store is the record, and a

@@ -29,7 +29,8 @@ def features(encoder: nn.Module, images: torch.Tensor, batch_size: int = 1000, d
 
 PROBE_BITS = 10  # a probe's weights are rounded to 2^-10 of the largest weight of their tensor
 NEWTON_MAX = 2048  # probes with at most this many parameters: Newton's method with the exact Hessian; larger: Newton-CG
-# How ``train_probe`` fits, recorded with every saved probe: a probe fitted another way is never reused.
+# How ``train_probe`` fits, recorded with every saved probe: a probe fitted another way is never reused. The text
+# is an identifier of saved probes (its date included): changing it makes every run fit its probes again.
 PROBE_FIT = (f"float64 to the optimum (Newton: exact Hessian up to {NEWTON_MAX} parameters, conjugate gradients on "
              f"Hessian products above), L2 1e-4 on raw W and b, rounded to 2^-{PROBE_BITS} (robrep 2026-12-04)")
 
@@ -46,7 +47,7 @@ def train_probe(
     a gradient of 1e-12 in about ten iterations), ``"newton-cg"`` (the same Newton steps, each solved by
     preconditioned conjugate gradients on Hessian-vector products, which cost about a gradient each: for large
     probes, where a Hessian of ((d + 1) x classes)^2 entries costs too much), ``"lbfgs"`` (full-batch L-BFGS, up
-    to ``max_iter`` iterations: robrep's fit before 2026-12-04), or ``"auto"``: Newton up to ``NEWTON_MAX``
+    to ``max_iter`` iterations: robrep's earlier fit), or ``"auto"``: Newton up to ``NEWTON_MAX``
     parameters, Newton-CG above. All reach the same minimum, Newton's methods more tightly and many times faster
     (``benchmarks/probe_fit.py``). Features computed on another
     machine or with another number of threads differ in their last float32 bits; the float64 fit moves far less
@@ -288,7 +289,8 @@ def round_probe(probe: nn.Linear, bits: int = PROBE_BITS) -> nn.Linear:
 
 def save_probe(probe: nn.Linear, path) -> str:
     """Write ``probe`` as safetensors (atomically); returns the SHA-256 of the bytes written."""
-    from robrep.checkpoint import atomic_write, sha256_bytes, state_bytes
+    from robrep.checkpoint import state_bytes
+    from robrep.io import atomic_write, sha256_bytes
 
     data = state_bytes(probe)
     atomic_write(Path(path), data)
@@ -328,7 +330,7 @@ def write_probe_record(path, facts: dict) -> None:
     """Record (atomically) what the probe at ``path`` was fitted for and what it is (``PROBE_FACTS``)."""
     import json
 
-    from robrep.checkpoint import atomic_write
+    from robrep.io import atomic_write
 
     atomic_write(record_path(path), json.dumps({k: facts[k] for k in PROBE_FACTS}, sort_keys=True).encode())
 
@@ -339,7 +341,7 @@ def read_probe(path, asked: dict) -> tuple[nn.Linear, dict] | None:
     otherwise None (the probe must be fitted)."""
     import json
 
-    from robrep.checkpoint import sha256_bytes
+    from robrep.io import sha256_bytes
 
     path = Path(path)
     try:

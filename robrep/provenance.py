@@ -27,7 +27,7 @@ def distribution_of(module_name: str) -> str:
     """``"name version"`` of the installed distribution that holds module ``module_name``, or ``""``."""
     top = (module_name or "").split(".")[0]
     if top == "robrep":  # the running robrep, also when it is not installed (a source checkout)
-        from robrep import __version__
+        from robrep._version import __version__
 
         return f"robrep {__version__}"
     for dist in _packages().get(top, []):
@@ -57,7 +57,7 @@ def qualified_name(obj: Any) -> str:
 def code_identity(obj: Any, package: str = "") -> dict[str, str]:
     """What a trained checkpoint of ``obj`` (a learner class) depends on besides its config: robrep's
     version, the learner's distribution and version, and the SHA-256 of the file that defines it."""
-    from robrep import __version__
+    from robrep._version import __version__
 
     module = getattr(obj, "__module__", "")
     return {"robrep": __version__, "package": package or distribution_of(module), "source_sha256": source_digest(obj)}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robrep.checkpoint import atomic_write
+from robrep.io import atomic_write
 from robrep.data.splits import SUFFIX
 from robrep.validate import ConfigError
 

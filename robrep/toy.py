@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 
-from robrep.checkpoint import atomic_write
+from robrep.io import atomic_write
 
 log = logging.getLogger(__name__)
 

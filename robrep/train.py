@@ -9,7 +9,8 @@ from typing import Callable
 
 import torch
 
-from robrep.checkpoint import save_checkpoint, short_hash
+from robrep.checkpoint import save_checkpoint
+from robrep.io import short_hash
 from robrep.data import Dataset, cache_dir, load_dataset
 from robrep.learners import check_overrides, config_record, create_learner, learner_code, learner_source
 from robrep.progress import epoch_line

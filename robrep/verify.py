@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from robrep.results import ResultsError, read_results, row_key
+from robrep.rows import ResultsError, read_results, row_key
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def verify(out: str | Path, *, steps: int | None = None, restarts: int | None = 
 
 def _verify(out: Path, steps, restarts, tolerance, device, data_root, progress) -> list[Verdict]:
     import robrep
-    from robrep.checkpoint import sha256_bytes
+    from robrep.io import sha256_bytes
     from robrep.encoders import Encoder
     from robrep.harness.plan import test_indices
     from robrep.probes import ProbedEncoder, load_probe, probe_file

@@ -109,7 +109,7 @@ def reload_all() -> None:
 def sound(df) -> bool:
     """No row failed a check that marks a broken attack or model (the checks the leaderboard refuses on).
     Convergence is left out: the tests' small attack budgets are not meant to converge."""
-    from robrep.leaderboard import BLOCKING
-    from robrep.results import is_false
+    from robrep.board.leaderboard import BLOCKING
+    from robrep.rows import is_false
 
     return not any(is_false(v) for c in BLOCKING for v in df[c])

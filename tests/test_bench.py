@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 import robrep
 from robrep.harness import BenchConfig, bench
-from robrep.checkpoint import sha256_bytes
+from robrep.io import sha256_bytes
 from robrep.cli import main
-from robrep.results import COLUMNS
+from robrep.rows import COLUMNS
 
 SMALL = dict(learners=("vae", "se-random"), epochs=1, radii=(0.0, 0.1, 0.2), steps=5, restarts=2, n_examples=100)
 
@@ -113,8 +113,10 @@ def test_toml_config_and_cli(tmp_path, capsys):
     assert main(["bench", "--config", str(cfg), "--seed", "1"]) == 0
     df = pd.read_csv(tmp_path / "out" / "results.csv")
     assert (df["seed"] == 1).all() and json.loads(df["learner_config"][0])["latent_dim"] == 8
-    printed = capsys.readouterr().out
-    assert "adversarial accuracy" in printed and ("passed the checks" in printed or "failed a check" in printed)
+    printed = " ".join(capsys.readouterr().out.split())
+    failed = int((~df["checks_passed"].astype(bool)).sum())  # the summary line says what the rows say
+    summary = f"all {len(df)} rows passed the checks" if not failed else f"{failed} row(s) failed a check"
+    assert "adversarial accuracy" in printed and summary in printed
     (tmp_path / "bad.toml").write_text("learnerz = ['vae']\n")
     assert main(["bench", "--config", str(tmp_path / "bad.toml")]) == 2
     assert "unknown key(s) learnerz" in " ".join(capsys.readouterr().out.split())
@@ -145,6 +147,23 @@ def test_label_fraction_and_image_grid(tmp_path):
     assert sorted(everything["label_fraction"].unique()) == [0.05, 1.0]  # ... a different probe keeps its own
     with pytest.raises(ValueError, match="label_fraction"):
         BenchConfig(label_fraction=0)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.3), ("l2", 1.5)])
+def test_the_image_grid_attacks_in_the_runs_norm(norm, eps, tmp_path, monkeypatch):
+    from robrep.harness import execute
+
+    drawn = []
+    monkeypatch.setattr(execute, "image_grid", lambda model, x, x_adv, y, radius, path, **kw: drawn.append(
+        (x, x_adv, kw["norm"], kw["title"])))
+    bench(out=str(tmp_path), learners=("vae",), epochs=1, radii=(0.0, eps), steps=5, restarts=1, n_examples=40,
+          norm=norm, images=eps)
+    (x, x_adv, drawn_norm, title), = drawn
+    delta = (x_adv - x).flatten(1)
+    size = delta.norm(dim=1) if norm == "l2" else delta.abs().amax(1)
+    assert drawn_norm == norm and (size <= eps + 1e-4).all() and size.max() > 0.5 * eps
+    if norm == "l2":  # an L-inf attack of this radius would move every pixel up to 1.5: an L2 norm of about 20
+        assert "L2 PGD" in title
 
 
 def test_labelled_variants_of_one_learner(tmp_path):

@@ -60,7 +60,7 @@ def test_the_cascade_gives_the_worst_case_of_every_attack_on_every_point(tmp_pat
     assert stages[stages["radius"] == r]["n_attacked"].sum() < each[(each["radius"] == r)
                                                                     & (each["suite"] != "worst-case")]["n_attacked"].sum()
     assert chained[chained["suite"] == "worst-case"]["checks_passed"].all()
-    from robrep.leaderboard import render_markdown
+    from robrep.board.leaderboard import render_markdown
 
     page = render_markdown(chained, "cascade")  # a stage's number is the cascade's so far, and says so
     assert "FGSM (cascade stage 1, with the attacks before it)" in page and "worst case of 5 attacks (cascade)" in page

@@ -19,7 +19,7 @@ import pytest
 
 from robrep.distributed import World
 from robrep.harness.store import ResultsStore, post
-from robrep.results import PER_RUN, read_results, row_key
+from robrep.rows import PER_RUN, read_results, row_key
 
 OPTIONS = ["--learner", "vae", "--learner", "se-random", "--suite", "native", "--suite", "foolbox", "--epochs", "1",
            "--n-examples", "60", "--steps", "10", "--restarts", "1", "--radii", "0,0.05,0.1"]

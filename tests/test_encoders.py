@@ -17,7 +17,8 @@ from torch import nn
 
 import robrep
 from fixtures import install, reload_all, sound
-from robrep.checkpoint import CheckpointError, sha256_bytes, state_bytes
+from robrep.checkpoint import CheckpointError, state_bytes
+from robrep.io import sha256_bytes
 from robrep.cli import main
 from robrep.encoders import IMAGENET, ContractError, Encoder, LearnerError, Preprocessing
 from robrep.harness import BenchConfig, bench

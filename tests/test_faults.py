@@ -434,7 +434,7 @@ def test_ctrl_c_ends_a_bench_with_one_line_and_exit_130(tmp_path):
 
 
 def test_publishing_the_web_page_keeps_pages_robrep_did_not_write(finished, tmp_path):
-    from robrep.site import ENCODER_PAGE_MARK
+    from robrep.board.site import ENCODER_PAGE_MARK
 
     board = tmp_path / "board"
     (board / "encoders").mkdir(parents=True)

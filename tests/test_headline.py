@@ -1,12 +1,12 @@
-"""The headline table (robrep.headline): one ranked row per encoder and protocol, on the published board and on
+"""The headline table (robrep.board.headline): one ranked row per encoder and protocol, on the published board and on
 a real bench's rows."""
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from robrep.headline import headline_markdown, headline_table
-from robrep.results import read_results
+from robrep.board.headline import headline_markdown, headline_table
+from robrep.rows import read_results
 
 BOARD = Path(__file__).parent.parent / "leaderboard" / "mnist5k-linf.csv"
 
@@ -45,7 +45,7 @@ def test_rows_that_differ_in_a_protocol_field_are_never_merged(published):
 
 
 def test_the_markdown_shows_the_headline_first_and_the_per_attack_detail_after(published):
-    from robrep.leaderboard import render_markdown
+    from robrep.board.leaderboard import render_markdown
 
     md = render_markdown(published, "mnist5k, linf threat model")
     first = md.index("## mnist5k / digit (linf): ranked by robust accuracy at radius 0.1")

@@ -4,8 +4,8 @@ import pytest
 
 from robrep.cli import main
 from robrep.harness import bench
-from robrep.leaderboard import LeaderboardError, publish
-from robrep.plots import line_labels, plot_robustness, robustness_panels
+from robrep.board.leaderboard import LeaderboardError, publish
+from robrep.board.plots import line_labels, plot_robustness, robustness_panels
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_panels_split_by_protocol_and_lines_say_what_they_show(results):
 
 
 def test_an_encoder_has_one_colour_in_every_plot():
-    from robrep.plots import encoder_colour
+    from robrep.board.plots import encoder_colour
 
     builtin = [encoder_colour(n) for n in ("vae", "beta-vae", "se-random", "se-adversarial", "se-fgsm", "se-warm")]
     assert len(set(builtin)) == 6

@@ -72,8 +72,8 @@ def test_table1_runs_on_a_miniature_celeba(tmp_path):
     assert (df["arch"] == "conv").all() and set(df["radius"]) == {0.0, 0.1}
     assert sound(df) and (df["n_examples"] == 6).all()
     # shown as the paper's Table 1: one row per task, nominal and adversarial accuracy per learner
-    from robrep.leaderboard import render_markdown
-    from robrep.results import task_table
+    from robrep.board.leaderboard import render_markdown
+    from robrep.board.tables import task_table
 
     tt = task_table(df)
     assert list(tt.index) == sorted(DEFAULT_TASKS) and tt.attrs["radius"] == 0.1

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robrep.checkpoint import sha256_bytes, state_bytes
+from robrep.checkpoint import state_bytes
+from robrep.io import sha256_bytes
 from robrep.probes import NEWTON_MAX, features, fit_probe, train_probe
 
 WD = 1e-4

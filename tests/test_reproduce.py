@@ -2,7 +2,8 @@
 rounded, so features that differ in their last float32 bits give the same probe, byte for byte."""
 import torch
 
-from robrep.checkpoint import sha256_bytes, state_bytes
+from robrep.checkpoint import state_bytes
+from robrep.io import sha256_bytes
 from robrep.probes import features, train_probe
 
 

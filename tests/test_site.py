@@ -1,4 +1,4 @@
-"""The static leaderboard page (robrep.site), opened in a real headless Chromium (Debian's ``chromium``; .ci/run
+"""The static leaderboard page (robrep.board.site), opened in a real headless Chromium (Debian's ``chromium``; .ci/run
 installs it and sets ROBREP_REQUIRE_BROWSER=1, so CI fails rather than skips without it)."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from robrep.leaderboard import read_boards
-from robrep.site import encoder_page_name, write_site
+from robrep.board.leaderboard import read_boards
+from robrep.board.site import encoder_page_name, write_site
 
 BOARDS = Path(__file__).parent.parent / "leaderboard"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -59,7 +59,7 @@ def test_the_page_loads_without_console_errors_sorts_and_filters(site):
     got = rows(res.stdout)
     shown = [r for r in got if not r["hidden"]]
     assert shown and len(shown) < len(got) and {r["learner"] for r in shown} == {"vae"}  # the filter hides rows
-    from robrep.headline import headline_table
+    from robrep.board.headline import headline_table
 
     assert len(got) == len(headline_table(board))  # one row per encoder and protocol
     acc = [r["r=0.1"] for r in shown]

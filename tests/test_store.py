@@ -15,8 +15,8 @@ import torch
 from robrep.cli import main
 from robrep.harness import bench
 from robrep.harness.store import ResultsStore
-from robrep.leaderboard import LeaderboardError, publish
-from robrep.results import read_results
+from robrep.board.leaderboard import LeaderboardError, publish
+from robrep.rows import read_results
 
 SMALL = dict(learners=("vae",), epochs=1, radii=(0.0, 0.1), steps=3, restarts=1, n_examples=40)
 
@@ -53,7 +53,7 @@ def test_a_truncated_row_is_reported_with_its_line_and_kept_out_of_publishing(fi
 
 
 def test_a_cut_value_is_caught_by_the_layout():
-    from robrep.results import parse_row
+    from robrep.rows import parse_row
 
     good = pd.read_csv("leaderboard/mnist5k-linf.csv").iloc[0].to_dict()
     assert parse_row(good)["adversarial_accuracy"] == good["adversarial_accuracy"]

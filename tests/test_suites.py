@@ -5,7 +5,7 @@ import pytest
 from fixtures import sound
 from robrep.attacks import SUITES, suite_attacks
 from robrep.checks import check_result
-from robrep.results import CHECK_COLUMNS
+from robrep.rows import CHECK_COLUMNS
 from robrep.harness import bench, consistency_warnings
 from robrep.probes import ProbedEncoder, features, train_probe
 

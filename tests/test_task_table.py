@@ -1,4 +1,4 @@
-"""The paper's Table 1 form (robrep.results.task_table): tasks as rows, per learner nominal and adversarial
+"""The paper's Table 1 form (robrep.board.tables.task_table): tasks as rows, per learner nominal and adversarial
 accuracy at one radius; in the terminal, the Markdown and the PNG for data sets with many tasks."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from robrep.plots import plot_robustness
-from robrep.results import MANY_TASKS, headline_radius, many_task_datasets, task_table
+from robrep.board.plots import plot_robustness
+from robrep.board.tables import MANY_TASKS, headline_radius, many_task_datasets, task_table
 
 
 def rows(dataset="celeba", tasks=("Bald", "Bangs", "Male", "Smiling"), worst=True):

@@ -17,8 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from robrep.leaderboard import read_boards
-from robrep.results import MATCH_RUN, read_results
+from robrep.board.leaderboard import read_boards
+from robrep.rows import MATCH_RUN, read_results
 
 MATCH = list(MATCH_RUN)
 

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robrep.rows.layout import radius_grid  # the radii in the order attacks visit them and rows store them
+
 Progress = Callable[[int], None]  # called with a number of work units done
 REL_TOL = 1e-5  # slack of the ball check, relative to the radius: float32 rounding of a projection onto the ball
 ABS_TOL = 1e-7  # and absolute: float32 rounding of x + delta near 1
@@ -85,9 +87,6 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.
     return decide(model, x, batch_size)[0]
 
 
-def radius_grid(radii) -> list[float]:
-    """Radii as sorted distinct floats: the order attacks visit them and results store them in."""
-    return sorted(set(float(r) for r in radii))
 
 
 def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:

@@ -158,7 +158,8 @@ class Encoder(nn.Module):
 
     def sha256(self) -> str:
         """``encoder_sha256``: the SHA-256 of ``weights()`` as safetensors."""
-        from robrep.checkpoint import sha256_bytes, state_bytes
+        from robrep.checkpoint import state_bytes
+        from robrep.io import sha256_bytes
 
         return sha256_bytes(state_bytes(self.weights()))
 

@@ -9,13 +9,14 @@
 - ``store``: the run folder's results store (SQLite, one writer per command) with its inbox of
   posted cells, and its CSV export.
 
-The row layout itself (key, columns, validation) is ``robrep.results``.
+The row layout itself (key, columns, validation) is ``robrep.rows``.
 """
 from robrep.data import DatasetError
 from robrep.harness.config import DEFAULT_LEARNERS, BenchConfig
 from robrep.harness.execute import BenchProgress, bench, run_cell
 from robrep.harness.plan import Job, make_jobs, plan, probe_indices, test_indices
-from robrep.results import consistency_warnings, summary_table, worst_case_rows
+from robrep.board.tables import summary_table
+from robrep.harness.worst import consistency_warnings, worst_case_rows
 from robrep.validate import ConfigError
 
 __all__ = [

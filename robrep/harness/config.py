@@ -174,7 +174,7 @@ class BenchConfig:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
         data["learners"] = [spec if isinstance(spec, str) else os.fspath(spec) if isinstance(spec, os.PathLike)
                             else getattr(spec, "name", None) or qualified_name(spec) for spec in self.learners]
-        from robrep import __version__
+        from robrep._version import __version__
 
         head = (f"# the configuration this run resolved to (robrep bench --config reads it back); robrep {__version__}, "
                 f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")

@@ -32,27 +32,29 @@ import pandas as pd
 import torch
 
 from robrep.attacks import Attack
+from robrep.attacks.pgd import PGD
 from robrep.attacks.base import AttackResult, radius_grid
-from robrep.checkpoint import atomic_write, sha256_bytes, short_hash
+from robrep.io import atomic_write, sha256_bytes, short_hash
 from robrep.checks import check_result
 from robrep.data import Dataset, cache_dir
 from robrep.distributed import World
-from robrep.encoders import ContractError, EncoderSource, LearnerError, check_encoder, obtain
+from robrep.encoders import ContractError, EncoderSource, LearnerError, check_encoder, is_learner, obtain
 from robrep.encoders.resolve import Obtained, planned_run
 from robrep.harness.config import BenchConfig
 from robrep.harness.plan import Job, make_jobs, needs_training, probe_indices
 from robrep.harness.preflight import preflight
 from robrep.harness.store import ResultsStore, post
-from robrep.plots import attack_grid, plot_robustness
+from robrep.board.plots import image_grid, plot_robustness
 from robrep.progress import log_progress, show_progress
 from robrep.probes import (
     PROBE_FIT, ProbedEncoder, features, probe_file, read_probe, record_path, save_probe, train_probe,
     write_probe_record,
 )
 from robrep.rng import kept_random_state
-from robrep.results import (
-    cell_key, cell_keys, cell_rows, done_cells, encoder_fields, encoder_row, is_finished, masks_path,
-    load_masks, read_results, result_rows, row_key, save_masks, stored_as, worst_case_rows,
+from robrep.harness.cells import cell_rows, encoder_row, result_rows
+from robrep.harness.worst import stored_as, worst_case_rows
+from robrep.rows import (
+    cell_key, cell_keys, done_cells, encoder_fields, is_finished, masks_path, load_masks, read_results, row_key, save_masks,
 )
 from robrep.threads import use_threads
 from robrep.train import resolve_device
@@ -235,11 +237,20 @@ class _Run:
                 model = ProbedEncoder(got.encoder, probe)
                 spread = torch.linspace(0, len(job.idx) - 1, 8).long()  # across classes, not the first 8
                 y = ds.test.labels[task.name][job.idx][spread].to(self.device)
+                x = self.x_test(j)[spread.to(self.device)]
                 with _stage(src, ds.name, f"while drawing the image grid for task {task.name}"):
-                    attack_grid(model, self.x_test(j)[spread.to(self.device)], y, cfg.images, cfg.steps,
-                                self.out / "images" / f"{got.run}-{ds.name}-{task.name}-r{cfg.images:g}.png",
-                                title=f"{src.label} on {ds.name} / {task.name}: PGD at radius {cfg.images:g}",
-                                class_names=task.class_names)
+                    x_adv = x.clone()  # one restart of the run's PGD, in the run's norm: the first iterate that
+                    if cfg.images > 0:  # flips the decision, or the last one
+                        _, x_adv, _ = PGD(steps=cfg.steps, restarts=1, norm=cfg.norm).perturb(
+                            model, x, y, cfg.images, torch.Generator().manual_seed(0))
+                    what = "PGD" if cfg.norm == "linf" else f"{cfg.norm.upper()} PGD"
+                    learner = got.encoder.module
+                    reconstruct = (lambda imgs: learner.decode(learner.encode(imgs)[0])) \
+                        if is_learner(learner) and callable(getattr(learner, "decode", None)) else None
+                    image_grid(model, x, x_adv, y, cfg.images,
+                               self.out / "images" / f"{got.run}-{ds.name}-{task.name}-r{cfg.images:g}.png",
+                               title=f"{src.label} on {ds.name} / {task.name}: {what} at radius {cfg.images:g}",
+                               class_names=task.class_names, norm=cfg.norm, reconstruct=reconstruct)
         self.world.note("identity", j, {"sha256": got.sha256, "run": got.run})
 
     # --- phase 2: attack a cell -----------------------------------------------------------------------------

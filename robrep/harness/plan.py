@@ -26,7 +26,8 @@ from robrep.encoders.resolve import cached_meta, foreign_run, planned_run
 from robrep.harness.config import BenchConfig
 from robrep.harness.preflight import preflight
 from robrep.harness.store import ResultsStore, posted_rows
-from robrep.results import done_cells, is_finished, read_results, task_cells
+from robrep.harness.cells import task_cells
+from robrep.rows import done_cells, is_finished, read_results
 
 COLUMNS = ("label", "dataset", "learner_status", "run", "task", "suite", "attack", "status")
 
@@ -62,7 +63,7 @@ class Job:
     cascade: bool = False  # the task's attacks run as a cascade (each on the points earlier ones left robust)
 
     def cells(self, t: int, base: dict) -> list[dict]:
-        """The cells of task ``t`` (``robrep.results.task_cells``) on top of ``base``."""
+        """The cells of task ``t`` (``robrep.rows.task_cells``) on top of ``base``."""
         return task_cells(base, self.tasks[t][1], self.cascade)
 
     def is_cascade(self, t: int) -> bool:

@@ -3,7 +3,7 @@
 ``<out>/results.sqlite`` is the record; ``<out>/results.csv`` is exported from it, atomically,
 after every write, for people and for publishing. Two ``robrep bench`` commands on one folder
 (or, later, many ranks) each upsert their rows, so both keep them. Every row is validated
-before it is stored and again when it is read (``robrep.results.parse_row``).
+before it is stored and again when it is read (``robrep.rows.parse_row``).
 
 A folder that has a results.csv but no store yet (a run from before the store) is imported
 once: its valid rows go into the store; rows that fail validation are reported with their
@@ -32,8 +32,8 @@ from typing import Any, Callable
 import pandas as pd
 
 from robrep.attacks.base import radius_grid
-from robrep.checkpoint import atomic_write, sha256_bytes
-from robrep.results import (
+from robrep.io import atomic_write, sha256_bytes
+from robrep.rows import (
     ResultsError, cell_keys, frame, load_masks, masks_path, parse_row, read_results, row_key, write_results,
 )
 

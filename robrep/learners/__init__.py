@@ -54,7 +54,7 @@ def list_learners(pattern: str = "*") -> list[str]:
 
 def learner_source(name: str) -> str:
     """Where a registered learner comes from, as result rows record it."""
-    from robrep import __version__
+    from robrep._version import __version__
 
     origin = LEARNERS.origin(name)
     if origin == "built-in":

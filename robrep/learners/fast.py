@@ -1,9 +1,10 @@
-"""Smooth Encoders with cheap selection, registered under their own names (the rows of issue 16's comparison):
+"""Smooth Encoders with cheap selection, registered under their own names (the cheap selections compared with
+the paper's L = 20 PGD):
 
 - ``se-fgsm``: one sign step from a uniform random start, of 1.25 x the selection radius (Wong et al. 2020,
   "Fast is better than free": FGSM from a random start with step 1.25 eps). It kept the L = 20 SE's worst
   case on the MLP, and 76% of it on the ConvNet (README).
-- ``se-warm``: the warm-started selection (``se-adversarial``'s default since issue 16; see
+- ``se-warm``: the warm-started selection (``se-adversarial``'s default selection; see
   ``SmoothEncoderAdversarial``): ``selection_steps`` (default 1) steps of 0.25 x the radius per visit from each
   example's last point. It kept the L = 20 SE's worst case on the MLP (97%) and the ConvNet (101%).
 
@@ -22,7 +23,7 @@ from robrep.registry import LEARNERS
 
 @dataclass
 class SEFastConfig(SEAdversarialConfig):
-    gamma: float = 50.0  # as issue 16's comparison ran them (se-adversarial's default is 100 since)
+    gamma: float = 50.0  # as the comparison with the paper's selection ran them (se-adversarial's default is 100)
     selection_steps: int = 1
     selection_start: str = "random"
     selection_rel_step: float = 1.25  # step = this x selection_eps (unless selection_step_size is given)

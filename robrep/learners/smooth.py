@@ -138,11 +138,11 @@ class SmoothEncoder(VAE):
 
 @dataclass
 class SEAdversarialConfig(SEConfig):
-    # Since issue 16 the default selection is warm-started: each training example keeps its fictive point across
+    # The default selection is warm-started: each training example keeps its fictive point across
     # epochs and takes one step of 0.25 x the radius from it per visit (ATTA-style). It kept the paper's L = 20
     # worst case on the MLP (97%) and the ConvNet (101%) at about 2x the VAE's cost per step (README). The
     # paper's selection is selection_start = "random", selection_steps = 20; every published config pins both.
-    LEGACY: ClassVar[dict[str, Any]] = {"selection_start": "random"}  # every SE run before issue 16's switch
+    LEGACY: ClassVar[dict[str, Any]] = {"selection_start": "random"}  # every SE run before the warm start
     # chosen for the warm-started selection by `robrep sweep` on mnist5k-valid (never the test digits): gamma
     # 10 / 50 / 100 x selection radius 0.05 / 0.1 / 0.2, the worst case at radius 0.1 over all three suites
     # (README). se-random and the paper's figures keep gamma = 50.

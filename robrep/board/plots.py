@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 
 import pandas as pd
-from robrep.checkpoint import atomic_write
-from robrep.results import normalize
+from robrep.io import atomic_write
+from robrep.rows import normalize
 
 
 # Fixed colours: the built-in learners always get these; any other label a colour derived from its name, so an
@@ -52,8 +52,8 @@ def encoder_colour(label: str) -> str:
 def robustness_panels(df: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
     """The panels of ``plot_robustness``: ((dataset, task, norm, n_examples, seed, label_fraction), headline
     rows), one per data set, task, threat model and protocol, with every encoder of ``df`` in it: its worst
-    case, or its strongest single attack (``robrep.headline``)."""
-    from robrep.headline import headline_table
+    case, or its strongest single attack (``robrep.board.headline``)."""
+    from robrep.board.headline import headline_table
 
     defaults = {"learner_config": "{}", "n_examples": 0, "norm": "linf", "seed": 0, "encoder_sha256": "",
                 "nominal_accuracy": float("nan"), "checks_passed": True, "robrep_version": "",
@@ -84,8 +84,8 @@ def plot_robustness(df: pd.DataFrame, path: str | Path) -> Path:
     one line per encoder in it, in its fixed colour (``encoder_colour``), solid for MLPs and dashed for ConvNets;
     the worst case over every attack of the protocol, or (marked, hollow markers) an encoder's strongest single
     attack. Like the paper's figures 4 and 5; data sets with many tasks as task bars (Table 1)."""
-    from robrep.headline import radius_columns
-    from robrep.results import many_task_datasets, task_table
+    from robrep.board.headline import radius_columns
+    from robrep.board.tables import many_task_datasets, task_table
 
     many = many_task_datasets(df) if "dataset" in df and "task" in df else []
     tables = [(d, task_table(df[df["dataset"] == d])) for d in many]
@@ -125,7 +125,7 @@ def plot_robustness(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def _task_bars(ax, dataset: str, tt: pd.DataFrame) -> None:
-    """A task table (``robrep.results.task_table``) as bars: a row per task, per learner a pale bar for its
+    """A task table (``robrep.rows.task_table``) as bars: a row per task, per learner a pale bar for its
     nominal and a solid one for its adversarial accuracy."""
     import numpy as np
 
@@ -149,32 +149,21 @@ def _task_bars(ax, dataset: str, tt: pd.DataFrame) -> None:
     ax.legend(fontsize=7, loc="lower right")
 
 
-def attack_grid(model, x, y, eps: float, steps: int, path: str | Path, title: str = "",
-                class_names: tuple[str, ...] = ()) -> Path:
-    """Clean images, their PGD versions at radius ``eps``, and the decoder's reconstructions of both
-    (paper figures 1 and 6): what the attack does to the representation. Predicted classes on top, by name
-    (``class_names``, the task's) where they have one.
+def image_grid(model, x, x_adv, y, eps: float, path: str | Path, title: str = "",
+               class_names: tuple[str, ...] = (), norm: str = "linf", reconstruct=None) -> Path:
+    """Clean images ``x``, their attacked versions ``x_adv`` (radius ``eps`` in ``norm``), and the decoder's
+    reconstructions of both (paper figures 1 and 6): what the attack does to the representation. Predicted
+    classes on top, by name (``class_names``, the task's) where they have one.
 
-    ``model`` is a ProbedEncoder; reconstructions are drawn when its encoder is a robrep learner (``decode``).
-    The adversarial versions come from robrep's PGD (one restart of ``steps`` steps): the first iterate that
-    flips the decision, or the last one.
-    """
+    ``model`` is the attacked classifier (a ProbedEncoder); ``reconstruct`` (images -> images), where the encoder
+    has a decoder, adds the reconstructions. The figure only draws: the caller attacks (``robrep.harness.execute``)."""
     import torch
 
-    from robrep.attacks.pgd import PGD
-
-    x_adv = x.clone()
-    if eps > 0:
-        _, x_adv, _ = PGD(steps=steps, restarts=1).perturb(model, x, y, eps, torch.Generator().manual_seed(0))
-    rows = [("clean", x), (f"PGD, radius {eps:g}", x_adv)]
-    from robrep.encoders import is_learner
-
-    learner = model.encoder.module
+    rows = [("clean", x), (f"PGD, radius {eps:g}" if norm == "linf" else f"{norm.upper()} PGD, radius {eps:g}", x_adv)]
     with torch.no_grad():
         preds = [model(x).argmax(1), model(x_adv).argmax(1)]
-        if is_learner(learner) and callable(getattr(learner, "decode", None)):
-            rows += [("reconstruction of clean", learner.decode(learner.encode(x)[0])),
-                     ("reconstruction of PGD", learner.decode(learner.encode(x_adv)[0]))]
+        if reconstruct is not None:
+            rows += [("reconstruction of clean", reconstruct(x)), ("reconstruction of PGD", reconstruct(x_adv))]
     n = x.shape[0]
     fig = _figure(figsize=(1.1 * n + 1.6, 1.25 * len(rows) + 0.4), dpi=110)
     for r, (name, imgs) in enumerate(rows):

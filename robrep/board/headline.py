@@ -1,4 +1,4 @@
-"""The headline table of a board (issue 18): per data set, task and threat model, one row per encoder and
+"""The headline table of a board: per data set, task and threat model, one row per encoder and
 protocol, ranked by robust accuracy at the headline radius, as RobustBench's leaderboard shows models.
 
 A row is one encoder (its run and SHA-256) under one protocol: the test points (``n_examples``, ``seed``),
@@ -14,7 +14,8 @@ import math
 
 import pandas as pd
 
-from robrep.results import headline_radius, is_missing as _missing
+from robrep.board.tables import headline_radius
+from robrep.rows import is_missing as _missing
 
 
 def is_missing(v) -> bool:

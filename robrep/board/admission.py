@@ -1,8 +1,8 @@
-"""What a result row must be to be published, whatever its own flags say (issue 18): complete provenance,
+"""What a result row must be to be published, whatever its own flags say: complete provenance,
 numbers consistent with each other, checks that recompute from the row's own evidence, and names that are
 safe to become part of a file name.
 
-``admission_errors(df)`` gives, per row that fails, the reasons; ``robrep.leaderboard.publish`` refuses a file
+``admission_errors(df)`` gives, per row that fails, the reasons; ``robrep.board.leaderboard.publish`` refuses a file
 with any such row whole and names each one. A row's flags are a claim; these rules are what robrep can check
 without the model: a contributed CSV that sets ``checks_passed`` True on a row whose adversarial accuracy is
 above its nominal accuracy, or whose noise-floor evidence contradicts its flag, is refused.
@@ -14,8 +14,7 @@ import re
 
 import pandas as pd
 
-from robrep.checks import EXPLORED_MIN, LATE_MAX
-from robrep.results import CHECK_COLUMNS, is_missing
+from robrep.rows.layout import CHECK_COLUMNS, EXPLORED_MIN, LATE_MAX, is_missing
 
 NORMS = ("linf", "l2")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")  # no separators, no leading dot, no ".."

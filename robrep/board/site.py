@@ -1,8 +1,8 @@
-"""The leaderboard as a static web page (issue 18): ``robrep leaderboard --html`` writes ``<out>/index.html``
+"""The leaderboard as a static web page: ``robrep leaderboard --html`` writes ``<out>/index.html``
 and one page per encoder under ``<out>/encoders/``, next to the boards' CSVs, Markdown and PNGs.
 
 Self-contained: the CSS and the script are inline, nothing is fetched (no server, no CDN), so a repository's
-static hosting serves the folder as it is. The index holds the headline tables (``robrep.headline``) as one
+static hosting serves the folder as it is. The index holds the headline tables (``robrep.board.headline``) as one
 table that sorts by any column and filters by data set, task and learner; the plots; the image grids. Each
 encoder page holds every attack's rows, the checks and the learner config. The page's state (sort, filters)
 lives in the URL's fragment (``#sort=r=0.1&dir=desc&dataset=mnist5k&learner=vae``), so a view can be linked
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from robrep.checkpoint import atomic_write
-from robrep.headline import checks_text, headline_table, radius_columns
+from robrep.io import atomic_write
+from robrep.board.headline import checks_text, headline_table, radius_columns
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def _encoder_page(rows: pd.DataFrame) -> str:
 
 def write_site(board: pd.DataFrame, out: str | Path) -> Path:
     """Write ``<out>/index.html`` and ``<out>/encoders/*.html`` for ``board`` (every board's rows, as
-    ``robrep.leaderboard.read_boards`` gives them); returns the index's path. The PNGs it shows are the
+    ``robrep.board.leaderboard.read_boards`` gives them); returns the index's path. The PNGs it shows are the
     boards' own (``<dataset>-<norm>.png``) and the image grids in ``<out>/images/``."""
     out = Path(out)
     table = headline_table(board)

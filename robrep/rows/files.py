@@ -1,0 +1,101 @@
+"""Results CSVs: read (every row validated, the bad ones reported with file and line), normalized (what older
+files leave out filled in), merged by key, and written atomically."""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from robrep.io import atomic_write
+from robrep.rows.layout import COLUMNS, KEY, SCHEMA, ResultsError, parse_row, row_key
+
+log = logging.getLogger(__name__)
+
+
+def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``old`` and ``new``; where both have a key, the new row wins."""
+    if old is None or old.empty:
+        df = new
+    else:
+        df = pd.concat([old, new], ignore_index=True)
+    df = normalize(df.assign(**{c: None for c in COLUMNS if c not in df.columns}))  # every row has every column
+    df = df.drop_duplicates(subset=list(KEY), keep="last")
+    cols = list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]
+    return df[cols].sort_values(["dataset", "task", "suite", "attack", "learner", "run", "radius"],
+                                kind="stable").reset_index(drop=True)
+
+
+def frame(rows: list[dict[str, Any]], columns: list[str] | None = None) -> pd.DataFrame:
+    """Parsed rows as a normalized DataFrame (every column of the layout, sorted, one row per key)."""
+    return merge(None, pd.DataFrame(rows, columns=columns or None))
+
+
+def read_results(path: str | Path) -> pd.DataFrame | None:
+    """The valid rows of a results CSV (None if there is no file). Rows that fail ``parse_row`` (cut short,
+    junk, missing provenance) are logged with file and line, left out, and listed in ``df.attrs["invalid"]``
+    as (file, line, reason); the file itself is not changed."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    rows, invalid, lines = [], [], {}
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if not header or not {"run", "radius", "adversarial_accuracy"} <= set(header):
+                raise ResultsError(f"{path} is not a robrep results file: its header is {header!r}")
+            missing = [c for c, (_, required) in SCHEMA.items() if required and c not in header]
+            if missing:
+                raise ResultsError(f"{path} lacks the column(s) {', '.join(missing)}, which every row needs")
+            line = reader.line_num
+            for fields in reader:
+                if not any(f.strip() for f in fields):
+                    line = reader.line_num
+                    continue
+                try:
+                    if len(fields) != len(header):
+                        raise ValueError(f"has {len(fields)} fields, the header {len(header)}")
+                    rows.append(parse_row(dict(zip(header, fields))))
+                    try:
+                        lines[row_key(rows[-1])] = line + 1
+                    except KeyError:  # a key column older files lack (filled in by normalize): line unknown
+                        pass
+                except ValueError as e:
+                    invalid.append((str(path), line + 1, str(e)))
+                line = reader.line_num
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ResultsError(f"cannot read results file {path}: {e}") from e
+    for file, line, reason in invalid:
+        log.warning("%s:%d: row %s; it is kept out of tables, resumes and publishing", file, line, reason)
+    df = frame(rows, header)
+    df.attrs["invalid"] = invalid
+    df.attrs["lines"] = lines  # row key -> its line in the file
+    return df
+
+
+def normalize(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` in which what older results, or learners without the field, leave empty or out is
+    filled in: label fraction, warnings, architecture and label. ``merge`` and ``read_results`` return
+    normalized rows."""
+    df = df.copy()
+    # rows from before the option: all labels
+    df["label_fraction"] = df.get("label_fraction", pd.Series(1.0, index=df.index)).fillna(1.0).astype(float)
+    # rows from before the cascade: every attack attacked every point
+    df["protocol"] = df.get("protocol", pd.Series("per-attack", index=df.index)).fillna("per-attack") \
+        .replace("", "per-attack").astype(str)
+    # no warnings; a learner without an architecture choice; rows from before provenance was recorded
+    for column in ("warnings", "arch", "source"):
+        df[column] = df.get(column, pd.Series("", index=df.index)).astype(object).fillna("").astype(str)
+    if "learner" in df:  # rows from before labels: the learner's name
+        df["label"] = df.get("label", df["learner"]).fillna(df["learner"])
+    return df
+
+
+def write_results(path: str | Path, df: pd.DataFrame) -> None:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, float_format="%.10g")
+    atomic_write(Path(path), buf.getvalue().encode())

@@ -1,0 +1,194 @@
+"""The row layout: the key, every column and named group of columns, each column's parser, and the flags a
+row's checks read as."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+# A row is identified by these columns (what was attacked, how, and on which points).
+KEY = ("encoder_sha256", "dataset", "task", "suite", "attack", "attack_config", "radius", "n_examples", "seed",
+       "label_fraction")
+
+
+# The checks every attack row records (robrep.checks computes them; True, False, or empty where one does not apply).
+CHECK_COLUMNS = ("check_noise_floor", "check_converged", "check_explored", "check_guards", "check_consistent")
+
+
+# The thresholds the convergence and exploration checks hold those numbers to (robrep.checks computes them,
+# admission recomputes the verdicts from a row's own numbers).
+LATE_MAX = 0.01  # share of the test points first broken late
+EXPLORED_MIN = 0.9  # share of the robust points whose queries reached REACH of the radius
+# The numbers they judge.
+EVIDENCE_COLUMNS = ("noise_accuracy", "late_share", "last_restart_share", "explored_share")
+
+
+# When and where: the columns that differ between any two runs of the same cells (whatever else differs is a bug).
+PER_RUN = ("timestamp", "wall_seconds", "train_seconds", "checkpoint")
+
+
+# What was run, without the encoder's hash: matches a re-trained encoder's rows to the published ones.
+MATCH_RUN = ("run", *(k for k in KEY if k != "encoder_sha256"))
+
+
+COLUMNS = (
+    "learner", "label", "run", "checkpoint", "source", "learner_config", "arch", "dataset", "task", "n_classes",
+    "suite", "attack", "attack_config", "norm", "steps", "restarts", "step_size", "radius", "n_examples",
+    "label_fraction", "n_probe_labels",
+    "protocol", "nominal_accuracy", "adversarial_accuracy", "recomputed_accuracy", "n_attacked", "n_broken_first",
+    "max_perturbation",
+    *EVIDENCE_COLUMNS, *CHECK_COLUMNS, "n_rejected", "checks_passed", "check_thresholds", "warnings", "verified",
+    "seed", "encoder_sha256", "probe_sha256", "probe_train_accuracy", "robrep_version", "torch_version",
+    "device", "machine", "threads", "train_seconds", "wall_seconds", "timestamp",
+)
+
+
+class ResultsError(ValueError):
+    """A results file cannot be read at all (not a results CSV); the message names the file."""
+
+
+def _text(v: str) -> str:
+    return v
+
+
+def _int(v: str) -> int:
+    f = float(v)
+    if not f.is_integer():
+        raise ValueError(f"{v!r} is not an integer")
+    return int(f)
+
+
+def _float(v: str) -> float:
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"{v!r} is not a finite number")
+    return f
+
+
+def _unit(v: str) -> float:
+    f = _float(v)
+    if not 0 <= f <= 1:
+        raise ValueError(f"{v!r} is not in [0, 1]")
+    return f
+
+
+def _bool(v: str) -> bool:
+    if v in ("True", "true", "1"):
+        return True
+    if v in ("False", "false", "0"):
+        return False
+    raise ValueError(f"{v!r} is not True or False")
+
+
+def _sha256(v: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", v):
+        raise ValueError(f"{v!r} is not a SHA-256 (64 hex digits)")
+    return v
+
+
+def _timestamp(v: str) -> str:
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[+-]\d{4}|Z)?", v):
+        raise ValueError(f"{v!r} is not a timestamp (YYYY-MM-DDTHH:MM:SS+zzzz)")
+    return v
+
+
+# column -> (parser of its text, required). Optional columns may be empty (or missing, in older files).
+SCHEMA: dict[str, tuple[Callable[[str], Any], bool]] = {
+    **{c: (_text, True) for c in ("learner", "run", "learner_config", "dataset", "task", "suite", "attack",
+                                  "attack_config", "norm", "robrep_version", "torch_version", "device")},
+    **{c: (_text, False) for c in ("label", "checkpoint", "source", "arch", "step_size", "warnings",
+                                   "check_thresholds", "verified", "machine", "protocol")},
+    **{c: (_int, True) for c in ("n_classes", "n_examples", "seed")},
+    **{c: (_int, False) for c in ("steps", "restarts", "n_probe_labels", "n_attacked", "n_broken_first",
+                                  "n_rejected", "threads")},
+    **{c: (_unit, True) for c in ("nominal_accuracy", "adversarial_accuracy")},
+    **{c: (_unit, False) for c in ("recomputed_accuracy", "probe_train_accuracy", "label_fraction",
+                                   *EVIDENCE_COLUMNS)},
+    "radius": (_float, True), "max_perturbation": (_float, False), "wall_seconds": (_float, False),
+    "train_seconds": (_float, False),
+    "checks_passed": (_bool, True),
+    **{c: (_bool, False) for c in CHECK_COLUMNS},
+    "encoder_sha256": (_sha256, True), "probe_sha256": (_sha256, True), "timestamp": (_timestamp, True),
+}
+
+
+def _as_text(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return str(v)
+
+
+def parse_row(raw: dict[str, Any]) -> dict[str, Any]:
+    """A row checked against the layout: typed values, or ValueError saying what is wrong with it."""
+    row: dict[str, Any] = {}
+    for column, value in raw.items():
+        text = _as_text(value)
+        parser, required = SCHEMA.get(column, (_text, False))
+        if text == "":
+            if required:
+                raise ValueError(f"{column} is empty")
+            row[column] = None
+            continue
+        try:
+            row[column] = parser(text)
+        except ValueError as e:
+            raise ValueError(f"{column}: {e}") from None
+    missing = [c for c, (_, required) in SCHEMA.items() if required and c not in raw]
+    if missing:
+        raise ValueError(f"lacks {', '.join(missing)}")
+    if row["radius"] < 0:
+        raise ValueError(f"radius {row['radius']} is negative")
+    return row
+
+
+def cell_key(row: dict) -> tuple:
+    """A cell's identity: the row key without the radius, as text (so CSV round trips compare equal)."""
+    return tuple(str(row[k]) for k in KEY if k != "radius")
+
+
+def cell_keys(df: pd.DataFrame) -> list[tuple]:
+    return list(df[[k for k in KEY if k != "radius"]].astype(str).itertuples(index=False, name=None))
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """The row's key (``KEY``) as text that compares equal across CSV and JSON round trips."""
+    return json.dumps([str(row[k]) if k != "radius" else float(row[k]) for k in KEY])
+
+
+# The fields ``encoder_row`` sets: what every row of one encoder, task and probe shares.
+ENCODER_FIELDS = (
+    "learner", "label", "run", "checkpoint", "source", "learner_config", "arch", "dataset", "task", "n_classes",
+    "n_examples", "label_fraction", "n_probe_labels", "seed", "encoder_sha256", "probe_sha256",
+    "probe_train_accuracy", "robrep_version", "torch_version", "device", "machine", "threads", "train_seconds",
+)
+
+
+def encoder_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The ``ENCODER_FIELDS`` of a stored row (e.g. a cell's, to build the worst case of its task)."""
+    return {k: row[k] for k in ENCODER_FIELDS}
+
+
+def passed(row: dict) -> bool:
+    """A row's checks passed: none of ``CHECK_COLUMNS`` is False (None: the check does not apply)."""
+    return not any(is_false(row.get(c)) for c in CHECK_COLUMNS)
+
+
+def is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def is_false(v: Any) -> bool:
+    return not is_missing(v) and not bool(v)
+
+
+def radius_grid(radii) -> list[float]:
+    """Radii as sorted distinct floats: the order attacks visit them and results store them in."""
+    return sorted(set(float(r) for r in radii))
