@@ -30,7 +30,9 @@ import json
 import torch
 from torch import nn
 
-from robrep.attacks.base import LATE, REACH, AttackResult, perturbation_norm, predict, radius_seed, uniform_in_ball
+from robrep.attacks.base import (
+    LATE, REACH, AttackResult, bounds_of, perturbation_norm, predict, radius_seed, uniform_in_ball,
+)
 from robrep.rows.layout import EXPLORED_MIN, LATE_MAX
 
 NOISE_DRAWS = 4
@@ -55,7 +57,7 @@ def noise_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
     ok = predict(model, x, batch_size) == y
     if eps > 0:
         for _ in range(NOISE_DRAWS):
-            ok &= predict(model, uniform_in_ball(x, eps, norm, gen), batch_size) == y
+            ok &= predict(model, uniform_in_ball(x, eps, norm, gen, bounds_of(model)), batch_size) == y
     return ok.float().mean().item()
 
 

@@ -364,6 +364,11 @@ class ProbedEncoder(nn.Module):
         super().__init__()
         self.encoder, self.probe = freeze(as_encoder(encoder)), probe.eval()
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The inputs' bounds, the encoder's (``robrep.encoders.Encoder.bounds``)."""
+        return self.encoder.bounds
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.probe(self.encoder(x))
 

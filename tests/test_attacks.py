@@ -93,10 +93,40 @@ def test_l2_projection_rounding_at_large_radii_is_not_rejected():
     x = torch.rand(5000, 3, 64, 64, generator=gen) * 0.5 + 0.25
     pgd = PGD(norm="l2")
     delta = torch.randn(x.shape, generator=gen)
-    x_adv = pgd._project(x + delta * 10, pgd._bounds(x, 3.0), 3.0)
+    unit = (0.0, 1.0)
+    x_adv = pgd._project(x + delta * 10, pgd._box(x, 3.0, unit), 3.0, unit)
     assert (perturbation_norm(x_adv - x, "l2") > 3.0 + 1e-6).sum() > 0  # the old absolute slack rejects some
-    assert pgd.admissible(x, x_adv, 3.0).all()
-    assert not pgd.admissible(x, pgd._project(x + delta * 10, pgd._bounds(x, 3.01), 3.01), 3.0).any()  # 0.3 % past: rejected
+    assert pgd.admissible(x, x_adv, 3.0, unit).all()
+    past = pgd._project(x + delta * 10, pgd._box(x, 3.01, unit), 3.01, unit)
+    assert not pgd.admissible(x, past, 3.0, unit).any()  # 0.3 % past: rejected
+
+
+def test_attacks_keep_inputs_inside_the_bounds_the_model_carries(undefended):
+    """The bounds live on the attacked model: an attack moves inside them and never writes [0, 1] itself."""
+    from robrep.attacks.base import bounds_of
+
+    model, x, y = undefended
+    x, y = x[:60], y[:60]
+
+    class Narrow(torch.nn.Module):  # the same classifier, told its inputs lie in [0.2, 0.8]
+        bounds = (0.2, 0.8)
+
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, z):
+            return self.inner(z)
+
+    narrow = Narrow().eval()
+    x = x.clamp(0.2, 0.8)
+    for attack in (PGD(steps=10, restarts=1), PGD(steps=10, restarts=1, norm="l2")):
+        eps = 0.3 if attack.norm == "linf" else 3.0
+        _, x_adv, _ = attack.perturb(narrow, x, y, eps, torch.Generator().manual_seed(0))
+        assert x_adv.min() >= 0.2 and x_adv.max() <= 0.8
+        assert bounds_of(narrow) == (0.2, 0.8) and bounds_of(model) == (0.0, 1.0)
+    with pytest.raises(TypeError, match="carries no input bounds"):
+        bounds_of(torch.nn.Linear(2, 2))
 
 
 class _RejectedFirst(Attack):
@@ -132,8 +162,8 @@ def test_pgd_keeps_attacking_a_point_whose_flipped_iterate_is_inadmissible(undef
     seen = []
     real = PGD.admissible
 
-    def refuse_first_restart(self, x0, xt, eps):  # every iterate of the first restart is "outside the ball"
-        ok = real(self, x0, xt, eps)
+    def refuse_first_restart(self, x0, xt, eps, bounds):  # every iterate of the first restart is "outside the ball"
+        ok = real(self, x0, xt, eps, bounds)
         seen.append(len(x0))
         return ok & torch.tensor(len(seen) > 21)
 

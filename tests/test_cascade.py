@@ -92,6 +92,8 @@ def test_a_killed_cascade_resumes_at_the_stage_it_stopped_in(tmp_path, monkeypat
 class _Rounded(nn.Module):
     """Inputs rounded to 1/8 before the model: the gradient is zero almost everywhere (masked)."""
 
+    bounds = (0.0, 1.0)
+
     def __init__(self, model):
         super().__init__()
         self.model = model

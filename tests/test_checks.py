@@ -22,14 +22,14 @@ class _Helper(PGD):
     def _loss(self, logits, y):
         return -super()._loss(logits, y)
 
-    def _random_start(self, x, eps, gen):
+    def _random_start(self, x, eps, gen, bounds):
         return x.clone()
 
 
 class _LateRestarts(PGD):
     """Its restarts before the last take no step from x: the points only fall in the last restart."""
 
-    def _random_start(self, x, eps, gen):
+    def _random_start(self, x, eps, gen, bounds):
         self._restart = getattr(self, "_restart", 0) + 1
         return x.clone()
 
@@ -65,7 +65,7 @@ def test_an_attack_stopped_too_early_fails_convergence(undefended):
     model, x, y = undefended
     # a few small steps from no random start: points keep falling until the very last step
     slow = PGD(steps=5, restarts=1, rel_stepsize=1.0)
-    slow._random_start = lambda x0, eps, gen: x0.clone()
+    slow._random_start = lambda x0, eps, gen, bounds: x0.clone()
     _, checks = _checks(slow, model, x, y, [0.0, 0.1])
     assert checks[0.1]["late_share"] > LATE_MAX and checks[0.1]["check_converged"] is False
     # an attack that only starts working in its last restart: more restarts would change the answer
@@ -91,7 +91,7 @@ def _worst(model, x, y, attacks, radii):
 def test_the_worst_case_is_judged_converged_per_point(undefended):
     model, x, y = undefended
     slow = PGD(steps=5, restarts=1, rel_stepsize=1.0)
-    slow._random_start = lambda x0, eps, gen: x0.clone()
+    slow._random_start = lambda x0, eps, gen, bounds: x0.clone()
     # a slow attack's late points that a strong attack broke early do not move the worst case
     both = _worst(model, x, y, [slow, PGD(steps=50, restarts=3)], [0.0, 0.1])[0.1]
     assert both["check_converged"] and both["late_share"] <= LATE_MAX and both["checks_passed"], both
@@ -104,6 +104,8 @@ def test_the_worst_case_is_judged_converged_per_point(undefended):
 
 class _Noisy(nn.Module):
     """A model whose decisions change from call to call (dropout left on)."""
+
+    bounds = (0.0, 1.0)
 
     def __init__(self, model):
         super().__init__()
@@ -141,6 +143,8 @@ def test_the_observer_matches_each_query_to_the_point_it_perturbs():
 class _BatchSensitive(nn.Module):
     """Two logits that differ by x's first pixel minus 0.5, plus a last-bits term that depends on the batch
     size, as matrix kernels that block by batch size do: an input on the boundary flips with its batch."""
+
+    bounds = (0.0, 1.0)
 
     def forward(self, x):
         m = x.flatten(1)[:, 0] - 0.5 + (1e-6 if len(x) % 2 else -1e-6)

@@ -19,7 +19,7 @@ def trained(mnist5k):
 
 def test_adversarial_selection_stays_in_the_ball_and_in_the_unit_box(trained):
     learner, x = trained
-    x_b = adversarial_selection(learner.encode, x, EPS, steps=10)
+    x_b = adversarial_selection(learner.encode, x, EPS, steps=10, bounds=learner.bounds)
     assert (x_b - x).abs().max() <= EPS + 1e-6
     assert x_b.min() >= 0 and x_b.max() <= 1
     assert not x_b.requires_grad
@@ -36,8 +36,8 @@ def test_adversarial_selection_finds_larger_distances_than_random(trained):
 
     torch.manual_seed(0)
     adv = dist(adversarial_selection(learner.encode, x, EPS, steps=10,
-                                     distance=lambda *a: wd_gamma(*a, gamma)))
-    rnd = dist(random_selection(x, EPS))
+                                     distance=lambda *a: wd_gamma(*a, gamma), bounds=learner.bounds))
+    rnd = dist(random_selection(x, EPS, learner.bounds))
     # WD_gamma is offset by entropies; compare the excess over the coupling of x with itself
     base = dist(x)
     assert (adv - base).mean() > 3 * (rnd - base).mean()
@@ -48,12 +48,12 @@ def test_selection_leaves_parameter_gradients_untouched(trained):
     learner, x = trained
     for p in learner.parameters():
         assert p.grad is None
-    adversarial_selection(learner.encode, x[:32], EPS, steps=3)
+    adversarial_selection(learner.encode, x[:32], EPS, steps=3, bounds=learner.bounds)
     assert all(p.grad is None for p in learner.parameters())
     # and existing gradients are not modified either
     for p in learner.parameters():
         p.grad = torch.ones_like(p)
-    adversarial_selection(learner.encode, x[:32], EPS, steps=3)
+    adversarial_selection(learner.encode, x[:32], EPS, steps=3, bounds=learner.bounds)
     assert all(torch.equal(p.grad, torch.ones_like(p)) for p in learner.parameters())
     for p in learner.parameters():
         p.grad = None
@@ -102,7 +102,7 @@ def test_fgsm_selection_is_one_step_of_1_25_eps_from_a_random_start(trained):
     d = se.distance()
     with torch.no_grad():
         fgsm = d(*se.encode(x), *se.encode(x_b))
-        rnd = d(*se.encode(x), *se.encode(random_selection(x, se.config.selection_eps)))
+        rnd = d(*se.encode(x), *se.encode(random_selection(x, se.config.selection_eps, se.bounds)))
     assert (fgsm - rnd).mean() > 0
 
 
@@ -167,10 +167,10 @@ def test_selection_with_the_callers_encoding_of_x_picks_the_same_points(trained)
         return learner.encode(v)
 
     torch.manual_seed(3)
-    own = adversarial_selection(encode, x, EPS, steps=2)
+    own = adversarial_selection(encode, x, EPS, steps=2, bounds=(0.0, 1.0))
     n_own = len(calls)
     with torch.no_grad():
         target = learner.encode(x)
     torch.manual_seed(3)
-    given = adversarial_selection(encode, x, EPS, steps=2, target=target)
+    given = adversarial_selection(encode, x, EPS, steps=2, target=target, bounds=(0.0, 1.0))
     assert torch.equal(own, given) and len(calls) - n_own == n_own - 1  # one encoding of x saved

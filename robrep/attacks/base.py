@@ -99,16 +99,27 @@ def flat_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1).view(-1, *[1] * (t.dim() - 1)).clamp_min(1e-12)
 
 
-def uniform_in_ball(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
+def bounds_of(model) -> tuple[float, float]:
+    """The input bounds the attacked model carries (``robrep.encoders.Encoder.bounds``, passed on by
+    ``ProbedEncoder``); a bare module without them is refused rather than assumed to take [0, 1]."""
+    bounds = getattr(model, "bounds", None)
+    if bounds is None:
+        raise TypeError(f"{type(model).__name__} carries no input bounds: attack a robrep.probes.ProbedEncoder "
+                        "(or give the model a `bounds = (low, high)` attribute)")
+    return bounds
+
+
+def uniform_in_ball(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator,
+                    bounds: tuple[float, float]) -> torch.Tensor:
     """x plus noise drawn uniformly from the ball of radius eps (L-inf: the cube; L2: uniform direction,
-    radius eps * U^(1/D)), clipped to [0, 1]. Drawn on the CPU from ``gen``, so it is the same on any device."""
+    radius eps * U^(1/D)), clipped to ``bounds``. Drawn on the CPU from ``gen``, so it is the same on any device."""
     if norm == "linf":
         delta = torch.empty(x.shape).uniform_(-eps, eps, generator=gen)
     else:
         delta = torch.randn(x.shape, generator=gen)
         r = torch.rand(x.shape[0], generator=gen) ** (1.0 / x[0].numel())
         delta = delta * (eps * r.view(-1, *[1] * (x.dim() - 1)) / flat_norm(delta))
-    return (x + delta.to(x.device, x.dtype)).clamp(0, 1)
+    return (x + delta.to(x.device, x.dtype)).clamp(*bounds)
 
 
 class Observer(nn.Module):
@@ -121,6 +132,7 @@ class Observer(nn.Module):
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str):
         super().__init__()
         self.model, self.x, self.y, self.eps, self.norm = model, x, y, eps, norm
+        self.bounds = getattr(model, "bounds", None)  # the attack reads the model's input bounds through it
         self.keys = self._fingerprint(x).double()
         self.key_norms = (self.keys * self.keys).sum(1)
         self.block = max(1, x[0].numel() // BLOCKS)
@@ -327,10 +339,11 @@ class Attack:
         iterate of the others."""
         raise NotImplementedError
 
-    def admissible(self, x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> torch.Tensor:
-        """(n,) bool: x_adv is finite, inside [0, 1] and inside the ball of radius eps around x (the guards)."""
+    def admissible(self, x: torch.Tensor, x_adv: torch.Tensor, eps: float,
+                   bounds: tuple[float, float]) -> torch.Tensor:
+        """(n,) bool: x_adv is finite, inside ``bounds`` and inside the ball of radius eps around x (the guards)."""
         flat = x_adv.flatten(1)
-        ok = (flat.amin(1) >= 0) & (flat.amax(1) <= 1)  # NaN propagates to the extremes and fails both; inf fails
+        ok = (flat.amin(1) >= bounds[0]) & (flat.amax(1) <= bounds[1])  # NaN reaches the extremes and fails; inf fails
         return ok & (perturbation_norm(x_adv - x, self.norm) <= eps + ball_slack(eps))
 
     @torch.no_grad()
@@ -338,7 +351,7 @@ class Attack:
         """(valid, fooled, tie): the guards on a returned input, whether it is misclassified (re-computed on
         its own, ``decide``), and whether it lies on the decision boundary (top two logits tied)."""
         pred, tie = decide(model, x_adv, batch_size)
-        return self.admissible(x, x_adv, eps), pred != y, tie
+        return self.admissible(x, x_adv, eps, bounds_of(model)), pred != y, tie
 
     def _restarted(self, model, x, y, eps, generator, progress, restarts: int, call) -> tuple:
         """Run ``call(x, y, seed) -> x_adv`` ``restarts`` times with new seeds, each time on the points no
@@ -353,7 +366,7 @@ class Attack:
                 torch.manual_seed(seed)  # libraries draw random starts from torch's global generator
                 with torch.enable_grad():
                     adv = call(x[idx], y[idx], seed).detach().to(x.dtype)
-                won = (predict(model, adv) != y[idx]) & self.admissible(x[idx], adv, eps)
+                won = (predict(model, adv) != y[idx]) & self.admissible(x[idx], adv, eps, bounds_of(model))
                 broken[idx[won]] = True
                 restart[idx[won]] = k
                 x_adv[idx] = adv  # the example of a broken point, the last iterate of the others

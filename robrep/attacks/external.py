@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from robrep.attacks.base import Attack, Progress
+from robrep.attacks.base import Attack, Progress, bounds_of
 
 _NORMS = {"linf": "Linf", "l2": "L2"}
 
@@ -46,6 +46,9 @@ class TorchattacksAttack(Attack):
 
     def build(self, model: nn.Module, eps: float, seed: int):
         import torchattacks
+
+        if tuple(bounds_of(model)) != (0.0, 1.0):  # torchattacks clamps every input to [0, 1] itself
+            raise ValueError(f"torchattacks takes inputs in [0, 1]; this model's bounds are {bounds_of(model)}")
 
         if self.attack in COMPOSITIONS or self.attack == "Parts":
             # "Parts": some of a composition's parts (the cascade runs the others as attacks of their own)
@@ -99,7 +102,7 @@ COMPOSITIONS = {"AutoAttackStandard": _autoattack, "BinaryAutoAttack": _binary_a
 
 @dataclass(repr=False)
 class FoolboxAttack(Attack):
-    """foolbox.attacks.<attack>(**kwargs), model wrapped with bounds (0, 1), one radius per call (so each
+    """foolbox.attacks.<attack>(**kwargs), model wrapped with its input bounds, one radius per call (so each
     radius has its own seed and only the points still robust are attacked)."""
 
     attack: str = "LinfPGD"
@@ -118,7 +121,7 @@ class FoolboxAttack(Attack):
     def perturb(self, model, x, y, eps, generator, progress: Progress | None = None):
         import foolbox as fb
 
-        fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=x.device)
+        fmodel = fb.PyTorchModel(model, bounds=bounds_of(model), device=x.device)
         attack = getattr(fb.attacks, self.attack)(**self.kwargs)
 
         def call(xs, ys, seed):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robrep.attacks.base import Attack, Progress, flat_norm, uniform_in_ball
+from robrep.attacks.base import Attack, Progress, bounds_of, flat_norm, uniform_in_ball
 
 
 @dataclass(repr=False)
@@ -40,8 +40,8 @@ class PGD(Attack):
         return self.restarts * sum(1 for r in radii if r > 0)
 
     # -- the three norm-specific pieces (as in foolbox) ----------------------
-    def _random_start(self, x, eps, gen):
-        return uniform_in_ball(x, eps, self.norm, gen)
+    def _random_start(self, x, eps, gen, bounds):
+        return uniform_in_ball(x, eps, self.norm, gen, bounds)
 
     def _advance(self, xt, grad, alpha):
         """One ascent step from xt: alpha times the gradient's sign (L-inf) or its direction (L2)."""
@@ -49,20 +49,21 @@ class PGD(Attack):
             return torch.add(xt, grad.sign(), alpha=alpha)  # alpha * sign is exact: xt + alpha * sign, rounded once
         return xt + alpha * (grad / flat_norm(grad))
 
-    def _bounds(self, x, eps):
-        """What ``_project`` needs per point, computed once per restart: the box [max(x - eps, 0), min(x + eps, 1)]
-        (L-inf: the ball and [0, 1] together; clamping to it equals clamping to the ball, then to [0, 1]), or x."""
+    def _box(self, x, eps, bounds):
+        """What ``_project`` needs per point, computed once per restart: the box [max(x - eps, low), min(x + eps,
+        high)] (L-inf: the ball and the input bounds together; clamping to it equals clamping to the ball, then to
+        the bounds), or x."""
         if self.norm == "linf":
-            return (x - eps).clamp_(min=0), (x + eps).clamp_(max=1)
+            return (x - eps).clamp_(min=bounds[0]), (x + eps).clamp_(max=bounds[1])
         return (x,)
 
-    def _project(self, x_adv, bounds, eps):
+    def _project(self, x_adv, box, eps, bounds):
         if self.norm == "linf":
-            return x_adv.clamp(*bounds)
-        x = bounds[0]
+            return x_adv.clamp(*box)
+        x = box[0]
         delta = x_adv - x
         delta = delta * (eps / flat_norm(delta)).clamp(max=1.0)
-        return (x + delta).clamp(0, 1)
+        return (x + delta).clamp(*bounds)
 
     def _loss(self, logits, y):
         if self.loss == "ce":
@@ -73,6 +74,7 @@ class PGD(Attack):
 
     def perturb(self, model: nn.Module, x, y, eps, generator, progress: Progress | None = None):
         alpha = self.rel_stepsize * eps / self.steps
+        limits = bounds_of(model)  # the inputs' bounds, carried by the attacked model
         broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         restart = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
         x_adv = x.clone()
@@ -83,8 +85,8 @@ class PGD(Attack):
                     progress(1)
                 continue
             x0, y0 = x[idx], y[idx]
-            bounds = self._bounds(x0, eps)
-            xt = self._random_start(x0, eps, generator)
+            box = self._box(x0, eps, limits)
+            xt = self._random_start(x0, eps, generator, limits)
             for t in range(self.steps + 1):
                 last = t == self.steps  # the last iterate is only scored: no graph
                 with torch.enable_grad() if not last else torch.no_grad():
@@ -96,7 +98,7 @@ class PGD(Attack):
                     flipped = logits.argmax(1) != y0
                     if flipped.any():
                         wrong = flipped.nonzero().squeeze(1)
-                        flipped[wrong] = self.admissible(x0[wrong], xt.detach()[wrong], eps)
+                        flipped[wrong] = self.admissible(x0[wrong], xt.detach()[wrong], eps, limits)
                     keep = ~flipped if self.reuse else torch.ones_like(flipped)
                     grad = None
                     if not last and keep.all():  # most steps: nothing to drop, no copies
@@ -110,10 +112,10 @@ class PGD(Attack):
                     restart[idx[new]] = k
                     x_adv[idx[new]] = xt[new]
                     idx, x0, y0, xt = idx[keep], x0[keep], y0[keep], xt[keep]
-                    bounds = tuple(b[keep] for b in bounds)
+                    box = tuple(b[keep] for b in box)
                 if grad is None:
                     break
-                xt = self._project(self._advance(xt, grad, alpha), bounds, eps)
+                xt = self._project(self._advance(xt, grad, alpha), box, eps, limits)
             unbroken = ~broken[idx]
             x_adv[idx[unbroken]] = xt[unbroken]  # the last iterate of the points this restart did not break
             if progress:

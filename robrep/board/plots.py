@@ -169,8 +169,8 @@ def image_grid(model, x, x_adv, y, eps: float, path: str | Path, title: str = ""
     for r, (name, imgs) in enumerate(rows):
         for i in range(n):
             ax = fig.add_subplot(len(rows), n, r * n + i + 1)
-            img = imgs[i].detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
-            ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            img = imgs[i].detach().cpu().permute(1, 2, 0).clamp(*model.bounds).numpy()
+            ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=model.bounds[0], vmax=model.bounds[1])
             ax.set_xticks([])
             ax.set_yticks([])
             if r < 2:

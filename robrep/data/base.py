@@ -21,6 +21,11 @@ class Task:
     class_names: tuple[str, ...] = ()
 
 
+
+# Images are stored as uint8 and fed to every encoder as float32 pixels in this range (x / 255): the input bounds
+# every attack, the Smooth Encoder's selection and the image grid respect, read from the attacked model.
+PIXELS: tuple[float, float] = (0.0, 1.0)
+
 @dataclass
 class Split:
     """One split: images stored as uint8 (N, C, H, W), labels per task name.

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from robrep.data.base import PIXELS
 from robrep.encoders.contract import ContractError, output_method
 
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
@@ -103,6 +104,10 @@ class Encoder(nn.Module):
 
         df = robrep.bench(learners=[robrep.Encoder(resnet, preprocessing="imagenet", name="resnet18")])
     """
+
+    # the inputs robrep feeds every encoder: pixels in [0, 1] (a declared preprocessing is applied inside). Attacks,
+    # their checks and the image grid read the bounds here, on the attacked model, never write them themselves.
+    bounds: tuple[float, float] = PIXELS
 
     def __init__(self, module: nn.Module, *, preprocessing=None, name: str | None = None, source: str = ""):
         super().__init__()

@@ -49,9 +49,9 @@ def w2_squared(mu_a, logvar_a, mu_b, logvar_b) -> torch.Tensor:
     return (mu_a - mu_b).pow(2).sum(-1) + ((0.5 * logvar_a).exp() - (0.5 * logvar_b).exp()).pow(2).sum(-1)
 
 
-def random_selection(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """x_b = clip(x_a + U(-eps, eps)^D, 0, 1)."""
-    return (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+def random_selection(x: torch.Tensor, eps: float, bounds: tuple[float, float]) -> torch.Tensor:
+    """x_b = clip(x_a + U(-eps, eps)^D, bounds)."""
+    return (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(*bounds)
 
 
 SELECTION_STARTS = ("warm", "random")
@@ -75,12 +75,15 @@ def adversarial_selection(
     distance: Callable[..., torch.Tensor] = w2_squared,
     start: torch.Tensor | None = None,
     target: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    bounds: tuple[float, float],
 ) -> torch.Tensor:
     """PGD in the L-inf ball of radius ``eps`` around x maximising distance(q(z|x), q(z|x_b)).
 
     Random start (the distance has zero gradient at x_b = x), or ``start`` (projected onto the ball and
-    [0, 1]; ``robrep.learners.fast`` warm-starts from the last visit's point), sign steps of size
-    ``step_size`` (default ``default_step_size``), projection onto the ball and [0, 1] after every step.
+    ``bounds``, the learner's input bounds; ``robrep.learners.fast`` warm-starts from the last visit's point), sign
+    steps of size ``step_size`` (default ``default_step_size``), projection onto the ball and the bounds after
+    every step.
     Returns, per example, the iterate with the largest distance, detached. ``target``: q(z|x)'s (mu, logvar)
     when the caller has them (the SE's loss does), which saves encoding x again. Gradients are taken with
     respect to x_b only (torch.autograd.grad), so the encoder's parameters never receive a gradient from the
@@ -89,8 +92,8 @@ def adversarial_selection(
     step_size = default_step_size(eps, steps) if step_size is None else step_size
     with torch.no_grad():
         mu_a, logvar_a = encode(x) if target is None else (target[0].detach(), target[1].detach())
-    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
-    x_b = random_selection(x, eps) if start is None else torch.min(torch.max(start.detach(), lo), hi)
+    lo, hi = (x - eps).clamp(min=bounds[0]), (x + eps).clamp(max=bounds[1])
+    x_b = random_selection(x, eps, bounds) if start is None else torch.min(torch.max(start.detach(), lo), hi)
     best, best_d = x_b, torch.full((x.shape[0],), -math.inf, device=x.device)
     for i in range(steps + 1):
         if i < steps:
@@ -127,7 +130,7 @@ class SmoothEncoder(VAE):
 
     def select(self, x: torch.Tensor, target=None) -> torch.Tensor:
         """The fictive point x_b for each x (``target``: q(z|x)'s (mu, logvar), for selections that use it)."""
-        return random_selection(x, self.config.selection_eps)
+        return random_selection(x, self.config.selection_eps, self.bounds)
 
     def regulariser(self, x, mu, logvar):
         x_b = self.select(x, target=(mu.detach(), logvar.detach())).detach()
@@ -214,7 +217,7 @@ class SmoothEncoderAdversarial(SmoothEncoder):
         if c.selection_start == "warm" and start is None and self._index is not None and self.training:
             return self._warm_select(x, target)
         return adversarial_selection(self.encode, x, c.selection_eps, c.selection_steps, self.step_size(),
-                                     self.distance(), start=start, target=target)
+                                     self.distance(), start=start, target=target, bounds=self.bounds)
 
     def _warm_select(self, x: torch.Tensor, target) -> torch.Tensor:
         """The selection from each example's kept point (a random one on its first visit); keeps the result."""
@@ -229,7 +232,7 @@ class SmoothEncoderAdversarial(SmoothEncoder):
             self._points, self._visited = points, visited
         seen = self._visited[index].view(-1, *[1] * (x.dim() - 1))
         kept = x + self._points[index].float() * (eps / 127)
-        fresh = random_selection(x, eps)
+        fresh = random_selection(x, eps, self.bounds)
         x_b = self.select(x, start=torch.where(seen, kept, fresh), target=target)
         self._points[index] = ((x_b - x) * (127 / eps)).round().clamp(-127, 127).to(torch.int8)
         self._visited[index] = True

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robrep.data.base import PIXELS
 from robrep.nets import ARCHS, build_nets
 from robrep.registry import LEARNERS
 
@@ -93,6 +94,7 @@ class VAE(nn.Module):
 
     config_class = VAEConfig
     name = "vae"
+    bounds = PIXELS  # its inputs (the Smooth Encoder's selection stays inside them)
 
     def __init__(self, config: VAEConfig | None = None, **overrides):
         super().__init__()
