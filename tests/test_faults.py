@@ -317,12 +317,12 @@ def test_an_import_that_fails_midway_leaves_no_store_and_the_next_run_imports_al
     for f in folder.glob("results.sqlite*"):
         f.unlink()
     (folder / "results.csv").write_bytes((finished / "results.csv").read_bytes())
-    from robrep.harness import store
+    from robrep.harness import migrate
 
     def crash(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store.os, "link", crash)
+    monkeypatch.setattr(migrate.os, "link", crash)
     assert main(["bench", *SMALL, "--out", str(folder)]) == 2
     assert not (folder / "results.sqlite").exists() and not list(folder.glob("results.sqlite.import-*"))
     monkeypatch.undo()

@@ -34,20 +34,21 @@ import torch
 from robrep.attacks import Attack
 from robrep.attacks.pgd import PGD
 from robrep.attacks.base import AttackResult, radius_grid
-from robrep.io import atomic_write, sha256_bytes, short_hash
+from robrep.io import atomic_write, short_hash
 from robrep.checks import check_result
 from robrep.data import Dataset, cache_dir
 from robrep.distributed import World
 from robrep.encoders import ContractError, EncoderSource, LearnerError, check_encoder, is_learner, obtain
 from robrep.encoders.resolve import Obtained, planned_run
 from robrep.harness.config import BenchConfig
+from robrep.harness.migrate import adopt_old_probes
 from robrep.harness.plan import Job, make_jobs, needs_training, probe_indices
 from robrep.harness.preflight import preflight
 from robrep.harness.store import ResultsStore, post
 from robrep.board.plots import image_grid, plot_robustness
 from robrep.progress import log_progress, show_progress
 from robrep.probes import (
-    PROBE_FIT, ProbedEncoder, features, probe_file, read_probe, record_path, save_probe, train_probe,
+    PROBE_FIT, ProbedEncoder, features, probe_file, read_probe, save_probe, train_probe,
     write_probe_record,
 )
 from robrep.rng import kept_random_state
@@ -119,30 +120,6 @@ def _stage(src: EncoderSource, dataset: str, what: str):
         raise
     except Exception as e:
         raise LearnerError(src.label, f"failed {what} on {dataset}: {type(e).__name__}: {e}", src.source, what) from e
-
-
-def adopt_old_probes(out: Path, df: pd.DataFrame) -> int:
-    """Probes saved before probe records existed: a probe whose SHA-256 the stored rows record gets the record
-    those rows imply, so a resume attacks with it rather than a re-fitted one. Returns how many."""
-    folder = out / "probes"
-    if df.empty or not folder.is_dir():
-        return 0
-    n = 0
-    for path in folder.glob("*/*.safetensors"):
-        if record_path(path).is_file():
-            continue
-        sha = sha256_bytes(path.read_bytes())
-        rows = df[df["probe_sha256"] == sha]
-        if rows.empty:
-            continue
-        row = rows.iloc[0].to_dict()
-        write_probe_record(path, {k: str(row[k]) for k in ("encoder_sha256", "dataset", "task")}
-                           | {"label_fraction": float(row["label_fraction"]), "seed": int(row["seed"]),
-                              "fit": "before probe records",  # so it is never taken for a PROBE_FIT probe
-                              "n_probe_labels": int(row["n_probe_labels"]), "probe_sha256": sha,
-                              "probe_train_accuracy": float(row["probe_train_accuracy"])})
-        n += 1
-    return n
 
 
 @dataclass

@@ -6,8 +6,8 @@ after every write, for people and for publishing. Two ``robrep bench`` commands 
 before it is stored and again when it is read (``robrep.rows.parse_row``).
 
 A folder that has a results.csv but no store yet (a run from before the store) is imported
-once: its valid rows go into the store; rows that fail validation are reported with their
-line and copied, with the reason, to ``results-rejected.csv``, so nothing is lost; the
+once, all or nothing (``robrep.harness.migrate.import_csv``): its valid rows go into the store;
+refused rows are copied, with the reason, to ``results-rejected.csv``, so nothing is lost; the
 original CSV is kept as ``results.csv.orig`` before the first export replaces it.
 
 Ranks of a distributed run do not write the store: each finished cell is posted, atomically, as
@@ -18,12 +18,9 @@ SQLite is only ever opened by that one writer, so the output folder may be on a 
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
-import os
 import sqlite3
 import time
 from pathlib import Path
@@ -31,11 +28,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from robrep.attacks.base import radius_grid
-from robrep.io import atomic_write, sha256_bytes
-from robrep.rows import (
-    ResultsError, cell_keys, frame, load_masks, masks_path, parse_row, read_results, row_key, write_results,
-)
+from robrep.io import atomic_write
+from robrep.rows import ResultsError, frame, parse_row, row_key, write_results
 
 log = logging.getLogger(__name__)
 
@@ -94,45 +88,13 @@ def _retry_locked(statement: Callable[[], Any], timeout: float = TIMEOUT) -> Any
             delay = min(2 * delay, 0.25)
 
 
-def _records(rows: pd.DataFrame) -> list[tuple[str, str]]:
+def records(rows: pd.DataFrame) -> list[tuple[str, str]]:
     """(key, JSON) per row, each validated first: a row that cannot be read back is refused (ValueError)."""
     records = []
     for raw in rows.to_dict("records"):
         row = parse_row({k: _plain(v) for k, v in raw.items()})
         records.append((row_key(row), json.dumps({k: _plain(v) for k, v in raw.items()})))
     return records
-
-
-def _agree_with_masks(out: Path, df: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[tuple[str, int, str]]]:
-    """The rows of ``df`` whose accuracies agree with the per-example masks their cell saved (rows without a mask
-    file, e.g. worst cases, are kept as they are), and the others as (file, line, reason): a number edited by
-    hand in a CSV never becomes a result."""
-    if df.empty:
-        return df, []
-    bad, refused = [], []
-    cells: dict[tuple, list[int]] = {}
-    for i, key in enumerate(cell_keys(df)):
-        cells.setdefault(key, []).append(i)
-    for rows in cells.values():
-        cell = df.iloc[rows]
-        first = cell.iloc[0].to_dict()
-        path = masks_path(out, first, cell["radius"].astype(float))
-        if not path.is_file():
-            continue
-        try:
-            masks = load_masks(path)["robust"].float().mean(1).tolist()  # (n_radii,) accuracy per radius
-        except Exception:  # noqa: BLE001  a damaged mask file: the cell runs again (is_finished needs it)
-            continue
-        grid = radius_grid(cell["radius"].astype(float))
-        for i, row in zip(rows, cell.to_dict("records")):
-            r = grid.index(float(row["radius"]))
-            if r < len(masks) and abs(masks[r] - float(row["adversarial_accuracy"])) > 1e-6:
-                bad.append(i)
-                refused.append((file, df.attrs.get("lines", {}).get(row_key(row), 0), f"adversarial_accuracy {float(row['adversarial_accuracy']):.6g} disagrees "
-                                         f"with the per-example results its cell saved ({masks[r]:.6g}; run {row['run']}, task "
-                                         f"{row['task']}, {row['suite']}/{row['attack']}, radius {row['radius']:g}); "
-                                         "edited?"))
-    return df.drop(index=df.index[bad]).reset_index(drop=True), refused
 
 
 class ResultsStore:
@@ -142,7 +104,9 @@ class ResultsStore:
         self.out = Path(out)
         self.db, self.csv = self.out / "results.sqlite", self.out / "results.csv"
         if not self.db.exists() and self.csv.is_file():
-            self._import_csv()  # the store whole, or nothing (ResultsError) and the folder as it was
+            from robrep.harness.migrate import import_csv
+
+            import_csv(self.out)  # a folder from before the store: the store whole, or nothing and the folder as it was
         self.conn = sqlite3.connect(self.db, timeout=TIMEOUT, isolation_level=None)
         try:
             _retry_locked(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
@@ -155,59 +119,15 @@ class ResultsStore:
             raise ResultsError(f"{self.db} is damaged ({e}); results.csv.orig or results.csv may hold its rows: "
                                "move the damaged store away and run again to import them") from None
 
-    def _import_csv(self) -> None:
-        """Make the store from a results.csv written before it: all or nothing. The store is built under another
-        name and linked into place only when complete (a second command doing the same finds it there and keeps
-        the first); the original CSV is kept (``results.csv.orig``) and the rows it refused are written to
-        ``results-rejected.csv`` first, so no row is ever only in a file that a later export replaces."""
-        old = read_results(self.csv)  # an unreadable file or a missing column raises here: nothing written
-        invalid = list(old.attrs.get("invalid", []))
-        keep, mismatched = _agree_with_masks(self.out, old, str(self.csv))
-        invalid += mismatched
-        data = self.csv.read_bytes()
-        orig = self.out / "results.csv.orig"
-        if orig.exists() and orig.read_bytes() != data:  # an earlier import's original: keep both
-            orig = self.out / f"results.csv.orig-{sha256_bytes(data)[:8]}"
-        if not orig.exists():
-            atomic_write(orig, data)
-        if invalid:
-            lines = data.decode("utf-8", errors="replace").splitlines()
-            buf = io.StringIO()
-            writer = csv.writer(buf)
-            writer.writerow(["file", "line", "reason", "text"])
-            for file, line, reason in invalid:
-                writer.writerow([file, line, reason, lines[line - 1] if 0 < line <= len(lines) else ""])
-            atomic_write(self.out / "results-rejected.csv", buf.getvalue().encode())
-            log.warning("%d row(s) of %s were refused (listed with the reason in %s); they are kept out of the "
-                        "store; the original file is %s", len(invalid), self.csv, self.out / "results-rejected.csv",
-                        orig)
-        tmp = self.out / f"results.sqlite.import-{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        try:
-            conn = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                conn.execute("CREATE TABLE rows (key TEXT PRIMARY KEY, data TEXT NOT NULL)")
-                conn.execute("BEGIN")
-                conn.executemany("INSERT OR REPLACE INTO rows (key, data) VALUES (?, ?)", _records(keep))
-                conn.execute("COMMIT")
-            finally:
-                conn.close()
-            try:
-                os.link(tmp, self.db)  # atomic, and never over a store another command made meanwhile
-            except FileExistsError:
-                log.info("%s was imported by another command at the same time; its store is used", self.csv)
-        finally:
-            tmp.unlink(missing_ok=True)
-
     def add(self, rows: pd.DataFrame) -> None:
         """Validate and upsert ``rows`` in one transaction (a row with the same key is replaced)."""
-        records = _records(rows)
-        if not records:
+        pairs = records(rows)
+        if not pairs:
             return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self.conn.executemany("INSERT INTO rows (key, data) VALUES (?, ?) "
-                                  "ON CONFLICT(key) DO UPDATE SET data = excluded.data", records)
+                                  "ON CONFLICT(key) DO UPDATE SET data = excluded.data", pairs)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
