@@ -169,7 +169,8 @@ LEFT_BY_SYSTEMS = {".DS_Store", "Thumbs.db", "desktop.ini", ".ipynb_checkpoints"
 
 _BENCH = {
     "results.csv": _results_csv, "results.sqlite": _results_db, "results.sqlite-wal": _any,
-    "results.sqlite-shm": _any, "results.sqlite.import-*": _any, "results.csv.orig*": _any,
+    "results.sqlite-shm": _any, "results.sqlite-journal": _any, "results.sqlite.import-*": _any,
+    "results.csv.orig*": _any,
     "results-rejected.csv": _csv_header("file", "line", "reason", "text"), "config.toml": _bench_toml,
     "robustness.png": _png, "probes": _folder, "examples": _folder, "inbox": _folder, "images": _folder,
     ".robrep-write-test-*": _any, ".robrep-shared-*": _any,

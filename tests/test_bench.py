@@ -96,6 +96,7 @@ def test_a_checkpoint_folder_can_be_benchmarked(mnist5k, tmp_path):
     assert set(df["learner"]) == {"beta-vae"} and set(df["run"]) == {"mine"}
 
 
+@pytest.mark.slow
 def test_colormnist_probes_both_tasks(tmp_path):
     df = bench(out=str(tmp_path), learners=("vae",), datasets=("colormnist5k",), epochs=1, radii=(0.0, 0.1),
                steps=3, restarts=1, n_examples=70)

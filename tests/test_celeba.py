@@ -228,6 +228,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"), reason="Linux /proc")
 def test_a_decode_killed_outright_takes_its_workers_along_and_the_next_decode_is_whole(tmp_path, _cache,
                                                                                         monkeypatch):
@@ -284,6 +285,7 @@ def test_decode_workers_rejects_a_bad_setting(monkeypatch):
         C.decode_workers()
 
 
+@pytest.mark.slow
 def test_processes_that_miss_the_cache_together_decode_it_once(tmp_path, _cache):
     import subprocess
     import sys

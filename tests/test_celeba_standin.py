@@ -49,6 +49,7 @@ def test_written_standin_reads_as_celeba_and_is_the_same_whatever_the_workers(tm
         write_standin(tmp_path / "big", 1_000_000)
 
 
+@pytest.mark.slow
 def test_drawn_attributes_are_learnable_and_undrawn_ones_are_not(tmp_path):
     """A class-balanced linear probe on 16 x 16 pixels tells drawn attributes apart, and not the random ones."""
     drawn, undrawn = ["Eyeglasses", "Blond_Hair", "Wearing_Hat", "Smiling", "Male"], ["Attractive", "Oval_Face"]

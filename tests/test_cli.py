@@ -49,6 +49,7 @@ def test_console_script_is_installed():
     assert res.stdout.strip() == f"robrep {robrep.__version__}"
 
 
+@pytest.mark.slow
 def test_bench_piped_to_a_file_logs_a_line_per_epoch_and_cell_and_keeps_tables_whole(tmp_path):
     """`robrep bench > log.txt`: plain lines as work finishes (no progress bars), tables never wrapped at 80
     columns, the resolved configuration saved as TOML in the run folder, files with the user's umask."""
@@ -101,6 +102,7 @@ def test_the_python_api_is_quiet_by_default_and_logs_progress_when_asked(tmp_pat
     assert all(r.levelno == logging.INFO for r in caplog.records if "] native/pgd: " in r.getMessage())
 
 
+@pytest.mark.slow
 def test_train_piped_to_a_file_prints_a_line_per_epoch(tmp_path):
     import os
     import sys

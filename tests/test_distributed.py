@@ -21,6 +21,8 @@ from robrep.distributed import World
 from robrep.harness.store import ResultsStore, post
 from robrep.rows import PER_RUN, read_results, row_key
 
+pytestmark = pytest.mark.slow  # every test starts real processes (torchrun, several ranks)
+
 OPTIONS = ["--learner", "vae", "--learner", "se-random", "--suite", "native", "--suite", "foolbox", "--epochs", "1",
            "--n-examples", "60", "--steps", "10", "--restarts", "1", "--radii", "0,0.05,0.1"]
 

@@ -133,6 +133,7 @@ def rows_of(df: pd.DataFrame, label: str) -> pd.DataFrame:
     return df[df["label"] == label].sort_values("radius")
 
 
+@pytest.mark.slow
 def test_every_form_reaches_the_same_frozen_encoder_path(plainenc, tmp_path):
     """An instance, a class, a factory and 'module:attr' of the same module give one encoder and the same
     numbers; a class built under the bench's seed gets the same weights wherever it is named."""
@@ -154,6 +155,7 @@ def test_every_form_reaches_the_same_frozen_encoder_path(plainenc, tmp_path):
     assert df["train_seconds"].isna().all()  # nor timed its training
 
 
+@pytest.mark.slow
 def test_instances_pairs_feature_maps_and_tied_weights(plainenc, tmp_path):
     gauss, features = plainenc.Gaussian(), plainenc.Features()
     before = {k: v.clone() for k, v in features.state_dict().items()}
@@ -169,6 +171,7 @@ def test_instances_pairs_feature_maps_and_tied_weights(plainenc, tmp_path):
     assert json.loads(rows_of(df, "Gaussian")["learner_config"].iloc[0])["output"] == "encode"
 
 
+@pytest.mark.slow
 def test_resnet18_by_module_attr_with_imagenet_preprocessing(tmp_path, capsys):
     """The reviewers' command: torchvision's ResNet-18 (random weights) with its ImageNet normalisation."""
     import torchvision

@@ -417,6 +417,7 @@ def test_bench_leaves_torchs_global_random_state_as_it_was(tmp_path):
     assert torch.equal(torch.get_rng_state(), state)
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_a_bench_with_one_line_and_exit_130(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ROBREP_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "robrep", "bench", "--learner", "se-adversarial", "--threads", "1",

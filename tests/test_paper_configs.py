@@ -59,6 +59,7 @@ def test_every_published_run_is_the_run_its_config_plans_today():
     assert published and published <= planned, sorted(published - planned)
 
 
+@pytest.mark.slow
 def test_table1_runs_on_a_miniature_celeba(tmp_path):
     root = make_celeba(tmp_path / "celeba", n=24)
     cfg = BenchConfig.from_toml(PAPER / "table1_celeba.toml", data_root=str(root), out=str(tmp_path / "out"),
@@ -85,6 +86,7 @@ def test_table1_runs_on_a_miniature_celeba(tmp_path):
     assert (tmp_path / "out" / "robustness.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_compare_published_tells_a_reproduced_run_from_a_changed_one(tmp_path):
     board = pd.read_csv(PAPER.parent.parent / "leaderboard" / "mnist5k-linf.csv")
     run = board[board["run"] == board["run"].iloc[0]]

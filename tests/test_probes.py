@@ -26,6 +26,7 @@ def representation(undefended, mnist5k):
     return features(model.encoder, mnist5k.train.images[:2000]), mnist5k.train.labels["digit"][:2000]
 
 
+@pytest.mark.slow
 def test_newton_reaches_the_minimum_and_lbfgs_the_same_probe(representation):
     feats, labels = representation
     w_n, b_n = fit_probe(feats, labels, 10, solver="newton")

@@ -139,6 +139,7 @@ def _open_store(path, barrier, errors):
         errors.put(f"{type(e).__name__}: {e}")
 
 
+@pytest.mark.slow
 def test_processes_opening_one_new_store_together_all_get_it(tmp_path):
     """Switching a new store to WAL fails at once ("database is locked") when another process opens it too, whatever
     the busy timeout; before the store retried, 4 processes opening one new store failed in about 1 of 4 tries."""

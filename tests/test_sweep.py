@@ -51,6 +51,7 @@ class SealedSplit(Split):
         return super().__getattribute__(name)
 
 
+@pytest.mark.slow
 def test_sweep_trains_every_point_and_chooses_on_validation_data_only(tmp_path, monkeypatch):
     # mnist5k's test split sealed: a sweep that read it anywhere (training, probes, attacks, the table) fails here
     real = DATASETS.get("mnist5k")
