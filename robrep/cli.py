@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -232,20 +233,10 @@ def _print_results(df) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from robrep.harness import BenchConfig, bench
 
-    given = {k: v for k, v in {
-        "learners": args.learner, "datasets": args.dataset, "tasks": args.task, "radii": args.radii,
-        "steps": args.steps, "restarts": args.restarts, "n_examples": args.n_examples, "device": args.device,
-        "seed": args.seed, "out": args.out and str(args.out), "epochs": args.epochs, "arch": args.arch,
-        "norm": args.norm, "data_root": args.data_root and str(args.data_root), "suites": args.suite,
-        "label_fraction": args.label_fraction, "images": args.images, "preprocessing": args.preprocessing,
-        "worst_case": args.worst_case, "budget": args.budget, "threads": args.threads,
-    }.items() if v is not None}
+    given = config_values(args, BenchConfig)
     if args.budget and (args.steps or args.restarts):
         raise ValueError(f"--budget {args.budget} sets the steps and restarts; give it or --steps/--restarts, "
                          "not both")
-    for flag in ("retrain", "download"):
-        if getattr(args, flag):
-            given[flag] = True
     cfg = BenchConfig.from_toml(args.config, **given) if args.config else BenchConfig(**given)
     if cfg.threads is None:
         from robrep.threads import default_threads
@@ -277,6 +268,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from robrep.harness.config import BenchConfig
     from robrep.sweep import sweep
     from robrep.threads import default_threads
 
@@ -285,12 +277,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if key in grid:
             raise ValueError(f"--grid {key} is given twice; give each key once with all its values")
         grid[key] = list(values) if isinstance(values, tuple) else [values]
-    options = {k: v for k, v in {
-        "suites": args.suite and tuple(args.suite), "steps": args.steps, "restarts": args.restarts,
-        "budget": args.budget, "n_examples": args.n_examples, "arch": args.arch, "epochs": args.epochs,
-        "seed": args.seed, "device": args.device, "data_root": args.data_root and str(args.data_root),
-    }.items() if v is not None}
-    options["threads"] = args.threads or default_threads()
+    options = config_values(args, BenchConfig, ("suites", "n_examples", *SWEEP_SHARES))
+    options["threads"] = options.get("threads") or default_threads()
     with _bench_progress() as progress:
         res = sweep(args.learner, grid, dataset=args.dataset, radius=args.radius, min_nominal=args.min_nominal,
                     base_config=dict(args.set), out=args.out, progress=progress, force=args.force, **options)
@@ -448,8 +436,39 @@ def _parse_set(text: str) -> tuple[str, object]:
     return key.strip().replace("-", "_"), tuple(parse(v) for v in raw.split(",")) if "," in raw else parse(raw)
 
 
+def add_config_options(parser: argparse.ArgumentParser, cls, names: tuple[str, ...] | None = None) -> None:
+    """The options of dataclass ``cls``'s fields that declare one (``metadata["cli"]``, see
+    ``robrep.harness.config``), or of those named; each left unset (None) unless given."""
+    for f in dataclasses.fields(cls):
+        spec = dict(f.metadata.get("cli") or {})
+        if not spec or (names is not None and f.name not in names):
+            continue
+        flag = spec.pop("flag") or "--" + f.name.replace("_", "-")
+        if spec.get("action") != "store_true" and "choices" not in spec:
+            spec.setdefault("metavar", flag.lstrip("-").replace("-", "_").upper())  # named as typed: --learner LEARNER
+        parser.add_argument(flag, dest=f.name, default=None, **spec)
+
+
+# the bench options ``robrep sweep`` takes as the bench declares them (its test points, suites and folder have their own)
+SWEEP_SHARES = ("budget", "steps", "restarts", "arch", "epochs", "seed", "threads", "device", "data_root")
+
+
+def config_values(args: argparse.Namespace, cls, names: tuple[str, ...] | None = None) -> dict:
+    """The fields of ``cls`` (or of those named) given on the command line, as config values."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if names is not None and f.name not in names:
+            continue
+        value = getattr(args, f.name, None) if "cli" in f.metadata else None
+        if value is None or value is False:
+            continue
+        values[f.name] = str(value) if isinstance(value, Path) else value
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     from robrep._version import __version__
+    from robrep.harness.config import BenchConfig
 
     p = argparse.ArgumentParser(prog="robrep", description="Robustness benchmarking for learned representations.")
     p.add_argument("--version", action="version", version=f"robrep {__version__}")
@@ -458,42 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="freeze encoders, probe every task, attack probe∘encoder, write a leaderboard table")
     b.add_argument("--config", type=Path, help="TOML file with a whole experiment (options below override it)")
-    b.add_argument("--learner", action="append", help="registered learner, NAME:LABEL, checkpoint folder, or "
-                   "package.module:attr (an nn.Module class or instance, or a factory); repeatable; "
-                   "default: vae, beta-vae, se-random, se-adversarial")
-    b.add_argument("--preprocessing", metavar="SPEC",
-                   help="input normalisation of the encoders robrep does not train: 'imagenet', 'none', or "
-                   "'mean=M1,M2,M3 std=S1,S2,S3' (attacks stay in [0, 1] pixel space)")
-    b.add_argument("--dataset", action="append", help="data set (repeatable; default mnist5k)")
-    b.add_argument("--task", action="append", help="task (repeatable; default: every task of the data set)")
-    b.add_argument("--radii", type=_floats, help="comma-separated attack radii (default 0,0.05,0.1,0.15,0.2)")
-    b.add_argument("--suite", action="append", help="attack suite: native, torchattacks, foolbox (repeatable; "
-                   "default native). With several, a worst-case row per radius is added")
-    b.add_argument("--worst-case", choices=("cascade", "per-attack"),
-                   help="with several attacks: cascade (default; each attacks only the points every earlier one "
-                   "failed on, cheap ones first, no attack twice) or per-attack (every attack on every point)")
-    b.add_argument("--norm", choices=("linf", "l2"), help="threat model (default linf; l2: native suite only)")
-    b.add_argument("--steps", type=int, help="iterations of every iterative attack, AutoAttack's parts too "
-                   "(default 100)")
-    b.add_argument("--restarts", type=int, help="random restarts (default 10); Square gets 5 x steps x restarts "
-                   "queries (5,000 by default)")
-    b.add_argument("--threads", type=int, help="CPU threads (default: OMP_NUM_THREADS, else this process's share "
-                   "of the cores); 1 when other processes share the machine")
-    b.add_argument("--budget", choices=("quick", "standard", "paper"),
-                   help="named steps x restarts: quick 10 x 1, standard 50 x 5, paper 100 x 10 (the default, "
-                   "AutoAttack at its published budgets)")
-    b.add_argument("--n-examples", type=int, help="test points attacked (default 1000)")
-    b.add_argument("--label-fraction", type=float, help="fraction of training labels the probes see (default 1)")
-    b.add_argument("--images", type=float, metavar="RADIUS",
-                   help="write <out>/images/*.png: clean and PGD images at RADIUS and their reconstructions")
-    b.add_argument("--epochs", type=int, help="training epochs of learners that need training")
-    b.add_argument("--arch", choices=("mlp", "conv"), help="architecture of learners that need training (default mlp)")
-    b.add_argument("--seed", type=int)
-    b.add_argument("--device", help="cpu, cuda or cuda:N")
-    b.add_argument("--out", type=Path, help="output folder (default robrep-bench)")
-    b.add_argument("--data-root", type=Path, help="folder of a folder-backed data set (mnist, celeba)")
-    b.add_argument("--retrain", action="store_true", help="train again even if a cached checkpoint exists")
-    b.add_argument("--download", action="store_true", help="download a missing data set where possible (mnist)")
+    add_config_options(b, BenchConfig)
     b.add_argument("--dry-run", action="store_true", help="print the plan: what would be trained, what is done in "
                    "--out, what would run; run nothing")
     b.add_argument("--force", action="store_true", help="write into a folder that holds files robrep did not write (they are left as they are; robrep never overwrites them)")
@@ -509,18 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config override shared by every point (repeatable)")
     w.add_argument("--radius", type=float, default=0.1, help="attack radius the choice is made at (default 0.1)")
     w.add_argument("--min-nominal", type=float, help="nominal-accuracy floor (default: the grid's best - 0.05)")
-    w.add_argument("--suite", action="append", help="attack suite (repeatable; default native, torchattacks and "
-                   "foolbox, cascaded: the worst case over all of them)")
-    w.add_argument("--budget", choices=("quick", "standard", "paper"), help="named steps x restarts (as bench)")
-    w.add_argument("--steps", type=int)
-    w.add_argument("--restarts", type=int)
-    w.add_argument("--n-examples", type=int, help="validation points attacked (default: all)")
-    w.add_argument("--arch", choices=("mlp", "conv"))
-    w.add_argument("--epochs", type=int)
-    w.add_argument("--seed", type=int)
-    w.add_argument("--threads", type=int)
-    w.add_argument("--device")
-    w.add_argument("--data-root", type=Path)
+    # the bench's options with a sweep's own defaults, then the ones it shares with the bench as they are
+    w.add_argument("--suite", dest="suites", metavar="SUITE", action="append", help="attack suite (repeatable; default native, "
+                   "torchattacks and foolbox, cascaded: the worst case over all of them)")
+    w.add_argument("--n-examples", dest="n_examples", metavar="N_EXAMPLES", type=int, help="validation points attacked (default: all)")
+    add_config_options(w, BenchConfig, SWEEP_SHARES)
     w.add_argument("--out", type=Path, default=Path("robrep-sweep"), help="output folder (default robrep-sweep)")
     w.add_argument("--force", action="store_true", help="write into a folder that holds files robrep did not write (they are left as they are; robrep never overwrites them)")
     w.set_defaults(func=cmd_sweep)

@@ -40,6 +40,21 @@ def _as_tuple(value) -> tuple:
 
 
 WORST_CASE = ("cascade", "per-attack")
+
+
+def _cli(flag: str | None = None, **argparse_keywords) -> dict:
+    """A field's command-line option: ``flag`` (default ``--field-name``) and argparse's keywords."""
+    return {"cli": {"flag": flag, **argparse_keywords}}
+
+
+def floats(text: str) -> list[float]:
+    """``0,0.05,0.1`` as numbers (a command-line value); argparse reports the error."""
+    import argparse
+
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 # named budgets: steps x restarts, which every attack's budget follows (robrep.attacks.suites.budgets);
 # "paper" is the full protocol, AutoAttack at its published budgets
 BUDGETS = {"quick": (10, 1), "standard": (50, 5), "paper": (100, 10)}
@@ -50,36 +65,67 @@ DEFAULT_N_EXAMPLES = 1000  # test points attacked by default: a cap (a smaller t
 class BenchConfig:
     """A whole experiment. Every field can be set in a TOML file (``--config``) or on the command line."""
 
+    # Each field's ``metadata["cli"]`` is its command-line option (``robrep.cli`` builds ``robrep bench``'s parser,
+    # and the options ``robrep sweep`` shares, from them): the flag, its help text and argparse's keywords.
+
     # registered names, NAME:LABEL variants, checkpoint folders, "module:attr" specs; from Python also
     # nn.Module instances or classes, factories and robrep.Encoder objects (see robrep.encoders)
-    learners: tuple = DEFAULT_LEARNERS
+    learners: tuple = field(default=DEFAULT_LEARNERS, metadata=_cli(
+        "--learner", action="append", help="registered learner, NAME:LABEL, checkpoint folder, or package.module:attr "
+        "(an nn.Module class or instance, or a factory); repeatable; default: vae, beta-vae, se-random, "
+        "se-adversarial"))
     learner_config: dict = field(default_factory=dict)  # per learner label: a table of config overrides
     # what encoders robrep does not train expect their inputs normalised with ("imagenet", "mean=... std=...",
     # or {mean, std}), unless their learner_config says otherwise; robrep learners take [0, 1]
-    preprocessing: str | dict | None = None
-    datasets: tuple[str, ...] = ("mnist5k",)
-    tasks: tuple[str, ...] | None = None  # default: every task of each data set
-    arch: str = "mlp"
-    epochs: int | None = None  # default: each learner's config
-    radii: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2)  # distinct, >= 0; at most 1 for L-inf; kept sorted
-    norm: str = "linf"  # threat model: linf (every suite) or l2 (native suite only)
-    suites: tuple[str, ...] = ("native",)  # native, torchattacks, foolbox, plugins (see `robrep list`)
-    steps: int = 100
-    restarts: int = 10
-    budget: str | None = None  # a named budget (BUDGETS) instead of steps and restarts
+    preprocessing: str | dict | None = field(default=None, metadata=_cli(
+        metavar="SPEC", help="input normalisation of the encoders robrep does not train: 'imagenet', 'none', or "
+        "'mean=M1,M2,M3 std=S1,S2,S3' (attacks stay in [0, 1] pixel space)"))
+    datasets: tuple[str, ...] = field(default=("mnist5k",), metadata=_cli(
+        "--dataset", action="append", help="data set (repeatable; default mnist5k)"))
+    tasks: tuple[str, ...] | None = field(default=None, metadata=_cli(  # default: every task of each data set
+        "--task", action="append", help="task (repeatable; default: every task of the data set)"))
+    arch: str = field(default="mlp", metadata=_cli(
+        choices=ARCHS, help="architecture of learners that need training (default mlp)"))
+    epochs: int | None = field(default=None, metadata=_cli(  # default: each learner's config
+        type=int, help="training epochs of learners that need training"))
+    radii: tuple[float, ...] = field(default=(0.0, 0.05, 0.1, 0.15, 0.2), metadata=_cli(  # distinct, >= 0, sorted
+        type=floats, help="comma-separated attack radii (default 0,0.05,0.1,0.15,0.2)"))
+    norm: str = field(default="linf", metadata=_cli(  # threat model: linf (every suite) or l2 (native suite only)
+        choices=NORMS, help="threat model (default linf; l2: native suite only)"))
+    suites: tuple[str, ...] = field(default=("native",), metadata=_cli(  # see `robrep list`
+        "--suite", action="append", help="attack suite: native, torchattacks, foolbox (repeatable; default "
+        "native). With several, a worst-case row per radius is added"))
+    steps: int = field(default=100, metadata=_cli(
+        type=int, help="iterations of every iterative attack, AutoAttack's parts too (default 100)"))
+    restarts: int = field(default=10, metadata=_cli(
+        type=int, help="random restarts (default 10); Square gets 5 x steps x restarts queries (5,000 by default)"))
+    budget: str | None = field(default=None, metadata=_cli(  # a named budget (BUDGETS) instead of steps, restarts
+        choices=tuple(BUDGETS), help="named steps x restarts: quick 10 x 1, standard 50 x 5, paper 100 x 10 (the "
+        "default, AutoAttack at its published budgets)"))
     # how several attacks make the worst case: "cascade" (each attacks only the points every earlier one failed
     # on, robrep.attacks.cascade) or "per-attack" (every attack on every point, for diagnostics)
-    worst_case: str = "cascade"
-    n_examples: int | None = DEFAULT_N_EXAMPLES  # test points attacked (None: the whole test split)
-    label_fraction: float = 1.0  # fraction of the training labels the probe sees (stratified; paper fig. 8)
-    images: float | None = None  # write a grid of clean / adversarial images and reconstructions at this radius
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None  # CPU threads (robrep.threads); None: as the process has them (the CLI chooses)
-    out: str = "robrep-bench"
-    data_root: str | None = None
-    download: bool = False  # fetch a missing data set where that is possible (full MNIST)
-    retrain: bool = False  # ignore cached checkpoints
+    worst_case: str = field(default="cascade", metadata=_cli(
+        choices=WORST_CASE, help="with several attacks: cascade (default; each attacks only the points every "
+        "earlier one failed on, cheap ones first, no attack twice) or per-attack (every attack on every point)"))
+    n_examples: int | None = field(default=DEFAULT_N_EXAMPLES, metadata=_cli(  # None: the whole test split
+        type=int, help="test points attacked (default 1000)"))
+    label_fraction: float = field(default=1.0, metadata=_cli(  # stratified; paper fig. 8
+        type=float, help="fraction of training labels the probes see (default 1)"))
+    images: float | None = field(default=None, metadata=_cli(
+        type=float, metavar="RADIUS", help="write <out>/images/*.png: clean and PGD images at RADIUS and their "
+        "reconstructions"))
+    seed: int = field(default=0, metadata=_cli(type=int))
+    device: str = field(default="cpu", metadata=_cli(help="cpu, cuda or cuda:N"))
+    threads: int | None = field(default=None, metadata=_cli(  # None: as the process has them (the CLI chooses)
+        type=int, help="CPU threads (default: OMP_NUM_THREADS, else this process's share of the cores); 1 when "
+        "other processes share the machine"))
+    out: str = field(default="robrep-bench", metadata=_cli(type=Path, help="output folder (default robrep-bench)"))
+    data_root: str | None = field(default=None, metadata=_cli(
+        type=Path, help="folder of a folder-backed data set (mnist, celeba)"))
+    download: bool = field(default=False, metadata=_cli(
+        action="store_true", help="download a missing data set where possible (mnist)"))
+    retrain: bool = field(default=False, metadata=_cli(
+        action="store_true", help="train again even if a cached checkpoint exists"))
 
     def __post_init__(self) -> None:
         for name in ("learners", "datasets", "radii", "suites"):
