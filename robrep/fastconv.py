@@ -11,7 +11,7 @@ transpose of the convolution's unfold), 8 ms instead of 36 there. Wider layers k
 transposed convolution on channels-last tensors was faster by itself but slowed the ReLU backward around it
 by more than it saved, and unfold-and-multiply was 3x slower.
 
-Gradients agree with ``nn.Conv2d``'s to float32 rounding (``tests/test_fastconv.py``);
+Gradients agree with ``nn.Conv2d``'s to float32 rounding (``tests/learners/test_fastconv.py``);
 ``benchmarks/protocol_cost.py`` (part ``peak``) measures the PGD step with and without it.
 """
 from __future__ import annotations

@@ -51,7 +51,7 @@ def train_probe(
     parameters, Newton-CG above. All reach the same minimum, Newton's methods more tightly and many times faster
     (``benchmarks/probe_fit.py``). Features computed on another
     machine or with another number of threads differ in their last float32 bits; the float64 fit moves far less
-    than the rounding grain, so the same probe comes back, byte for byte (tests/test_reproduce.py).
+    than the rounding grain, so the same probe comes back, byte for byte (tests/harness/test_reproduce.py).
     """
     weight, bias = fit_probe(feats, labels, n_classes, weight_decay=weight_decay, max_iter=max_iter, solver=solver)
     probe = nn.Linear(weight.shape[1], n_classes).to(device=weight.device, dtype=torch.float64)

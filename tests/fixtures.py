@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+REPO = Path(__file__).resolve().parent.parent  # the repository: benchmarks/, leaderboard/, examples/
+
 # The 40 CelebA attributes in the order of the real list_attr_celeba.txt (kept here, not
 # imported, so the reader's own constant is checked against an independent copy).
 CELEBA_ATTRIBUTES = (

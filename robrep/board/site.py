@@ -6,7 +6,7 @@ static hosting serves the folder as it is. The index holds the headline tables (
 table that sorts by any column and filters by data set, task and learner; the plots; the image grids. Each
 encoder page holds every attack's rows, the checks and the learner config. The page's state (sort, filters)
 lives in the URL's fragment (``#sort=r=0.1&dir=desc&dataset=mnist5k&learner=vae``), so a view can be linked
-to, and a headless browser can open a given view (tests/test_site.py).
+to, and a headless browser can open a given view (tests/board/test_site.py).
 
 Every value from a CSV is escaped; file names are derived from SHA-256s and checked names only.
 """

@@ -13,8 +13,9 @@ import pytest
 
 from robrep.board.leaderboard import read_boards
 from robrep.board.site import encoder_page_name, write_site
+from fixtures import REPO
 
-BOARDS = Path(__file__).parent.parent / "leaderboard"
+BOARDS = REPO / "leaderboard"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 browser = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("ROBREP_REQUIRE_BROWSER"),
                              reason="no chromium here (CI installs it)")

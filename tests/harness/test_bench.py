@@ -1,5 +1,5 @@
 """End to end: robrep bench trains (or reuses) learners, probes, attacks, checks and writes results."""
-from fixtures import sound
+from fixtures import REPO, sound
 import importlib
 import json
 import os
@@ -131,7 +131,7 @@ def test_bad_task_names_the_tasks(tmp_path):
 def test_the_default_experiment_file_is_the_default_config():
     from pathlib import Path
 
-    toml = Path(__file__).parent.parent / "benchmarks" / "default.toml"
+    toml = REPO / "benchmarks" / "default.toml"
     assert BenchConfig.from_toml(toml) == BenchConfig()
     assert robrep.bench is bench and robrep.BenchConfig is BenchConfig
 

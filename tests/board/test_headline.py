@@ -7,8 +7,9 @@ import pytest
 
 from robrep.board.headline import headline_markdown, headline_table
 from robrep.rows import read_results
+from fixtures import REPO
 
-BOARD = Path(__file__).parent.parent / "leaderboard" / "mnist5k-linf.csv"
+BOARD = REPO / "leaderboard" / "mnist5k-linf.csv"
 
 
 @pytest.fixture(scope="module")

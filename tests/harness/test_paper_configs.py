@@ -7,15 +7,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fixtures import make_celeba, sound
+from fixtures import REPO, make_celeba, sound
 from robrep.attacks import SUITES
 from robrep.data.celeba import DEFAULT_TASKS
 from robrep.encoders import resolve
 from robrep.harness import BenchConfig, bench
 from robrep.registry import DATASETS
 
-PAPER = Path(__file__).parent.parent / "benchmarks" / "paper"
-BEYOND = Path(__file__).parent.parent / "benchmarks" / "beyond"
+PAPER = REPO / "benchmarks" / "paper"
+BEYOND = REPO / "benchmarks" / "beyond"
 
 
 @pytest.mark.parametrize("path", sorted([*PAPER.glob("*.toml"), *BEYOND.glob("*.toml")]), ids=lambda p: p.stem)
