@@ -129,7 +129,7 @@ def _honest_failure(df):
     (lambda df: df.drop(columns=["check_noise_floor", "check_explored", "check_guards", "check_consistent"])
      .assign(checks_passed=True), "no check was recorded"),  # rows from before the checks
     (lambda df: df.assign(adversarial_accuracy=df["adversarial_accuracy"] * 100), "numbers in \\[0, 1\\]"),
-    # issue 18's cases: adversarial above nominal with every flag True; empty provenance; a path for a name
+    # the cases admission refuses: adversarial above nominal with every flag True; empty provenance; a path for a name
     (lambda df: df.assign(adversarial_accuracy=1.0, recomputed_accuracy=1.0, noise_accuracy=1.0, checks_passed=True),
      "adversarial accuracy 1 is above the nominal"),
     (lambda df: df.assign(source="", machine=""), "provenance missing: source, machine"),

@@ -27,7 +27,7 @@ def test_paper_config_is_valid(path):
     for spec in cfg.learner_config:
         assert spec in cfg.learners, f"{path.name}: learner_config for {spec!r}, which is not benchmarked"
     # every SE pins its selection (the paper's figures: L = 20 or 50 from a random start), so a change of the
-    # default selection (issue 16 made it warm-started) never changes what a published config trains
+    # default selection (now warm-started) never changes what a published config trains
     for spec in cfg.learners:
         if spec.split(":")[0] == "se-adversarial":
             options = cfg.learner_config.get(spec, {})

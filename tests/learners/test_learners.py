@@ -75,7 +75,7 @@ def test_save_load_round_trip_gives_identical_encodings(name, mnist5k, tmp_path)
 
 @pytest.mark.parametrize("start", ["random", "warm"])
 def test_a_config_records_a_later_field_only_away_from_its_earlier_value(start, mnist5k, tmp_path):
-    """selection_start came after runs were published (issue 16): at "random", the value every earlier SE
+    """selection_start came after runs were published: at "random", the value every earlier SE
     had, it is left out of config.json (and of the run id that hashes it), and a checkpoint without it loads
     as random; "warm" is recorded."""
     import json
