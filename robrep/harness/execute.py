@@ -403,73 +403,18 @@ def bench(config: BenchConfig | None = None, progress=False, *, strict: bool = T
 
 
 def _bench(cfg: BenchConfig, out: Path, world: World, progress, strict: bool, force: bool) -> pd.DataFrame:
-    skipped: list[dict] = []
-    if not world.is_writer:  # rank 0 loads first: it downloads, or decodes into the cache, once for all
-        world.barrier("data")
-    checked = preflight(cfg, folder="bench" if world.is_writer else None, force=force, strict=strict)  # no writes
-
-    if world.is_writer:
-        world.barrier("data")
-    sources, datasets = checked.sources, checked.datasets
-    for label, error in checked.skipped:
-        log.error("learner %s skipped: %s", label, error)
-        skipped.append({"learner": label, "dataset": "", "error": str(error)})
-    if cfg.preprocessing is not None and world.is_writer:
-        for src in sources:
-            if src.kind != "module":
-                log.warning("preprocessing %r does not apply to %s: robrep learners take inputs in [0, 1]",
-                            cfg.preprocessing, src.label)
-    device = world.device(resolve_device(cfg.device))
-    for ds in datasets:
-        _check_collisions(sources, ds, cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    if world.is_writer:
-        atomic_write(out / "config.toml", cfg.to_toml().encode())
-    world.check_shared({"output folder": out, "cache": cache_dir()})
-    jobs = make_jobs(cfg, sources, datasets)
-    world.agree("jobs", [[job.src.label, job.src.kind, job.ds.name, job.n_cells] for job in jobs],
-                "learners and data sets")
+    """validate -> plan -> skip what is finished -> execute (prepare, attack) -> record."""
+    checked, skipped = _validate(cfg, world, strict, force)
+    jobs, device = _plan(cfg, out, world, checked)
     progress = BenchProgress(progress if world.is_writer else None)
     run = _Run(cfg, device, out, progress, world, jobs, strict)
     store = ResultsStore(out) if world.is_writer else None
     try:
-        if store is not None:
-            store.collect()  # cells a killed run posted but never stored
-            adopted = adopt_old_probes(out, store.frame())
-            if adopted:
-                log.info("%d probe(s) saved before probe records were adopted from the stored rows", adopted)
+        done = _finished(out, store, world)
         total = sum(job.n_cells for job in jobs)
         progress.cells(total)
-        # what is finished, as the writer's store says when the run begins
-        done = {tuple(k): set(r) for k, r in world.decide(
-            "done", lambda: [[list(k), sorted(r)] for k, r in done_cells(store.frame()).items()])}
-        # 1. prepare each job (jobs that train first: they take longest); its unfinished cells join the queue at once
-        order = world.decide("prepare", lambda: sorted(range(len(jobs)),
-                                                        key=lambda j: not needs_training(jobs[j].src, jobs[j].ds, cfg)))
-        log.info("prepare: %d job(s) (learner, data set) on %d process(es)", len(order), world.size)
-        for i in world.units("prepare", len(order)):
-            j, cells, n_todo = order[i], [], 0
-            with run.guard(j):
-                run.prepare(j)
-                cells, n_todo = run.unfinished(j, done)
-            if not run.skipped(j):
-                world.count("finished", jobs[j].n_cells - n_todo)
-                world.publish("cells", cells)
-                log.info("%s on %s: %d cell(s) to run", jobs[j].src.label, jobs[j].ds.name, n_todo)
-            world.count("prepared")
-        if store is not None:
-            progress.completed(world.count("finished", 0))  # cells found finished (a resumed run)
-        # 2. attack cells as they are published: a rank with no job left to prepare takes the next one
-        for j, t, a in world.take("cells", closed=lambda: world.count("prepared", 0) >= len(order)):
-            ran = 1
-            if not run.skipped(j):
-                with run.guard(j):
-                    ran = run.attack(j, t, a)
-            attacked = world.count("attacked", ran)
-            if store is not None:
-                store.collect()
-                store.export()
-                progress.completed(world.count("finished", 0) + attacked)
+        _prepare_all(run, done, store is not None)
+        _attack_all(run, store)
         world.barrier("attacked")
         progress.completed(total)
         result = world.decide("result", lambda: run.finish(store, skipped))
@@ -477,6 +422,92 @@ def _bench(cfg: BenchConfig, out: Path, world: World, progress, strict: bool, fo
     finally:
         if store is not None:
             store.close()
+    return _returned(out, result, world)
+
+
+def _validate(cfg: BenchConfig, world: World, strict: bool, force: bool):
+    """Everything checked before the first write (``preflight``); the learners skipped, as the run reports them."""
+    if not world.is_writer:  # rank 0 loads first: it downloads, or decodes into the cache, once for all
+        world.barrier("data")
+    checked = preflight(cfg, folder="bench" if world.is_writer else None, force=force, strict=strict)  # no writes
+    if world.is_writer:
+        world.barrier("data")
+    skipped = []
+    for label, error in checked.skipped:
+        log.error("learner %s skipped: %s", label, error)
+        skipped.append({"learner": label, "dataset": "", "error": str(error)})
+    if cfg.preprocessing is not None and world.is_writer:
+        for src in checked.sources:
+            if src.kind != "module":
+                log.warning("preprocessing %r does not apply to %s: robrep learners take inputs in [0, 1]",
+                            cfg.preprocessing, src.label)
+    for ds in checked.datasets:
+        _check_collisions(checked.sources, ds, cfg)
+    return checked, skipped
+
+
+def _plan(cfg: BenchConfig, out: Path, world: World, checked) -> tuple[list[Job], torch.device]:
+    """The jobs, agreed on by every rank; the run folder made and the configuration recorded in it."""
+    device = world.device(resolve_device(cfg.device))
+    out.mkdir(parents=True, exist_ok=True)
+    if world.is_writer:
+        atomic_write(out / "config.toml", cfg.to_toml().encode())
+    world.check_shared({"output folder": out, "cache": cache_dir()})
+    jobs = make_jobs(cfg, checked.sources, checked.datasets)
+    world.agree("jobs", [[job.src.label, job.src.kind, job.ds.name, job.n_cells] for job in jobs],
+                "learners and data sets")
+    return jobs, device
+
+
+def _finished(out: Path, store: ResultsStore | None, world: World) -> dict:
+    """What is finished, as the writer's store says when the run begins (after collecting what a killed run
+    posted and adopting probes saved before probe records)."""
+    if store is not None:
+        store.collect()  # cells a killed run posted but never stored
+        adopted = adopt_old_probes(out, store.frame())
+        if adopted:
+            log.info("%d probe(s) saved before probe records were adopted from the stored rows", adopted)
+    return {tuple(k): set(r) for k, r in world.decide(
+        "done", lambda: [[list(k), sorted(r)] for k, r in done_cells(store.frame()).items()])}
+
+
+def _prepare_all(run: _Run, done: dict, writer: bool) -> None:
+    """Prepare each job (jobs that train first: they take longest); its unfinished cells join the queue at once."""
+    world, jobs, cfg = run.world, run.jobs, run.cfg
+    order = world.decide("prepare", lambda: sorted(range(len(jobs)),
+                                                    key=lambda j: not needs_training(jobs[j].src, jobs[j].ds, cfg)))
+    log.info("prepare: %d job(s) (learner, data set) on %d process(es)", len(order), world.size)
+    for i in world.units("prepare", len(order)):
+        j, cells, n_todo = order[i], [], 0
+        with run.guard(j):
+            run.prepare(j)
+            cells, n_todo = run.unfinished(j, done)
+        if not run.skipped(j):
+            world.count("finished", jobs[j].n_cells - n_todo)
+            world.publish("cells", cells)
+            log.info("%s on %s: %d cell(s) to run", jobs[j].src.label, jobs[j].ds.name, n_todo)
+        world.count("prepared")
+    if writer:
+        run.progress.completed(world.count("finished", 0))  # cells found finished (a resumed run)
+
+
+def _attack_all(run: _Run, store: ResultsStore | None) -> None:
+    """Attack cells as they are published: a rank with no job left to prepare takes the next one."""
+    world = run.world
+    for j, t, a in world.take("cells", closed=lambda: world.count("prepared", 0) >= len(run.jobs)):
+        ran = 1
+        if not run.skipped(j):
+            with run.guard(j):
+                ran = run.attack(j, t, a)
+        attacked = world.count("attacked", ran)
+        if store is not None:
+            store.collect()
+            store.export()
+            run.progress.completed(world.count("finished", 0) + attacked)
+
+
+def _returned(out: Path, result: dict, world: World) -> pd.DataFrame:
+    """This run's rows, read back from results.csv; the robustness plot drawn from them."""
     everything = read_results(out / "results.csv")
     everything = everything if everything is not None else pd.DataFrame()
     wanted = set(result["keys"])
