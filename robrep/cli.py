@@ -466,22 +466,25 @@ def config_values(args: argparse.Namespace, cls, names: tuple[str, ...] | None =
     return values
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from robrep._version import __version__
-    from robrep.harness.config import BenchConfig
+def _force_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="write into a folder that holds files robrep did not "
+                        "write (they are left as they are; robrep never overwrites them)")
 
-    p = argparse.ArgumentParser(prog="robrep", description="Robustness benchmarking for learned representations.")
-    p.add_argument("--version", action="version", version=f"robrep {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log library messages at INFO level")
-    sub = p.add_subparsers(dest="command", required=True)
+
+def _bench_command(sub) -> None:
+    from robrep.harness.config import BenchConfig
 
     b = sub.add_parser("bench", help="freeze encoders, probe every task, attack probe∘encoder, write a leaderboard table")
     b.add_argument("--config", type=Path, help="TOML file with a whole experiment (options below override it)")
     add_config_options(b, BenchConfig)
     b.add_argument("--dry-run", action="store_true", help="print the plan: what would be trained, what is done in "
                    "--out, what would run; run nothing")
-    b.add_argument("--force", action="store_true", help="write into a folder that holds files robrep did not write (they are left as they are; robrep never overwrites them)")
+    _force_option(b)
     b.set_defaults(func=cmd_bench)
+
+
+def _sweep_command(sub) -> None:
+    from robrep.harness.config import BenchConfig
 
     w = sub.add_parser("sweep", help="choose a learner's config on the validation split: train every grid point, "
                        "benchmark it on held-out training data, pick the most robust above a nominal floor")
@@ -494,14 +497,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--radius", type=float, default=0.1, help="attack radius the choice is made at (default 0.1)")
     w.add_argument("--min-nominal", type=float, help="nominal-accuracy floor (default: the grid's best - 0.05)")
     # the bench's options with a sweep's own defaults, then the ones it shares with the bench as they are
-    w.add_argument("--suite", dest="suites", metavar="SUITE", action="append", help="attack suite (repeatable; default native, "
-                   "torchattacks and foolbox, cascaded: the worst case over all of them)")
-    w.add_argument("--n-examples", dest="n_examples", metavar="N_EXAMPLES", type=int, help="validation points attacked (default: all)")
+    w.add_argument("--suite", dest="suites", metavar="SUITE", action="append", help="attack suite (repeatable; "
+                   "default native, torchattacks and foolbox, cascaded: the worst case over all of them)")
+    w.add_argument("--n-examples", dest="n_examples", metavar="N_EXAMPLES", type=int,
+                   help="validation points attacked (default: all)")
     add_config_options(w, BenchConfig, SWEEP_SHARES)
     w.add_argument("--out", type=Path, default=Path("robrep-sweep"), help="output folder (default robrep-sweep)")
-    w.add_argument("--force", action="store_true", help="write into a folder that holds files robrep did not write (they are left as they are; robrep never overwrites them)")
+    _force_option(w)
     w.set_defaults(func=cmd_sweep)
 
+
+def _leaderboard_command(sub) -> None:
     lb = sub.add_parser("leaderboard", help="merge results CSVs into the published leaderboard and show it")
     lb.add_argument("results", nargs="*", type=Path, help="results.csv files or bench output folders (none: just show)")
     lb.add_argument("--out", type=Path, default=Path("leaderboard"), help="leaderboard folder (default leaderboard/)")
@@ -516,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="show every attack's rows instead of the ranked headline tables")
     lb.set_defaults(func=cmd_leaderboard)
 
+
+def _verify_command(sub) -> None:
     v = sub.add_parser("verify", help="re-attack a run's stored encoders and probes with an independent attack; "
                                       "exit 1 if a published number does not hold")
     v.add_argument("results", type=Path, help="a bench output folder (or its results.csv)")
@@ -527,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data-root", type=Path, default=None, help="folder of a folder-backed data set (mnist, celeba)")
     v.set_defaults(func=cmd_verify)
 
+
+def _train_command(sub) -> None:
     t = sub.add_parser("train", help="train a representation learner without labels and save it")
     t.add_argument("--learner", default=DEFAULT_LEARNER, help=f"registered learner (default {DEFAULT_LEARNER}; see `robrep list`)")
     t.add_argument("--dataset", default="mnist5k", help="registered data set (default mnist5k, embedded)")
@@ -541,14 +551,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true", help="download the data set if it is missing (where possible)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=_parse_set,
                    help="override a config field, e.g. --set gamma=100 --set latent_dim=16")
-    t.add_argument("--force", action="store_true", help="write into a folder that holds files robrep did not write (they are left as they are; robrep never overwrites them)")
+    _force_option(t)
     t.set_defaults(func=cmd_train)
 
+
+def _toy_command(sub) -> None:
     y = sub.add_parser("toy", help="the discrete toy model of the paper (figure 3): VAE vs Smooth Encoder")
     y.add_argument("--out", type=Path, default=Path("robrep-toy"), help="output folder for toy.png and toy.csv")
-    y.add_argument("--force", action="store_true", help="write into a folder that holds files robrep did not write (they are left as they are; robrep never overwrites them)")
+    _force_option(y)
     y.set_defaults(func=cmd_toy)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    from robrep._version import __version__
+
+    p = argparse.ArgumentParser(prog="robrep", description="Robustness benchmarking for learned representations.")
+    p.add_argument("--version", action="version", version=f"robrep {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log library messages at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    _bench_command(sub)
+    _sweep_command(sub)
+    _leaderboard_command(sub)
+    _verify_command(sub)
+    _train_command(sub)
+    _toy_command(sub)
     ls = sub.add_parser("list", help="list registered learners and data sets")
     ls.set_defaults(func=cmd_list)
     return p
