@@ -134,6 +134,9 @@ def _line(text: str) -> None:
     console.file.flush()
 
 
+from robrep.progress import Progress as Reported  # noqa: E402  (robrep's progress protocol; imports nothing heavy)
+
+
 @contextlib.contextmanager
 def _bench_progress():
     """Progress bars on a terminal, plain lines elsewhere."""
@@ -146,7 +149,7 @@ def _bench_progress():
         yield _RichBenchProgress(progress)
 
 
-class _RichBenchProgress:
+class _RichBenchProgress(Reported):
     """Draws the harness's progress: one bar over all cells, one for the current phase."""
 
     def __init__(self, progress: Progress):
@@ -388,11 +391,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     with _progress() as bar:
         task = bar.add_task("verifying", total=None, parts="")
 
-        def progress(done, total, what):
-            bar.update(task, completed=done, total=total, parts=what)
+        class Bar(Reported):  # one bar over the claims' groups, the group being verified beside it
+            def cells(self, total):
+                bar.update(task, total=total)
+
+            def phase(self, description, total):
+                bar.update(task, parts=description)
+
+            def completed(self, n):
+                bar.update(task, completed=n)
 
         verdicts = verify(args.results, steps=args.steps, restarts=args.restarts, tolerance=args.tolerance,
-                          device=args.device, data_root=args.data_root, progress=progress)
+                          device=args.device, data_root=args.data_root, progress=Bar())
     t = Table(title=f"robrep verify {args.results} (tolerance {args.tolerance:g})")
     for col in ("encoder", "task", "attack", "radius", "published", "independent", "holds"):
         t.add_column(col, overflow="fold", justify="right" if col in ("radius", "published", "independent") else "left")

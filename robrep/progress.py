@@ -1,9 +1,50 @@
-"""Progress as plain lines: one per trained epoch and one per finished attack cell. The CLI prints them when
-its output is not a terminal; the Python API logs them at INFO when asked (``progress=True``)."""
+"""Progress: the one protocol long work reports through, and its plain-line form.
+
+``Progress`` is what ``bench`` (and ``sweep``, through it) and ``verify`` call as they go, and what the
+training of a learner inside a bench reports to; every method does nothing here, so the library is quiet
+unless asked. The CLI subclasses it (bars on a terminal, ``LineProgress``'s lines elsewhere); the Python API
+logs ``LineProgress``'s lines at INFO with ``progress=True``. An attack reports its steps through the bound
+method ``advance``; ``robrep.train``'s ``callback`` and ``on_epoch`` are its public per-step and per-epoch hooks,
+which the bench turns into ``advance`` and ``epoch_done``. The library only logs; the CLI decides what is shown.
+"""
 from __future__ import annotations
 
 import logging
 from typing import Callable
+
+
+class Progress:
+    """What long work tells as it goes (all no-ops here; override the ones you show)."""
+
+    def cells(self, total: int | None) -> None:
+        """The work has ``total`` units: a bench's cells, a verify's claims."""
+
+    def phase(self, description: str, total: int | None) -> None:
+        """A unit starts (training a learner, an attack cell, a claim), of ``total`` steps (None: unknown)."""
+
+    def advance(self, n: int = 1, info: str = "") -> None:
+        """``n`` steps of the current unit are done; ``info``: what they say (an epoch's losses)."""
+
+    def completed(self, n: int) -> None:
+        """``n`` units of the work are done, on any process."""
+
+    def cell_done(self, description: str, rows: list[dict], seconds: float) -> None:
+        """This process finished an attack cell: its rows (one per radius) took ``seconds``."""
+
+    def epoch_done(self, line: str) -> None:
+        """A learner being trained finished an epoch, told in one line (``epoch_line``)."""
+
+    @classmethod
+    def of(cls, hooks) -> "Progress":
+        """``hooks`` as a Progress: None gives the quiet one; an object with some of the methods above (by name)
+        gets those, the others doing nothing."""
+        if isinstance(hooks, Progress):
+            return hooks
+        progress = cls()
+        for name in ("cells", "phase", "advance", "completed", "cell_done", "epoch_done"):
+            if callable(getattr(hooks, name, None)):
+                setattr(progress, name, getattr(hooks, name))
+        return progress
 
 
 def epoch_line(what: str, epoch: int, epochs: int | None, means: dict[str, float], seconds: float) -> str:
@@ -21,9 +62,9 @@ def cell_line(description: str, rows: list[dict], seconds: float, number: int | 
     return f"{where}{description}  {accs}  ({seconds:.1f} s)"
 
 
-class LineProgress:
-    """The bench's progress hooks (``robrep.harness.execute.BenchProgress``) as lines handed to ``emit``: one per
-    trained epoch, one per finished cell, numbered ``[i/N]`` over the run's cells."""
+class LineProgress(Progress):
+    """Progress as lines handed to ``emit``: one per trained epoch, one per finished cell, numbered ``[i/N]`` over
+    the run's cells."""
 
     def __init__(self, emit: Callable[[str], None]):
         self.emit = emit

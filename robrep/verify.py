@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from robrep.progress import Progress
 from robrep.rows import ResultsError, read_results, row_key
 
 log = logging.getLogger(__name__)
@@ -100,12 +101,13 @@ def _check_options(steps, restarts, tolerance) -> None:
 def verify(out: str | Path, *, steps: int | None = None, restarts: int | None = None, tolerance: float = TOLERANCE,
            device: str = "cpu", data_root: str | Path | None = None, progress=None) -> list[Verdict]:
     """Verify the claims of run folder ``out`` (see the module docstring); returns one verdict per claim. Torch's
-    global random state is left as it was (``robrep.rng``)."""
+    global random state is left as it was (``robrep.rng``). ``progress``: a ``robrep.progress.Progress`` (its
+    ``cells`` are the claims' groups, each a ``phase``)."""
     from robrep.rng import kept_random_state
 
     _check_options(steps, restarts, tolerance)
     with kept_random_state(device):
-        return _verify(Path(out), steps, restarts, tolerance, device, data_root, progress)
+        return _verify(Path(out), steps, restarts, tolerance, device, data_root, Progress.of(progress))
 
 
 def _verify(out: Path, steps, restarts, tolerance, device, data_root, progress) -> list[Verdict]:
@@ -133,10 +135,11 @@ def _verify(out: Path, steps, restarts, tolerance, device, data_root, progress) 
     verdicts: list[Verdict] = []
     data: dict[str, object] = {}
     groups = list(todo.groupby(GROUP, dropna=False))
+    progress.cells(len(groups))
     for n, (g, rows) in enumerate(groups):
         first = rows.iloc[0]
-        if progress:
-            progress(n, len(groups), f"{first['run']} / {first['dataset']} / {first['task']}")
+        progress.completed(n)
+        progress.phase(f"{first['run']} / {first['dataset']} / {first['task']}", None)
         checkpoint = first.get("checkpoint")
         if not isinstance(checkpoint, str) or not checkpoint:
             verdicts += [Verdict(row_key(r), r, None, None, f"no checkpoint to reload ({r.get('source') or 'unknown'})")
@@ -172,8 +175,8 @@ def _verify(out: Path, steps, restarts, tolerance, device, data_root, progress) 
             note = (f"{'held' if holds else 'DID NOT HOLD'}: independent {tool} {acc:.3f}, published {published:.3f}, "
                     f"tolerance {tolerance:g} (robrep verify, {time.strftime('%Y-%m-%d')})")
             verdicts.append(Verdict(row_key(r), r, acc, holds, note))
-    if progress:
-        progress(len(groups), len(groups), "done")
+    progress.completed(len(groups))
+    progress.phase("done", None)
     _record(folder, csv, verdicts)
     return verdicts
 

@@ -13,14 +13,14 @@ The row layout itself (key, columns, validation) is ``robrep.rows``.
 """
 from robrep.data import DatasetError
 from robrep.harness.config import DEFAULT_LEARNERS, BenchConfig
-from robrep.harness.execute import BenchProgress, bench, run_cell
+from robrep.harness.execute import bench, run_cell
 from robrep.harness.plan import Job, make_jobs, plan, probe_indices, test_indices
 from robrep.board.tables import summary_table
 from robrep.harness.worst import consistency_warnings, worst_case_rows
 from robrep.validate import ConfigError
 
 __all__ = [
-    "BenchConfig", "BenchProgress", "ConfigError", "DEFAULT_LEARNERS", "DatasetError", "Job", "bench",
+    "BenchConfig", "ConfigError", "DEFAULT_LEARNERS", "DatasetError", "Job", "bench",
     "make_jobs", "plan",
     "consistency_warnings", "probe_indices", "run_cell", "summary_table", "test_indices", "worst_case_rows",
 ]

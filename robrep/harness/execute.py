@@ -46,7 +46,7 @@ from robrep.harness.plan import Job, make_jobs, needs_training, probe_indices
 from robrep.harness.preflight import preflight
 from robrep.harness.store import ResultsStore, post
 from robrep.board.plots import image_grid, plot_robustness
-from robrep.progress import log_progress, show_progress
+from robrep.progress import Progress, log_progress, show_progress
 from robrep.probes import (
     PROBE_FIT, ProbedEncoder, features, probe_file, read_probe, save_probe, train_probe,
     write_probe_record,
@@ -62,25 +62,6 @@ from robrep.train import resolve_device
 from robrep.validate import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-class BenchProgress:
-    """Hooks the CLI fills with progress bars; the library default does nothing. A progress object may
-    define any of them; the ones it lacks do nothing."""
-
-    def __init__(self, hooks=None):
-        self._hooks = hooks
-
-    def __getattr__(self, name):
-        if name not in ("cells", "phase", "advance", "completed", "cell_done", "epoch_done"):
-            raise AttributeError(name)
-        return getattr(self._hooks, name, None) or (lambda *a, **k: None)
-
-    # cells(total): the run has ``total`` cells; phase(description, total): a unit of work starts (training a
-    # learner, an attack cell) with ``total`` steps; advance(n, info): it made ``n`` steps;
-    # completed(n): ``n`` cells of the run are finished, on any rank; cell_done(description, rows, seconds): this
-    # rank finished a cell, whose result rows (one per radius) took ``seconds``; epoch_done(line): a learner being
-    # trained finished an epoch (``robrep.progress.epoch_line``).
 
 
 def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Attack, radii, seed: int,
@@ -129,7 +110,7 @@ class _Run:
     cfg: BenchConfig
     device: torch.device
     out: Path
-    progress: BenchProgress
+    progress: Progress
     world: World
     jobs: list[Job]
     strict: bool
@@ -380,8 +361,9 @@ def bench(config: BenchConfig | None = None, progress=False, *, strict: bool = T
     ``force=True`` writes beside such files (never over them).
 
     ``progress``: False (the default) is quiet; True logs a line per finished cell and per trained epoch at INFO
-    (``robrep.progress.LineProgress``), shown on stderr unless the application has configured logging; or an object with any of
-    ``BenchProgress``'s hooks (the CLI's progress bars). ``<out>/config.toml`` records the configuration.
+    (``robrep.progress.LineProgress``), shown on stderr unless the application has configured logging; or a
+    ``robrep.progress.Progress`` (or any object with some of its methods: the CLI's progress bars).
+    ``<out>/config.toml`` records the configuration.
     """
     cfg = dataclasses.replace(config, **overrides) if config else BenchConfig(**overrides)
     if progress is True:
@@ -406,7 +388,7 @@ def _bench(cfg: BenchConfig, out: Path, world: World, progress, strict: bool, fo
     """validate -> plan -> skip what is finished -> execute (prepare, attack) -> record."""
     checked, skipped = _validate(cfg, world, strict, force)
     jobs, device = _plan(cfg, out, world, checked)
-    progress = BenchProgress(progress if world.is_writer else None)
+    progress = Progress.of(progress if world.is_writer else None)
     run = _Run(cfg, device, out, progress, world, jobs, strict)
     store = ResultsStore(out) if world.is_writer else None
     try:
@@ -543,4 +525,4 @@ def _check_collisions(sources: list[EncoderSource], ds: Dataset, cfg: BenchConfi
         seen[run] = src.label
 
 
-__all__ = ["BenchProgress", "bench", "run_cell"]
+__all__ = ["bench", "run_cell"]
