@@ -111,12 +111,37 @@ def verify(out: str | Path, *, steps: int | None = None, restarts: int | None = 
 
 
 def _verify(out: Path, steps, restarts, tolerance, device, data_root, progress) -> list[Verdict]:
-    import robrep
-    from robrep.io import sha256_bytes
-    from robrep.encoders import Encoder
-    from robrep.harness.plan import test_indices
-    from robrep.probes import ProbedEncoder, load_probe, probe_file
+    csv, folder, df = _claims_of(out)
+    verdicts: list[Verdict] = []
+    data: dict[str, object] = {}
+    groups = list(claims(df).groupby(GROUP, dropna=False))
+    progress.cells(len(groups))
+    for n, (g, rows) in enumerate(groups):
+        first = rows.iloc[0]
+        progress.completed(n)
+        progress.phase(f"{first['run']} / {first['dataset']} / {first['task']}", None)
+        checkpoint = first.get("checkpoint")
+        if not isinstance(checkpoint, str) or not checkpoint:
+            verdicts += [Verdict(row_key(r), r, None, None, f"no checkpoint to reload ({r.get('source') or 'unknown'})")
+                         for r in rows.to_dict("records")]
+            continue
+        model = _reloaded(folder, first, checkpoint, device)
+        if first["dataset"] not in data:
+            import robrep
 
+            data[first["dataset"]] = robrep.load_dataset(first["dataset"], root=data_root)
+        cells = df[(df[GROUP[:-2]] == first[GROUP[:-2]]).all(axis=1)]
+        budget = (steps if steps is not None else _most(cells, "steps", 100),
+                  restarts if restarts is not None else _most(cells, "restarts", 10))
+        verdicts += _judge(model, data[first["dataset"]], first, rows, budget, tolerance, device)
+    progress.completed(len(groups))
+    progress.phase("done", None)
+    _record(folder, csv, verdicts)
+    return verdicts
+
+
+def _claims_of(out: Path) -> tuple[Path, Path, pd.DataFrame]:
+    """The results CSV of ``out`` (a run folder or the CSV itself), its folder and its valid rows."""
     if not out.exists():
         raise VerifyError(f"{out} does not exist: give a bench output folder (or its results.csv)")
     csv = out / "results.csv" if out.is_dir() else out
@@ -131,53 +156,53 @@ def _verify(out: Path, steps, restarts, tolerance, device, data_root, progress) 
         raise VerifyError(str(e)) from None
     if df is None or df.empty:
         raise VerifyError(f"{csv} holds no results to verify (run `robrep bench --out {folder}` first)")
-    todo = claims(df)
-    verdicts: list[Verdict] = []
-    data: dict[str, object] = {}
-    groups = list(todo.groupby(GROUP, dropna=False))
-    progress.cells(len(groups))
-    for n, (g, rows) in enumerate(groups):
-        first = rows.iloc[0]
-        progress.completed(n)
-        progress.phase(f"{first['run']} / {first['dataset']} / {first['task']}", None)
-        checkpoint = first.get("checkpoint")
-        if not isinstance(checkpoint, str) or not checkpoint:
-            verdicts += [Verdict(row_key(r), r, None, None, f"no checkpoint to reload ({r.get('source') or 'unknown'})")
-                         for r in rows.to_dict("records")]
-            continue
-        encoder = Encoder(robrep.load(checkpoint))
-        if encoder.sha256() != first["encoder_sha256"]:
-            raise VerifyError(f"the checkpoint {checkpoint} is not the encoder of its rows "
-                              f"(SHA-256 {encoder.sha256()[:12]}, rows {first['encoder_sha256'][:12]})")
-        path = probe_file(folder, first["run"], first["dataset"], first["task"], float(first["label_fraction"]))
-        if not path.is_file() or sha256_bytes(path.read_bytes()) != first["probe_sha256"]:
-            raise VerifyError(f"{path} is missing or does not match the probe_sha256 of its rows")
-        model = ProbedEncoder(encoder, load_probe(path.read_bytes())).to(device).eval()
-        if first["dataset"] not in data:
-            data[first["dataset"]] = robrep.load_dataset(first["dataset"], root=data_root)
-        ds = data[first["dataset"]]
-        idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
-        x, y = ds.test.batch(idx).to(device), ds.test.labels[first["task"]][idx].to(device)
-        cells = df[(df[GROUP[:-2]] == first[GROUP[:-2]]).all(axis=1)]
-        n_steps = steps if steps is not None else int(cells["steps"].dropna().max() if cells["steps"].notna().any() else 100)
-        n_restarts = restarts if restarts is not None else int(cells["restarts"].dropna().max() if cells["restarts"].notna().any() else 10)
-        found: dict[float, float] = {}
-        for r in rows.to_dict("records"):
-            eps = float(r["radius"])
-            if eps not in found:
-                t0 = time.perf_counter()
-                found[eps] = _attack(model, x, y, eps, r["norm"], n_steps, n_restarts, int(r["seed"])).float().mean().item()
-                log.info("%s / %s / radius %g: independent %.3f (%.0f s)", r["run"], r["task"], eps, found[eps],
-                         time.perf_counter() - t0)
-            acc, published = found[eps], float(r["adversarial_accuracy"])
-            holds = published <= acc + tolerance
-            tool = f"torchattacks {'PGD' if r['norm'] == 'linf' else 'PGDL2'} {n_steps}x{n_restarts}"
-            note = (f"{'held' if holds else 'DID NOT HOLD'}: independent {tool} {acc:.3f}, published {published:.3f}, "
-                    f"tolerance {tolerance:g} (robrep verify, {time.strftime('%Y-%m-%d')})")
-            verdicts.append(Verdict(row_key(r), r, acc, holds, note))
-    progress.completed(len(groups))
-    progress.phase("done", None)
-    _record(folder, csv, verdicts)
+    return csv, folder, df
+
+
+def _reloaded(folder: Path, first, checkpoint: str, device):
+    """The attacked model of a claim: its checkpoint and saved probe, each checked against the rows' SHA-256."""
+    import robrep
+    from robrep.encoders import Encoder
+    from robrep.io import sha256_bytes
+    from robrep.probes import ProbedEncoder, load_probe, probe_file
+
+    encoder = Encoder(robrep.load(checkpoint))
+    if encoder.sha256() != first["encoder_sha256"]:
+        raise VerifyError(f"the checkpoint {checkpoint} is not the encoder of its rows "
+                          f"(SHA-256 {encoder.sha256()[:12]}, rows {first['encoder_sha256'][:12]})")
+    path = probe_file(folder, first["run"], first["dataset"], first["task"], float(first["label_fraction"]))
+    if not path.is_file() or sha256_bytes(path.read_bytes()) != first["probe_sha256"]:
+        raise VerifyError(f"{path} is missing or does not match the probe_sha256 of its rows")
+    return ProbedEncoder(encoder, load_probe(path.read_bytes())).to(device).eval()
+
+
+def _most(cells: pd.DataFrame, column: str, default: int) -> int:
+    """The largest value the rows used (their attack budget), or ``default`` where none is recorded."""
+    return int(cells[column].dropna().max()) if cells[column].notna().any() else default
+
+
+def _judge(model, ds, first, rows: pd.DataFrame, budget: tuple[int, int], tolerance: float, device) -> list[Verdict]:
+    """One verdict per claimed row: the independent attack at its radius (once per radius) against its number."""
+    from robrep.harness.plan import test_indices
+
+    n_steps, n_restarts = budget
+    idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
+    x, y = ds.test.batch(idx).to(device), ds.test.labels[first["task"]][idx].to(device)
+    found: dict[float, float] = {}
+    verdicts = []
+    for r in rows.to_dict("records"):
+        eps = float(r["radius"])
+        if eps not in found:
+            t0 = time.perf_counter()
+            found[eps] = _attack(model, x, y, eps, r["norm"], n_steps, n_restarts, int(r["seed"])).float().mean().item()
+            log.info("%s / %s / radius %g: independent %.3f (%.0f s)", r["run"], r["task"], eps, found[eps],
+                     time.perf_counter() - t0)
+        acc, published = found[eps], float(r["adversarial_accuracy"])
+        holds = published <= acc + tolerance
+        tool = f"torchattacks {'PGD' if r['norm'] == 'linf' else 'PGDL2'} {n_steps}x{n_restarts}"
+        note = (f"{'held' if holds else 'DID NOT HOLD'}: independent {tool} {acc:.3f}, published {published:.3f}, "
+                f"tolerance {tolerance:g} (robrep verify, {time.strftime('%Y-%m-%d')})")
+        verdicts.append(Verdict(row_key(r), r, acc, holds, note))
     return verdicts
 
 
