@@ -14,7 +14,7 @@ from __future__ import annotations
 from robrep.attacks.base import Attack
 from robrep.attacks.external import FoolboxAttack, TorchattacksAttack
 from robrep.attacks.pgd import PGD
-from robrep.registry import SUITES
+from robrep.registry import ATTACKS, SUITES
 
 
 QUERIES_PER_STEP = 5  # Square's queries per PGD step-and-restart of the run: 100 x 10 -> 5,000 (published)
@@ -50,44 +50,113 @@ def native(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = 
     return [PGD(steps=steps, restarts=restarts, norm=norm)]
 
 
+# Every attack of the torchattacks and foolbox suites, registered as ``suite/name`` (an attack factory, as a
+# plugin's: fn(n_classes, *, steps, restarts, norm) -> Attack); a suite is the list of its attacks' names.
+def _attack(suite: str, name: str):
+    def register(factory):
+        ATTACKS.register(f"{suite}/{name}", factory)
+        return factory
+    return register
+
+
+@_attack("torchattacks", "PGD")
+def ta_pgd(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
+    """torchattacks' L-inf PGD, random start, step 2.5 eps / steps, restarts re-seeded on the points still robust."""
+    _linf_only("torchattacks", norm)
+    return TorchattacksAttack("PGD", {"steps": steps, "rel_alpha": 2.5, "random_start": True}, restarts=restarts)
+
+
+@_attack("torchattacks", "APGD-CE")
+def ta_apgd(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
+    """torchattacks' APGD with the cross-entropy loss (Croce & Hein 2020), its own restarts."""
+    _linf_only("torchattacks", norm)
+    return TorchattacksAttack("APGD", {"loss": "ce", "steps": steps, "n_restarts": restarts}, label="APGD-CE")
+
+
+@_attack("torchattacks", "FAB")
+def ta_fab(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
+    """torchattacks' untargeted FAB: a minimal-perturbation attack."""
+    _linf_only("torchattacks", norm)
+    return TorchattacksAttack("FAB", {"multi_targeted": False, "n_classes": n_classes, "steps": steps,
+                                      "n_restarts": 1}, kind="minimal")
+
+
+@_attack("torchattacks", "Square")
+def ta_square(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
+    """torchattacks' Square: black-box, 5 x steps x restarts queries (5,000 at the default budget)."""
+    _linf_only("torchattacks", norm)
+    return TorchattacksAttack("Square", {"n_queries": budgets(steps, restarts)["n_queries"], "n_restarts": 1},
+                              kind="black-box")
+
+
+@_attack("torchattacks", "AutoAttack")
+def ta_autoattack(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
+    """AutoAttack: the standard version for >= 4 classes, the binary-safe APGD-CE + FAB + Square for fewer."""
+    _linf_only("torchattacks", norm)
+    return _autoattack(n_classes, steps, restarts)
+
+
+@_attack("foolbox", "LinfPGD")
+def fb_pgd(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
+    """foolbox's LinfPGD, random start, restarts re-seeded on the points still robust."""
+    _linf_only("foolbox", norm)
+    return FoolboxAttack("LinfPGD", {"steps": steps, "rel_stepsize": 2.5 / steps, "random_start": True},
+                         restarts=restarts)
+
+
+@_attack("foolbox", "FGSM")
+def fb_fgsm(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
+    """foolbox's FGSM: one signed-gradient step of the full radius."""
+    _linf_only("foolbox", norm)
+    return FoolboxAttack("FGSM", {}, kind="single-step")
+
+
+@_attack("foolbox", "LinfDeepFoolAttack")
+def fb_deepfool(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
+    """foolbox's L-inf DeepFool, its own 50 steps whatever the run's (it stops at the boundary: cheap, and with
+    fewer steps it leaves robust points unexplored)."""
+    _linf_only("foolbox", norm)
+    return FoolboxAttack("LinfDeepFoolAttack", {"steps": 50, "candidates": min(10, n_classes), "overshoot": 0.02},
+                         kind="minimal")
+
+
+@_attack("foolbox", "LinfBasicIterativeAttack")
+def fb_bim(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
+    """foolbox's L-inf basic iterative attack (no random start)."""
+    _linf_only("foolbox", norm)
+    return FoolboxAttack("LinfBasicIterativeAttack", {"steps": steps, "rel_stepsize": 2.5 / steps})
+
+
+SUITE_ATTACKS = {
+    "torchattacks": ("PGD", "APGD-CE", "FAB", "Square", "AutoAttack"),
+    "foolbox": ("LinfPGD", "FGSM", "LinfDeepFoolAttack", "LinfBasicIterativeAttack"),
+}
+
+
+def _registered(suite: str, n_classes: int, steps: int, restarts: int, norm: str) -> list[Attack]:
+    _linf_only(suite, norm)
+    return [ATTACKS.create(f"{suite}/{name}", n_classes, steps=steps, restarts=restarts, norm=norm)
+            for name in SUITE_ATTACKS[suite]]
+
+
 @SUITES.register("torchattacks")
 def torchattacks_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
     """torchattacks: PGD with restarts, APGD-CE, untargeted FAB, Square, and AutoAttack (standard for >= 4
     classes, the binary-safe APGD-CE + FAB + Square for fewer; see ``robrep.attacks.external.COMPOSITIONS``),
     at its published budgets with the default 100 x 10 (``budgets``)."""
-    _linf_only("torchattacks", norm)
-    auto = _autoattack(n_classes, steps, restarts)
-    return [
-        TorchattacksAttack("PGD", {"steps": steps, "rel_alpha": 2.5, "random_start": True}, restarts=restarts),
-        TorchattacksAttack("APGD", {"loss": "ce", "steps": steps, "n_restarts": restarts}, label="APGD-CE"),
-        TorchattacksAttack("FAB", {"multi_targeted": False, "n_classes": n_classes, "steps": steps, "n_restarts": 1},
-                           kind="minimal"),
-        TorchattacksAttack("Square", {"n_queries": budgets(steps, restarts)["n_queries"], "n_restarts": 1},
-                           kind="black-box"),
-        auto,
-    ]
+    return _registered("torchattacks", n_classes, steps, restarts, norm)
 
 
 @SUITES.register("foolbox")
 def foolbox_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
     """foolbox: LinfPGD (with re-seeded restarts), FGSM, L-inf DeepFool and L-inf basic iterative."""
-    _linf_only("foolbox", norm)
-    return [
-        FoolboxAttack("LinfPGD", {"steps": steps, "rel_stepsize": 2.5 / steps, "random_start": True}, restarts=restarts),
-        FoolboxAttack("FGSM", {}, kind="single-step"),
-        # DeepFool's own 50 steps whatever the run's: it stops at the boundary, so it is cheap (and with fewer
-        # steps it leaves robust points unexplored)
-        FoolboxAttack("LinfDeepFoolAttack", {"steps": 50, "candidates": min(10, n_classes), "overshoot": 0.02},
-                      kind="minimal"),
-        FoolboxAttack("LinfBasicIterativeAttack", {"steps": steps, "rel_stepsize": 2.5 / steps}),
-    ]
+    return _registered("foolbox", n_classes, steps, restarts, norm)
 
 
 @SUITES.register("plugins")
 def plugins_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
     """Every attack installed by a plugin (entry point group robrep.attacks)."""
     from robrep.plugins import report_failure
-    from robrep.registry import ATTACKS
 
     attacks = []
     for name in ATTACKS.list():

@@ -1,4 +1,4 @@
-"""The native PGD suite and the checks every attack result goes through."""
+"""Every registered attack, the native PGD, and the checks every attack result goes through."""
 import pytest
 import torch
 
@@ -12,6 +12,24 @@ RADII = [0.0, 0.05, 0.1, 0.2]
 
 
 @pytest.mark.parametrize("name", ATTACKS.list())
+def test_every_registered_attack_lowers_accuracy_and_never_raises_it(name, undefended):
+    """Driven by the registry: every attack registered (robrep's PGDs, each suite's as ``suite/name``, plugins')
+    lowers accuracy below clean at a large radius, never above it at any, and passes the guards."""
+    model, x, y = undefended
+    x, y = x[:100], y[:100]
+    attack = ATTACKS.create(name, 10, steps=10, restarts=1)
+    radii = [0.0, 0.05, 0.1, 0.3] if attack.norm == "linf" else [0.0, 0.5, 1.0, 3.0]
+    res = attack.run(model, x, y, radii, seed=0)
+    clean = (model.predict(x) == y).float().mean().item()
+    accs = [res.accuracy(r) for r in radii]
+    assert clean > 0.5 and accs[0] == clean
+    assert accs[-1] < clean - 0.2, (name, accs)
+    assert accs == sorted(accs, reverse=True) and max(accs) <= clean
+    checks = check_result(model, x, y, res, attack.norm, seed=0)
+    assert all(checks[r]["check_guards"] is not False and checks[r]["check_consistent"] is not False for r in radii)
+
+
+@pytest.mark.parametrize("name", ["pgd-linf", "pgd-l2"])
 def test_every_native_attack_lowers_accuracy_and_passes_the_checks(name, undefended):
     model, x, y = undefended
     radii = RADII if name.endswith("linf") else [0.0, 0.5, 1.0, 2.0]
@@ -25,7 +43,7 @@ def test_every_native_attack_lowers_accuracy_and_passes_the_checks(name, undefen
     assert accs == sorted(accs, reverse=True)
     checks = check_result(model, x, y, res, attack.norm, seed=0)
     for r in radii:
-        # small budgets: convergence is tests/test_checks.py's business
+        # small budgets: convergence is tests/attacks/test_checks.py's business
         assert all(v is not False for k, v in checks[r].items() if k.startswith("check_") and k != "check_converged"), \
             (r, checks[r])
 
