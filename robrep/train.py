@@ -203,19 +203,7 @@ def _gradient_training(model, images, seed, callback, max_steps, learner, world,
         perm = torch.randperm(n, generator=gen).to(images.device)
         for i in range(steps_per_epoch):
             batch = perm[i * c.batch_size:(i + 1) * c.batch_size]
-            share = torch.tensor_split(batch, world.size)[world.rank] if world.distributed else batch
-            rows = share if len(share) else batch[:1]  # an empty share counts 0
-            x = images[rows].float().div_(255.0)
-            parts = step_fn(x, index=rows) if wants_index else step_fn(x)
-            opt.zero_grad(set_to_none=True)
-            if world.distributed:
-                weight = len(share) * world.size / len(batch)  # DDP averages over ranks
-                (parts["loss"] * weight).backward()
-                parts = _minibatch_means(parts, len(share) / len(batch))
-            else:
-                parts["loss"].backward()
-            opt.step()
-            vals = {k: v.item() for k, v in parts.items()}
+            vals = _step(step_fn, opt, images, batch, world, wants_index)
             if not all(map(math.isfinite, vals.values())):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch} step {i}: {vals}")
             for k, v in vals.items():
@@ -236,6 +224,24 @@ def _gradient_training(model, images, seed, callback, max_steps, learner, world,
     if world.distributed:
         _check_in_sync(model)
     return history, step
+
+
+def _step(step_fn, opt, images, batch, world, wants_index: bool) -> dict[str, float]:
+    """One Adam step on minibatch ``batch`` (indices into ``images``); on several ranks, on this rank's share.
+    Returns the minibatch's mean loss parts."""
+    share = torch.tensor_split(batch, world.size)[world.rank] if world.distributed else batch
+    rows = share if len(share) else batch[:1]  # an empty share counts 0
+    x = images[rows].float().div_(255.0)
+    parts = step_fn(x, index=rows) if wants_index else step_fn(x)
+    opt.zero_grad(set_to_none=True)
+    if world.distributed:
+        weight = len(share) * world.size / len(batch)  # DDP averages over ranks
+        (parts["loss"] * weight).backward()
+        parts = _minibatch_means(parts, len(share) / len(batch))
+    else:
+        parts["loss"].backward()
+    opt.step()
+    return {k: v.item() for k, v in parts.items()}
 
 
 def _check_in_sync(model) -> None:

@@ -80,25 +80,7 @@ def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, dict[str
             "warnings": "; ".join(warn + [f"{a.qualname}: {v['warnings']}" for a, v in at_r
                                           if isinstance(v.get("warnings"), str) and v["warnings"]]),
         }
-        # the worst case's evidence is its attacks' together: each check holds if it holds for every attack,
-        # except exploration: the worst case's robust points were explored if some attack explored its own
-        # robust points (a superset), and there is nothing to explore when none is left
-        for col in CHECK_COLUMNS:
-            applies = [bool(v[col]) for _, v in at_r if not is_missing(v.get(col))]
-            row[col] = (any if col == "check_explored" else all)(applies) if applies else None
-        if row["adversarial_accuracy"] == 0:
-            row["check_explored"] = None
-        for col, pick in (("late_share", max), ("last_restart_share", max), ("explored_share", min)):
-            known = [float(v[col]) for _, v in at_r if not is_missing(v.get(col))]
-            row[col] = pick(known) if known else None
-        if per_point and any(not is_missing(v.get("late_share")) for _, v in at_r):
-            row["late_share"] = only_late[i].float().mean().item()
-            row["last_restart_share"] = None  # part of late_share here
-            row["check_converged"] = row["late_share"] <= LATE_MAX
-        noise = [float(v["noise_accuracy"]) for _, v in at_r if not is_missing(v.get("noise_accuracy"))]
-        row["noise_accuracy"] = min(noise) if noise else None
-        if noise:
-            row["check_noise_floor"] = row["adversarial_accuracy"] <= row["noise_accuracy"]
+        _combine_evidence(row, at_r, only_late[i] if per_point else None)
         row["n_rejected"] = int(sum(int(v["n_rejected"]) for _, v in at_r))
         row["check_thresholds"] = first.get("check_thresholds")
         # its own checks decide: an attack's failure shows in the worst case's check only where it can move it
@@ -108,6 +90,29 @@ def worst_case_rows(base: dict, cells: list[tuple[Attack, pd.DataFrame, dict[str
         row["warnings"] = "; ".join(w for w in [*own, row["warnings"]] if w)
         rows.append(row)
     return rows
+
+
+def _combine_evidence(row: dict, at_r: list[tuple[Attack, Any]], only_late: torch.Tensor | None) -> None:
+    """The worst case's evidence at one radius, from its attacks' rows ``at_r`` (``only_late``: per point, broken
+    late by every attack that broke it, where every cell recorded it). Each check holds if it holds for every
+    attack, except exploration: the worst case's robust points were explored if some attack explored its own
+    robust points (a superset), and there is nothing to explore when none is left."""
+    for col in CHECK_COLUMNS:
+        applies = [bool(v[col]) for _, v in at_r if not is_missing(v.get(col))]
+        row[col] = (any if col == "check_explored" else all)(applies) if applies else None
+    if row["adversarial_accuracy"] == 0:
+        row["check_explored"] = None
+    for col, pick in (("late_share", max), ("last_restart_share", max), ("explored_share", min)):
+        known = [float(v[col]) for _, v in at_r if not is_missing(v.get(col))]
+        row[col] = pick(known) if known else None
+    if only_late is not None and any(not is_missing(v.get("late_share")) for _, v in at_r):
+        row["late_share"] = only_late.float().mean().item()
+        row["last_restart_share"] = None  # part of late_share here
+        row["check_converged"] = row["late_share"] <= LATE_MAX
+    noise = [float(v["noise_accuracy"]) for _, v in at_r if not is_missing(v.get("noise_accuracy"))]
+    row["noise_accuracy"] = min(noise) if noise else None
+    if noise:
+        row["check_noise_floor"] = row["adversarial_accuracy"] <= row["noise_accuracy"]
 
 
 def stored_as(df: pd.DataFrame, rows: list[dict]) -> pd.DataFrame | None:
