@@ -215,7 +215,13 @@ class Observer(nn.Module):
         b, dk = cand.gather(1, pick).squeeze(1), d.gather(1, pick).squeeze(1)
         take = dk < dist[rows]
         best[rows[take]], dist[rows[take]] = b[take], dk[take]
-        # still outside: search every point the bound allows, nearest bound first, 64 at a time
+        self._search(q, rows, rest_i, bound, best, dist, slack)
+        return best, dist
+
+    def _search(self, q, rows, rest_i, bound, best, dist, slack) -> None:
+        """For each query ``rows`` (its block-mean bounds ``bound[rest_i]``) still outside its match's ball: every
+        point the bound allows, nearest bound first, 64 at a time, until one's ball holds it (``best`` and
+        ``dist`` updated in place)."""
         for r, i in zip(rows.tolist(), rest_i.tolist()):
             if dist[r] <= slack:
                 continue
@@ -228,7 +234,6 @@ class Observer(nn.Module):
                 if dc[j] <= slack:
                     best[r], dist[r] = c[j], dc[j]
                     break
-        return best, dist
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         out = self.model(q)
