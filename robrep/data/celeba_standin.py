@@ -126,7 +126,22 @@ def draw_face(attrs: dict[str, bool], rng: np.random.Generator, noise: np.ndarra
         for k in range(3):
             y = top + 26 + 5 * k
             d.line((cx - 18, y, cx + 18, y), fill=tuple(max(0, c - 45) for c in skin), width=1)
-    eye_y, eye_dx = cy - 12, 17
+    eye_y = cy - 12
+    _eyes(d, attrs, cx, cy, eye_y, fw, hair)
+    nose = 7 if attrs["Big_Nose"] else 4
+    d.polygon([(cx, eye_y + 4), (cx - nose, cy + 12), (cx + nose, cy + 12)], fill=tuple(max(0, c - 30) for c in skin))
+    _mouth(d, attrs, cx, cy, fw, fh, skin, hair)
+    if attrs["Blurry"]:
+        img = img.filter(ImageFilter.GaussianBlur(2.5))
+    light = rng.uniform(0.75, 1.2)
+    oy, ox = rng.integers(0, noise.shape[0] - H), rng.integers(0, noise.shape[1] - W)
+    arr = np.asarray(img, dtype=np.int16) * light + noise[oy:oy + H, ox:ox + W]
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def _eyes(d: ImageDraw.ImageDraw, attrs: dict[str, bool], cx, cy, eye_y, fw, hair) -> None:
+    """Eyes, brows, glasses, cheeks and earrings (no random draw: the face's draws stay in their order)."""
+    eye_dx = 17
     eye_h = 2 if attrs["Narrow_Eyes"] else 4
     brow = 4 if attrs["Bushy_Eyebrows"] else 2
     for sx in (-1, 1):
@@ -144,8 +159,10 @@ def draw_face(attrs: dict[str, bool], rng: np.random.Generator, noise: np.ndarra
             d.ellipse((cx + sx * fw - 3, cy + 2, cx + sx * fw + 3, cy + 10), fill=(240, 210, 60))
     if attrs["Eyeglasses"]:
         d.line((cx - 5, eye_y - 2, cx + 5, eye_y - 2), fill=(15, 15, 15), width=3)
-    nose = 7 if attrs["Big_Nose"] else 4
-    d.polygon([(cx, eye_y + 4), (cx - nose, cy + 12), (cx + nose, cy + 12)], fill=tuple(max(0, c - 30) for c in skin))
+
+
+def _mouth(d: ImageDraw.ImageDraw, attrs: dict[str, bool], cx, cy, fw, fh, skin, hair) -> None:
+    """Beard, goatee, moustache, lips and mouth (no random draw)."""
     mouth_y = cy + 28
     if attrs["5_o_Clock_Shadow"] or not attrs["No_Beard"]:
         shade = (90, 75, 65) if attrs["5_o_Clock_Shadow"] else tuple(max(0, c - 20) for c in hair)
@@ -165,12 +182,6 @@ def draw_face(attrs: dict[str, bool], rng: np.random.Generator, noise: np.ndarra
         d.arc((cx - 16, mouth_y - 14, cx + 16, mouth_y + 8), 20, 160, fill=lips, width=4)
     elif not attrs["Mouth_Slightly_Open"]:
         d.line((cx - 12, mouth_y, cx + 12, mouth_y), fill=lips, width=4)
-    if attrs["Blurry"]:
-        img = img.filter(ImageFilter.GaussianBlur(2.5))
-    light = rng.uniform(0.75, 1.2)
-    oy, ox = rng.integers(0, noise.shape[0] - H), rng.integers(0, noise.shape[1] - W)
-    arr = np.asarray(img, dtype=np.int16) * light + noise[oy:oy + H, ox:ox + W]
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
 def _write_range(root: str, attrs: np.ndarray, start: int, seed: int) -> int:
