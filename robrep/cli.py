@@ -14,14 +14,9 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from robrep.escape import terminal  # names and messages from files, as literal text
+
 console = Console()
-
-
-def terminal(value) -> str:
-    """A name or message from a file or a user, as literal text on the terminal (``robrep.escape.terminal``)."""
-    from robrep.escape import terminal as escaped
-
-    return escaped(value)
 DEFAULT_LEARNER = "se-adversarial"
 
 
@@ -420,13 +415,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     console.print(f"all {len(checked)} verifiable number(s) hold"
                   + (f"; {len(verdicts) - len(checked)} not verifiable" if len(checked) < len(verdicts) else ""))
     return 0
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _parse_set(text: str) -> tuple[str, object]:

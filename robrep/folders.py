@@ -46,9 +46,8 @@ def _results_csv(path: Path) -> str | None:
     from robrep.rows import ResultsError, read_results
 
     store = path.with_name("results.sqlite")
-    if store.is_file() and _sqlite_header(store):  # the store's export (the store is checked on its own): the store is the record, and a
-        return None  # damaged export is written again from it
-
+    if store.is_file() and _sqlite_header(store):  # the store's export: the store is the record (checked on its
+        return None  # own), and a damaged export is written again from it
     try:
         read_results(path)
     except ResultsError as e:
@@ -202,12 +201,8 @@ def check_folder(out: str | Path, kind: str, *, force: bool = False, option: str
             foreign.append(entry.name + ("/" if entry.is_dir() else ""))
             continue
         try:
-            if check is _any or check is _folder:
-                why = check(entry)
-            elif entry.is_dir():
-                why = "a folder where robrep keeps a file"
-            else:
-                why = check(entry)
+            file_expected = check is not _any and check is not _folder
+            why = "a folder where robrep keeps a file" if file_expected and entry.is_dir() else check(entry)
         except OSError as e:
             why = f"cannot be read ({e.strerror or e})"
         if why is not None:

@@ -134,16 +134,15 @@ def _newton_steps(theta, labels, onehot, g_pen, logits, back, direction, max_ite
     for it in range(min(max_iter, 100)):
         p = logits(theta).softmax(1)  # (N, C)
         grad = back(p - onehot) + pen(theta)  # (C, k)
-        seconds = time.perf_counter() - t0
+        largest, seconds = grad.abs().max().item(), time.perf_counter() - t0
         log.log(logging.INFO if seconds > 5 else logging.DEBUG, "probe fit (%d parameters): Newton step %d, "
-                "largest gradient %.2e, %.0f s", theta.numel(), it, grad.abs().max().item(), seconds)
-        if grad.abs().max() <= 1e-12:
+                "largest gradient %.2e, %.0f s", theta.numel(), it, largest, seconds)
+        if largest <= 1e-12:
             break
         step = direction(p, grad)
         if step is None:  # the solver's bound on its work is spent: the best point so far, said out loud
             log.warning("probe fit (%d parameters) stopped at its bound on work after %d Newton steps, %.0f s, "
-                        "largest gradient %.2e (the optimum's is 0)", theta.numel(), it, seconds,
-                        grad.abs().max().item())
+                        "largest gradient %.2e (the optimum's is 0)", theta.numel(), it, seconds, largest)
             break
         slope = (grad * step).sum()  # the decrease a full step promises, to first order (> 0)
         if not slope > 1e-30:

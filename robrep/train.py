@@ -16,6 +16,7 @@ from robrep.learners import check_overrides, config_record, create_learner, lear
 from robrep.progress import epoch_line
 from robrep.provenance import machine
 from robrep.rng import kept_random_state
+from robrep.validate import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,6 @@ EpochCallback = Callable[[int, int, dict[str, float], float], None]
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``device`` as a torch.device that exists here; a ConfigError says what was expected."""
-    from robrep.validate import ConfigError
-
     try:
         device = torch.device(device or "cpu")
     except (RuntimeError, TypeError, ValueError):
@@ -84,8 +83,6 @@ def train(
     gradients are averaged, so a step uses the same minibatch as one process would; rank 0 saves.
     """
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        from robrep.validate import ConfigError
-
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     if progress:
         from robrep.progress import show_progress

@@ -74,7 +74,6 @@ def import_csv(out: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-
 def _agree_with_masks(out: Path, df: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[tuple[str, int, str]]]:
     """The rows of ``df`` whose accuracies agree with the per-example masks their cell saved (rows without a mask
     file, e.g. worst cases, are kept as they are), and the others as (file, line, reason): a number edited by
@@ -98,12 +97,14 @@ def _agree_with_masks(out: Path, df: pd.DataFrame, file: str) -> tuple[pd.DataFr
         grid = radius_grid(cell["radius"].astype(float))
         for i, row in zip(rows, cell.to_dict("records")):
             r = grid.index(float(row["radius"]))
-            if r < len(masks) and abs(masks[r] - float(row["adversarial_accuracy"])) > 1e-6:
+            published = float(row["adversarial_accuracy"])
+            if r < len(masks) and abs(masks[r] - published) > 1e-6:
                 bad.append(i)
-                refused.append((file, df.attrs.get("lines", {}).get(row_key(row), 0), f"adversarial_accuracy {float(row['adversarial_accuracy']):.6g} disagrees "
-                                         f"with the per-example results its cell saved ({masks[r]:.6g}; run {row['run']}, task "
-                                         f"{row['task']}, {row['suite']}/{row['attack']}, radius {row['radius']:g}); "
-                                         "edited?"))
+                line = df.attrs.get("lines", {}).get(row_key(row), 0)
+                refused.append((file, line, f"adversarial_accuracy {published:.6g} disagrees with the per-example "
+                                            f"results its cell saved ({masks[r]:.6g}; run {row['run']}, task "
+                                            f"{row['task']}, {row['suite']}/{row['attack']}, radius "
+                                            f"{row['radius']:g}); edited?"))
     return df.drop(index=df.index[bad]).reset_index(drop=True), refused
 
 

@@ -90,11 +90,11 @@ def _retry_locked(statement: Callable[[], Any], timeout: float = TIMEOUT) -> Any
 
 def records(rows: pd.DataFrame) -> list[tuple[str, str]]:
     """(key, JSON) per row, each validated first: a row that cannot be read back is refused (ValueError)."""
-    records = []
+    pairs = []
     for raw in rows.to_dict("records"):
-        row = parse_row({k: _plain(v) for k, v in raw.items()})
-        records.append((row_key(row), json.dumps({k: _plain(v) for k, v in raw.items()})))
-    return records
+        plain = {k: _plain(v) for k, v in raw.items()}
+        pairs.append((row_key(parse_row(plain)), json.dumps(plain)))
+    return pairs
 
 
 class ResultsStore:
