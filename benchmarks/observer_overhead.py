@@ -24,7 +24,7 @@ import torch
 
 import robrep
 from robrep.attacks import PGD
-from robrep.attacks.base import Observer
+from robrep.attacks.observer import Observer
 from robrep.attacks.external import TorchattacksAttack
 from robrep.probes import ProbedEncoder, features, train_probe
 

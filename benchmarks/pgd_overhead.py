@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import robrep
 from robrep.attacks import PGD
-from robrep.attacks.base import Observer
+from robrep.attacks.observer import Observer
 from robrep.probes import ProbedEncoder, features, train_probe
 
 

@@ -30,9 +30,8 @@ import json
 import torch
 from torch import nn
 
-from robrep.attacks.base import (
-    LATE, REACH, AttackResult, bounds_of, perturbation_norm, predict, radius_seed, uniform_in_ball,
-)
+from robrep.attacks.base import LATE, REACH, AttackResult, predict, radius_seed
+from robrep.attacks.geometry import bounds_of, perturbation_norm, uniform_in_ball
 from robrep.rows.layout import EXPLORED_MIN, LATE_MAX
 
 NOISE_DRAWS = 4

@@ -43,34 +43,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.arch is not None:
         overrides["arch"] = args.arch
     ds = robrep.load_dataset(args.dataset, root=args.data_root, download=args.download)
-    epochs = getattr(create_learner(args.learner, shape=ds.shape, **overrides).config, "epochs", None)  # validates early
+    create_learner(args.learner, shape=ds.shape, **overrides)  # the config checked before any data is touched
     world = _world(args.device)
     if world.rank != 0:  # under torchrun: every rank trains its share of each minibatch; rank 0 reports
         robrep.train(args.learner, ds, seed=args.seed, device=args.device, out=args.out, world=world,
                      force=args.force, **overrides)
         return 0
-    from robrep.progress import epoch_line
-
-    what = f"train {args.learner} on {ds.name}"
-    if not console.is_terminal:  # a file or a pipe: one line per epoch
-        def report(epoch, epochs, means, seconds):
-            _line(epoch_line(what, epoch, epochs, means, seconds))
-
-        learner = robrep.train(args.learner, ds, seed=args.seed, device=args.device, out=args.out,
-                               on_epoch=report, world=world, force=args.force, **overrides)
-    else:
-        with _progress() as progress:
-            bar = progress.add_task(what, total=None, parts="")
-
-            def callback(epoch: int, step: int, steps_per_epoch: int, parts: dict[str, float]) -> None:
-                shown = "  ".join(f"{k} {v:.2f}" for k, v in parts.items())
-                progress.update(bar, total=(epochs or 1) * steps_per_epoch, advance=1,
-                                parts=f"epoch {epoch + 1}/{epochs}  {shown}")
-
-            learner = robrep.train(
-                args.learner, ds, seed=args.seed, device=args.device, out=args.out, callback=callback, world=world,
-                force=args.force, **overrides
-            )
+    with _bench_progress(cells=False) as progress:  # a bar on a terminal, a line per epoch elsewhere
+        learner = robrep.train(args.learner, ds, seed=args.seed, device=args.device, out=args.out, progress=progress,
+                               world=world, force=args.force, **overrides)
     info = learner.run_info
     if not info["history"]:  # fitted in closed form (e.g. a PCA plugin): no epochs to show
         console.print(f"fitted in {info['train_seconds']:.1f} s; saved to [bold]{info['path']}[/bold]")
@@ -133,27 +114,28 @@ from robrep.progress import Progress as Reported  # noqa: E402  (robrep's progre
 
 
 @contextlib.contextmanager
-def _bench_progress():
-    """Progress bars on a terminal, plain lines elsewhere."""
+def _bench_progress(cells: bool = True):
+    """Progress bars on a terminal, plain lines elsewhere (``robrep.progress``'s protocol)."""
     if not console.is_terminal:
         from robrep.progress import LineProgress
 
         yield LineProgress(_line)
         return
     with _progress() as progress:
-        yield _RichBenchProgress(progress)
+        yield _RichBenchProgress(progress, cells)
 
 
 class _RichBenchProgress(Reported):
-    """Draws the harness's progress: one bar over all cells, one for the current phase."""
+    """Draws long work's progress: one bar over all cells (``cells``: a bench's), one for the current phase."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: Progress, cells: bool = True):
         self.p = progress
-        self.total_bar = progress.add_task("cells", total=None, parts="")
+        self.total_bar = progress.add_task("cells", total=None, parts="") if cells else None
         self.phase_bar = None
 
     def cells(self, total):
-        self.p.update(self.total_bar, total=total)
+        if self.total_bar is not None:
+            self.p.update(self.total_bar, total=total)
 
     def phase(self, description, total):
         if self.phase_bar is not None:
@@ -165,7 +147,8 @@ class _RichBenchProgress(Reported):
             self.p.update(self.phase_bar, advance=n, parts=info)
 
     def completed(self, n):
-        self.p.update(self.total_bar, completed=n)
+        if self.total_bar is not None:
+            self.p.update(self.total_bar, completed=n)
 
 
 def _print_results(df) -> None:
@@ -211,13 +194,12 @@ def _print_results(df) -> None:
             t.add_row(*map(terminal, name), terminal(suite), terminal(attack),
                       *("" if v != v else f"{v:.3f}" for v in vals), style=style)
         console.print(t)
-    from robrep.rows import CHECK_COLUMNS, is_false
+    from robrep.board.tables import failed_checks
 
-    failed = df[~df["checks_passed"].astype(bool)]
+    failed, which = failed_checks(df)
     if len(failed):
-        which = {c.removeprefix("check_"): int(sum(is_false(v) for v in failed[c])) for c in CHECK_COLUMNS if c in failed}
         console.print(f"[bold red]{len(failed)} row(s) failed a check[/bold red] ("
-                      + ", ".join(f"{name}: {n}" for name, n in which.items() if n) + "): "
+                      + ", ".join(f"{name}: {n}" for name, n in which.items()) + "): "
                       + terminal(", ".join(sorted(set(failed["label"] + "/" + failed["task"] + "/" + failed["attack"])))))
     else:
         console.print(f"all {len(df)} rows passed the checks (noise floor, convergence, explored, guards, "

@@ -43,7 +43,8 @@ def _png(path: Path) -> str | None:
 
 
 def _results_csv(path: Path) -> str | None:
-    from robrep.rows import ResultsError, read_results
+    from robrep.rows.files import read_results
+    from robrep.rows.layout import ResultsError
 
     store = path.with_name("results.sqlite")
     if store.is_file() and _sqlite_header(store):  # the store's export: the store is the record (checked on its
@@ -84,7 +85,7 @@ def _results_db(path: Path) -> str | None:
 
 
 def _bench_toml(path: Path) -> str | None:
-    from robrep.harness.config import BenchConfig, tomllib
+    from robrep.harness.config import BenchConfig, tomllib  # up: a bench folder's config is whatever BenchConfig reads
 
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -12,8 +12,8 @@ A distribution declares, in its pyproject.toml::
 
 Entry points are loaded lazily (the first time a registry is searched), through the same
 registries as the built-ins; what an encoder entry point may be is ``robrep.encoders.contract``.
-A plugin that fails to import is recorded with its error and skipped; a name that is already taken is rejected (the built-in or first one wins) with a
-warning naming the distribution. ``ROBREP_DISABLE_PLUGINS=1`` turns plugin loading off.
+A plugin that fails to import is recorded with its error and skipped; a name that is already taken is
+rejected (the built-in or first one wins) with a warning naming the distribution. ``ROBREP_DISABLE_PLUGINS=1`` turns plugin loading off.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from robrep.encoders.contract import ContractError, check_entry_point
+from robrep.encoders.contract import ContractError, check_entry_point  # up: a leaf (torch only); the encoder contract
 from robrep.provenance import refresh
 
 log = logging.getLogger(__name__)

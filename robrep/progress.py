@@ -1,11 +1,10 @@
 """Progress: the one protocol long work reports through, and its plain-line form.
 
-``Progress`` is what ``bench`` (and ``sweep``, through it) and ``verify`` call as they go, and what the
-training of a learner inside a bench reports to; every method does nothing here, so the library is quiet
-unless asked. The CLI subclasses it (bars on a terminal, ``LineProgress``'s lines elsewhere); the Python API
-logs ``LineProgress``'s lines at INFO with ``progress=True``. An attack reports its steps through the bound
-method ``advance``; ``robrep.train``'s ``callback`` and ``on_epoch`` are its public per-step and per-epoch hooks,
-which the bench turns into ``advance`` and ``epoch_done``. The library only logs; the CLI decides what is shown.
+``Progress`` is what ``train``, ``bench`` (and ``sweep``, through it) and ``verify`` call as they go; every
+method does nothing here, so the library is quiet unless asked. The CLI subclasses it (bars on a terminal,
+``LineProgress``'s lines elsewhere); the Python API's ``progress=True`` logs ``LineProgress``'s lines at INFO.
+An attack reports its steps through the bound method ``advance``. The library only logs and never configures
+logging: ``show_progress()`` is for a script that wants those lines on stderr without a logging set-up of its own.
 """
 from __future__ import annotations
 
@@ -90,7 +89,10 @@ def log_progress(logger: logging.Logger) -> LineProgress:
 
 
 def show_progress() -> None:
-    """Make robrep's INFO log lines visible (to stderr) where the application has not configured logging."""
+    """Make robrep's INFO log lines visible (to stderr) where the application has not configured logging.
+
+    Called by the user (``robrep.progress.show_progress()`` before ``robrep.bench(progress=True)``), never by
+    the library."""
     logger = logging.getLogger("robrep")
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)

@@ -1,6 +1,7 @@
 """Unsupervised training of a registered learner on a data set's training split."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -13,7 +14,7 @@ from robrep.checkpoint import save_checkpoint
 from robrep.io import short_hash
 from robrep.data import Dataset, cache_dir, load_dataset
 from robrep.learners import check_overrides, config_record, create_learner, learner_code, learner_source
-from robrep.progress import epoch_line
+from robrep.progress import Progress, epoch_line, log_progress
 from robrep.provenance import machine
 from robrep.rng import kept_random_state
 from robrep.validate import ConfigError
@@ -62,18 +63,21 @@ def train(
     callback: Callback | None = None,
     max_steps: int | None = None,
     world=None,
-    progress: bool = False,
+    progress=False,
     on_epoch: EpochCallback | None = None,
     force: bool = False,
+    label: str | None = None,
     **config,
 ):
     """Train learner ``learner`` on ``dataset`` and save it to ``out``; returns the trained learner (eval mode).
 
     ``config`` overrides fields of the learner's config (epochs, latent_dim, gamma, ...).
-    ``max_steps`` stops early (tests). ``callback`` is called after every step, ``on_epoch`` after every epoch
-    with its mean loss parts (as the history records them) and seconds. ``progress``: log a line per epoch at
-    INFO (``robrep.progress.epoch_line``), shown on stderr unless the application has configured logging (off by
-    default: the API is quiet). ``out=None`` saves under the user's cache (see ``run_dir_for``); ``out=False``
+    ``max_steps`` stops early (tests). ``callback`` is called after every step with the step's loss parts,
+    ``on_epoch`` after every epoch with its mean loss parts (as the history records them) and seconds.
+    ``progress`` (``robrep.progress``): False is quiet; True logs a line per epoch at INFO on the ``robrep``
+    logger (call ``robrep.progress.show_progress()`` or configure logging to see it); a ``Progress`` is told
+    the training as one phase of ``epochs x steps`` steps (named ``train <label> on <data set>``; ``label``
+    defaults to the learner's name), each step and each epoch. ``out=None`` saves under the user's cache (see ``run_dir_for``); ``out=False``
     does not save. A folder ``out`` is checked before training (``robrep.folders``): one holding a checkpoint of
     another run (learner, config, data set, seed) or files robrep did not write is refused with a ConfigError
     (``force=True`` writes beside such files, never over a checkpoint).
@@ -84,18 +88,38 @@ def train(
     """
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-    if progress:
-        from robrep.progress import show_progress
-
-        show_progress()
+    hooks = _Hooks(log_progress(log) if progress is True else Progress.of(progress or None), callback, on_epoch,
+                   label or learner)
     world = world or _one_process()
     world.begin()
     device = world.device(resolve_device(device))
     with kept_random_state(device):
-        return _train(learner, dataset, seed, device, out, callback, max_steps, world, on_epoch, force, config)
+        return _train(learner, dataset, seed, device, out, hooks, max_steps, world, force, config)
 
 
-def _train(learner, dataset, seed, device, out, callback, max_steps, world, on_epoch, force, config):
+@dataclasses.dataclass
+class _Hooks:
+    """Who hears about the training as it goes: the progress protocol, and the public per-step and per-epoch
+    callbacks of ``train``."""
+    progress: Progress
+    callback: Callback | None
+    on_epoch: EpochCallback | None
+    label: str
+
+    def step(self, epoch: int, epochs: int, i: int, steps_per_epoch: int, parts: dict[str, float]) -> None:
+        if self.callback:
+            self.callback(epoch, i, steps_per_epoch, parts)
+        self.progress.advance(1, f"epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.2f}" for k, v in parts.items()))
+
+    def epoch(self, what: str, epoch: int, epochs: int, means: dict[str, float], seconds: float) -> None:
+        line = epoch_line(what, epoch, epochs, means, seconds)
+        log.debug("%s", line)
+        self.progress.epoch_done(line)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, epochs, means, seconds)
+
+
+def _train(learner, dataset, seed, device, out, hooks, max_steps, world, force, config):
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     torch.manual_seed(seed)
     model = create_learner(learner, shape=ds.shape, **check_overrides(learner, config)).to(device)
@@ -107,7 +131,8 @@ def _train(learner, dataset, seed, device, out, callback, max_steps, world, on_e
         model.fit(images.float().div_(255.0), seed=seed)  # (N, C, H, W) float32 in [0, 1], as encode sees
         history, step = [], 0
     else:
-        history, step = _gradient_training(model, images, seed, callback, max_steps, learner, world, on_epoch)
+        what = f"train {hooks.label} on {ds.name}"
+        history, step = _gradient_training(model, images, seed, hooks, max_steps, what, world)
     model.eval()
     info = {
         "source": learner_source(learner),
@@ -170,7 +195,7 @@ class _Loss(torch.nn.Module):
         return self.model.loss(x) if index is None else self.model.loss(x, index=index)
 
 
-def _gradient_training(model, images, seed, callback, max_steps, learner, world, on_epoch=None):
+def _gradient_training(model, images, seed, hooks, max_steps, what, world):
     """Adam on the learner's loss, in shuffled minibatches; returns (per-epoch history, steps).
 
     On several ranks each minibatch (the same one a single process draws) is split in contiguous shares;
@@ -193,6 +218,8 @@ def _gradient_training(model, images, seed, callback, max_steps, learner, world,
     steps_per_epoch = (n + c.batch_size - 1) // c.batch_size
     history: list[dict[str, float]] = []
     step = 0
+    total = c.epochs * steps_per_epoch
+    hooks.progress.phase(what, total if max_steps is None else min(max_steps, total))
     model.train()
     for epoch in range(c.epochs):
         sums: dict[str, float] = {}
@@ -205,17 +232,14 @@ def _gradient_training(model, images, seed, callback, max_steps, learner, world,
                 raise FloatingPointError(f"non-finite loss at epoch {epoch} step {i}: {vals}")
             for k, v in vals.items():
                 sums[k] = sums.get(k, 0.0) + v * len(batch)
-            if callback:
-                callback(epoch, i, steps_per_epoch, vals)
+            hooks.step(epoch, c.epochs, i, steps_per_epoch, vals)
             step += 1
             if max_steps is not None and step >= max_steps:
                 break
         seen = min(n, (i + 1) * c.batch_size)
         means, seconds = {k: v / seen for k, v in sums.items()}, time.perf_counter() - t_epoch
         history.append({"epoch": epoch + 1, **means})
-        log.info("%s", epoch_line(f"train {learner}", epoch + 1, c.epochs, means, seconds))
-        if on_epoch is not None:
-            on_epoch(epoch + 1, c.epochs, means, seconds)
+        hooks.epoch(what, epoch + 1, c.epochs, means, seconds)
         if max_steps is not None and step >= max_steps:
             break
     if world.distributed:

@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 
 from robrep.progress import Progress
-from robrep.rows import ResultsError, read_results, row_key
+from robrep.rows.files import read_results
+from robrep.rows.layout import ResultsError, row_key
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +128,9 @@ def _verify(out: Path, steps, restarts, tolerance, device, data_root, progress) 
             continue
         model = _reloaded(folder, first, checkpoint, device)
         if first["dataset"] not in data:
-            import robrep
+            from robrep.data import load_dataset
 
-            data[first["dataset"]] = robrep.load_dataset(first["dataset"], root=data_root)
+            data[first["dataset"]] = load_dataset(first["dataset"], root=data_root)
         cells = df[(df[GROUP[:-2]] == first[GROUP[:-2]]).all(axis=1)]
         budget = (steps if steps is not None else _most(cells, "steps", 100),
                   restarts if restarts is not None else _most(cells, "restarts", 10))
@@ -161,12 +162,12 @@ def _claims_of(out: Path) -> tuple[Path, Path, pd.DataFrame]:
 
 def _reloaded(folder: Path, first, checkpoint: str, device):
     """The attacked model of a claim: its checkpoint and saved probe, each checked against the rows' SHA-256."""
-    import robrep
+    from robrep.checkpoint import load_checkpoint
     from robrep.encoders import Encoder
     from robrep.io import sha256_bytes
     from robrep.probes import ProbedEncoder, load_probe, probe_file
 
-    encoder = Encoder(robrep.load(checkpoint))
+    encoder = Encoder(load_checkpoint(checkpoint))
     if encoder.sha256() != first["encoder_sha256"]:
         raise VerifyError(f"the checkpoint {checkpoint} is not the encoder of its rows "
                           f"(SHA-256 {encoder.sha256()[:12]}, rows {first['encoder_sha256'][:12]})")

@@ -33,25 +33,16 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from robrep.attacks.geometry import admissible, bounds_of
+from robrep.attacks.observer import Observer
 from robrep.rows.layout import radius_grid  # the radii in the order attacks visit them and rows store them
 
 Progress = Callable[[int], None]  # called with a number of work units done
-REL_TOL = 1e-5  # slack of the ball check, relative to the radius: float32 rounding of a projection onto the ball
-ABS_TOL = 1e-7  # and absolute: float32 rounding of x + delta near 1
 LATE = 0.8  # a point first broken after this fraction of the attack's model calls was broken late
-CANDIDATES = 8  # the Observer confirms a query's point among this many nearest on block means first
-BLOCKS = 64  # the Observer's block means
-DIRECT = 1 << 22  # the Observer measures a query's distance to every point when queries x points x size is at most this
 REACH = 0.5  # a robust point counts as explored if some query reached this fraction of the radius
 TIE_TOL = 1e-4  # top two logits this close (relative to the top one, at least 1): decided on the input alone
-
-
-def ball_slack(eps: float) -> float:
-    """How far past radius ``eps`` a returned input may lie (float32 rounding), in the attack's norm."""
-    return REL_TOL * eps + ABS_TOL
 
 
 def radius_seed(seed: int, eps: float) -> int:
@@ -85,175 +76,6 @@ def decide(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> tuple[t
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Decisions (argmax of the logits) of ``model`` on x, each independent of the batch (``decide``). (N,)"""
     return decide(model, x, batch_size)[0]
-
-
-
-
-def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    flat = delta.flatten(1)
-    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
-
-
-def flat_norm(t: torch.Tensor) -> torch.Tensor:
-    """Per-point L2 norm of t, shaped to broadcast against t (N, 1, ...), never below 1e-12."""
-    return t.flatten(1).norm(dim=1).view(-1, *[1] * (t.dim() - 1)).clamp_min(1e-12)
-
-
-def bounds_of(model) -> tuple[float, float]:
-    """The input bounds the attacked model carries (``robrep.encoders.Encoder.bounds``, passed on by
-    ``ProbedEncoder``); a bare module without them is refused rather than assumed to take [0, 1]."""
-    bounds = getattr(model, "bounds", None)
-    if bounds is None:
-        raise TypeError(f"{type(model).__name__} carries no input bounds: attack a robrep.probes.ProbedEncoder "
-                        "(or give the model a `bounds = (low, high)` attribute)")
-    return bounds
-
-
-def uniform_in_ball(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator,
-                    bounds: tuple[float, float]) -> torch.Tensor:
-    """x plus noise drawn uniformly from the ball of radius eps (L-inf: the cube; L2: uniform direction,
-    radius eps * U^(1/D)), clipped to ``bounds``. Drawn on the CPU from ``gen``, so it is the same on any device."""
-    if norm == "linf":
-        delta = torch.empty(x.shape).uniform_(-eps, eps, generator=gen)
-    else:
-        delta = torch.randn(x.shape, generator=gen)
-        r = torch.rand(x.shape[0], generator=gen) ** (1.0 / x[0].numel())
-        delta = delta * (eps * r.view(-1, *[1] * (x.dim() - 1)) / flat_norm(delta))
-    return (x + delta.to(x.device, x.dtype)).clamp(*bounds)
-
-
-class Observer(nn.Module):
-    """The model an attack sees: returns the model's logits unchanged, and matches every queried input to
-    the attacked point it is a perturbation of (the point whose ball holds it: ``match``), recording per
-    point the furthest query (as a fraction of the radius, queries past the ball count as 1) and the model
-    call at which a query inside the ball was first misclassified, and that query.
-    ``benchmarks/observer_overhead.py`` measures what it costs an attack."""
-
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str):
-        super().__init__()
-        self.model, self.x, self.y, self.eps, self.norm = model, x, y, eps, norm
-        self.bounds = getattr(model, "bounds", None)  # the attack reads the model's input bounds through it
-        self.keys = self._fingerprint(x).double()
-        self.key_norms = (self.keys * self.keys).sum(1)
-        self.block = max(1, x[0].numel() // BLOCKS)
-        self.reach = torch.zeros(len(x), device=x.device)
-        self.first_break = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
-        self.found = x.clone()  # the first query inside the ball that was misclassified, per point
-        self.calls = 0
-        self._last: torch.Tensor | None = None  # the points the last query batch was matched to
-        self._last_x: torch.Tensor | None = None  # their rows of x, when every query matched its guess
-        self._kept: torch.Tensor | None = None  # those of them whose query was not misclassified in the ball
-
-    @staticmethod
-    def _fingerprint(x: torch.Tensor) -> torch.Tensor:
-        """Means over ``BLOCKS`` disjoint, equal blocks of the flattened input (the remainder left out): a
-        perturbation moves each block mean by at most its L-inf size, and their L2 distance times
-        sqrt(block size) by at most its L2 size, so distances on them are lower bounds (``_bound``)."""
-        flat = x.flatten(1).double()
-        size = flat.shape[1] // BLOCKS
-        return flat if size <= 1 else flat[:, :BLOCKS * size].view(len(flat), BLOCKS, size).mean(2)
-
-    def _bound(self, fp: torch.Tensor) -> torch.Tensor:
-        """(n_queries, N): a lower bound on each query's distance to each point in the attack's norm, from
-        the L2 distance of block means (one matrix product): times sqrt(block size) for L2; over sqrt(number
-        of blocks) for L-inf (each block mean moves by at most the L-inf size)."""
-        fp = fp.double()  # float64: the expanded square cancels, and a bound must not exceed the distance
-        d2 = ((fp * fp).sum(1, keepdim=True) - 2 * fp @ self.keys.T + self.key_norms).clamp_min(0)
-        scale = self.block if self.norm == "l2" else 1.0 / self.keys.shape[1]
-        return ((d2 * scale).sqrt() * (1 - 1e-6)).float()
-
-    def match(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each query: the attacked point it perturbs, and the distance to it in the attack's norm.
-
-        A query is a perturbation of the point whose ball it lies in. Cheapest first: the point at the same
-        index (attacks that query the whole batch in order, or the same subset as in their last call); then
-        (when queries x points x input size is at most ``DIRECT``, the nearest of all points, measured); else
-        the nearest on block means; then the ``CANDIDATES`` nearest; then, for a query still outside the
-        ball of its match, every point the block-mean bound (``_bound``) does not rule out, until one holds
-        it. So the match is exact for a query inside some point's ball, however the perturbation moves block
-        means (a dense, coherent FGSM step on coloured digits can land nearer other digits' block means than
-        its own). A query past every ball (FAB, DeepFool) goes to the nearest in the attack's norm of the
-        ``CANDIDATES``."""
-        slack = self.eps + ball_slack(self.eps)
-        n = len(self.x)
-        guess, xs = (torch.arange(n, device=q.device), self.x) if len(q) == n else (None, None)
-        if guess is None and self._last is not None and len(self._last) == len(q):
-            guess, xs = self._last, self._last_x  # the same subset as the last call (an attack's next step on the points left)
-        if guess is None and self._kept is not None and len(self._kept) == len(q):
-            guess = self._kept  # the last call's points less those it broke (an attack that drops broken points)
-        if guess is not None:
-            best = guess.clone()
-            xs = self.x[best] if xs is None else xs
-            dist = perturbation_norm(q - xs, self.norm)
-        else:
-            best = torch.zeros(len(q), dtype=torch.long, device=q.device)
-            dist = torch.full((len(q),), float("inf"), device=q.device)
-        self._last, self._last_x = best, None  # (best is updated in place below)
-        rest = (dist > slack).nonzero().squeeze(1)
-        if not len(rest):
-            self._last_x = xs  # every query matched its guess: the next call on the same points reuses their rows
-            return best, dist
-        if len(rest) * n * q[0].numel() <= DIRECT:  # few enough to measure every distance: the nearest point
-            d = perturbation_norm((q[rest, None] - self.x[None]).flatten(0, 1), self.norm).view(len(rest), n)
-            near, dn = d.argmin(1), d.amin(1)
-            take = dn < dist[rest]
-            best[rest[take]], dist[rest[take]] = near[take], dn[take]
-            return best, dist
-        bound = self._bound(self._fingerprint(q[rest]))
-        first = bound.argmin(1)
-        d = perturbation_norm(q[rest] - self.x[first], self.norm)
-        take = d < dist[rest]
-        best[rest[take]], dist[rest[take]] = first[take], d[take]
-        rest_i = (dist[rest] > slack).nonzero().squeeze(1)  # rows of ``bound`` still outside their ball
-        k = min(CANDIDATES, n)
-        if not len(rest_i) or k < 2:
-            return best, dist
-        rows = rest[rest_i]
-        cand = bound[rest_i].topk(k, dim=1, largest=False).indices
-        d = perturbation_norm((q[rows, None] - self.x[cand]).flatten(0, 1), self.norm).view(len(rows), k)
-        pick = d.argmin(1, keepdim=True)
-        b, dk = cand.gather(1, pick).squeeze(1), d.gather(1, pick).squeeze(1)
-        take = dk < dist[rows]
-        best[rows[take]], dist[rows[take]] = b[take], dk[take]
-        self._search(q, rows, rest_i, bound, best, dist, slack)
-        return best, dist
-
-    def _search(self, q, rows, rest_i, bound, best, dist, slack) -> None:
-        """For each query ``rows`` (its block-mean bounds ``bound[rest_i]``) still outside its match's ball: every
-        point the bound allows, nearest bound first, 64 at a time, until one's ball holds it (``best`` and
-        ``dist`` updated in place)."""
-        for r, i in zip(rows.tolist(), rest_i.tolist()):
-            if dist[r] <= slack:
-                continue
-            allowed = (bound[i] <= slack).nonzero().squeeze(1)
-            allowed = allowed[bound[i, allowed].argsort()]
-            for s in range(0, len(allowed), 64):
-                c = allowed[s:s + 64]
-                dc = perturbation_norm(q[r] - self.x[c], self.norm)
-                j = int(dc.argmin())
-                if dc[j] <= slack:
-                    best[r], dist[r] = c[j], dc[j]
-                    break
-
-    def forward(self, q: torch.Tensor) -> torch.Tensor:
-        out = self.model(q)
-        self.calls += 1
-        with torch.no_grad():
-            if len(q) and q.shape[1:] == self.x.shape[1:]:
-                self._observe(q.detach().to(self.x.dtype), out.detach())
-        return out
-
-    def _observe(self, q: torch.Tensor, logits: torch.Tensor) -> None:
-        j, dist = self.match(q)
-        inside = dist <= self.eps + ball_slack(self.eps)
-        reach = torch.where(inside, dist / self.eps, torch.ones_like(dist))  # past the ball (FAB, DeepFool): 1
-        self.reach.scatter_reduce_(0, j, reach, reduce="amax")
-        wrong = inside & (logits.argmax(1) != self.y[j])
-        self._kept = j[~wrong]
-        broke = wrong & (self.first_break[j] < 0)
-        if broke.any():
-            self.first_break[j[broke]] = self.calls
-            self.found[j[broke]] = q[broke]
 
 
 @dataclass
@@ -347,9 +169,7 @@ class Attack:
     def admissible(self, x: torch.Tensor, x_adv: torch.Tensor, eps: float,
                    bounds: tuple[float, float]) -> torch.Tensor:
         """(n,) bool: x_adv is finite, inside ``bounds`` and inside the ball of radius eps around x (the guards)."""
-        flat = x_adv.flatten(1)
-        ok = (flat.amin(1) >= bounds[0]) & (flat.amax(1) <= bounds[1])  # NaN reaches the extremes and fails; inf fails
-        return ok & (perturbation_norm(x_adv - x, self.norm) <= eps + ball_slack(eps))
+        return admissible(x, x_adv, eps, self.norm, bounds)
 
     @torch.no_grad()
     def validate(self, model, x, y, x_adv, eps, batch_size: int = 1000) -> tuple[torch.Tensor, ...]:
@@ -358,7 +178,7 @@ class Attack:
         pred, tie = decide(model, x_adv, batch_size)
         return self.admissible(x, x_adv, eps, bounds_of(model)), pred != y, tie
 
-    def _restarted(self, model, x, y, eps, generator, progress, restarts: int, call) -> tuple:
+    def restarted(self, model, x, y, eps, generator, progress, restarts: int, call) -> tuple:
         """Run ``call(x, y, seed) -> x_adv`` ``restarts`` times with new seeds, each time on the points no
         earlier run broke with an admissible input (a rejected example is attacked again)."""
         broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)

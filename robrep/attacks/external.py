@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from robrep.attacks.base import Attack, Progress, bounds_of
+from robrep.attacks.base import Attack, Progress
+from robrep.attacks.geometry import bounds_of
 
 _NORMS = {"linf": "Linf", "l2": "L2"}
 
@@ -66,7 +67,7 @@ class TorchattacksAttack(Attack):
         return cls(model, eps=eps, **kwargs)
 
     def perturb(self, model, x, y, eps, generator, progress: Progress | None = None):
-        return self._restarted(model, x, y, eps, generator, progress, self.restarts,
+        return self.restarted(model, x, y, eps, generator, progress, self.restarts,
                                lambda xs, ys, seed: self.build(model, eps, seed)(xs, ys))
 
 
@@ -128,7 +129,7 @@ class FoolboxAttack(Attack):
             _, clipped, _ = attack(fmodel, xs, ys, epsilons=[eps])
             return clipped[0]
 
-        return self._restarted(model, x, y, eps, generator, progress, self.restarts, call)
+        return self.restarted(model, x, y, eps, generator, progress, self.restarts, call)
 
     def units(self, radii):
         return self.restarts * sum(1 for r in radii if r > 0)

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robrep.attacks.base import Attack, Progress, bounds_of, flat_norm, uniform_in_ball
+from robrep.attacks.base import Attack, Progress
+from robrep.attacks.geometry import ball_box, bounds_of, flat_norm, project, uniform_in_ball
 
 
 @dataclass(repr=False)
@@ -39,33 +40,20 @@ class PGD(Attack):
     def units(self, radii):
         return self.restarts * sum(1 for r in radii if r > 0)
 
-    # -- the three norm-specific pieces (as in foolbox) ----------------------
-    def _random_start(self, x, eps, gen, bounds):
+    # -- the parts a variant replaces (tests build deliberately weak attacks this way) --------------------
+    def random_start(self, x, eps, gen, bounds):
+        """Where a restart begins: uniform in the ball, inside the bounds."""
         return uniform_in_ball(x, eps, self.norm, gen, bounds)
 
-    def _advance(self, xt, grad, alpha):
+    def ascent_step(self, xt, grad, alpha):
         """One ascent step from xt: alpha times the gradient's sign (L-inf) or its direction (L2)."""
         if self.norm == "linf":
             return torch.add(xt, grad.sign(), alpha=alpha)  # alpha * sign is exact: xt + alpha * sign, rounded once
         return xt + alpha * (grad / flat_norm(grad))
 
-    def _box(self, x, eps, bounds):
-        """What ``_project`` needs per point, computed once per restart: the box [max(x - eps, low), min(x + eps,
-        high)] (L-inf: the ball and the input bounds together; clamping to it equals clamping to the ball, then to
-        the bounds), or x."""
-        if self.norm == "linf":
-            return (x - eps).clamp_(min=bounds[0]), (x + eps).clamp_(max=bounds[1])
-        return (x,)
-
-    def _project(self, x_adv, box, eps, bounds):
-        if self.norm == "linf":
-            return x_adv.clamp(*box)
-        x = box[0]
-        delta = x_adv - x
-        delta = delta * (eps / flat_norm(delta)).clamp(max=1.0)
-        return (x + delta).clamp(*bounds)
-
-    def _loss(self, logits, y):
+    def objective(self, logits, y):
+        """What the ascent maximises, summed over the points: cross-entropy, or the margin of the best other
+        class over the true one."""
         if self.loss == "ce":
             return F.cross_entropy(logits, y, reduction="sum")
         true = logits.gather(1, y[:, None]).squeeze(1)
@@ -85,8 +73,8 @@ class PGD(Attack):
                     progress(1)
                 continue
             x0, y0 = x[idx], y[idx]
-            box = self._box(x0, eps, limits)
-            xt = self._random_start(x0, eps, generator, limits)
+            box = ball_box(x0, eps, self.norm, limits)
+            xt = self.random_start(x0, eps, generator, limits)
             for t in range(self.steps + 1):
                 last = t == self.steps  # the last iterate is only scored: no graph
                 with torch.enable_grad() if not last else torch.no_grad():
@@ -102,9 +90,9 @@ class PGD(Attack):
                     keep = ~flipped if self.reuse else torch.ones_like(flipped)
                     grad = None
                     if not last and keep.all():  # most steps: nothing to drop, no copies
-                        grad = torch.autograd.grad(self._loss(logits, y0), xt)[0]
+                        grad = torch.autograd.grad(self.objective(logits, y0), xt)[0]
                     elif not last and keep.any():
-                        grad = torch.autograd.grad(self._loss(logits[keep], y0[keep]), xt)[0][keep]
+                        grad = torch.autograd.grad(self.objective(logits[keep], y0[keep]), xt)[0][keep]
                 xt = xt.detach()
                 if flipped.any():
                     new = flipped & ~broken[idx]
@@ -115,7 +103,7 @@ class PGD(Attack):
                     box = tuple(b[keep] for b in box)
                 if grad is None:
                     break
-                xt = self._project(self._advance(xt, grad, alpha), box, eps, limits)
+                xt = project(self.ascent_step(xt, grad, alpha), box, eps, self.norm, limits)
             unbroken = ~broken[idx]
             x_adv[idx[unbroken]] = xt[unbroken]  # the last iterate of the points this restart did not break
             if progress:

@@ -15,7 +15,7 @@ import math
 import pandas as pd
 
 from robrep.board.tables import headline_radius
-from robrep.rows import is_missing as _missing
+from robrep.rows.layout import is_missing as _missing
 
 
 def is_missing(v) -> bool:

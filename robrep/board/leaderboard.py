@@ -18,7 +18,8 @@ import pandas as pd
 from robrep.board.admission import admission_errors, safe_name
 from robrep.io import atomic_write
 from robrep.board.plots import plot_robustness
-from robrep.rows import KEY, ResultsError, is_false, is_missing, merge, read_results, write_results
+from robrep.rows.files import merge, read_results, write_results
+from robrep.rows.layout import KEY, ResultsError, is_false, is_missing
 
 log = logging.getLogger(__name__)
 

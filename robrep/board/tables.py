@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from robrep.rows import normalize
+from robrep.rows.files import normalize
+from robrep.rows.layout import CHECK_COLUMNS, is_false
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -66,3 +67,10 @@ def task_table(df: pd.DataFrame, radius: float | None = None) -> pd.DataFrame:
     table = table.reindex(columns=pd.MultiIndex.from_product([sorted(set(name.values())), ["nominal", "adversarial"]]))
     table.attrs.update(radius=radius, single_attack=sorted(single))
     return table
+
+
+def failed_checks(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows that failed a check, and how many rows failed each check (checks no row failed left out)."""
+    failed = df[~df["checks_passed"].astype(bool)]
+    counts = {c.removeprefix("check_"): int(sum(is_false(v) for v in failed[c])) for c in CHECK_COLUMNS if c in failed}
+    return failed, {name: n for name, n in counts.items() if n}

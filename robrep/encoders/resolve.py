@@ -295,7 +295,6 @@ def cached_meta(run_dir: Path, config: dict) -> dict | None:
 
 
 def _train_or_reuse(src: EncoderSource, ds, *, seed, device, arch, epochs, retrain, progress, train=True):
-    from robrep.progress import epoch_line
     from robrep.train import train as train_learner
 
     overrides, config, run_dir = planned_run(src, ds, seed=seed, arch=arch, epochs=epochs)
@@ -311,18 +310,6 @@ def _train_or_reuse(src: EncoderSource, ds, *, seed, device, arch, epochs, retra
     if not train:  # another process trained it: it must be in the cache every process shares
         raise CheckpointError(f"{src.label} was trained for this run, but its checkpoint {run_dir} is not in this "
                               "process's cache: every process must share robrep's cache (ROBREP_CACHE)")
-    steps_total = config["epochs"] * -(-len(ds.train) // config["batch_size"]) if "epochs" in config else None
-    if progress is not None:
-        progress.phase(f"train {src.label} on {ds.name}", steps_total)
-
-    def on_step(epoch, step, steps_per_epoch, parts):
-        if progress is not None:
-            progress.advance(1, f"epoch {epoch + 1}  " + "  ".join(f"{k} {v:.1f}" for k, v in parts.items()))
-
-    def on_epoch(epoch, epochs, means, seconds):
-        if progress is not None:
-            progress.epoch_done(epoch_line(f"train {src.label} on {ds.name}", epoch, epochs, means, seconds))
-
-    learner = train_learner(src.name, ds, seed=seed, device=device, out=run_dir, callback=on_step,
-                            on_epoch=on_epoch, **overrides)
+    learner = train_learner(src.name, ds, seed=seed, device=device, out=run_dir, progress=progress or False,
+                            label=src.label, **overrides)
     return learner, run_dir

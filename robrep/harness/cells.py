@@ -11,7 +11,7 @@ import torch
 from robrep.attacks.base import Attack
 from robrep.attacks.cascade import is_chained
 from robrep.io import short_hash
-from robrep.rows import is_false, passed
+from robrep.rows.layout import is_false, passed
 
 
 def encoder_row(*, learner: str, label: str, run: str, checkpoint: str, source: str, learner_config: dict,

@@ -46,7 +46,7 @@ from robrep.harness.plan import Job, make_jobs, needs_training, probe_indices
 from robrep.harness.preflight import preflight
 from robrep.harness.store import ResultsStore, post
 from robrep.board.plots import image_grid, plot_robustness
-from robrep.progress import Progress, log_progress, show_progress
+from robrep.progress import Progress, log_progress
 from robrep.probes import (
     PROBE_FIT, ProbedEncoder, features, probe_file, read_probe, save_probe, train_probe,
     write_probe_record,
@@ -54,9 +54,9 @@ from robrep.probes import (
 from robrep.rng import kept_random_state
 from robrep.harness.cells import cell_rows, encoder_row, result_rows
 from robrep.harness.worst import stored_as, worst_case_rows
-from robrep.rows import (
-    cell_key, cell_keys, done_cells, encoder_fields, is_finished, masks_path, load_masks, read_results, row_key, save_masks,
-)
+from robrep.rows.files import read_results
+from robrep.rows.layout import cell_key, cell_keys, encoder_fields, row_key
+from robrep.rows.masks import done_cells, is_finished, load_masks, masks_path, save_masks
 from robrep.threads import use_threads
 from robrep.train import resolve_device
 from robrep.validate import ConfigError
@@ -361,13 +361,13 @@ def bench(config: BenchConfig | None = None, progress=False, *, strict: bool = T
     ``force=True`` writes beside such files (never over them).
 
     ``progress``: False (the default) is quiet; True logs a line per finished cell and per trained epoch at INFO
-    (``robrep.progress.LineProgress``), shown on stderr unless the application has configured logging; or a
+    on the ``robrep`` logger (``robrep.progress.LineProgress``; ``robrep.progress.show_progress()`` or the
+    application's logging set-up shows them); or a
     ``robrep.progress.Progress`` (or any object with some of its methods: the CLI's progress bars).
     ``<out>/config.toml`` records the configuration.
     """
     cfg = dataclasses.replace(config, **overrides) if config else BenchConfig(**overrides)
     if progress is True:
-        show_progress()
         progress = log_progress(log)
     elif progress is False:
         progress = None

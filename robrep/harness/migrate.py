@@ -21,9 +21,10 @@ from pathlib import Path
 import pandas as pd
 
 from robrep.io import atomic_write, sha256_bytes
-from robrep.harness.store import records
 from robrep.probes import record_path, write_probe_record
-from robrep.rows import cell_keys, load_masks, masks_path, radius_grid, read_results, row_key
+from robrep.rows.files import keyed_records, read_results
+from robrep.rows.layout import cell_keys, radius_grid, row_key
+from robrep.rows.masks import load_masks, masks_path
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def import_csv(out: Path) -> None:
         try:
             conn.execute("CREATE TABLE rows (key TEXT PRIMARY KEY, data TEXT NOT NULL)")
             conn.execute("BEGIN")
-            conn.executemany("INSERT OR REPLACE INTO rows (key, data) VALUES (?, ?)", records(keep))
+            conn.executemany("INSERT OR REPLACE INTO rows (key, data) VALUES (?, ?)", keyed_records(keep))
             conn.execute("COMMIT")
         finally:
             conn.close()

@@ -27,7 +27,8 @@ from robrep.harness.config import BenchConfig
 from robrep.harness.preflight import preflight
 from robrep.harness.store import ResultsStore, posted_rows
 from robrep.harness.cells import task_cells
-from robrep.rows import done_cells, is_finished, read_results
+from robrep.rows.files import read_results
+from robrep.rows.masks import done_cells, is_finished
 
 COLUMNS = ("label", "dataset", "learner_status", "run", "task", "suite", "attack", "status")
 

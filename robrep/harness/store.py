@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sqlite3
 import time
 from pathlib import Path
@@ -29,7 +28,8 @@ from typing import Any, Callable
 import pandas as pd
 
 from robrep.io import atomic_write
-from robrep.rows import ResultsError, frame, parse_row, row_key, write_results
+from robrep.rows.files import frame, keyed_records, plain_records, write_results
+from robrep.rows.layout import ResultsError, parse_row
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ INBOX = "inbox"
 
 def post(out: Path, name: str, rows: pd.DataFrame) -> Path:
     """Post a finished cell's rows for the writer to collect: one file, written atomically (any rank)."""
-    records = [{k: _plain(v) for k, v in raw.items()} for raw in rows.to_dict("records")]
+    records = plain_records(rows)
     for row in records:
         parse_row(row)  # a row that cannot be read back is refused where it is made
     path = Path(out) / INBOX / f"{name}.json"
@@ -57,15 +57,6 @@ def posted_rows(out: Path) -> pd.DataFrame:
         except (ValueError, OSError):
             continue  # collect() reports it
     return frame(rows)
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready scalar: numpy and pandas scalars as Python ones, NaN as None."""
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 TIMEOUT = 120.0  # seconds a connection waits for another one's lock
@@ -86,15 +77,6 @@ def _retry_locked(statement: Callable[[], Any], timeout: float = TIMEOUT) -> Any
                 raise
             time.sleep(delay)
             delay = min(2 * delay, 0.25)
-
-
-def records(rows: pd.DataFrame) -> list[tuple[str, str]]:
-    """(key, JSON) per row, each validated first: a row that cannot be read back is refused (ValueError)."""
-    pairs = []
-    for raw in rows.to_dict("records"):
-        plain = {k: _plain(v) for k, v in raw.items()}
-        pairs.append((row_key(parse_row(plain)), json.dumps(plain)))
-    return pairs
 
 
 class ResultsStore:
@@ -121,7 +103,7 @@ class ResultsStore:
 
     def add(self, rows: pd.DataFrame) -> None:
         """Validate and upsert ``rows`` in one transaction (a row with the same key is replaced)."""
-        pairs = records(rows)
+        pairs = keyed_records(rows)
         if not pairs:
             return
         self.conn.execute("BEGIN IMMEDIATE")

@@ -10,8 +10,7 @@ import torch
 
 from robrep.attacks.base import Attack
 from robrep.harness.cells import check_warnings
-from robrep.rows import CHECK_COLUMNS, is_missing, passed, radius_grid, row_key
-from robrep.rows.layout import LATE_MAX
+from robrep.rows.layout import CHECK_COLUMNS, LATE_MAX, is_missing, passed, radius_grid, row_key
 
 
 def consistency_warnings(accuracy: list[tuple[Attack, float]]) -> list[str]:

@@ -6,6 +6,8 @@ so its gradient is exactly the VAE's.
 """
 from __future__ import annotations
 
+import contextlib
+
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -206,11 +208,30 @@ class SmoothEncoderAdversarial(SmoothEncoder):
 
     def loss(self, x, noise=None, index=None):
         """The SE's loss; ``index`` (each example's row in the training split) lets the selection warm-start."""
+        with self.visiting(index):
+            return super().loss(x, noise)
+
+    @contextlib.contextmanager
+    def visiting(self, index: torch.Tensor | None):
+        """While open, ``select`` on a minibatch knows its examples' rows in the training split (``index``), so
+        in training it starts from each example's kept point."""
         self._index = index
         try:
-            return super().loss(x, noise)
+            yield self
         finally:
             self._index = None
+
+    def kept(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """For the training examples ``index``: whether each was visited, and the point each visit left as an
+        offset from its example (None when no point is kept: the selection starts at random)."""
+        visited = torch.zeros(len(index), dtype=torch.bool)
+        if self._points is None:
+            return visited, None
+        inside = index < len(self._visited)
+        visited[inside] = self._visited[index[inside].to(self._visited.device)].cpu()
+        offsets = torch.zeros((len(index), *self._points.shape[1:]))
+        offsets[inside] = self._points[index[inside].to(self._points.device)].float().cpu()
+        return visited, offsets * (self.config.selection_eps / 127)
 
     def select(self, x: torch.Tensor, start: torch.Tensor | None = None, target=None) -> torch.Tensor:
         c = self.config

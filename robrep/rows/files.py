@@ -1,10 +1,13 @@
-"""Results CSVs: read (every row validated, the bad ones reported with file and line), normalized (what older
-files leave out filled in), merged by key, and written atomically."""
+"""Rows on disk: results CSVs read (every row validated, the bad ones reported with file and line),
+normalized (what older files leave out filled in), merged by key and written atomically; and rows as JSON
+records, the format of the store and the inbox."""
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +102,22 @@ def write_results(path: str | Path, df: pd.DataFrame) -> None:
     buf = io.StringIO()
     df.to_csv(buf, index=False, float_format="%.10g")
     atomic_write(Path(path), buf.getvalue().encode())
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready scalar: numpy and pandas scalars as Python ones, NaN as None."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def plain_records(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows as JSON-ready dicts (numpy scalars as Python ones, NaN as None)."""
+    return [{k: _plain(v) for k, v in raw.items()} for raw in rows.to_dict("records")]
+
+
+def keyed_records(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """(key, JSON) per row, each validated first: a row that cannot be read back is refused (ValueError)."""
+    return [(row_key(parse_row(plain)), json.dumps(plain)) for plain in plain_records(rows)]

@@ -4,7 +4,8 @@ import torch
 
 import robrep
 from robrep.attacks import ATTACKS, PGD, Attack
-from robrep.attacks.base import perturbation_norm, radius_seed
+from robrep.attacks.base import radius_seed
+from robrep.attacks.geometry import ball_box, perturbation_norm, project
 from robrep.checks import check_result
 from robrep.probes import train_probe
 
@@ -112,16 +113,16 @@ def test_l2_projection_rounding_at_large_radii_is_not_rejected():
     pgd = PGD(norm="l2")
     delta = torch.randn(x.shape, generator=gen)
     unit = (0.0, 1.0)
-    x_adv = pgd._project(x + delta * 10, pgd._box(x, 3.0, unit), 3.0, unit)
+    x_adv = project(x + delta * 10, ball_box(x, 3.0, "l2", unit), 3.0, "l2", unit)
     assert (perturbation_norm(x_adv - x, "l2") > 3.0 + 1e-6).sum() > 0  # the old absolute slack rejects some
     assert pgd.admissible(x, x_adv, 3.0, unit).all()
-    past = pgd._project(x + delta * 10, pgd._box(x, 3.01, unit), 3.01, unit)
+    past = project(x + delta * 10, ball_box(x, 3.01, "l2", unit), 3.01, "l2", unit)
     assert not pgd.admissible(x, past, 3.0, unit).any()  # 0.3 % past: rejected
 
 
 def test_attacks_keep_inputs_inside_the_bounds_the_model_carries(undefended):
     """The bounds live on the attacked model: an attack moves inside them and never writes [0, 1] itself."""
-    from robrep.attacks.base import bounds_of
+    from robrep.attacks.geometry import bounds_of
 
     model, x, y = undefended
     x, y = x[:60], y[:60]
@@ -160,7 +161,7 @@ class _RejectedFirst(Attack):
                 return (xs + 3 * eps).clamp(0, 1)  # rejected: outside the ball
             return PGD(steps=20, restarts=1).perturb(model, xs, ys, eps, torch.Generator().manual_seed(seed))[1]
 
-        out = self._restarted(model, x, y, eps, generator, progress, 2, call)
+        out = self.restarted(model, x, y, eps, generator, progress, 2, call)
         self.calls = calls
         return out
 

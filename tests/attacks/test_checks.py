@@ -19,22 +19,22 @@ class _Identity(Attack):
 class _Helper(PGD):
     """Walks the whole radius, but towards the true class (descends the loss, no random start)."""
 
-    def _loss(self, logits, y):
-        return -super()._loss(logits, y)
+    def objective(self, logits, y):
+        return -super().objective(logits, y)
 
-    def _random_start(self, x, eps, gen, bounds):
+    def random_start(self, x, eps, gen, bounds):
         return x.clone()
 
 
 class _LateRestarts(PGD):
     """Its restarts before the last take no step from x: the points only fall in the last restart."""
 
-    def _random_start(self, x, eps, gen, bounds):
+    def random_start(self, x, eps, gen, bounds):
         self._restart = getattr(self, "_restart", 0) + 1
         return x.clone()
 
-    def _advance(self, xt, grad, alpha):
-        return super()._advance(xt, grad, alpha if self._restart % self.restarts == 0 else 0.0)
+    def ascent_step(self, xt, grad, alpha):
+        return super().ascent_step(xt, grad, alpha if self._restart % self.restarts == 0 else 0.0)
 
 
 def _checks(attack, model, x, y, radii):
@@ -65,7 +65,7 @@ def test_an_attack_stopped_too_early_fails_convergence(undefended):
     model, x, y = undefended
     # a few small steps from no random start: points keep falling until the very last step
     slow = PGD(steps=5, restarts=1, rel_stepsize=1.0)
-    slow._random_start = lambda x0, eps, gen, bounds: x0.clone()
+    slow.random_start = lambda x0, eps, gen, bounds: x0.clone()
     _, checks = _checks(slow, model, x, y, [0.0, 0.1])
     assert checks[0.1]["late_share"] > LATE_MAX and checks[0.1]["check_converged"] is False
     # an attack that only starts working in its last restart: more restarts would change the answer
@@ -91,7 +91,7 @@ def _worst(model, x, y, attacks, radii):
 def test_the_worst_case_is_judged_converged_per_point(undefended):
     model, x, y = undefended
     slow = PGD(steps=5, restarts=1, rel_stepsize=1.0)
-    slow._random_start = lambda x0, eps, gen, bounds: x0.clone()
+    slow.random_start = lambda x0, eps, gen, bounds: x0.clone()
     # a slow attack's late points that a strong attack broke early do not move the worst case
     both = _worst(model, x, y, [slow, PGD(steps=50, restarts=3)], [0.0, 0.1])[0.1]
     assert both["check_converged"] and both["late_share"] <= LATE_MAX and both["checks_passed"], both
@@ -124,7 +124,8 @@ def test_a_nondeterministic_model_fails_consistency(undefended):
 
 
 def test_the_observer_matches_each_query_to_the_point_it_perturbs():
-    from robrep.attacks.base import Observer, perturbation_norm
+    from robrep.attacks.geometry import perturbation_norm
+    from robrep.attacks.observer import Observer
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(300, 3, 28, 28, generator=gen)
@@ -173,8 +174,8 @@ def test_the_observer_matches_a_dense_coherent_step_that_lands_near_other_points
     """An FGSM-like step (+eps on every pixel) moves every block mean by eps; decoys that differ from the
     point by eps plus pixel noise have nearer block means than the point itself, but the step lies in the
     point's ball only, so it must be matched to the point, not to a decoy."""
-    from robrep.attacks import base as B
-    from robrep.attacks.base import CANDIDATES, Observer
+    from robrep.attacks import observer as B
+    from robrep.attacks.observer import CANDIDATES, Observer
 
     monkeypatch.setattr(B, "DIRECT", direct)  # both ways of matching: bounds and candidates, or every distance
     gen = torch.Generator().manual_seed(0)
@@ -191,5 +192,5 @@ def test_the_observer_matches_a_dense_coherent_step_that_lands_near_other_points
         j, dist = obs.match(q[[2, 0, 3]])  # a subset in another order: not matched by position
         assert j.tolist() == [2, 0, 3], norm
         assert torch.allclose(dist, torch.full_like(dist, r), rtol=1e-4), norm
-        fp = obs._fingerprint(q)
-        assert obs._bound(fp)[0].argmin() != 0  # the block means alone would pick a decoy
+        fp = obs.fingerprint(q)
+        assert obs.distance_bound(fp)[0].argmin() != 0  # the block means alone would pick a decoy

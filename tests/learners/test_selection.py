@@ -113,23 +113,23 @@ def test_warm_selection_continues_from_each_examples_last_point(mnist5k):
     x = mnist5k.train.batch(slice(0, 16))
     index = torch.arange(100, 116)
     se.loss(x, index=index)
-    assert se._visited[index].all() and not se._visited[:100].any()
+    visited, offsets = se.kept(torch.arange(200))
+    assert visited[100:116].all() and not visited[:100].any() and not visited[116:].any()
     eps = se.config.selection_eps
-    first = x + se._points[index].float() * (eps / 127)
-    assert (first - x).abs().max() <= eps + 1e-6
+    first = x + offsets[100:116]
+    assert (first - x).abs().max() <= eps + 1e-6 and (first != x).any()
     # the next visit starts where the last ended: one step of 0.25 eps moves it at most that far
     torch.manual_seed(1)
-    se._index = index
-    second = se.select(x)
-    se._index = None
+    with se.visiting(index):
+        second = se.select(x)
     assert (second - first).abs().max() <= 0.25 * eps + eps / 127 + 1e-5
     assert (second - x).abs().max() <= eps + 1e-6
     # a random start moves much further on average
     fresh = robrep.create_learner("se-warm")
     fresh.load_state_dict(se.state_dict())
     fresh.train()
-    fresh._index = index
-    other = fresh.select(x)
+    with fresh.visiting(index):
+        other = fresh.select(x)
     assert (other - first).abs().mean() > 2 * (second - first).abs().mean()
     # nothing of it is in the checkpoint: the state dict is an ordinary SE's
     assert set(se.state_dict()) == set(robrep.create_learner("se-adversarial").state_dict())
@@ -138,7 +138,7 @@ def test_warm_selection_continues_from_each_examples_last_point(mnist5k):
 @pytest.mark.parametrize("name", ["se-warm", "se-adversarial"])
 def test_training_passes_indices_to_the_warm_learner(mnist5k, name):
     se = robrep.train(name, mnist5k, out=False, max_steps=3, seed=0, batch_size=64)
-    assert int(se._visited.sum()) == 3 * 64  # three minibatches of distinct training examples
+    assert int(se.kept(torch.arange(len(mnist5k.train)))[0].sum()) == 3 * 64  # three minibatches of distinct examples
 
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
@@ -153,9 +153,9 @@ def test_the_default_se_adversarial_trains_as_se_warm_and_the_papers_selection_s
     paper = robrep.create_learner("se-adversarial", selection_steps=3, selection_start="random")
     assert paper.wants_index and paper.config.selection_start == "random"
     paper.train()
-    paper._index = torch.arange(8)
-    paper.select(mnist5k.train.batch(slice(0, 8)))
-    assert paper._points is None  # a random start keeps no per-example points
+    with paper.visiting(torch.arange(8)):
+        paper.select(mnist5k.train.batch(slice(0, 8)))
+    assert paper.kept(torch.arange(8))[1] is None  # a random start keeps no per-example points
 
 
 def test_selection_with_the_callers_encoding_of_x_picks_the_same_points(trained):
