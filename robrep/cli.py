@@ -14,7 +14,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from robrep.escape import terminal  # names and messages from files, as literal text
+from robrep.escape import first_sentence, terminal  # names and messages from files, as literal text
 
 console = Console()
 DEFAULT_LEARNER = "se-adversarial"
@@ -91,9 +91,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for kind, reg in (("learner", LEARNERS), ("dataset", DATASETS), ("suite", SUITES), ("attack", ATTACKS)):
         for name in reg.list():
             entry = reg.get(name)
-            doc = (entry.__doc__ or "").strip().splitlines()
             shown = "encoder" if kind == "learner" and not is_learner(entry) else kind  # benchmarked as it is
-            table.add_row(shown, name, reg.origin(name), doc[0] if doc else "")
+            table.add_row(shown, name, reg.origin(name), terminal(first_sentence(entry.__doc__)))
     console.print(table)
     from robrep.plugins import failures
 
@@ -214,10 +213,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from robrep.harness import BenchConfig, bench
 
     given = config_values(args, BenchConfig)
+    if args.eps is not None:
+        given["eps"] = args.eps
     if args.budget and (args.steps or args.restarts):
         raise ValueError(f"--budget {args.budget} sets the steps and restarts; give it or --steps/--restarts, "
                          "not both")
-    cfg = BenchConfig.from_toml(args.config, **given) if args.config else BenchConfig(**given)
+    cfg = BenchConfig.from_toml(args.config, **given) if args.config else BenchConfig.from_values(given)
     if cfg.threads is None:
         from robrep.threads import default_threads
 
@@ -452,11 +453,13 @@ def _force_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _bench_command(sub) -> None:
-    from robrep.harness.config import BenchConfig
+    from robrep.harness.config import BenchConfig, floats
 
     b = sub.add_parser("bench", help="freeze encoders, probe every task, attack probe∘encoder, write a leaderboard table")
     b.add_argument("--config", type=Path, help="TOML file with a whole experiment (options below override it)")
     add_config_options(b, BenchConfig)
+    b.add_argument("--eps", type=floats, default=None, metavar="EPS",
+                   help="the attack radius as other toolkits name it: --eps 8/255 means --radii 0,8/255")
     b.add_argument("--dry-run", action="store_true", help="print the plan: what would be trained, what is done in "
                    "--out, what would run; run nothing")
     _force_option(b)

@@ -28,3 +28,13 @@ def terminal(value: object) -> str:
 
 
 __all__ = ["markdown", "terminal"]
+
+
+def first_sentence(doc: str | None) -> str:
+    """A docstring's first sentence as plain text: lines joined, reStructuredText's ``literals`` and
+    :role:`targets` unmarked, cut after the first full stop that ends a sentence (not one inside ``e.g.``,
+    ``et al.`` or a number)."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    text = re.sub(r":[a-z]+:`([^`]*)`", r"\1", text).replace("``", "")
+    m = re.search(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bal)(?<!\bcf)\.(?=\s+[A-Z(]|$)", text)
+    return text[:m.end()] if m else text

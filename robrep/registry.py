@@ -7,6 +7,7 @@ are registered at import time, so they always win a name clash.
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
@@ -18,6 +19,15 @@ class UnknownNameError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return str(self.args[0]) if self.args else ""
+
+
+def did_you_mean(name: object, known) -> str:
+    """`` (did you mean 'vae'?)`` for the known names nearest to a misspelled ``name``, or nothing."""
+    if not isinstance(name, str):
+        return ""
+    near = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6) or difflib.get_close_matches(
+        name.lower(), [k.lower() for k in known], n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""
 
 
 class Registry(Generic[T]):
@@ -73,7 +83,8 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._entries)) or "(none)"
             failed = [f for f in failures() if f.group == self.group and f.name == name]
             hint = f" (a plugin of that name failed to load: {failed[0].error})" if failed else ""
-            raise UnknownNameError(f"unknown {self.kind} {name!r}{hint}; known {self.kind}s: {known}") from None
+            near = did_you_mean(name, self._entries) if not failed else ""
+            raise UnknownNameError(f"unknown {self.kind} {name!r}{hint}{near}; known {self.kind}s: {known}") from None
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
         factory = self.get(name)

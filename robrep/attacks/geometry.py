@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from robrep.rows.layout import NORMS, norm_name  # noqa: F401  (the threat models, and their spellings)
+
 REL_TOL = 1e-5  # slack of the ball check, relative to the radius: float32 rounding of a projection onto the ball
 ABS_TOL = 1e-7  # and absolute: float32 rounding of x + delta near 1
-NORMS = ("linf", "l2")
 
 
 def ball_slack(eps: float) -> float:

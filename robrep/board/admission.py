@@ -14,9 +14,8 @@ import re
 
 import pandas as pd
 
-from robrep.rows.layout import CHECK_COLUMNS, EXPLORED_MIN, LATE_MAX, is_missing
+from robrep.rows.layout import CHECK_COLUMNS, EXPLORED_MIN, LATE_MAX, NORMS, is_missing
 
-NORMS = ("linf", "l2")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")  # no separators, no leading dot, no ".."
 # provenance a row must carry to be published (besides the row layout's required columns)
 PROVENANCE = ("learner", "run", "source", "learner_config", "encoder_sha256", "probe_sha256", "robrep_version",

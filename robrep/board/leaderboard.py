@@ -195,7 +195,12 @@ def read_boards(out: str | Path = "leaderboard") -> pd.DataFrame:
     boards = [read_results(p) for p in sorted(Path(out).glob("*.csv"))]
     boards = [b for b in boards if b is not None and set(KEY) <= set(b.columns)]
     if not boards:
-        raise LeaderboardError(f"no leaderboard CSVs in {out}")
+        where = Path(out).resolve()
+        raise LeaderboardError(
+            f"no leaderboard CSVs in {where}{'' if where.is_dir() else ' (no such folder)'}: boards are read from "
+            "--out (default ./leaderboard, the folder of that name in a clone of robrep's repository). Give the "
+            "folder of a board with --out PATH, or start one there by publishing a run: robrep leaderboard "
+            "RUN/results.csv --out PATH")
     return pd.concat(boards, ignore_index=True)
 
 

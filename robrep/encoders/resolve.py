@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -100,6 +101,24 @@ def _foreign_options(label: str, options: dict, preprocessing, source: str) -> d
     except ContractError as e:
         raise LearnerError(label, f"has a preprocessing robrep cannot use: {e}", source) from e
     return options
+
+
+def _dotted_hint(text: str) -> str:
+    """For ``pkg.mod.attr`` (a dotted path where robrep expects ``module:attr``): the ``module:attr`` form that
+    imports, as a hint; nothing when no prefix of it is an importable module."""
+    parts = text.split(".")
+    if len(parts) < 2 or not all(p.isidentifier() for p in parts):
+        return ""
+    for cut in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:cut])
+        try:
+            if importlib.util.find_spec(module) is None:
+                continue
+        except (ImportError, ValueError):
+            continue
+        return (f"a Python object is named as 'module:attr' (a colon before the attribute): did you mean "
+                f"'{module}:{'.'.join(parts[cut:])}'?")
+    return ""
 
 
 def _import(label: str, module_name: str, attr: str):
@@ -189,9 +208,12 @@ def _resolve_text(text: str, learner_config: dict, preprocessing) -> EncoderSour
         return EncoderSource(text, "module", head, source, obj=entry, options=options, spec=text)
     if not rest:
         hint = f" (and there is no checkpoint folder at {text})" if os.sep in text or "/" in text else ""
+        dotted = _dotted_hint(text)
         try:
             LEARNERS.get(text)
         except UnknownNameError as e:
+            if dotted:
+                raise UnknownNameError(f"unknown learner {text!r}: {dotted}") from None
             raise UnknownNameError(f"{e}{hint}; a learner may also be a checkpoint folder or "
                                    "'package.module:attr'") from None
     attr, _, _label = rest.partition(":")  # module:attr or module:attr:LABEL

@@ -7,6 +7,7 @@ checked against the registries (learners when the bench resolves them, with thei
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 import torch
 
 from robrep.encoders import Preprocessing
+from robrep.nets import ARCHS
+from robrep.rows.layout import NORMS, norm_name
 from robrep.encoders.contract import ContractError
 from robrep.validate import ConfigError, check_fields
 
@@ -26,8 +29,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_LEARNERS = ("vae", "beta-vae", "se-random", "se-adversarial")
-NORMS = ("linf", "l2")
-ARCHS = ("mlp", "conv")
 
 
 def _as_tuple(value) -> tuple:
@@ -47,14 +48,54 @@ def _cli(flag: str | None = None, **argparse_keywords) -> dict:
     return {"cli": {"flag": flag, **argparse_keywords}}
 
 
+def number(value) -> float:
+    """A number as people write radii: ``0.1``, ``1e-2`` or a fraction such as ``8/255``; ValueError otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    top, slash, bottom = text.partition("/")
+    try:
+        return float(top) / float(bottom) if slash else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"expected a number such as 0.1 or a fraction such as 8/255, got {value!r}") from None
+
+
 def floats(text: str) -> list[float]:
-    """``0,0.05,0.1`` as numbers (a command-line value); argparse reports the error."""
+    """``0,0.05,0.1`` or ``0,8/255`` as numbers (a command-line value); argparse reports the error."""
     import argparse
 
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        return [number(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers or fractions (0,0.05 or 0,8/255), "
+                                         f"got {text!r}") from None
+
+
+def cli_norm(text: str) -> str:
+    """``--norm``'s value in any usual spelling (Linf, L2, inf, 2); argparse reports the error."""
+    import argparse
+
+    try:
+        return norm_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+ALIASES = {"eps": "radii"}  # the names other toolkits give a field (RobustBench, torchattacks, foolbox: eps)
+
+
+def with_aliases(values: dict) -> dict:
+    """``values`` with the aliases people arrive with read as robrep's fields: ``eps`` (one radius or several)
+    is the clean accuracy and those radii, ``radii = (0, eps)``. Giving a field and its alias is refused."""
+    values = dict(values)
+    if "eps" in values and values["eps"] is None:
+        del values["eps"]
+    if "eps" in values:
+        if "radii" in values:
+            raise ConfigError("bench config: eps is another name for the attack radius: give eps or radii, not both")
+        eps = tuple(number(e) for e in _as_tuple(values.pop("eps")))
+        values["radii"] = (0.0, *(e for e in eps if e != 0))
+    return values
 # named budgets: steps x restarts, which every attack's budget follows (robrep.attacks.suites.budgets);
 # "paper" is the full protocol, AutoAttack at its published budgets
 BUDGETS = {"quick": (10, 1), "standard": (50, 5), "paper": (100, 10)}
@@ -74,7 +115,8 @@ class BenchConfig:
         "--learner", action="append", help="registered learner, NAME:LABEL, checkpoint folder, or package.module:attr "
         "(an nn.Module class or instance, or a factory); repeatable; default: vae, beta-vae, se-random, "
         "se-adversarial"))
-    learner_config: dict = field(default_factory=dict)  # per learner label: a table of config overrides
+    learner_config: dict = field(default_factory=dict, metadata={"doc": "per learner label, a table of its config "
+                                 "overrides: {\"se-adversarial\": {\"gamma\": 50.0}}"})
     # what encoders robrep does not train expect their inputs normalised with ("imagenet", "mean=... std=...",
     # or {mean, std}), unless their learner_config says otherwise; robrep learners take [0, 1]
     preprocessing: str | dict | None = field(default=None, metadata=_cli(
@@ -89,9 +131,11 @@ class BenchConfig:
     epochs: int | None = field(default=None, metadata=_cli(  # default: each learner's config
         type=int, help="training epochs of learners that need training"))
     radii: tuple[float, ...] = field(default=(0.0, 0.05, 0.1, 0.15, 0.2), metadata=_cli(  # distinct, >= 0, sorted
-        type=floats, help="comma-separated attack radii (default 0,0.05,0.1,0.15,0.2)"))
+        type=floats, help="comma-separated attack radii in pixel units of [0, 1], fractions allowed: 0,8/255 "
+        "(default 0,0.05,0.1,0.15,0.2; radius 0 is the clean accuracy)"))
     norm: str = field(default="linf", metadata=_cli(  # threat model: linf (every suite) or l2 (native suite only)
-        choices=NORMS, help="threat model (default linf; l2: native suite only)"))
+        type=cli_norm, help="threat model: linf or l2, also spelt Linf, L2, inf, 2 (default linf; l2: native "
+        "suite only)"))
     suites: tuple[str, ...] = field(default=("native",), metadata=_cli(  # see `robrep list`
         "--suite", action="append", help="attack suite: native, torchattacks, foolbox (repeatable; default "
         "native). With several, a worst-case row per radius is added"))
@@ -114,7 +158,7 @@ class BenchConfig:
     images: float | None = field(default=None, metadata=_cli(
         type=float, metavar="RADIUS", help="write <out>/images/*.png: clean and PGD images at RADIUS and their "
         "reconstructions"))
-    seed: int = field(default=0, metadata=_cli(type=int))
+    seed: int = field(default=0, metadata=_cli(type=int, help="seed of training, probes and attacks (default 0)"))
     device: str = field(default="cpu", metadata=_cli(help="cpu, cuda or cuda:N"))
     threads: int | None = field(default=None, metadata=_cli(  # None: as the process has them (the CLI chooses)
         type=int, help="CPU threads (default: OMP_NUM_THREADS, else this process's share of the cores); 1 when "
@@ -130,6 +174,11 @@ class BenchConfig:
     def __post_init__(self) -> None:
         for name in ("learners", "datasets", "radii", "suites"):
             setattr(self, name, _as_tuple(getattr(self, name)))
+        try:  # radii as people write them: 8/255; norms as other toolkits spell them: Linf
+            self.radii = tuple(number(r) if isinstance(r, str) else r for r in self.radii)
+            self.norm = norm_name(self.norm) if isinstance(self.norm, str) else self.norm
+        except ValueError as e:
+            raise ConfigError(f"bench config: {e}") from None
         if self.tasks is not None:
             self.tasks = _as_tuple(self.tasks)
         for key in ("out", "data_root"):  # paths are fine where strings are expected
@@ -236,12 +285,44 @@ class BenchConfig:
             data = tomllib.loads(path.read_text())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"cannot read benchmark config {path}: {e}") from e
-        data = data.get("bench", data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
         try:
-            return cls(**{**data, **overrides})
+            return cls.from_values({**data.get("bench", data), **overrides})
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+
+    @classmethod
+    def from_values(cls, values: dict) -> "BenchConfig":
+        """A config from field values as a user gives them: aliases read (``eps``), unknown keys refused with
+        the nearest known ones."""
+        from robrep.registry import did_you_mean
+
+        values = with_aliases(values)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            near = "".join(did_you_mean(k, known | set(ALIASES)) for k in unknown)
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)}{near}; known keys: "
+                              f"{', '.join(sorted(known | set(ALIASES)))}")
+        return cls(**values)
+
+
+def field_doc(f: dataclasses.Field) -> str:
+    """What a field means, in one line: its command-line help, or its ``doc``."""
+    return (f.metadata.get("cli") or {}).get("help") or f.metadata.get("doc", "")
+
+
+def options_signature(fn, leading: list[inspect.Parameter]) -> tuple[inspect.Signature, str]:
+    """``fn``'s signature with every BenchConfig field (and ``eps``) as a typed keyword, and a docstring section
+    describing them, both generated from the fields so they cannot drift from the config."""
+    params = list(leading)
+    lines = ["", "    Options (each a field of ``BenchConfig``; the same as ``robrep bench``'s flags):", ""]
+    for f in dataclasses.fields(BenchConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=f.type))
+        lines.append(f"    - ``{f.name}`` (default ``{default!r}``): {field_doc(f)}")
+    params.append(inspect.Parameter("eps", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                    annotation="float | list[float] | None"))
+    lines.append("    - ``eps``: another name for the attack radius, as other toolkits call it: ``eps=8/255`` means "
+                 "``radii=(0, 8/255)``")
+    sig = inspect.signature(fn)
+    return sig.replace(parameters=params, return_annotation=sig.return_annotation), "\n".join(lines) + "\n"

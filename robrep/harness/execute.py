@@ -22,6 +22,7 @@ radius stored, masks on disk) are skipped when a run is resumed, whatever killed
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import time
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ from robrep.data import Dataset, cache_dir
 from robrep.distributed import World
 from robrep.encoders import ContractError, EncoderSource, LearnerError, check_encoder, is_learner, obtain
 from robrep.encoders.resolve import Obtained, planned_run
-from robrep.harness.config import BenchConfig
+from robrep.harness.config import BenchConfig, options_signature, with_aliases
 from robrep.harness.migrate import adopt_old_probes
 from robrep.harness.plan import Job, make_jobs, needs_training, probe_indices
 from robrep.harness.preflight import preflight
@@ -366,7 +367,8 @@ def bench(config: BenchConfig | None = None, progress=False, *, strict: bool = T
     ``robrep.progress.Progress`` (or any object with some of its methods: the CLI's progress bars).
     ``<out>/config.toml`` records the configuration.
     """
-    cfg = dataclasses.replace(config, **overrides) if config else BenchConfig(**overrides)
+    given = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)} if config else {}
+    cfg = BenchConfig.from_values({**given, **with_aliases(overrides)})
     if progress is True:
         progress = log_progress(log)
     elif progress is False:
@@ -382,6 +384,16 @@ def bench(config: BenchConfig | None = None, progress=False, *, strict: bool = T
     except BaseException as e:
         world.fail(f"{type(e).__name__}: {e}")  # ranks waiting for this one stop now, on every node
         raise
+
+
+bench.__signature__, _options = options_signature(bench, [
+    inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation="BenchConfig | None"),
+    inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False),
+    inspect.Parameter("strict", inspect.Parameter.KEYWORD_ONLY, default=True, annotation="bool"),
+    inspect.Parameter("world", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="World | None"),
+    inspect.Parameter("force", inspect.Parameter.KEYWORD_ONLY, default=False, annotation="bool"),
+])
+bench.__doc__ += _options
 
 
 def _bench(cfg: BenchConfig, out: Path, world: World, progress, strict: bool, force: bool) -> pd.DataFrame:

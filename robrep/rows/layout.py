@@ -20,6 +20,19 @@ KEY = ("encoder_sha256", "dataset", "task", "suite", "attack", "attack_config", 
 
 
 # The checks every attack row records (robrep.checks computes them; True, False, or empty where one does not apply).
+NORMS = ("linf", "l2")  # the threat models a row can carry
+# how people arrive spelling them (RobustBench's Linf, torchattacks' Linf and L2, numpy's inf and 2)
+NORM_SPELLINGS = {"linf": "linf", "l_inf": "linf", "inf": "linf", "l2": "l2", "l_2": "l2", "2": "l2"}
+
+
+def norm_name(value: Any) -> str:
+    """A threat model's canonical name (``linf`` or ``l2``) from any usual spelling; ValueError otherwise."""
+    text = str(value).strip().lower().replace("-", "_")
+    if text in NORM_SPELLINGS:
+        return NORM_SPELLINGS[text]
+    raise ValueError(f"norm must be linf or l2 (also spelt Linf, L2, inf, 2), got {value!r}")
+
+
 CHECK_COLUMNS = ("check_noise_floor", "check_converged", "check_explored", "check_guards", "check_consistent")
 
 

@@ -1,0 +1,235 @@
+"""Numbers in prose, generated from the published boards: never typed by hand.
+
+A Markdown file (the README, a page of the documentation) marks each generated part::
+
+    <!-- robrep:table board=mnist5k-linf task=digit radii=0.05,0.1 n=5 -->
+    ...the table, written by `robrep leaderboard --render`...
+    <!-- /robrep -->
+
+    The SE keeps <!-- robrep:value board=mnist5k-linf task=digit label=se-adversarial arch=mlp radius=0.1 -->0.494<!-- /robrep -->
+    of the digits.
+
+``render_blocks`` fills every block from the board CSVs in a folder; ``stale_blocks`` says which blocks of a
+file differ from what the boards give (the tests fail on any: a number changed by hand, or a board republished
+without rendering the prose again).
+
+Kinds:
+
+- ``table``: rows of a board's headline table (filtered by any of ``FILTERS``, comma-separated values allowed),
+  ranked by robust accuracy at ``radius`` (default 0.1, else the last of ``radii``), the first ``n`` if given: clean
+  accuracy, robust accuracy at each radius, how it was measured and the test points;
+- ``value``: one number of the headline table: the robust accuracy of encoder ``label`` (and ``arch``, ``run``
+  where several rows match) at ``radius``, or with ``what=clean`` its clean accuracy. A selection that matches
+  no row or several is an error naming the candidates, never a guess;
+- ``attacks``: each attack's own robust accuracy at ``radius`` and the worst case, one column per encoder.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pandas as pd
+
+OPEN = re.compile(r"<!-- robrep:(?P<kind>[a-z]+)(?P<args>[^>]*?)-->")
+CLOSE = "<!-- /robrep -->"
+
+
+class BlockError(ValueError):
+    """A generated block that cannot be filled: an unknown kind or board, or a selection that is not one row."""
+
+
+def _args(text: str, where: str) -> dict[str, str]:
+    args = {}
+    for part in shlex.split(text):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise BlockError(f"{where}: expected key=value, got {part!r}")
+        args[key] = value
+    return args
+
+
+class Boards:
+    """The boards of a leaderboard folder and their headline tables, read once each."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self._rows: dict[str, pd.DataFrame] = {}
+        self._tables: dict[str, pd.DataFrame] = {}
+
+    def rows(self, name: str) -> pd.DataFrame:
+        if name not in self._rows:
+            from robrep.rows.files import read_results
+
+            path = self.folder / f"{name}.csv"
+            board = read_results(path) if path.is_file() else None
+            if board is None or board.empty:
+                raise BlockError(f"no board {name!r} in {self.folder} (expected {path})")
+            self._rows[name] = board
+        return self._rows[name]
+
+    def headline(self, name: str) -> pd.DataFrame:
+        if name not in self._tables:
+            from robrep.board.headline import headline_table
+
+            self._tables[name] = headline_table(self.rows(name))
+        return self._tables[name]
+
+
+FILTERS = ("task", "label", "learner", "arch", "run", "norm", "n_examples", "label_fraction")
+
+
+def _matches(values: pd.Series, wanted: str) -> pd.Series:
+    """Rows whose value is one of the comma-separated ``wanted`` (numbers compared as numbers)."""
+    options = [w.strip() for w in wanted.split(",")]
+    try:
+        return values.astype(float).isin([float(o) for o in options])
+    except ValueError:
+        return values.astype(str).isin(options)
+
+
+def _rows(boards: Boards, args: dict[str, str], where: str) -> pd.DataFrame:
+    rows = boards.headline(args["board"])
+    unknown = sorted(set(args) - {"board", "radius", "radii", "n", "what", *FILTERS})
+    if unknown:
+        raise BlockError(f"{where}: unknown argument(s) {', '.join(unknown)} (filters: {', '.join(FILTERS)})")
+    for key in FILTERS:
+        if key in args:
+            rows = rows[_matches(rows[key], args[key])]
+    return rows
+
+
+def _column(rows: pd.DataFrame, radius: str, where: str) -> str:
+    column = f"r={float(radius):g}"
+    if column not in rows:
+        raise BlockError(f"{where}: the board has no radius {radius}")
+    return column
+
+
+def _value(boards: Boards, args: dict[str, str], where: str) -> str:
+    rows = _rows(boards, args, where)
+    column = "clean" if args.get("what") == "clean" else _column(rows, args.get("radius", "0.1"), where)
+    if len(rows) != 1:
+        found = "; ".join(f"{r.label} {r.arch} {r.run} ({r.n_examples} points, labels {r.label_fraction:g})"
+                          for r in rows.itertuples())
+        raise BlockError(f"{where}: {len(rows)} rows match {args} (need exactly one; add arch=, run=, n_examples= "
+                         f"or label_fraction=): {found or 'none'}")
+    value = rows.iloc[0][column]
+    return "n/a" if value != value else f"{value:.3f}"
+
+
+def _table(boards: Boards, args: dict[str, str], where: str) -> str:
+    from robrep.escape import markdown as md
+
+    rows = _rows(boards, args, where)
+    if rows.empty:
+        raise BlockError(f"{where}: no rows match {args}")
+    columns = [_column(rows, r, where) for r in args.get("radii", args.get("radius", "0.1")).split(",")]
+    rank = _column(rows, args.get("radius", "0.1" if "r=0.1" in columns else columns[-1][2:]), where)
+    rows = rows.sort_values([rank, "clean"], ascending=False, kind="mergesort", na_position="last")
+    rows = rows.head(int(args["n"])) if "n" in args else rows
+    labels, tasks = rows["label_fraction"].nunique() > 1, rows["task"].nunique() > 1
+    lines = ["| " + ("task | " if tasks else "") + "encoder | arch | clean | "
+             + " | ".join(f"robust at {c[2:]}" for c in columns) + " | measured by | test points |"
+             + (" labels |" if labels else ""),
+             "|" + ("---|" if tasks else "") + "---|---|---:|" + "---:|" * len(columns) + "---|---:|"
+             + ("---:|" if labels else "")]
+    if tasks:
+        rows = rows.sort_values("task", kind="mergesort")
+    for _, r in rows.iterrows():
+        robust = " | ".join("" if r[c] != r[c] else f"{r[c]:.3f}" for c in columns)
+        lines.append("| " + (f"{md(r['task'])} | " if tasks else "") + f"{md(r['label'])} | {md(r['arch'])} | "
+                     f"{r['clean']:.3f} | {robust} | {md(r['measure'])} | {r['n_examples']} |"
+                     + (f" {r['label_fraction']:g} |" if labels else ""))
+    return "\n" + "\n".join(lines) + "\n"
+
+
+def _attacks(boards: Boards, args: dict[str, str], where: str) -> str:
+    """Each attack's own robust accuracy at ``radius``, one column per encoder (``label`` and ``arch`` filters),
+    on the board's rows of one protocol (``n_examples``, ``label_fraction``)."""
+    from robrep.escape import markdown as md
+
+    rows = boards.rows(args["board"])
+    unknown = sorted(set(args) - {"board", "radius", *FILTERS})
+    if unknown:
+        raise BlockError(f"{where}: unknown argument(s) {', '.join(unknown)} (filters: {', '.join(FILTERS)})")
+    rows = rows[rows["radius"] == float(args.get("radius", "0.1"))]
+    for key in FILTERS:
+        if key in args:
+            rows = rows[_matches(rows[key], args[key])]
+    if rows.empty:
+        raise BlockError(f"{where}: no rows match {args}")
+    encoders = list(dict.fromkeys(zip(rows["label"], rows["arch"], rows["run"])))
+    names = rows["suite"].where(rows["suite"] == "worst-case", rows["suite"] + " " + rows["attack"].str.split("(").str[0])
+    rows = rows.assign(name=names.str.strip())
+    twice = rows.groupby(["name", "run"]).size()
+    if (twice > 1).any():
+        raise BlockError(f"{where}: several rows per attack and encoder ({', '.join(twice[twice > 1].index.map(str))}): "
+                         "narrow the selection (n_examples=, label_fraction=, run=)")
+    order = sorted(rows["name"].unique(), key=lambda n: (n == "worst-case", n))
+    lines = ["| attack | " + " | ".join(f"{md(label)} ({md(arch)})" for label, arch, _ in encoders) + " |",
+             "|---|" + "---:|" * len(encoders)]
+    for name in order:
+        cells = []
+        for _, _, run in encoders:
+            hit = rows[(rows["name"] == name) & (rows["run"] == run)]["adversarial_accuracy"]
+            cells.append(f"{hit.iloc[0]:.3f}" if len(hit) else "")
+        shown = "**worst case**" if name == "worst-case" else md(name)
+        lines.append(f"| {shown} | " + " | ".join(cells) + " |")
+    return "\n" + "\n".join(lines) + "\n"
+
+
+KINDS = {"value": _value, "table": _table, "attacks": _attacks}
+
+
+def render_blocks(text: str, boards: Boards, name: str = "<text>") -> str:
+    """``text`` with every generated block filled from ``boards``."""
+    out, pos = [], 0
+    for m in OPEN.finditer(text):
+        if m.start() < pos:
+            continue
+        end = text.find(CLOSE, m.end())
+        line = text.count("\n", 0, m.start()) + 1
+        where = f"{name}:{line}"
+        if end < 0:
+            raise BlockError(f"{where}: a robrep:{m['kind']} block without its {CLOSE}")
+        if m["kind"] not in KINDS:
+            raise BlockError(f"{where}: unknown block kind {m['kind']!r} (known: {', '.join(KINDS)})")
+        args = _args(m["args"], where)
+        if "board" not in args:
+            raise BlockError(f"{where}: a robrep:{m['kind']} block needs board=NAME")
+        out += [text[pos:m.end()], KINDS[m["kind"]](boards, args, where)]
+        pos = end
+    return "".join(out) + text[pos:]
+
+
+def marked_files(root: str | Path) -> list[Path]:
+    """The README and documentation pages under ``root`` that hold generated blocks."""
+    root = Path(root)
+    candidates = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    return [p for p in candidates if p.is_file() and "<!-- robrep:" in p.read_text(encoding="utf-8")]
+
+
+def stale_blocks(path: Path, boards: Boards) -> list[str]:
+    """The lines of ``path`` whose generated content differs from what ``boards`` give (empty: all current)."""
+    text = path.read_text(encoding="utf-8")
+    fresh = render_blocks(text, boards, str(path))
+    if fresh == text:
+        return []
+    old, new = text.splitlines(), fresh.splitlines()
+    return [f"{path}:{i + 1}: {a!r} should read {b!r}" for i, (a, b) in enumerate(zip(old, new)) if a != b] or \
+        [f"{path}: its generated blocks changed length"]
+
+
+def render_files(root: str | Path, boards_folder: str | Path) -> list[Path]:
+    """Fill the generated blocks of every marked file under ``root``; returns the files that changed."""
+    from robrep.io import atomic_write
+
+    boards, changed = Boards(boards_folder), []
+    for path in marked_files(root):
+        text = path.read_text(encoding="utf-8")
+        fresh = render_blocks(text, boards, str(path))
+        if fresh != text:
+            atomic_write(path, fresh.encode("utf-8"))
+            changed.append(path)
+    return changed
