@@ -123,6 +123,8 @@ def main() -> None:
     ap.add_argument("--skip-naive", action="store_true", help="skip the reuse comparison (step 4)")
     ap.add_argument("--learners", default="vae,beta-vae,se-random,se-adversarial", help="learners for step 4")
     ap.add_argument("--floor", action="store_true", help="count the cold run's matrix-product work (step 5)")
+    ap.add_argument("--json", type=Path, help="also write steps 1 to 3 here (the README's run time is read from "
+                    "benchmarks/results/bench_default.json)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="robrep-bench-default-"))
@@ -138,6 +140,19 @@ def main() -> None:
           f"matrix products at {before:.0f} GFLOP/s before, {after:.0f} after)")
     print(f"  warm  (checkpoints reused)     : {warm:7.1f} s")
     print(f"  resumed (all cells done)       : {resumed:7.1f} s")
+    if args.json:
+        import json
+        import platform
+
+        from robrep.provenance import machine
+
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "command": "robrep bench", "cold_seconds": round(cold, 1), "warm_seconds": round(warm, 1),
+            "resumed_seconds": round(resumed, 1), "cpus": os.cpu_count(), "machine": machine("cpu"),
+            "gflops": [round(before), round(after)], "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d"),
+        }, indent=1) + "\n")
 
     from robrep.rows import read_results
 

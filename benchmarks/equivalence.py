@@ -50,7 +50,7 @@ def rows(csv: Path) -> list[dict]:
 
     df = pd.read_csv(csv, dtype=str, keep_default_na=False)
     df = df.drop(columns=[c for c in IGNORED if c in df.columns])
-    if "verified" in df:  # "held: ... (robrep verify, 2026-12-05)": the verdict without its date
+    if "verified" in df:  # "held: ... (robrep verify, <date>)": the verdict without its date
         df["verified"] = df["verified"].str.replace(r", \d{4}-\d{2}-\d{2}\)", ")", regex=True)
     records = df.to_dict("records")
     return sorted(records, key=lambda r: json.dumps(r, sort_keys=True))

@@ -1,5 +1,5 @@
 """What fitting a probe costs with Newton's method (robrep's default up to ``NEWTON_MAX`` parameters) against
-L-BFGS (robrep's fit before 2026-12-04, kept for large probes), and whether both give the same probe.
+L-BFGS (robrep's earlier fit, kept as an option), and whether both give the same probe.
 
     python benchmarks/probe_fit.py [--learners vae,se-adversarial] [--epochs 30] [--fractions 1,0.1,0.01]
 

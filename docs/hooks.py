@@ -34,6 +34,7 @@ def _cli_help() -> str:
 def _changelog() -> str:
     text = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     text = re.sub(r"^# .*\n", "", text, count=1)
+    text = re.sub(r"^<img [^\n]*\n", "", text, flags=re.M)  # the history's image grids: on the leaderboard page
     return LINK.sub(lambda m: f"{m[1]} (`{m[2]}`)" if m[1] else f"`{m[2]}`", text)
 
 

@@ -324,6 +324,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.render:
         for path in render_boards(args.out):
             console.print(f"rendered [bold]{path.with_suffix('.md')}[/bold] and {path.with_suffix('.png')}")
+        from robrep.board.blocks import render_files
+
+        for path in render_files(args.out.resolve().parent, args.out):  # the README and docs beside the boards
+            console.print(f"updated the generated numbers of [bold]{path}[/bold]")
     if args.results:
         for path in publish(args.results, out=args.out, replace=args.replace):
             console.print(f"updated [bold]{path}[/bold] and {path.with_suffix('.md')}")
@@ -498,7 +502,8 @@ def _leaderboard_command(sub) -> None:
                     help="drop the board's rows of the runs being published (same run, data set, task, test points, "
                          "seed, label fraction) before merging: a republished run replaces its old rows")
     lb.add_argument("--render", action="store_true",
-                    help="write every board's Markdown and PNG again from its CSV (the rows are not touched)")
+                    help="write every board's Markdown and PNG again from its CSV (the rows are not touched), and "
+                         "the generated numbers of the README and docs/ beside the board folder")
     lb.add_argument("--html", action="store_true",
                     help="write the static web page: <out>/index.html and <out>/encoders/*.html (no server, no CDN)")
     lb.add_argument("--detail", action="store_true",

@@ -21,7 +21,8 @@ Kinds:
 - ``value``: one number of the headline table: the robust accuracy of encoder ``label`` (and ``arch``, ``run``
   where several rows match) at ``radius``, or with ``what=clean`` its clean accuracy. A selection that matches
   no row or several is an error naming the candidates, never a guess;
-- ``attacks``: each attack's own robust accuracy at ``radius`` and the worst case, one column per encoder.
+- ``attacks``: each attack's own robust accuracy at ``radius`` and the worst case, one column per encoder;
+- ``timing``: a time a benchmark script wrote (``file``, ``key``; ``unit=min`` for minutes).
 """
 from __future__ import annotations
 
@@ -129,16 +130,18 @@ def _table(boards: Boards, args: dict[str, str], where: str) -> str:
     rows = rows.sort_values([rank, "clean"], ascending=False, kind="mergesort", na_position="last")
     rows = rows.head(int(args["n"])) if "n" in args else rows
     labels, tasks = rows["label_fraction"].nunique() > 1, rows["task"].nunique() > 1
-    lines = ["| " + ("task | " if tasks else "") + "encoder | arch | clean | "
+    runs = rows.duplicated(["task", "label", "arch", "n_examples", "label_fraction"]).any()  # tell them apart
+    lines = ["| " + ("task | " if tasks else "") + "encoder | " + ("run | " if runs else "") + "arch | clean | "
              + " | ".join(f"robust at {c[2:]}" for c in columns) + " | measured by | test points |"
              + (" labels |" if labels else ""),
-             "|" + ("---|" if tasks else "") + "---|---|---:|" + "---:|" * len(columns) + "---|---:|"
+             "|" + ("---|" if tasks else "") + ("---|" if runs else "") + "---|---|---:|" + "---:|" * len(columns) + "---|---:|"
              + ("---:|" if labels else "")]
     if tasks:
         rows = rows.sort_values("task", kind="mergesort")
     for _, r in rows.iterrows():
         robust = " | ".join("" if r[c] != r[c] else f"{r[c]:.3f}" for c in columns)
-        lines.append("| " + (f"{md(r['task'])} | " if tasks else "") + f"{md(r['label'])} | {md(r['arch'])} | "
+        lines.append("| " + (f"{md(r['task'])} | " if tasks else "") + f"{md(r['label'])} | "
+                     + (f"{md(r['run'])} | " if runs else "") + f"{md(r['arch'])} | "
                      f"{r['clean']:.3f} | {robust} | {md(r['measure'])} | {r['n_examples']} |"
                      + (f" {r['label_fraction']:g} |" if labels else ""))
     return "\n" + "\n".join(lines) + "\n"
@@ -179,7 +182,21 @@ def _attacks(boards: Boards, args: dict[str, str], where: str) -> str:
     return "\n" + "\n".join(lines) + "\n"
 
 
-KINDS = {"value": _value, "table": _table, "attacks": _attacks}
+def _timing(boards: Boards, args: dict[str, str], where: str) -> str:
+    """A time a benchmark script measured and wrote as JSON (``file``, relative to the boards' parent folder):
+    ``key``'s seconds, shown in ``unit`` (``s`` or ``min``, rounded up to a whole minute)."""
+    import json
+    import math
+
+    path = boards.folder.parent / args.get("file", "")
+    try:
+        seconds = float(json.loads(path.read_text(encoding="utf-8"))[args["key"]])
+    except (OSError, ValueError, KeyError) as e:
+        raise BlockError(f"{where}: no time {args.get('key')!r} in {path} ({type(e).__name__}: {e})") from None
+    return f"{math.ceil(seconds / 60)} minutes" if args.get("unit") == "min" else f"{seconds:.0f} s"
+
+
+KINDS = {"value": _value, "table": _table, "attacks": _attacks, "timing": _timing}
 
 
 def render_blocks(text: str, boards: Boards, name: str = "<text>") -> str:
@@ -196,7 +213,7 @@ def render_blocks(text: str, boards: Boards, name: str = "<text>") -> str:
         if m["kind"] not in KINDS:
             raise BlockError(f"{where}: unknown block kind {m['kind']!r} (known: {', '.join(KINDS)})")
         args = _args(m["args"], where)
-        if "board" not in args:
+        if "board" not in args and m["kind"] != "timing":
             raise BlockError(f"{where}: a robrep:{m['kind']} block needs board=NAME")
         out += [text[pos:m.end()], KINDS[m["kind"]](boards, args, where)]
         pos = end

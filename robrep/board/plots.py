@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 from robrep.io import atomic_write
-from robrep.rows.files import normalize
+from robrep.rows.layout import normalize
 
 
 # Fixed colours: the built-in learners always get these; any other label a colour derived from its name, so an

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from robrep.rows.files import normalize
-from robrep.rows.layout import CHECK_COLUMNS, is_false
+from robrep.rows.layout import CHECK_COLUMNS, is_false, normalize
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:

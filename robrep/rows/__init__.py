@@ -8,10 +8,10 @@ provenance is reported with its file and line and kept out of tables, resumes an
 
 This package imports neither the attacks nor the harness: reading rows loads no attack library.
 """
-from robrep.rows.files import frame, keyed_records, merge, normalize, plain_records, read_results, write_results
+from robrep.rows.files import frame, keyed_records, merge, plain_records, read_results, write_results
 from robrep.rows.layout import (
     CHECK_COLUMNS, COLUMNS, ENCODER_FIELDS, EVIDENCE_COLUMNS, KEY, MATCH_RUN, PER_RUN, SCHEMA, ResultsError, cell_key,
-    cell_keys, encoder_fields, is_false, is_missing, parse_row, passed, radius_grid, row_key,
+    cell_keys, encoder_fields, is_false, is_missing, normalize, parse_row, passed, radius_grid, row_key,
 )
 from robrep.rows.masks import done_cells, is_finished, load_masks, masks_path, save_masks
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from robrep.io import atomic_write
-from robrep.rows.layout import COLUMNS, KEY, SCHEMA, ResultsError, parse_row, row_key
+from robrep.rows.layout import COLUMNS, KEY, SCHEMA, ResultsError, normalize, parse_row, row_key
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +77,6 @@ def read_results(path: str | Path) -> pd.DataFrame | None:
     df = frame(rows, header)
     df.attrs["invalid"] = invalid
     df.attrs["lines"] = lines  # row key -> its line in the file
-    return df
-
-
-def normalize(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``df`` in which what older results, or learners without the field, leave empty or out is
-    filled in: label fraction, warnings, architecture and label. ``merge`` and ``read_results`` return
-    normalized rows."""
-    df = df.copy()
-    # rows from before the option: all labels
-    df["label_fraction"] = df.get("label_fraction", pd.Series(1.0, index=df.index)).fillna(1.0).astype(float)
-    # rows from before the cascade: every attack attacked every point
-    df["protocol"] = df.get("protocol", pd.Series("per-attack", index=df.index)).fillna("per-attack") \
-        .replace("", "per-attack").astype(str)
-    # no warnings; a learner without an architecture choice; rows from before provenance was recorded
-    for column in ("warnings", "arch", "source"):
-        df[column] = df.get(column, pd.Series("", index=df.index)).astype(object).fillna("").astype(str)
-    if "learner" in df:  # rows from before labels: the learner's name
-        df["label"] = df.get("label", df["learner"]).fillna(df["learner"])
     return df
 
 

@@ -205,3 +205,23 @@ def is_false(v: Any) -> bool:
 def radius_grid(radii) -> list[float]:
     """Radii as sorted distinct floats: the order attacks visit them and results store them in."""
     return sorted(set(float(r) for r in radii))
+
+
+def normalize(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` in which what older results, or learners without the field, leave empty or out is
+    filled in: label fraction, warnings, architecture and label. ``merge`` and ``read_results`` return
+    normalized rows."""
+    import pandas as pd
+
+    df = df.copy()
+    # rows from before the option: all labels
+    df["label_fraction"] = df.get("label_fraction", pd.Series(1.0, index=df.index)).fillna(1.0).astype(float)
+    # rows from before the cascade: every attack attacked every point
+    df["protocol"] = df.get("protocol", pd.Series("per-attack", index=df.index)).fillna("per-attack") \
+        .replace("", "per-attack").astype(str)
+    # no warnings; a learner without an architecture choice; rows from before provenance was recorded
+    for column in ("warnings", "arch", "source"):
+        df[column] = df.get(column, pd.Series("", index=df.index)).astype(object).fillna("").astype(str)
+    if "learner" in df:  # rows from before labels: the learner's name
+        df["label"] = df.get("label", df["learner"]).fillna(df["learner"])
+    return df
