@@ -1,4 +1,4 @@
-"""The checks every attack row records (design/evaluation.md): evidence that the attack worked, each of
+"""The checks every attack row records: evidence that the attack worked, each of
 which fails on a broken attack or model (tests/attacks/test_checks.py breaks one on purpose for each).
 
 - ``check_noise_floor``: the adversarial accuracy is no higher than the accuracy under random noise in

@@ -1,4 +1,4 @@
-"""Frozen encoders and linear probes on their representation (method.md section 6, steps 1-2)."""
+"""Frozen encoders and linear probes on their representation (the paper's evaluation protocol: freeze, then probe)."""
 from __future__ import annotations
 
 import logging

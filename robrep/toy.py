@@ -1,4 +1,4 @@
-"""The toy discrete model of the paper (figures 2 and 3), design/method.md section 5.
+"""The toy discrete model of the paper (figures 2 and 3).
 
 X in {0..nx-1} and Z in {0..nz-1} both live on a circle (omega(t) = cos(2 pi t), so no edges).
 A VAE trained on a small multinomial sample only ever scores the encoder rows q(.|x) of the
@@ -222,7 +222,7 @@ def train_toy(kind: Kind, config: ToyConfig | None = None) -> ToyResult:
         if kind == "vae":
             loss = -model.elbo(s)
         else:
-            # L_SE = E1 + E2 + WD_gamma (method.md section 3): the coupling's -H[Q] takes the place of the
+            # L_SE = E1 + E2 + WD_gamma (the Smooth Encoder's loss): the coupling's -H[Q] takes the place of the
             # ELBO's -H[q(.|i)]; E2 is the constant 2 log nz under the uniform prior. Subtracting WD from
             # the full ELBO instead counts the entropy twice and collapses the encoder to uniform rows.
             i, j, w = _neighbour_pairs(s, config, gen)

@@ -97,3 +97,16 @@ def test_leaderboard_outside_a_clone_says_where_it_looked_and_how_to_point_it(tm
     said = " ".join((done.stdout + done.stderr).split())  # the terminal may wrap it
     assert done.returncode == 2
     assert str(tmp_path / "leaderboard") in said and "--out PATH" in said
+
+
+def test_a_fractional_radius_comes_back_from_the_bench_and_its_csv_exactly(tmp_path):
+    import pandas as pd
+
+    df = robrep.bench(learners=["vae"], epochs=1, n_examples=30, steps=2, restarts=1, eps=8 / 255, threads=1,
+                      out=str(tmp_path / "run"))
+    assert sorted(df["radius"]) == [0.0, 8 / 255]
+    written = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert sorted(written["radius"]) == [0.0, 8 / 255]  # the key as it was computed, not rounded
+    again = robrep.bench(learners=["vae"], epochs=1, n_examples=30, steps=2, restarts=1, radii=["0", "8/255"],
+                         threads=1, out=str(tmp_path / "run"))
+    assert len(again) == 2 and again["adversarial_accuracy"].tolist() == df["adversarial_accuracy"].tolist()

@@ -40,7 +40,7 @@ ATTRIBUTES = (
     "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings",
     "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
 )
-# The paper's list of 17 was not published; this is robrep's choice (design/method.md s. 6).
+# The paper's list of 17 was not published; this is robrep's choice.
 DEFAULT_TASKS = (
     "Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Eyeglasses", "Goatee",
     "Gray_Hair", "Heavy_Makeup", "Male", "Mouth_Slightly_Open", "Mustache", "No_Beard",

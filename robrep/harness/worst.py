@@ -14,7 +14,7 @@ from robrep.rows.layout import CHECK_COLUMNS, LATE_MAX, is_missing, passed, radi
 
 
 def consistency_warnings(accuracy: list[tuple[Attack, float]]) -> list[str]:
-    """design/evaluation.md: iterative attacks should beat single-step ones, and a black-box attack
+    """What a sound evaluation expects: iterative attacks should beat single-step ones, and a black-box attack
     should not beat the white-box ones by much (a sign of gradient masking)."""
     warnings = []
     single = [(acc, a) for a, acc in accuracy if a.kind == "single-step"]

@@ -3,7 +3,7 @@ the paper's L = 20 PGD):
 
 - ``se-fgsm``: one sign step from a uniform random start, of 1.25 x the selection radius (Wong et al. 2020,
   "Fast is better than free": FGSM from a random start with step 1.25 eps). It kept the L = 20 SE's worst
-  case on the MLP, and 76% of it on the ConvNet (README).
+  case on the MLP, and 76% of it on the ConvNet (CHANGELOG.md: cheaper selection).
 - ``se-warm``: the warm-started selection (``se-adversarial``'s default selection; see
   ``SmoothEncoderAdversarial``): ``selection_steps`` (default 1) steps of 0.25 x the radius per visit from each
   example's last point. It kept the L = 20 SE's worst case on the MLP (97%) and the ConvNet (101%).

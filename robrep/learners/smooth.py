@@ -1,4 +1,4 @@
-"""Smooth Encoders (method.md sections 3 and 4).
+"""Smooth Encoders: the paper's learner and its selection mechanisms.
 
 L_SE = E1(x_a) + E2 + WD_gamma, where x_b is a fictive point near x_a chosen by a
 selection mechanism (random, or adversarial PGD). The decoder only ever sees x_a,
@@ -26,7 +26,7 @@ def wd_gamma(
     """Entropic Wasserstein coupling term between diagonal Gaussians, per example (N,).
 
     min over couplings Q of gamma/2 E_Q ||z_a - z_b||^2 - H[Q], in closed form
-    (method.md section 3), computed from log-variances so it stays finite.
+    (the Smooth Encoder's coupling term), computed from log-variances so it stays finite.
     """
     var_a, var_b = logvar_a.exp(), logvar_b.exp()
     k = gamma * (0.5 * (logvar_a + logvar_b)).exp()  # gamma * s_a * s_b
@@ -120,7 +120,7 @@ def adversarial_selection(
 class SEConfig(VAEConfig):
     RANGES: ClassVar[dict[str, tuple[float, float, bool]]] = {"gamma": (0, math.inf, False),
                                                               "selection_eps": (0, 1, True)}
-    gamma: float = 50.0  # coupling strength: the knob that matters most (method.md s. 7; 50 chosen on mnist5k)
+    gamma: float = 50.0  # coupling strength: the knob that matters most (50 chosen on mnist5k)
     selection_eps: float = 0.1  # L-inf radius of the selection ball
 
 
@@ -145,12 +145,12 @@ class SmoothEncoder(VAE):
 class SEAdversarialConfig(SEConfig):
     # The default selection is warm-started: each training example keeps its fictive point across
     # epochs and takes one step of 0.25 x the radius from it per visit (ATTA-style). It kept the paper's L = 20
-    # worst case on the MLP (97%) and the ConvNet (101%) at about 2x the VAE's cost per step (README). The
+    # worst case on the MLP (97%) and the ConvNet (101%) at about 2x the VAE's cost per step (CHANGELOG.md). The
     # paper's selection is selection_start = "random", selection_steps = 20; every published config pins both.
     LEGACY: ClassVar[dict[str, Any]] = {"selection_start": "random"}  # every SE run before the warm start
     # chosen for the warm-started selection by `robrep sweep` on mnist5k-valid (never the test digits): gamma
     # 10 / 50 / 100 x selection radius 0.05 / 0.1 / 0.2, the worst case at radius 0.1 over all three suites
-    # (README). se-random and the paper's figures keep gamma = 50.
+    # (CHANGELOG.md). se-random and the paper's figures keep gamma = 50.
     gamma: float = 100.0
     selection_steps: int = 1  # PGD steps per visit (the paper's L: 20 and 50, from a random start)
     selection_step_size: float | None = None  # default: default_step_size (by the start and the steps)

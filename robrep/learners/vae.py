@@ -1,4 +1,4 @@
-"""The VAE and the beta-VAE (method.md section 3).
+"""The VAE and the beta-VAE.
 
 Every learner is an ``nn.Module`` built from one config dataclass. The loss is
 ``E1 (data fidelity) + regulariser``; subclasses override exactly one hook:

@@ -81,7 +81,12 @@ def read_results(path: str | Path) -> pd.DataFrame | None:
 
 
 def write_results(path: str | Path, df: pd.DataFrame) -> None:
+    """``df`` as CSV, atomically: numbers to 10 significant digits, except the radius, which is part of the key
+    and is written exactly (Python's shortest round-trip form: 0.1 as 0.1, 8/255 as 0.03137254901960784), so a
+    row read back has the key it was written with."""
     buf = io.StringIO()
+    if "radius" in df:
+        df = df.assign(radius=[repr(float(v)).removesuffix(".0") if v == v else "" for v in df["radius"]])
     df.to_csv(buf, index=False, float_format="%.10g")
     atomic_write(Path(path), buf.getvalue().encode())
 
