@@ -5,7 +5,8 @@
 - Reading and publishing a board, and ``import robrep``, load no attack library (torchattacks, foolbox).
 - The modules stand in layers (``LAYERS``); at most ``MOST_UP`` imports run from a lower layer to a higher one,
   each marked ``# up:`` with its reason on the import line; the import graph has no cycle.
-- No module is imported by more than ``MOST_IMPORTERS`` others, except the foundations every layer needs.
+- No module is imported by more than ``MOST_IMPORTERS`` others, except the foundations every layer needs; no
+  function is longer than ``MOST_LINES`` lines.
 """
 from __future__ import annotations
 
@@ -157,3 +158,15 @@ def test_reading_boards_and_rows_loads_no_attack_library(code):
              "assert not loaded, loaded\n")
     done = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+MOST_LINES = 60
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= MOST_LINES:
+                long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long, long
