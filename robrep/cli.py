@@ -112,6 +112,53 @@ def _line(text: str) -> None:
 from robrep.progress import Progress as Reported  # noqa: E402  (robrep's progress protocol; imports nothing heavy)
 
 
+def _verify_for_board(items) -> None:
+    """A run folder whose entries would stand on a standard board but for a verdict: ``robrep verify`` it first
+    (the board admits a protocol's entry only with a verdict that held)."""
+    from robrep.board.leaderboard import needs_verdict
+    from robrep.rows.files import read_results
+    from robrep.verify import verify
+
+    for item in map(Path, items):
+        if (item / "results.sqlite").is_file() and needs_verdict(read_results(item / "results.csv")):
+            console.print(f"verifying {item} first (a standard board needs robrep verify's verdict)")
+            with _bench_progress(cells=False) as progress:
+                verify(item, progress=progress)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from robrep.board.submission import make_submission
+
+    entry = make_submission(args.submit, args.out)
+    console.print(f"wrote the submission [bold]{args.out}[/bold]: fill in [bold]{entry}[/bold], then send the "
+                  f"folder to the board's maintainers (they run: robrep leaderboard --admit {args.out})")
+    return 0
+
+
+def _admit(args: argparse.Namespace) -> None:
+    """Re-check a submission whole (its entry, then every claim attacked again on its own checkpoints and
+    probes), then publish it and record its entry; nothing is written if anything does not hold."""
+    import tempfile
+
+    from robrep.board.entries import add_entries, read_submission, write_entries
+    from robrep.board.leaderboard import publish
+    from robrep.board.submission import with_verdicts
+    from robrep.rows.files import read_results, write_results
+    from robrep.verify import verify
+
+    sub = Path(args.admit)
+    entry = read_submission(sub / "entry.toml")
+    entries = add_entries(args.out, entry)  # a name clash refuses before any attack runs
+    with _bench_progress(cells=False) as progress:
+        verdicts = verify(sub, progress=progress)
+    rows = with_verdicts(read_results(sub / "results.csv"), verdicts)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_results(Path(tmp) / "results.csv", rows)
+        for path in publish([Path(tmp) / "results.csv"], out=args.out):
+            console.print(f"admitted into [bold]{path}[/bold]")
+    console.print(f"recorded the entry in [bold]{write_entries(args.out, entries)}[/bold]")
+
+
 @contextlib.contextmanager
 def _bench_progress(cells: bool = True):
     """Progress bars on a terminal, plain lines elsewhere (``robrep.progress``'s protocol)."""
@@ -148,6 +195,19 @@ class _RichBenchProgress(Reported):
     def completed(self, n):
         if self.total_bar is not None:
             self.p.update(self.total_bar, completed=n)
+
+
+def _not_standard(cfg, df) -> str:
+    """What a run that is not a board's protocol measured, in words a newcomer reads, and how to run the board's."""
+    from robrep.protocols import PROTOCOLS
+
+    attacks = df[df["suite"] != "worst-case"][["suite", "attack"]].drop_duplicates()
+    what = ("one attack: each number is an upper bound on robust accuracy (a stronger attack can only lower it)"
+            if len(attacks) == 1 else f"the worst case of {len(attacks)} attacks")
+    board = next((p for p in PROTOCOLS.values() if p.dataset in cfg.datasets and p.norm == cfg.norm), None)
+    how = (f"; the board {board.name} ranks its own protocol (ten attacks, {board.n_examples} test points): "
+           f"robrep bench --protocol {board.name}" if board else "")
+    return f"this run measured {what}{how}"
 
 
 def _print_results(df) -> None:
@@ -237,6 +297,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _print_results(df)
         out = Path(cfg.out)
         console.print(f"results: [bold]{out / 'results.csv'}[/bold]   plot: [bold]{out / 'robustness.png'}[/bold]")
+        if cfg.protocol is None:
+            console.print(_not_standard(cfg, df))
     skipped = df.attrs.get("skipped", [])
     if skipped:
         table = Table(title=f"{len(skipped)} learner(s) skipped", title_style="bold red")
@@ -315,9 +377,9 @@ def _print_plan(cfg, force: bool = False) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from robrep.folders import FolderError, check_folder
-    from robrep.board.leaderboard import publish, read_boards, render_boards
+    from robrep.board.leaderboard import publish, read_boards, render_boards, resort
 
-    if args.render or args.results or args.html:
+    if args.render or args.results or args.html or args.resort or args.admit:
         check_folder(args.out, "leaderboard")  # every write below goes into it
     elif args.out.exists() and not args.out.is_dir():
         raise FolderError(f"--out {args.out} is a file, not a leaderboard folder")
@@ -328,9 +390,21 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
         for path in render_files(args.out.resolve().parent, args.out):  # the README and docs beside the boards
             console.print(f"updated the generated numbers of [bold]{path}[/bold]")
+    if args.submit:
+        return _submit(args)
+    if args.resort:
+        for where, notes in resort(args.out).items():
+            console.print(f"[bold]{len(notes)}[/bold] entr{'y' if len(notes) == 1 else 'ies'} moved to "
+                          f"{args.out}/{where}/ (never ranked with a standard board); the first: {terminal(notes[0])}")
+    if args.admit:
+        _admit(args)
     if args.results:
+        _verify_for_board(args.results)
         for path in publish(args.results, out=args.out, replace=args.replace):
             console.print(f"updated [bold]{path}[/bold] and {path.with_suffix('.md')}")
+    if (args.results or args.admit or args.resort) and not list(args.out.glob("*.csv")):
+        console.print(f"no entry stands on a standard board in {args.out} yet: see {args.out}/experiments/")
+        return 0
     board = read_boards(args.out)
     if args.html:
         from robrep.board.site import write_site
@@ -506,6 +580,14 @@ def _leaderboard_command(sub) -> None:
                          "the generated numbers of the README and docs/ beside the board folder")
     lb.add_argument("--html", action="store_true",
                     help="write the static web page: <out>/index.html and <out>/encoders/*.html (no server, no CDN)")
+    lb.add_argument("--resort", action="store_true",
+                    help="move every published row to where it belongs now: a standard board keeps only its "
+                         "protocol's verified entries, the rest go to experiments/ or archive/")
+    lb.add_argument("--submit", type=Path, metavar="RUN",
+                    help="write a submission folder (--out) from a bench run: rows, config, probes, checkpoints and "
+                         "entry.toml to fill in")
+    lb.add_argument("--admit", type=Path, metavar="SUBMISSION",
+                    help="re-check a submission (entry, robrep verify on its own checkpoints) and publish it")
     lb.add_argument("--detail", action="store_true",
                     help="show every attack's rows instead of the ranked headline tables")
     lb.set_defaults(func=cmd_leaderboard)

@@ -4,8 +4,10 @@ For every claim in a run folder's results.csv (the worst case of each task and r
 cell that has no worst case) it reloads the encoder (checkpoint integrity and SHA-256 checked) and the
 saved probe (SHA-256 compared with the row), takes the same test points, and attacks them with
 torchattacks' PGD (``PGD`` for L-inf, ``PGDL2`` for L2; random start, step 2.5 radius / steps, restarts as
-separately seeded calls on the points no earlier call broke; a point is robust only if every call's final
-input is classified correctly). The published number holds if it is at most the independent accuracy plus
+separately seeded calls on the points no earlier call broke) on the cross-entropy, then, with three classes or
+more, torchattacks' APGD on the DLR loss (a margin) on the points still robust: a point is robust only if every
+call's final input is classified correctly. Two losses, so a number that only a cross-entropy attack would
+leave standing (where its gradients mislead) does not hold. The published number holds if it is at most the independent accuracy plus
 ``tolerance``: a published accuracy higher than an independent attack finds is an attack that was too weak
 (or a number that was edited). Rows of encoders robrep cannot reload (a module given by name, a plugin
 without a checkpoint) are reported as not verifiable.
@@ -54,14 +56,23 @@ def claims(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _attack(model, x, y, eps, norm, steps, restarts, seed):
-    """Per test point, whether it survived every restart; raises VerifyError if an attack call did no work (fewer
-    gradient passes than its steps, or no point moved), so a verdict always rests on a real attack."""
+    """Per test point, whether it survived every call of both independent attacks: torchattacks' PGD on the
+    cross-entropy (``restarts`` separately seeded calls) and, for three classes or more, torchattacks' APGD on the
+    DLR loss (a margin: robust points where cross-entropy's gradients mislead fall to it). Raises VerifyError if a
+    call did no work (fewer gradient passes than its steps, or no point moved), so a verdict rests on real attacks."""
     import torchattacks
 
     robust = model.predict(x) == y
     if eps == 0:
         return robust
-    cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
+    pgd = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
+    calls = [(f"PGD restart {k + 1}", lambda: pgd(model, eps=eps, alpha=2.5 * eps / steps, steps=steps,
+                                                   random_start=True), seed * 7919 + k) for k in range(restarts)]
+    n_classes = int(model(x[:1]).shape[1])
+    if n_classes >= 3:  # DLR needs the third-largest logit; with two classes it orders points as cross-entropy does
+        calls.append(("APGD-DLR", lambda: torchattacks.APGD(model, norm="Linf" if norm == "linf" else "L2", eps=eps,
+                                                             steps=steps, n_restarts=1, loss="dlr", seed=seed),
+                      seed * 7919 + restarts))
     passes = [0]
 
     def count(module, inputs, output):  # forward passes the attack differentiates through
@@ -69,18 +80,18 @@ def _attack(model, x, y, eps, norm, steps, restarts, seed):
 
     hook = model.register_forward_hook(count)
     try:
-        for k in range(restarts):
+        for what, build, call_seed in calls:
             idx = robust.nonzero().squeeze(1)
             if not len(idx):
                 break
-            atk = cls(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
-            torch.manual_seed(seed * 7919 + k)  # torchattacks draws its random start from torch's global generator
+            torch.manual_seed(call_seed)  # torchattacks draws its random start from torch's global generator
             passes[0] = 0
             with torch.enable_grad():
-                adv = atk(x[idx], y[idx])
+                adv = build()(x[idx], y[idx])
             moved = (adv - x[idx]).flatten(1).abs().amax(1)
-            if passes[0] < steps or not (moved > 0).any():
-                raise VerifyError(f"the independent attack did no work at radius {eps:g} (restart {k + 1}: "
+            # APGD returns the clean input of a point it did not break, so only its gradient passes tell its work
+            if passes[0] < steps or not ((moved > 0).any() or what == "APGD-DLR"):
+                raise VerifyError(f"the independent attack did no work at radius {eps:g} ({what}: "
                                   f"{passes[0]} gradient pass(es) for {steps} steps, largest move "
                                   f"{moved.max().item():.3g}): no verdict is recorded")
             robust[idx] &= model.predict(adv) == y[idx]
@@ -167,7 +178,8 @@ def _reloaded(folder: Path, first, checkpoint: str, device):
     from robrep.io import sha256_bytes
     from robrep.probes import ProbedEncoder, load_probe, probe_file
 
-    encoder = Encoder(load_checkpoint(checkpoint))
+    path = Path(checkpoint)  # a submission's checkpoints travel with it: relative to its folder
+    encoder = Encoder(load_checkpoint(path if path.is_absolute() else folder / path))
     if encoder.sha256() != first["encoder_sha256"]:
         raise VerifyError(f"the checkpoint {checkpoint} is not the encoder of its rows "
                           f"(SHA-256 {encoder.sha256()[:12]}, rows {first['encoder_sha256'][:12]})")
@@ -200,7 +212,8 @@ def _judge(model, ds, first, rows: pd.DataFrame, budget: tuple[int, int], tolera
                      time.perf_counter() - t0)
         acc, published = found[eps], float(r["adversarial_accuracy"])
         holds = published <= acc + tolerance
-        tool = f"torchattacks {'PGD' if r['norm'] == 'linf' else 'PGDL2'} {n_steps}x{n_restarts}"
+        tool = f"torchattacks {'PGD' if r['norm'] == 'linf' else 'PGDL2'} {n_steps}x{n_restarts}" + \
+            (f" + APGD-DLR {n_steps}" if int(r.get("n_classes") or 10) >= 3 else "")
         note = (f"{'held' if holds else 'DID NOT HOLD'}: independent {tool} {acc:.3f}, published {published:.3f}, "
                 f"tolerance {tolerance:g} (robrep verify, {time.strftime('%Y-%m-%d')})")
         verdicts.append(Verdict(row_key(r), r, acc, holds, note))

@@ -30,7 +30,7 @@ LAYERS = {
     "robrep.validate": 0, "robrep.progress": 0, "robrep.provenance": 0, "robrep.distributed": 0,
     "robrep.registry": 0, "robrep.plugins": 0,
     # the data and the row layout
-    "robrep.rows": 1, "robrep.data": 1, "robrep.nets": 1, "robrep.fastconv": 1,
+    "robrep.rows": 1, "robrep.data": 1, "robrep.nets": 1, "robrep.fastconv": 1, "robrep.protocols": 1,
     # learners, their checkpoints and training; output folders; the boards (which read rows only)
     "robrep.learners": 2, "robrep.checkpoint": 2, "robrep.train": 2, "robrep.folders": 2, "robrep.board": 2,
     # the attacked model: encoders, probes, attacks and their checks

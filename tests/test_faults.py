@@ -236,7 +236,7 @@ REFUSED = {
     "zero threads": (_bench_option("--threads", "0"), "threads must be an integer >= 1"),
     "a negative image radius": (_bench_option("--images", "-1"), "images must be a radius >= 0"),
     "a budget and steps together": (_bench_option("--budget", "quick"), "give it or --steps/--restarts"),
-    "L2 with torchattacks": (_bench_option("--norm", "l2", "--suite", "torchattacks"), "L-inf only"),
+    "a norm that is neither L-inf nor L2": (_bench_option("--norm", "l1"), "norm must be linf or l2"),
     "a bad preprocessing": (_bench_option("--preprocessing", "mean=1"), "preprocessing"),
     "a config with an unknown key": (_config_file("learnerz = ['vae']\n"), "unknown key(s) learnerz"),
     "a config that is not TOML": (_config_file("radii = [0, \n"), "cannot read benchmark config"),

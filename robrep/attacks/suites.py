@@ -39,9 +39,11 @@ def _autoattack(n_classes: int, steps: int, restarts: int) -> TorchattacksAttack
         label=f"AutoAttack-binary(APGD-CE {b['steps']}, FAB {b['steps']}, Square {b['n_queries']}{reduced})")
 
 
-def _linf_only(suite: str, norm: str) -> None:
-    if norm != "linf":
-        raise ValueError(f"the {suite} suite is L-inf only in robrep; use --suite native for --norm {norm}")
+def _norm(norm: str) -> str:
+    """The threat model an attack factory was asked for, in any usual spelling; refused unless linf or l2."""
+    from robrep.rows.layout import norm_name
+
+    return norm_name(norm)
 
 
 @SUITES.register("native")
@@ -61,70 +63,72 @@ def _attack(suite: str, name: str):
 
 @_attack("torchattacks", "PGD")
 def ta_pgd(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
-    """torchattacks' L-inf PGD, random start, step 2.5 eps / steps, restarts re-seeded on the points still robust."""
-    _linf_only("torchattacks", norm)
-    return TorchattacksAttack("PGD", {"steps": steps, "rel_alpha": 2.5, "random_start": True}, restarts=restarts)
+    """torchattacks' PGD (PGDL2 for L2), random start, step 2.5 eps / steps, restarts re-seeded on the points still
+    robust."""
+    l2 = _norm(norm) == "l2"
+    return TorchattacksAttack("PGDL2" if l2 else "PGD", {"steps": steps, "rel_alpha": 2.5, "random_start": True},
+                              restarts=restarts, norm=_norm(norm))
 
 
 @_attack("torchattacks", "APGD-CE")
 def ta_apgd(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
-    """torchattacks' APGD with the cross-entropy loss (Croce & Hein 2020), its own restarts."""
-    _linf_only("torchattacks", norm)
-    return TorchattacksAttack("APGD", {"loss": "ce", "steps": steps, "n_restarts": restarts}, label="APGD-CE")
+    """torchattacks' APGD with the cross-entropy loss (Croce & Hein 2020), its own restarts; L-inf or L2."""
+    return TorchattacksAttack("APGD", {"loss": "ce", "steps": steps, "n_restarts": restarts}, label="APGD-CE",
+                              norm=_norm(norm))
 
 
 @_attack("torchattacks", "FAB")
 def ta_fab(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
-    """torchattacks' untargeted FAB: a minimal-perturbation attack."""
-    _linf_only("torchattacks", norm)
+    """torchattacks' untargeted FAB: a minimal-perturbation attack; L-inf or L2."""
     return TorchattacksAttack("FAB", {"multi_targeted": False, "n_classes": n_classes, "steps": steps,
-                                      "n_restarts": 1}, kind="minimal")
+                                      "n_restarts": 1}, kind="minimal", norm=_norm(norm))
 
 
 @_attack("torchattacks", "Square")
 def ta_square(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
-    """torchattacks' Square: black-box, 5 x steps x restarts queries (5,000 at the default budget)."""
-    _linf_only("torchattacks", norm)
+    """torchattacks' Square: black-box, 5 x steps x restarts queries (5,000 at the default budget); L-inf or L2."""
     return TorchattacksAttack("Square", {"n_queries": budgets(steps, restarts)["n_queries"], "n_restarts": 1},
-                              kind="black-box")
+                              kind="black-box", norm=_norm(norm))
 
 
 @_attack("torchattacks", "AutoAttack")
 def ta_autoattack(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
-    """AutoAttack: the standard version for >= 4 classes, the binary-safe APGD-CE + FAB + Square for fewer."""
-    _linf_only("torchattacks", norm)
-    return _autoattack(n_classes, steps, restarts)
+    """AutoAttack: the standard version for >= 4 classes, the binary-safe APGD-CE + FAB + Square for fewer;
+    L-inf or L2 (every part in the run's norm, as AutoAttack's L2 version)."""
+    attack = _autoattack(n_classes, steps, restarts)
+    attack.norm = _norm(norm)
+    return attack
 
 
 @_attack("foolbox", "LinfPGD")
 def fb_pgd(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
-    """foolbox's LinfPGD, random start, restarts re-seeded on the points still robust."""
-    _linf_only("foolbox", norm)
-    return FoolboxAttack("LinfPGD", {"steps": steps, "rel_stepsize": 2.5 / steps, "random_start": True},
-                         restarts=restarts)
+    """foolbox's PGD (LinfPGD, or L2PGD), random start, restarts re-seeded on the points still robust."""
+    name = "L2PGD" if _norm(norm) == "l2" else "LinfPGD"
+    return FoolboxAttack(name, {"steps": steps, "rel_stepsize": 2.5 / steps, "random_start": True},
+                         restarts=restarts, norm=_norm(norm))
 
 
 @_attack("foolbox", "FGSM")
 def fb_fgsm(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
-    """foolbox's FGSM: one signed-gradient step of the full radius."""
-    _linf_only("foolbox", norm)
-    return FoolboxAttack("FGSM", {}, kind="single-step")
+    """foolbox's FGSM: one signed-gradient step of the full radius (L2: FGM, one gradient step of the radius)."""
+    l2 = _norm(norm) == "l2"
+    return FoolboxAttack("FGM" if l2 else "FGSM", {}, kind="single-step", norm=_norm(norm))
 
 
 @_attack("foolbox", "LinfDeepFoolAttack")
 def fb_deepfool(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
-    """foolbox's L-inf DeepFool, its own 50 steps whatever the run's (it stops at the boundary: cheap, and with
-    fewer steps it leaves robust points unexplored)."""
-    _linf_only("foolbox", norm)
-    return FoolboxAttack("LinfDeepFoolAttack", {"steps": 50, "candidates": min(10, n_classes), "overshoot": 0.02},
-                         kind="minimal")
+    """foolbox's DeepFool (L-inf, or L2), its own 50 steps whatever the run's (it stops at the boundary: cheap, and
+    with fewer steps it leaves robust points unexplored)."""
+    name = "L2DeepFoolAttack" if _norm(norm) == "l2" else "LinfDeepFoolAttack"
+    return FoolboxAttack(name, {"steps": 50, "candidates": min(10, n_classes), "overshoot": 0.02},
+                         kind="minimal", norm=_norm(norm))
 
 
 @_attack("foolbox", "LinfBasicIterativeAttack")
 def fb_bim(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
-    """foolbox's L-inf basic iterative attack (no random start)."""
-    _linf_only("foolbox", norm)
-    return FoolboxAttack("LinfBasicIterativeAttack", {"steps": steps, "rel_stepsize": 2.5 / steps})
+    """foolbox's basic iterative attack (L-inf, or L2; no random start)."""
+    name = "L2BasicIterativeAttack" if _norm(norm) == "l2" else "LinfBasicIterativeAttack"
+    return FoolboxAttack(name, {"steps": steps, "rel_stepsize": 2.5 / steps}, norm=_norm(norm))
 
 
 SUITE_ATTACKS = {
@@ -134,14 +138,13 @@ SUITE_ATTACKS = {
 
 
 def _registered(suite: str, n_classes: int, steps: int, restarts: int, norm: str) -> list[Attack]:
-    _linf_only(suite, norm)
     return [ATTACKS.create(f"{suite}/{name}", n_classes, steps=steps, restarts=restarts, norm=norm)
             for name in SUITE_ATTACKS[suite]]
 
 
 @SUITES.register("torchattacks")
 def torchattacks_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
-    """torchattacks: PGD with restarts, APGD-CE, untargeted FAB, Square, and AutoAttack (standard for >= 4
+    """torchattacks: PGD with restarts, APGD-CE, untargeted FAB, Square, and AutoAttack, L-inf or L2 (standard for >= 4
     classes, the binary-safe APGD-CE + FAB + Square for fewer; see ``robrep.attacks.external.COMPOSITIONS``),
     at its published budgets with the default 100 x 10 (``budgets``)."""
     return _registered("torchattacks", n_classes, steps, restarts, norm)
@@ -149,7 +152,8 @@ def torchattacks_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, 
 
 @SUITES.register("foolbox")
 def foolbox_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
-    """foolbox: LinfPGD (with re-seeded restarts), FGSM, L-inf DeepFool and L-inf basic iterative."""
+    """foolbox: PGD (with re-seeded restarts), FGSM, DeepFool and the basic iterative attack, in the run's norm
+    (L-inf or L2: L2PGD, FGM, L2 DeepFool, L2 basic iterative)."""
     return _registered("foolbox", n_classes, steps, restarts, norm)
 
 

@@ -22,7 +22,8 @@ Kinds:
   where several rows match) at ``radius``, or with ``what=clean`` its clean accuracy. A selection that matches
   no row or several is an error naming the candidates, never a guess;
 - ``attacks``: each attack's own robust accuracy at ``radius`` and the worst case, one column per encoder;
-- ``timing``: a time a benchmark script wrote (``file``, ``key``; ``unit=min`` for minutes).
+- ``timing``: a time a benchmark script wrote (``file``, ``key``; ``unit=min`` for minutes);
+- ``protocols``: the standard protocols, with the time one entry took on each board.
 """
 from __future__ import annotations
 
@@ -60,10 +61,10 @@ class Boards:
 
     def rows(self, name: str) -> pd.DataFrame:
         if name not in self._rows:
-            from robrep.rows.files import read_results
+            from robrep.board.leaderboard import read_board
 
             path = self.folder / f"{name}.csv"
-            board = read_results(path) if path.is_file() else None
+            board = read_board(self.folder, name)
             if board is None or board.empty:
                 raise BlockError(f"no board {name!r} in {self.folder} (expected {path})")
             self._rows[name] = board
@@ -196,7 +197,31 @@ def _timing(boards: Boards, args: dict[str, str], where: str) -> str:
     return f"{math.ceil(seconds / 60)} minutes" if args.get("unit") == "min" else f"{seconds:.0f} s"
 
 
-KINDS = {"value": _value, "table": _table, "attacks": _attacks, "timing": _timing}
+def _protocols(boards: Boards, args: dict[str, str], where: str) -> str:
+    """The standard protocols (``robrep.protocols``), and what one entry took on each board that has entries:
+    the median over its entries of training plus every attack cell, from the rows' own seconds."""
+    from robrep.protocols import PROTOCOLS
+
+    lines = ["| board | data set, tasks | threat model | radii (headline) | test points | attacks | time per entry |",
+             "|---|---|---|---|---:|---|---:|"]
+    for p in PROTOCOLS.values():
+        radii = ", ".join(f"**{r:g}**" if r == p.headline else f"{r:g}" for r in p.radii)
+        try:
+            rows = boards.rows(p.name)
+        except BlockError:
+            rows = None
+        took = ""
+        if rows is not None:
+            cells = rows[rows["suite"] != "worst-case"].drop_duplicates(["run", "task", "suite", "attack"])
+            per = cells.groupby("run")["wall_seconds"].sum() + rows.groupby("run")["train_seconds"].max().fillna(0)
+            took = f"{per.median() / 60:.0f} min ({len(per)} entries)"
+        lines.append(f"| {p.name} | {p.dataset}, {', '.join(p.tasks) if p.tasks else 'every task'} | {p.norm} | "
+                     f"{radii} | {p.n_examples} | {', '.join(p.suites)}, {p.steps} x {p.restarts}, "
+                     f"{p.worst_case} | {took or 'no entry yet'} |")
+    return "\n" + "\n".join(lines) + "\n"
+
+
+KINDS = {"value": _value, "table": _table, "attacks": _attacks, "timing": _timing, "protocols": _protocols}
 
 
 def render_blocks(text: str, boards: Boards, name: str = "<text>") -> str:
@@ -213,7 +238,7 @@ def render_blocks(text: str, boards: Boards, name: str = "<text>") -> str:
         if m["kind"] not in KINDS:
             raise BlockError(f"{where}: unknown block kind {m['kind']!r} (known: {', '.join(KINDS)})")
         args = _args(m["args"], where)
-        if "board" not in args and m["kind"] != "timing":
+        if "board" not in args and m["kind"] not in ("timing", "protocols"):
             raise BlockError(f"{where}: a robrep:{m['kind']} block needs board=NAME")
         out += [text[pos:m.end()], KINDS[m["kind"]](boards, args, where)]
         pos = end

@@ -105,6 +105,63 @@ def board_path(out: Path, dataset: str, norm: str) -> Path:
 
 # A run's rows on one set of test points and probe labels: what ``publish(replace=True)`` replaces whole.
 RUN_GROUP = ["run", "dataset", "task", "n_examples", "seed", "label_fraction"]
+# A run under one protocol, all its tasks: what a standard board admits or refuses whole.
+ENTRY = ["run", "dataset", "norm", "n_examples", "seed", "label_fraction"]
+EXPERIMENTS, ARCHIVE = "experiments", "archive"  # sub-boards: published, never ranked with a standard board
+
+
+def standing(rows: pd.DataFrame) -> tuple[str, list[str]]:
+    """Where an entry's rows (one ``ENTRY``) belong: ``"standard"`` (every field of the board's protocol
+    matches, every check passed, and ``robrep verify`` held for every claim), ``ARCHIVE`` (rows from before the
+    checks were recorded) or ``EXPERIMENTS``; with the reasons it is not standard."""
+    from robrep.protocols import PROTOCOLS, verdict_holds
+
+    if all(is_missing(v) for c in BLOCKING for v in rows.get(c, [])):
+        return ARCHIVE, ["recorded before the checks existed (an earlier protocol)"]
+    dataset, norm = rows["dataset"].iloc[0], rows["norm"].iloc[0]
+    protocol = PROTOCOLS.get(f"{dataset}-{norm}")
+    if protocol is None:
+        return EXPERIMENTS, [f"no standard protocol for {dataset} under {norm}"]
+    reasons = protocol.mismatches(rows)
+    worst = rows[rows["suite"] == "worst-case"]
+    verdicts = worst["verified"].fillna("").astype(str) if "verified" in worst else pd.Series([""] * len(worst))
+    held = [verdict_holds(v, protocol, int(n)) for v, n in zip(verdicts, worst["n_classes"])]
+    if len(worst) and not all(held):
+        missing = int((verdicts == "").sum())
+        reasons.append(f"robrep verify: {missing} claim(s) without a verdict" if missing else
+                       f"robrep verify: {len(held) - sum(held)} claim(s) without a verdict that held at "
+                       f"{protocol.verify['steps']} x {protocol.verify['restarts']} with the margin attack")
+    return ("standard" if not reasons else EXPERIMENTS), reasons
+
+
+def needs_verdict(rows: pd.DataFrame) -> bool:
+    """Whether an entry of ``rows`` matches its standard protocol in every field and check but lacks
+    ``robrep verify``'s verdicts (the publishing command runs verify for it)."""
+    from robrep.protocols import PROTOCOLS, verdict_holds
+
+    for _, entry in rows.groupby(ENTRY, sort=False, dropna=False):
+        protocol = PROTOCOLS.get(f"{entry['dataset'].iloc[0]}-{entry['norm'].iloc[0]}")
+        worst = entry[entry["suite"] == "worst-case"]
+        unverified = "verified" not in worst or not all(
+            verdict_holds(v, protocol, int(n)) for v, n in zip(worst["verified"].fillna(""), worst["n_classes"])) \
+            if protocol is not None else False
+        if protocol is not None and not protocol.mismatches(entry) and len(worst) and unverified:
+            return True
+    return False
+
+
+def route(rows: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, list[str]]]:
+    """Rows split by where they belong (``standing``), per entry: {"standard" | EXPERIMENTS | ARCHIVE: (rows,
+    one line per entry that is not standard, with its reasons)}."""
+    parts: dict[str, list] = {}
+    notes: dict[str, list[str]] = {}
+    for key, entry in rows.groupby(ENTRY, sort=True, dropna=False):
+        where, reasons = standing(entry)
+        parts.setdefault(where, []).append(entry)
+        if reasons:
+            notes.setdefault(where, []).append(f"{key[0]} on {key[1]} ({key[2]}, {key[3]} points, labels "
+                                               f"{float(key[5]):g}): " + "; ".join(reasons))
+    return {w: (pd.concat(frames, ignore_index=True), notes.get(w, [])) for w, frames in parts.items()}
 
 
 def publish(results: list[str | Path], out: str | Path = "leaderboard", replace: bool = False) -> list[Path]:
@@ -137,21 +194,10 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard", replace:
                                    f"(types, numbers in [0, 1], provenance); the first, {file}:{line}, {reason}")
         frames.append(validate(df, str(path)))  # refuse before anything is written
     boards = []
-    for (dataset, norm), new in pd.concat(frames, ignore_index=True).groupby(["dataset", "norm"]):
-        path = board_path(Path(out), dataset, norm)
-        try:
-            old = read_results(path)
-        except ResultsError as e:
-            raise LeaderboardError(f"{path} is in the way of the board robrep would write there: {e}") from None
-        if replace and old is not None and not old.empty:
-            groups = set(new[RUN_GROUP].astype(str).itertuples(index=False, name=None))
-            mine = [g in groups for g in old[RUN_GROUP].astype(str).itertuples(index=False, name=None)]
-            log.info("%s: %d row(s) of the republished runs replaced", path, sum(mine))
-            old = old[[not m for m in mine]]
-        board = drop_superseded(merge(old, new))
-        board = board.drop(columns=[c for c in LOCAL_ONLY if c in board.columns])
-        markdown = render_markdown(board, f"{dataset}, {norm} threat model")  # before anything is written
-        boards.append((path, board, markdown))
+    for where, (rows, notes) in route(pd.concat(frames, ignore_index=True)).items():
+        for note in notes:
+            log.warning("published under %s/, not ranked on a standard board: %s", where, note)
+        boards += _merged(Path(out) if where == "standard" else Path(out) / where, rows, replace)
     written = []
     for path, board, markdown in boards:
         write_results(path, board)
@@ -168,27 +214,91 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard", replace:
     return written
 
 
+
+def _merged(folder: Path, new: pd.DataFrame, replace: bool) -> list[tuple[Path, pd.DataFrame, str]]:
+    """Each board of ``folder`` that ``new``'s rows go to, merged with them (nothing written yet)."""
+    boards = []
+    for (dataset, norm), rows in new.groupby(["dataset", "norm"]):
+        path = board_path(folder, dataset, norm)
+        try:
+            old = read_results(path)
+        except ResultsError as e:
+            raise LeaderboardError(f"{path} is in the way of the board robrep would write there: {e}") from None
+        if replace and old is not None and not old.empty:
+            groups = set(rows[RUN_GROUP].astype(str).itertuples(index=False, name=None))
+            mine = [g in groups for g in old[RUN_GROUP].astype(str).itertuples(index=False, name=None)]
+            log.info("%s: %d row(s) of the republished runs replaced", path, sum(mine))
+            old = old[[not m for m in mine]]
+        board = drop_superseded(merge(old, rows))
+        board = board.drop(columns=[c for c in LOCAL_ONLY if c in board.columns])
+        boards.append((path, board, render_markdown(with_entries(board, folder), board_title(folder, dataset, norm))))
+    return boards
+
+
+def board_title(folder: Path, dataset: str, norm: str) -> str:
+    """A board's title; an experiments or archive board says it is never ranked with the standard board."""
+    sub = folder.name if folder.name in (EXPERIMENTS, ARCHIVE) else ""
+    return f"{dataset}, {norm} threat model" + (f" ({sub}: not ranked with the standard board)" if sub else "")
+
 def _render(board: pd.DataFrame, path: Path, markdown: str) -> None:
-    """A board's Markdown and PNG beside its CSV at ``path``."""
+    """A board's Markdown and PNG beside its CSV at ``path`` (entries shown by their names)."""
     atomic_write(path.with_suffix(".md"), markdown.encode())
-    plot_robustness(board, path.with_suffix(".png"))
+    plot_robustness(with_entries(board, path.parent), path.with_suffix(".png"))
 
 
 def render_boards(out: str | Path = "leaderboard") -> list[Path]:
-    """Write every board's Markdown and PNG again from its CSV (after robrep's rendering changed); the CSVs,
-    and so the published rows, are not touched. Returns the boards rendered."""
+    """Write every board's Markdown and PNG again from its CSV (after robrep's rendering changed), the standard
+    boards' and those under ``experiments/`` and ``archive/``; the CSVs, and so the published rows, are not
+    touched. Returns the boards rendered."""
     done = []
-    for path in sorted(Path(out).glob("*.csv")):
-        board = read_results(path)
-        if board is None or board.empty or not set(KEY) <= set(board.columns):
-            continue
-        dataset, norm = board["dataset"].iloc[0], board["norm"].iloc[0]
-        if board_path(Path(out), dataset, norm) != path:
-            raise LeaderboardError(f"{path} holds {dataset} / {norm} rows: not a board robrep wrote")
-        _render(board, path, render_markdown(board, f"{dataset}, {norm} threat model"))
-        log.info("rendered %s", path.with_suffix(".md"))
-        done.append(path)
+    for folder in (Path(out), Path(out) / EXPERIMENTS, Path(out) / ARCHIVE):
+        for path in sorted(folder.glob("*.csv")):
+            board = read_results(path)
+            if board is None or board.empty or not set(KEY) <= set(board.columns):
+                continue
+            dataset, norm = board["dataset"].iloc[0], board["norm"].iloc[0]
+            if board_path(folder, dataset, norm) != path:
+                raise LeaderboardError(f"{path} holds {dataset} / {norm} rows: not a board robrep wrote")
+            _render(board, path, render_markdown(with_entries(board, folder), board_title(folder, dataset, norm)))
+            log.info("rendered %s", path.with_suffix(".md"))
+            done.append(path)
     return done
+
+
+def resort(out: str | Path = "leaderboard") -> dict[str, list[str]]:
+    """Move every published row to where it belongs now (``standing``): a standard board keeps only the entries
+    of its protocol; the others go to ``experiments/`` or ``archive/``. Nothing is dropped. Returns the notes
+    per destination (one line per entry that is not standard)."""
+    from robrep.folders import check_folder
+
+    check_folder(out, "leaderboard")
+    everything = [b for b in (read_results(p) for f in (Path(out), Path(out) / EXPERIMENTS, Path(out) / ARCHIVE)
+                              for p in sorted(f.glob("*.csv"))) if b is not None and not b.empty]
+    if not everything:
+        return {}
+    routed = route(pd.concat(everything, ignore_index=True))
+    boards = []
+    for where in ("standard", EXPERIMENTS, ARCHIVE):
+        folder = Path(out) if where == "standard" else Path(out) / where
+        rows = routed.get(where, (pd.DataFrame(), []))[0]
+        for path in sorted(folder.glob("*.csv")):
+            if rows.empty or not ((rows["dataset"] + "-" + rows["norm"]) == path.stem).any():
+                boards.append((path, None, None))  # emptied: its rows live elsewhere now
+        if not rows.empty:
+            boards += _merged(folder, rows, replace=False)
+    for path, board, markdown in boards:
+        if board is None:
+            for suffix in (".csv", ".md", ".png"):
+                path.with_suffix(suffix).unlink(missing_ok=True)
+            continue
+        write_results(path, board)
+        _render(board, path, markdown)
+    return {w: notes for w, (_, notes) in routed.items() if notes}
+
+
+def read_board(out: str | Path, name: str) -> pd.DataFrame | None:
+    """The rows of board ``name`` in ``out`` (``experiments/<name>`` for a sub-board), or None if there is none."""
+    return read_results(Path(out) / f"{name}.csv")
 
 
 def read_boards(out: str | Path = "leaderboard") -> pd.DataFrame:
@@ -201,7 +311,23 @@ def read_boards(out: str | Path = "leaderboard") -> pd.DataFrame:
             "--out (default ./leaderboard, the folder of that name in a clone of robrep's repository). Give the "
             "folder of a board with --out PATH, or start one there by publishing a run: robrep leaderboard "
             "RUN/results.csv --out PATH")
-    return pd.concat(boards, ignore_index=True)
+    return with_entries(pd.concat(boards, ignore_index=True), out)
+
+
+def with_entries(board: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """The board's rows with what each entry is (``robrep.board.entries``: ``entry_name``, ``family``,
+    ``variant``, ``paper``, ``code``, ``submitter``, ``submitted``); an entry's name is the label shown."""
+    from robrep.board.entries import FIELDS, read_entries
+
+    entries = read_entries(out)
+    if not entries:
+        return board
+    board = board.copy()
+    for key in FIELDS:
+        column = "entry_name" if key == "name" else key
+        board[column] = [entries.get(sha, {}).get(key, "") for sha in board["encoder_sha256"]]
+    board["label"] = board["entry_name"].where(board["entry_name"] != "", board["label"])
+    return board
 
 
 def render_markdown(board: pd.DataFrame, title: str) -> str:

@@ -170,6 +170,10 @@ class BenchConfig:
         action="store_true", help="download a missing data set where possible (mnist)"))
     retrain: bool = field(default=False, metadata=_cli(
         action="store_true", help="train again even if a cached checkpoint exists"))
+    protocol: str | None = field(default=None, metadata=_cli(
+        help="run a standard board protocol (robrep.protocols: mnist5k-linf, colormnist5k-linf, mnist5k-l2, "
+        "celeba-linf): it fixes the data, tasks, threat model, radii, test points, labels and attacks; options "
+        "that would change them are refused"))
 
     def __post_init__(self) -> None:
         for name in ("learners", "datasets", "radii", "suites"):
@@ -184,10 +188,33 @@ class BenchConfig:
         for key in ("out", "data_root"):  # paths are fine where strings are expected
             if isinstance(getattr(self, key), os.PathLike):
                 setattr(self, key, os.fspath(getattr(self, key)))
+        if self.protocol is not None:
+            self._apply_protocol()
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "learners"}
         for key, value in check_fields(type(self), values, "bench config").items():
             setattr(self, key, value)
         self._check_ranges()
+
+    def _apply_protocol(self) -> None:
+        """Set the fields the standard protocol fixes; a field set to anything else is refused (a run that
+        changes the protocol is not that protocol: run it without ``protocol``, as an experiment)."""
+        from robrep.protocols import protocol
+        from robrep.registry import UnknownNameError
+
+        try:
+            fixed = protocol(self.protocol).bench_fields()
+        except UnknownNameError as e:
+            raise ConfigError(f"bench config: {e}") from None
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for key, wanted in fixed.items():
+            value = getattr(self, key)
+            same = tuple(value) == tuple(wanted) if isinstance(wanted, tuple) and value is not None else \
+                value == wanted
+            if not same and value != defaults[key] and not (key == "datasets" and value == ("mnist5k",)):
+                raise ConfigError(f"bench config: protocol {self.protocol} fixes {key} = {wanted!r}; {key} = "
+                                  f"{value!r} would make it another protocol. Drop {key}, or drop protocol to "
+                                  "run it as an experiment (never ranked on the protocol's board)")
+            setattr(self, key, wanted)
 
     def _check_ranges(self) -> None:
         def bad(key: str, expected: str, value) -> ConfigError:

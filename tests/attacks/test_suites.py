@@ -62,9 +62,13 @@ def test_four_or_more_classes_get_standard_autoattack_with_the_task_classes():
     assert auto[0].name.startswith("AutoAttack-standard") and auto[0].kwargs["n_classes"] == 7
 
 
-def test_external_suites_refuse_l2_with_a_clear_message():
-    with pytest.raises(ValueError, match="L-inf only"):
-        suite_attacks(["foolbox"], 10, steps=5, restarts=1, norm="l2")
+def test_external_suites_run_in_l2_with_their_l2_attacks():
+    names = {a.qualname: a for a in suite_attacks(["torchattacks", "foolbox"], 10, steps=5, restarts=1, norm="L2")}
+    assert {"torchattacks/PGDL2", "torchattacks/APGD-CE", "torchattacks/FAB", "torchattacks/Square",
+            "foolbox/L2PGD", "foolbox/FGM", "foolbox/L2DeepFoolAttack", "foolbox/L2BasicIterativeAttack"} <= set(names)
+    assert all(a.norm == "l2" for a in names.values())
+    with pytest.raises(ValueError, match="norm must be linf or l2"):
+        suite_attacks(["foolbox"], 10, steps=5, restarts=1, norm="l1")
 
 
 def test_worst_case_is_never_above_any_single_attack(tmp_path):

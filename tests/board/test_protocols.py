@@ -1,0 +1,100 @@
+"""Standard protocols: a board ranks only its protocol's verified entries; a way in for outside encoders."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pandas as pd
+import pytest
+
+import robrep.protocols as P
+from robrep.board.leaderboard import ARCHIVE, EXPERIMENTS, read_boards, route
+from robrep.cli import main
+from robrep.harness import BenchConfig
+from robrep.rows.files import read_results
+from robrep.validate import ConfigError
+from tests.fixtures import REPO
+
+# a protocol small enough for a test: the real one's shape at a budget that takes seconds
+TINY = dataclasses.replace(P.PROTOCOLS["mnist5k-linf"], radii=(0.0, 0.1), n_examples=40, suites=("native", "foolbox"),
+                           steps=20, restarts=2, verify={"steps": 20, "restarts": 2, "tolerance": 0.01})
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setitem(P.PROTOCOLS, "mnist5k-linf", TINY)
+    return TINY
+
+
+def test_a_protocol_fixes_the_run_and_refuses_what_would_change_it():
+    cfg = BenchConfig(protocol="mnist5k-l2", learners=("vae",))
+    assert (cfg.norm, cfg.radii, cfg.n_examples, cfg.suites, cfg.worst_case) == (
+        "l2", P.L2, 500, ("native", "torchattacks", "foolbox"), "cascade")
+    with pytest.raises(ConfigError, match="protocol mnist5k-linf fixes n_examples = 500"):
+        BenchConfig(protocol="mnist5k-linf", n_examples=50)
+    with pytest.raises(ConfigError, match="did you mean 'mnist5k-linf'"):
+        BenchConfig(protocol="mnist5k-lin")
+
+
+def test_every_board_of_the_repository_ranks_only_its_protocols_verified_entries():
+    for path in sorted((REPO / "leaderboard").glob("*.csv")):
+        board = read_results(path)
+        routed = route(board)
+        assert set(routed) == {"standard"}, (path.name, {k: v[1][:2] for k, v in routed.items()})
+        worst = board[board["suite"] == "worst-case"]
+        assert len(worst) and worst["verified"].astype(str).str.startswith("held").all()
+    archive = read_results(REPO / "leaderboard" / ARCHIVE / "mnist5k-linf.csv")
+    assert archive is not None and set(route(archive)) == {ARCHIVE}
+
+
+def _bench(tmp_path, name, **kw):
+    from robrep import bench
+
+    out = tmp_path / name
+    bench(out=str(out), learners=("vae",), epochs=1, threads=1, **kw)
+    return out
+
+
+def test_a_quick_run_goes_to_experiments_with_its_reasons_and_a_protocol_run_to_the_board(tiny, tmp_path, capsys):
+    quick = _bench(tmp_path, "quick", n_examples=30, steps=2, restarts=1, radii=(0.0, 0.1))
+    board = tmp_path / "board"
+    assert main(["leaderboard", str(quick), "--out", str(board)]) == 0
+    assert not list(board.glob("*.csv")) and (board / EXPERIMENTS / "mnist5k-linf.csv").is_file()
+    notes = route(read_results(quick / "results.csv"))[EXPERIMENTS][1]
+    assert "n_examples 30 (the protocol: 40)" in notes[0] and "no worst case" in notes[0]
+
+    std = _bench(tmp_path, "std", protocol="mnist5k-linf")
+    assert main(["leaderboard", str(std), "--out", str(board)]) == 0  # verified first, then admitted
+    assert "verifying" in capsys.readouterr().out
+    ranked = read_boards(board)
+    assert set(ranked["n_examples"]) == {40} and ranked["verified"].fillna("").str.startswith("held").any()
+
+
+def test_a_submission_from_outside_is_admitted_with_its_entry_and_a_bad_one_refused(tiny, tmp_path, capsys):
+    from robrep.board.entries import read_entries
+
+    run = _bench(tmp_path, "theirs", protocol="mnist5k-linf")
+    sub = tmp_path / "submission"
+    assert main(["leaderboard", "--submit", str(run), "--out", str(sub)]) == 0
+    assert {"results.csv", "entry.toml", "probes", "checkpoints", "config.toml"} <= {p.name for p in sub.iterdir()}
+    board = tmp_path / "board"
+    assert main(["leaderboard", "--admit", str(sub), "--out", str(board)]) == 2  # entry not filled in
+    assert "fill in" in capsys.readouterr().out and not list(board.glob("*.csv"))
+    entry = (sub / "entry.toml").read_text()
+    for key, value in (("family", "VAE"), ("submitter", "someone outside"), ("submitted", "2026-01-01"),
+                       ("paper", "Kingma and Welling 2014")):
+        entry = entry.replace(f'{key} = ""', f'{key} = "{value}"')
+    (sub / "entry.toml").write_text(entry)
+    shutil.move(str(run), str(tmp_path / "gone"))  # the maintainers have only the submission folder
+    assert main(["leaderboard", "--admit", str(sub), "--out", str(board)]) == 0
+    ranked = read_boards(board)
+    assert set(ranked["submitter"]) == {"someone outside"} and set(ranked["family"]) == {"VAE"}
+    assert list(read_entries(board).values())[0]["paper"] == "Kingma and Welling 2014"
+
+    raised = pd.read_csv(sub / "results.csv")
+    at = raised["radius"] == 0.1
+    raised.loc[at, "adversarial_accuracy"] = raised.loc[at, "nominal_accuracy"]  # "no point was broken"
+    raised.to_csv(sub / "results.csv", index=False)
+    before = (board / "mnist5k-linf.csv").read_bytes()
+    assert main(["leaderboard", "--admit", str(sub), "--out", str(board)]) != 0
+    assert (board / "mnist5k-linf.csv").read_bytes() == before  # nothing written
