@@ -402,7 +402,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         _verify_for_board(args.results)
         for path in publish(args.results, out=args.out, replace=args.replace):
             console.print(f"updated [bold]{path}[/bold] and {path.with_suffix('.md')}")
-    if (args.results or args.admit or args.resort) and not list(args.out.glob("*.csv")):
+    if (args.results or args.admit or args.resort or args.render) and not list(args.out.glob("*.csv")):
         console.print(f"no entry stands on a standard board in {args.out} yet: see {args.out}/experiments/")
         return 0
     board = read_boards(args.out)

@@ -181,8 +181,9 @@ KINDS = {
     "bench": FolderKind("bench", _BENCH),
     "checkpoint": FolderKind("checkpoint", {"config.json": _checkpoint_config, "model.safetensors": _any}),
     "toy": FolderKind("toy", {"toy.png": _png, "toy.csv": _csv_header("learner", "elbo")}),
-    "leaderboard": FolderKind("leaderboard", {"*.png": _png, "index.html": _board_page, "encoders": _folder,
-                                              "images": _folder}, exclusive=False),
+    "leaderboard": FolderKind("leaderboard", {"*.csv": _results_csv, "*.png": _png, "index.html": _board_page,
+                                              "encoders": _folder, "images": _folder, "experiments": _folder,
+                                              "archive": _folder}, exclusive=False),
 }
 
 

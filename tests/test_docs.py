@@ -55,5 +55,5 @@ def test_the_paper_page_opens_in_a_browser_with_its_generated_tables(site):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Reproducing the paper" in res.stdout
-    tables = re.findall(r"<table>.*?</table>", res.stdout, flags=re.S)
+    tables = re.findall(r"<table[^>]*>.*?</table>", res.stdout, flags=re.S)
     assert len(tables) >= 6 and all(re.search(r"<td[^>]*>0\.\d{3}</td>", t) for t in tables)

@@ -222,7 +222,7 @@ REFUSED = {
     "bench into an unwritable folder": (_unwritable(False), "cannot be written"),
     **{f"{c} --out a file": (_out_is_a_file(c), "is a file") for c in
        ("bench", "train", "toy", "leaderboard", "leaderboard-show", "sweep")},
-    "publish over a board robrep did not write": (_foreign_board, "is in the way of the board"),
+    "publish over a board robrep did not write": (_foreign_board, "robrep would write over it"),
     "toy over a toy.csv robrep did not write (even with --force)": (_foreign_toy_csv, "toy.csv (not robrep's"),
     # cases that already gave a clear message: kept here so none regresses
     "an unknown task": (_bench_option("--task", "nope"), "has no task 'nope'"),
@@ -236,7 +236,7 @@ REFUSED = {
     "zero threads": (_bench_option("--threads", "0"), "threads must be an integer >= 1"),
     "a negative image radius": (_bench_option("--images", "-1"), "images must be a radius >= 0"),
     "a budget and steps together": (_bench_option("--budget", "quick"), "give it or --steps/--restarts"),
-    "a norm that is neither L-inf nor L2": (_bench_option("--norm", "l1"), "norm must be linf or l2"),
+    "a norm that is neither L-inf nor L2": (_config_file('norm = "l1"\n'), "norm must be linf or l2"),
     "a bad preprocessing": (_bench_option("--preprocessing", "mean=1"), "preprocessing"),
     "a config with an unknown key": (_config_file("learnerz = ['vae']\n"), "unknown key(s) learnerz"),
     "a config that is not TOML": (_config_file("radii = [0, \n"), "cannot read benchmark config"),
@@ -350,7 +350,7 @@ def test_names_from_a_contributed_csv_are_escaped_in_markdown(finished, tmp_path
     df["attack"] = "pgd<img src=x onerror=alert(1)>|*x*"
     df.to_csv(tmp_path / "x.csv", index=False)
     assert main(["leaderboard", str(tmp_path / "x.csv"), "--out", str(tmp_path / "board")]) == 0
-    markdown = (tmp_path / "board" / "mnist5k-linf.md").read_text()
+    markdown = (tmp_path / "board" / "experiments" / "mnist5k-linf.md").read_text()
     for raw in ("<script", "<svg", "<img", "|*x*"):
         assert raw not in markdown
     assert "&lt;script&gt;" in markdown
@@ -437,11 +437,12 @@ def test_ctrl_c_ends_a_bench_with_one_line_and_exit_130(tmp_path):
 def test_publishing_the_web_page_keeps_pages_robrep_did_not_write(finished, tmp_path):
     from robrep.board.site import ENCODER_PAGE_MARK
 
-    board = tmp_path / "board"
+    board = tmp_path / "board" / "experiments"  # a quick run is an experiment: its board is published there
     (board / "encoders").mkdir(parents=True)
     (board / "encoders" / "my-notes.html").write_text("<html><body>my notes</body></html>\n")
     stale = b"<!doctype html><html><body>\n" + ENCODER_PAGE_MARK + b"\n<h1>an encoder no longer on a board</h1>"
     (board / "encoders" / "gone-0123456789ab.html").write_bytes(stale)
-    assert main(["leaderboard", str(finished), "--out", str(board), "--html"]) == 0
+    assert main(["leaderboard", str(finished), "--out", str(board.parent)]) == 0
+    assert main(["leaderboard", "--out", str(board), "--html"]) == 0
     pages = sorted(p.name for p in (board / "encoders").glob("*.html"))
     assert "my-notes.html" in pages and "gone-0123456789ab.html" not in pages and len(pages) > 1

@@ -71,10 +71,14 @@ class Boards:
         return self._rows[name]
 
     def headline(self, name: str) -> pd.DataFrame:
+        """The board's headline table, with each entry's name (``entries.toml``) where it has one."""
         if name not in self._tables:
             from robrep.board.headline import headline_table
+            from robrep.board.leaderboard import with_entries
 
-            self._tables[name] = headline_table(self.rows(name))
+            table = headline_table(self.rows(name))
+            named = with_entries(table, (self.folder / name).parent, named=False) if len(table) else table
+            self._tables[name] = named
         return self._tables[name]
 
 
@@ -141,7 +145,8 @@ def _table(boards: Boards, args: dict[str, str], where: str) -> str:
         rows = rows.sort_values("task", kind="mergesort")
     for _, r in rows.iterrows():
         robust = " | ".join("" if r[c] != r[c] else f"{r[c]:.3f}" for c in columns)
-        lines.append("| " + (f"{md(r['task'])} | " if tasks else "") + f"{md(r['label'])} | "
+        shown = r.get("entry_name") or r["label"]
+        lines.append("| " + (f"{md(r['task'])} | " if tasks else "") + f"{md(shown)} | "
                      + (f"{md(r['run'])} | " if runs else "") + f"{md(r['arch'])} | "
                      f"{r['clean']:.3f} | {robust} | {md(r['measure'])} | {r['n_examples']} |"
                      + (f" {r['label_fraction']:g} |" if labels else ""))

@@ -314,9 +314,10 @@ def read_boards(out: str | Path = "leaderboard") -> pd.DataFrame:
     return with_entries(pd.concat(boards, ignore_index=True), out)
 
 
-def with_entries(board: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+def with_entries(board: pd.DataFrame, out: str | Path, named: bool = True) -> pd.DataFrame:
     """The board's rows with what each entry is (``robrep.board.entries``: ``entry_name``, ``family``,
-    ``variant``, ``paper``, ``code``, ``submitter``, ``submitted``); an entry's name is the label shown."""
+    ``variant``, ``paper``, ``code``, ``submitter``, ``submitted``); with ``named``, an entry's name is the label
+    shown."""
     from robrep.board.entries import FIELDS, read_entries
 
     entries = read_entries(out)
@@ -326,7 +327,8 @@ def with_entries(board: pd.DataFrame, out: str | Path) -> pd.DataFrame:
     for key in FIELDS:
         column = "entry_name" if key == "name" else key
         board[column] = [entries.get(sha, {}).get(key, "") for sha in board["encoder_sha256"]]
-    board["label"] = board["entry_name"].where(board["entry_name"] != "", board["label"])
+    if named:
+        board["label"] = board["entry_name"].where(board["entry_name"] != "", board["label"])
     return board
 
 

@@ -13,7 +13,8 @@ RADII = [0.0, 0.05, 0.1, 0.2]
 
 
 # every registered attack; the suites' attacks (``suite/name``) in both threat models
-CASES = [(name, norm) for name in ATTACKS.list() for norm in (("linf", "l2") if "/" in name else (None,))]
+CASES = [(name, norm) for name in ATTACKS.list()
+         for norm in (getattr(ATTACKS.get(name), "norms", ("linf", "l2")) if "/" in name else (None,))]
 
 
 @pytest.mark.parametrize("name,norm", CASES, ids=[f"{n}-{m}" if m else n for n, m in CASES])

@@ -24,19 +24,19 @@ def results(tmp_path_factory):
 def test_publish_writes_one_board_per_dataset_and_threat_model(results, tmp_path):
     written = publish([results, results / "l2" / "results.csv"], out=tmp_path)
     assert sorted(p.name for p in written) == ["mnist5k-l2.csv", "mnist5k-linf.csv"]
-    board = pd.read_csv(tmp_path / "mnist5k-linf.csv")
+    board = pd.read_csv(tmp_path / "experiments" / "mnist5k-linf.csv")
     assert len(board) == 2 and board["adversarial_accuracy"].dtype == float
     assert "checkpoint" not in board.columns  # no machine-local paths in published files
-    md = (tmp_path / "mnist5k-linf.md").read_text()
+    md = (tmp_path / "experiments" / "mnist5k-linf.md").read_text()
     assert "## digit" in md and "| vae |" in md
-    assert (tmp_path / "mnist5k-linf.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "experiments" / "mnist5k-linf.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_merging_the_same_results_twice_changes_nothing(results, tmp_path):
     publish([results], out=tmp_path)
-    first = (tmp_path / "mnist5k-linf.csv").read_bytes()
+    first = (tmp_path / "experiments" / "mnist5k-linf.csv").read_bytes()
     publish([results], out=tmp_path)
-    assert (tmp_path / "mnist5k-linf.csv").read_bytes() == first
+    assert (tmp_path / "experiments" / "mnist5k-linf.csv").read_bytes() == first
 
 
 def test_every_encoder_of_a_protocol_shares_one_panel_and_markdown_keeps_them_apart(results, tmp_path):
@@ -47,7 +47,7 @@ def test_every_encoder_of_a_protocol_shares_one_panel_and_markdown_keeps_them_ap
     assert key == ("mnist5k", "digit", "linf", 50, 0, 1.0) and sorted(rows["arch"]) == ["conv", "mlp"]
     board.to_csv(tmp_path / "both.csv", index=False)
     publish([tmp_path / "both.csv"], out=tmp_path / "board")
-    md = (tmp_path / "board" / "mnist5k-linf.md").read_text()
+    md = (tmp_path / "board" / "experiments" / "mnist5k-linf.md").read_text()
     assert "| vae | conv |" in md and "| vae | mlp |" in md
 
 
@@ -80,9 +80,9 @@ def test_rows_of_a_learner_without_an_architecture_are_published_not_dropped(res
                          encoder_sha256="e" * 64)
     pd.concat([rows, plugin], ignore_index=True).to_csv(tmp_path / "both.csv", index=False)
     publish([tmp_path / "both.csv"], out=tmp_path / "board")
-    md = (tmp_path / "board" / "mnist5k-linf.md").read_text()
+    md = (tmp_path / "board" / "experiments" / "mnist5k-linf.md").read_text()
     assert "| pca |  |" in md and "| vae | mlp |" in md
-    assert len(pd.read_csv(tmp_path / "board" / "mnist5k-linf.csv")) == 2 * len(rows)
+    assert len(pd.read_csv(tmp_path / "board" / "experiments" / "mnist5k-linf.csv")) == 2 * len(rows)
 
 
 def test_a_worst_case_over_more_attacks_replaces_the_partial_one(results, tmp_path):
@@ -95,7 +95,7 @@ def test_a_worst_case_over_more_attacks_replaces_the_partial_one(results, tmp_pa
         df.to_csv(tmp_path / f"{name}.csv", index=False)
     publish([tmp_path / "partial.csv"], out=tmp_path / "board")
     publish([tmp_path / "full.csv"], out=tmp_path / "board")
-    board = pd.read_csv(tmp_path / "board" / "mnist5k-linf.csv")
+    board = pd.read_csv(tmp_path / "board" / "experiments" / "mnist5k-linf.csv")
     assert sorted(board["attack_config"].unique()) == ['["foolbox/FGSM", "native/pgd"]', '["native/pgd"]']
     kept = board.set_index("attack_config")
     assert (kept.loc['["native/pgd"]', "n_examples"] == 10).all()
@@ -164,14 +164,16 @@ def test_a_refusal_names_every_bad_row_and_its_reason(results, tmp_path):
 
 
 def test_leaderboard_command(results, tmp_path, capsys):
-    assert main(["leaderboard", str(results), "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "mnist5k-linf.csv" in " ".join(out.split()) and "ranked by robust accuracy at radius 0.1" in out
-    assert main(["leaderboard", "--detail", "--out", str(tmp_path)]) == 0
+    assert main(["leaderboard", str(results), "--out", str(tmp_path)]) == 0  # a quick run: an experiment
+    out = " ".join(capsys.readouterr().out.split())
+    assert "experiments/mnist5k-linf.csv" in out and "no entry stands on a standard board" in out
+    assert main(["leaderboard", "--out", str(tmp_path / "experiments")]) == 0  # shown as a board of its own
+    assert "ranked by robust accuracy at radius 0.1" in capsys.readouterr().out
+    assert main(["leaderboard", "--detail", "--out", str(tmp_path / "experiments")]) == 0
     assert "adversarial accuracy: mnist5k / digit" in capsys.readouterr().out  # every attack's rows
-    (tmp_path / "mnist5k-linf.md").write_text("stale")
+    (tmp_path / "experiments" / "mnist5k-linf.md").write_text("stale")
     assert main(["leaderboard", "--render", "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "mnist5k-linf.md").read_text().startswith("# Leaderboard: mnist5k")
+    assert (tmp_path / "experiments" / "mnist5k-linf.md").read_text().startswith("# Leaderboard: mnist5k")
     assert main(["leaderboard", str(tmp_path / "nothing-here.csv"), "--out", str(tmp_path)]) == 2
 
 
@@ -180,7 +182,7 @@ def test_results_from_before_the_label_fraction_option_merge_as_all_labels(resul
     old.to_csv(tmp_path / "old.csv", index=False)
     publish([tmp_path / "old.csv"], out=tmp_path / "board")
     publish([results], out=tmp_path / "board")  # the same cells again, now with the column: no duplicates
-    board = pd.read_csv(tmp_path / "board" / "mnist5k-linf.csv")
+    board = pd.read_csv(tmp_path / "board" / "experiments" / "mnist5k-linf.csv")
     assert len(board) == 2 and (board["label_fraction"] == 1.0).all()
 
 
@@ -188,7 +190,7 @@ def test_markdown_keeps_label_fractions_apart(results, tmp_path):
     df = pd.read_csv(results / "results.csv")
     df.assign(label_fraction=0.5).to_csv(tmp_path / "half.csv", index=False)
     publish([results, tmp_path / "half.csv"], out=tmp_path / "board")
-    md = (tmp_path / "board" / "mnist5k-linf.md").read_text()
+    md = (tmp_path / "board" / "experiments" / "mnist5k-linf.md").read_text()
     headline, detail = md.split("# Per-attack detail")
     assert headline.count("| vae |") == 2 and detail.count("| vae |") == 2  # each label fraction its own row
     assert "| 0.5 |" in detail and "| 1 |" in detail
@@ -210,7 +212,7 @@ def test_a_row_that_only_failed_convergence_is_published_with_its_warning(result
                    warnings=df["warnings"].astype(object).mask(late, "not converged: ..."))
     df.to_csv(tmp_path / "late.csv", index=False)
     publish([tmp_path / "late.csv"], out=tmp_path / "board")
-    board = pd.read_csv(tmp_path / "board" / "mnist5k-linf.csv")
+    board = pd.read_csv(tmp_path / "board" / "experiments" / "mnist5k-linf.csv")
     assert not board[board["radius"] > 0]["checks_passed"].any()
     assert board[board["radius"] > 0]["warnings"].str.startswith("not converged").all()
 
@@ -221,5 +223,5 @@ def test_replace_drops_the_old_rows_of_a_republished_run(results, tmp_path):
     other["encoder_sha256"] = "f" * 64  # the same run re-trained on another machine
     other.to_csv(tmp_path / "other.csv", index=False)
     publish([tmp_path / "other.csv"], out=tmp_path, replace=True)
-    board = pd.read_csv(tmp_path / "mnist5k-linf.csv")
+    board = pd.read_csv(tmp_path / "experiments" / "mnist5k-linf.csv")
     assert len(board) == len(other) and (board["encoder_sha256"] == "f" * 64).all()
