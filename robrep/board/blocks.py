@@ -204,7 +204,7 @@ def _timing(boards: Boards, args: dict[str, str], where: str) -> str:
 
 def _protocols(boards: Boards, args: dict[str, str], where: str) -> str:
     """The standard protocols (``robrep.protocols``), and what one entry took on each board that has entries:
-    the median over its entries of training plus every attack cell, from the rows' own seconds."""
+    training plus every attack cell, from the rows' own seconds (the median and the longest entry)."""
     from robrep.protocols import PROTOCOLS
 
     lines = ["| board | data set, tasks | threat model | radii (headline) | test points | attacks | time per entry |",
@@ -219,7 +219,7 @@ def _protocols(boards: Boards, args: dict[str, str], where: str) -> str:
         if rows is not None:
             cells = rows[rows["suite"] != "worst-case"].drop_duplicates(["run", "task", "suite", "attack"])
             per = cells.groupby("run")["wall_seconds"].sum() + rows.groupby("run")["train_seconds"].max().fillna(0)
-            took = f"{per.median() / 60:.0f} min ({len(per)} entries)"
+            took = f"{per.median() / 60:.0f} min median, {per.max() / 60:.0f} min longest ({len(per)} entries)"
         lines.append(f"| {p.name} | {p.dataset}, {', '.join(p.tasks) if p.tasks else 'every task'} | {p.norm} | "
                      f"{radii} | {p.n_examples} | {', '.join(p.suites)}, {p.steps} x {p.restarts}, "
                      f"{p.worst_case} | {took or 'no entry yet'} |")

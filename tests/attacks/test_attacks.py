@@ -17,7 +17,9 @@ CASES = [(name, norm) for name in ATTACKS.list()
          for norm in (getattr(ATTACKS.get(name), "norms", ("linf", "l2")) if "/" in name else (None,))]
 
 
-@pytest.mark.parametrize("name,norm", CASES, ids=[f"{n}-{m}" if m else n for n, m in CASES])
+@pytest.mark.parametrize("name,norm", [pytest.param(n, m, id=f"{n}-{m}" if m else n,
+                                                   marks=[pytest.mark.slow] if m == "l2" else [])
+                                      for n, m in CASES])  # L2: the full suite in CI, the fast lane L-inf
 def test_every_registered_attack_lowers_accuracy_and_never_raises_it(name, norm, undefended):
     """Driven by the registry: every attack registered (robrep's PGDs, each suite's as ``suite/name`` in L-inf
     and in L2, plugins') lowers accuracy below clean at a large radius, never above it at any, and passes the

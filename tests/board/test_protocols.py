@@ -55,6 +55,7 @@ def _bench(tmp_path, name, **kw):
     return out
 
 
+@pytest.mark.slow
 def test_a_quick_run_goes_to_experiments_with_its_reasons_and_a_protocol_run_to_the_board(tiny, tmp_path, capsys):
     quick = _bench(tmp_path, "quick", n_examples=30, steps=2, restarts=1, radii=(0.0, 0.1))
     board = tmp_path / "board"
@@ -70,6 +71,7 @@ def test_a_quick_run_goes_to_experiments_with_its_reasons_and_a_protocol_run_to_
     assert set(ranked["n_examples"]) == {40} and ranked["verified"].fillna("").str.startswith("held").any()
 
 
+@pytest.mark.slow
 def test_a_submission_from_outside_is_admitted_with_its_entry_and_a_bad_one_refused(tiny, tmp_path, capsys):
     from robrep.board.entries import read_entries
 
