@@ -1,6 +1,7 @@
-"""What each board entry is: a human-readable name unique on its board, the learner family and variant, the paper
-and code it comes from, who submitted it and when. Kept in ``<leaderboard>/entries.toml``, one table per encoder
-SHA-256 (the rows carry the versions, the machine and the config themselves).
+"""What each board entry is: a human-readable name unique in the leaderboard (across its boards), the learner
+family and variant, the paper and code it comes from, who submitted it and when. Kept in
+``<leaderboard>/entries.toml``, one table per encoder SHA-256 (the rows carry the versions, the machine and the
+config themselves).
 
 A submission (``robrep leaderboard --submit``) carries ``entry.toml`` with these fields for its submitter to fill
 in; ``robrep leaderboard --admit`` refuses one whose required fields are empty or whose name another encoder

@@ -63,8 +63,9 @@ def test_the_page_loads_without_console_errors_sorts_and_filters(site):
     from robrep.board.headline import headline_table
 
     assert len(got) == len(headline_table(board))  # one row per encoder and protocol
-    acc = [r["r=0.1"] for r in shown]
-    assert acc == sorted(acc, reverse=True)  # the sort
+    acc = [r["r=0.1"] for r in shown]  # an L2 board's rows have no radius 0.1: they sort last
+    known = [a for a in acc if a is not None]
+    assert known and acc[:len(known)] == sorted(known, reverse=True)  # the sort
     assert re.search(rf">{len(shown)} of {len(got)} rows shown<", res.stdout)
     # another sort, no filter: every row shown, ascending clean accuracy
     got = rows(chromium(index.as_uri() + "#sort=clean&dir=asc", "--dump-dom").stdout)
