@@ -123,7 +123,7 @@ def _verify_for_board(items) -> None:
         if (item / "results.sqlite").is_file() and needs_verdict(read_results(item / "results.csv")):
             console.print(f"verifying {item} first (a standard board needs robrep verify's verdict)")
             with _bench_progress(cells=False) as progress:
-                verify(item, progress=progress)
+                verify(item, progress=progress, margin=True)
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -150,7 +150,7 @@ def _admit(args: argparse.Namespace) -> None:
     entry = read_submission(sub / "entry.toml")
     entries = add_entries(args.out, entry)  # a name clash refuses before any attack runs
     with _bench_progress(cells=False) as progress:
-        verdicts = verify(sub, progress=progress)
+        verdicts = verify(sub, progress=progress, margin=True)
     rows = with_verdicts(read_results(sub / "results.csv"), verdicts)
     with tempfile.TemporaryDirectory() as tmp:
         write_results(Path(tmp) / "results.csv", rows)
@@ -458,6 +458,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 bar.update(task, completed=n)
 
         verdicts = verify(args.results, steps=args.steps, restarts=args.restarts, tolerance=args.tolerance,
+                          margin=args.margin,
                           device=args.device, data_root=args.data_root, progress=Bar())
     t = Table(title=f"robrep verify {args.results} (tolerance {args.tolerance:g})")
     for col in ("encoder", "task", "attack", "radius", "published", "independent", "holds"):
@@ -602,6 +603,8 @@ def _verify_command(sub) -> None:
     v.add_argument("--tolerance", type=float, default=0.01,
                    help="how far a published accuracy may exceed the independent one (default 0.01)")
     v.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    v.add_argument("--margin", action="store_true",
+                   help="also attack with APGD on the DLR margin loss (what a standard board's admission requires)")
     v.add_argument("--data-root", type=Path, default=None, help="folder of a folder-backed data set (mnist, celeba)")
     v.set_defaults(func=cmd_verify)
 
