@@ -221,30 +221,21 @@ def check_folder(out: str | Path, kind: str, *, force: bool = False, option: str
 
 
 def _check_writable(out: Path, option: str) -> None:
-    """``out`` can be created (if missing) and written: tried for real, then undone, so nothing is left."""
-    made: list[Path] = []
-    missing = out
-    while not missing.exists():
-        made.append(missing)
-        if missing.parent == missing:
-            break
-        missing = missing.parent
-    if missing.exists() and not missing.is_dir():
-        raise FolderError(f"{option} {out} cannot be created: {missing} is a file, not a folder")
+    """``out`` can be created (if missing) and written: a file is made, for real, in ``out`` or, where ``out`` does
+    not exist yet, in its nearest existing folder (which would hold it), then removed, so nothing is left. No
+    folder is created and removed here: another command starting on the same new folder would race with that."""
+    existing = out
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FolderError(f"{option} {out} cannot be created: {existing} is a file, not a folder")
     try:
-        for folder in reversed(made):
-            folder.mkdir()
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=".robrep-write-test-")
+        fd, tmp = tempfile.mkstemp(dir=existing, prefix=".robrep-write-test-")
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise FolderError(f"{option} {out} cannot be written: {e.strerror or e}") from None
-    finally:
-        for folder in made:  # deepest first
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+        where = "" if existing == out else f" (nor created in {existing})"
+        raise FolderError(f"{option} {out} cannot be written{where}: {e.strerror or e}") from None
 
 
 __all__ = ["FolderError", "FolderKind", "KINDS", "check_folder"]

@@ -99,8 +99,10 @@ def test_leaderboard_outside_a_clone_says_where_it_looked_and_how_to_point_it(tm
     assert str(tmp_path / "leaderboard") in said and "--out PATH" in said
 
 
-def test_a_fractional_radius_comes_back_from_the_bench_and_its_csv_exactly(tmp_path):
+def test_a_fractional_radius_comes_back_from_the_bench_and_its_csv_exactly(tmp_path, monkeypatch):
     import pandas as pd
+
+    monkeypatch.setenv("ROBREP_CACHE", str(tmp_path / "cache"))  # its encoder is its own (one thread)
 
     df = robrep.bench(learners=["vae"], epochs=1, n_examples=30, steps=2, restarts=1, eps=8 / 255, threads=1,
                       out=str(tmp_path / "run"))

@@ -21,8 +21,9 @@ TINY = dataclasses.replace(P.PROTOCOLS["mnist5k-linf"], radii=(0.0, 0.1), n_exam
 
 
 @pytest.fixture
-def tiny(monkeypatch):
+def tiny(monkeypatch, tmp_path):
     monkeypatch.setitem(P.PROTOCOLS, "mnist5k-linf", TINY)
+    monkeypatch.setenv("ROBREP_CACHE", str(tmp_path / "cache"))  # its encoders are its own (one thread)
     return TINY
 
 

@@ -45,7 +45,8 @@ def test_every_published_run_is_the_run_its_config_plans_today():
     from robrep.encoders.resolve import planned_run
 
     planned = set()
-    for path in [*PAPER.glob("*.toml"), *BEYOND.glob("*.toml"), PAPER.parent / "default.toml"]:
+    standard = sorted((PAPER.parent / "standard").glob("*.toml"))  # the standard boards' reference runs
+    for path in [*PAPER.glob("*.toml"), *BEYOND.glob("*.toml"), *standard, PAPER.parent / "default.toml"]:
         cfg = BenchConfig.from_toml(path)
         for name in cfg.datasets:
             shape = {"mnist5k": (1, 28, 28), "colormnist5k": (3, 28, 28), "celeba": (3, 64, 64)}[name]
