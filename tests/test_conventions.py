@@ -104,11 +104,11 @@ def test_a_fractional_radius_comes_back_from_the_bench_and_its_csv_exactly(tmp_p
 
     monkeypatch.setenv("ROBREP_CACHE", str(tmp_path / "cache"))  # its encoder is its own (one thread)
 
-    df = robrep.bench(learners=["vae"], epochs=1, n_examples=30, steps=2, restarts=1, eps=8 / 255, threads=1,
+    df = robrep.bench(learners=["vae"], epochs=1, n_examples=30, steps=2, restarts=1, eps=8 / 255,
                       out=str(tmp_path / "run"))
     assert sorted(df["radius"]) == [0.0, 8 / 255]
     written = pd.read_csv(tmp_path / "run" / "results.csv")
     assert sorted(written["radius"]) == [0.0, 8 / 255]  # the key as it was computed, not rounded
     again = robrep.bench(learners=["vae"], epochs=1, n_examples=30, steps=2, restarts=1, radii=["0", "8/255"],
-                         threads=1, out=str(tmp_path / "run"))
+                         out=str(tmp_path / "run"))
     assert len(again) == 2 and again["adversarial_accuracy"].tolist() == df["adversarial_accuracy"].tolist()
