@@ -106,15 +106,20 @@ def board_path(out: Path, dataset: str, norm: str) -> Path:
 # A run's rows on one set of test points and probe labels: what ``publish(replace=True)`` replaces whole.
 RUN_GROUP = ["run", "dataset", "task", "n_examples", "seed", "label_fraction"]
 # A run under one protocol, all its tasks: what a standard board admits or refuses whole.
-ENTRY = ["run", "dataset", "norm", "n_examples", "seed", "label_fraction"]
+ENTRY = ["run", "dataset", "norm", "n_examples", "seed", "label_fraction", "protocol"]  # protocol: cascade or not
 EXPERIMENTS, ARCHIVE = "experiments", "archive"  # sub-boards: published, never ranked with a standard board
+
+
+def board_folder(out: str | Path, where: str) -> Path:
+    """Where the boards of ``where`` ("standard", EXPERIMENTS or ARCHIVE) live in leaderboard folder ``out``."""
+    return Path(out) if where == "standard" else Path(out) / where
 
 
 def standing(rows: pd.DataFrame) -> tuple[str, list[str]]:
     """Where an entry's rows (one ``ENTRY``) belong: ``"standard"`` (every field of the board's protocol
     matches, every check passed, and ``robrep verify`` held for every claim), ``ARCHIVE`` (rows from before the
     checks were recorded) or ``EXPERIMENTS``; with the reasons it is not standard."""
-    from robrep.protocols import PROTOCOLS, verdict_holds
+    from robrep.protocols import PROTOCOLS
 
     if all(is_missing(v) for c in BLOCKING for v in rows.get(c, [])):
         return ARCHIVE, ["recorded before the checks existed (an earlier protocol)"]
@@ -123,29 +128,35 @@ def standing(rows: pd.DataFrame) -> tuple[str, list[str]]:
     if protocol is None:
         return EXPERIMENTS, [f"no standard protocol for {dataset} under {norm}"]
     reasons = protocol.mismatches(rows)
+    unverified = _unverified(rows, protocol)
+    reasons += [unverified] if unverified else []
+    return ("standard" if not reasons else EXPERIMENTS), reasons
+
+
+def _unverified(rows: pd.DataFrame, protocol) -> str | None:
+    """Why an entry's claims (its worst-case rows) lack verdicts that held at the protocol's verify budget with
+    the margin attack; None if every claim has one."""
+    from robrep.protocols import verdict_holds
+
     worst = rows[rows["suite"] == "worst-case"]
     verdicts = worst["verified"].fillna("").astype(str) if "verified" in worst else pd.Series([""] * len(worst))
     held = [verdict_holds(v, protocol, int(n)) for v, n in zip(verdicts, worst["n_classes"])]
-    if len(worst) and not all(held):
-        missing = int((verdicts == "").sum())
-        reasons.append(f"robrep verify: {missing} claim(s) without a verdict" if missing else
-                       f"robrep verify: {len(held) - sum(held)} claim(s) without a verdict that held at "
-                       f"{protocol.verify['steps']} x {protocol.verify['restarts']} with the margin attack")
-    return ("standard" if not reasons else EXPERIMENTS), reasons
+    if not len(worst) or all(held):
+        return None
+    missing = int((verdicts == "").sum())
+    return (f"robrep verify: {missing} claim(s) without a verdict" if missing else
+            f"robrep verify: {len(held) - sum(held)} claim(s) without a verdict that held at "
+            f"{protocol.verify['steps']} x {protocol.verify['restarts']} with the margin attack")
 
 
 def needs_verdict(rows: pd.DataFrame) -> bool:
     """Whether an entry of ``rows`` matches its standard protocol in every field and check but lacks
     ``robrep verify``'s verdicts (the publishing command runs verify for it)."""
-    from robrep.protocols import PROTOCOLS, verdict_holds
+    from robrep.protocols import PROTOCOLS
 
     for _, entry in rows.groupby(ENTRY, sort=False, dropna=False):
         protocol = PROTOCOLS.get(f"{entry['dataset'].iloc[0]}-{entry['norm'].iloc[0]}")
-        worst = entry[entry["suite"] == "worst-case"]
-        unverified = "verified" not in worst or not all(
-            verdict_holds(v, protocol, int(n)) for v, n in zip(worst["verified"].fillna(""), worst["n_classes"])) \
-            if protocol is not None else False
-        if protocol is not None and not protocol.mismatches(entry) and len(worst) and unverified:
+        if protocol is not None and not protocol.mismatches(entry) and _unverified(entry, protocol):
             return True
     return False
 
@@ -197,7 +208,7 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard", replace:
     for where, (rows, notes) in route(pd.concat(frames, ignore_index=True)).items():
         for note in notes:
             log.warning("published under %s/, not ranked on a standard board: %s", where, note)
-        boards += _merged(Path(out) if where == "standard" else Path(out) / where, rows, replace)
+        boards += _merged(board_folder(out, where), rows, replace)
     written = []
     for path, board, markdown in boards:
         write_results(path, board)
@@ -215,13 +226,15 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard", replace:
 
 
 
-def _merged(folder: Path, new: pd.DataFrame, replace: bool) -> list[tuple[Path, pd.DataFrame, str]]:
-    """Each board of ``folder`` that ``new``'s rows go to, merged with them (nothing written yet)."""
+def _merged(folder: Path, new: pd.DataFrame, replace: bool, whole: bool = False
+            ) -> list[tuple[Path, pd.DataFrame, str]]:
+    """Each board of ``folder`` that ``new``'s rows go to, merged with them (nothing written yet); ``whole``: the
+    rows are the board's whole content (its file is not read)."""
     boards = []
     for (dataset, norm), rows in new.groupby(["dataset", "norm"]):
         path = board_path(folder, dataset, norm)
         try:
-            old = read_results(path)
+            old = None if whole else read_results(path)
         except ResultsError as e:
             raise LeaderboardError(f"{path} is in the way of the board robrep would write there: {e}") from None
         if replace and old is not None and not old.empty:
@@ -251,7 +264,7 @@ def render_boards(out: str | Path = "leaderboard") -> list[Path]:
     boards' and those under ``experiments/`` and ``archive/``; the CSVs, and so the published rows, are not
     touched. Returns the boards rendered."""
     done = []
-    for folder in (Path(out), Path(out) / EXPERIMENTS, Path(out) / ARCHIVE):
+    for folder in (board_folder(out, w) for w in ("standard", EXPERIMENTS, ARCHIVE)):
         for path in sorted(folder.glob("*.csv")):
             board = read_results(path)
             if board is None or board.empty or not set(KEY) <= set(board.columns):
@@ -272,20 +285,24 @@ def resort(out: str | Path = "leaderboard") -> dict[str, list[str]]:
     from robrep.folders import check_folder
 
     check_folder(out, "leaderboard")
-    everything = [b for b in (read_results(p) for f in (Path(out), Path(out) / EXPERIMENTS, Path(out) / ARCHIVE)
-                              for p in sorted(f.glob("*.csv"))) if b is not None and not b.empty]
+    folders = [board_folder(out, w) for w in (ARCHIVE, EXPERIMENTS, "standard")]
+    everything = [b for b in (read_results(p) for f in folders for p in sorted(f.glob("*.csv")))
+                  if b is not None and not b.empty]
     if not everything:
         return {}
-    routed = route(pd.concat(everything, ignore_index=True))
+    rows = None
+    for board in everything:  # one row per key; where two boards hold it, the standard board's (verified) wins
+        rows = merge(rows, board)
+    routed = route(rows)
     boards = []
     for where in ("standard", EXPERIMENTS, ARCHIVE):
-        folder = Path(out) if where == "standard" else Path(out) / where
+        folder = board_folder(out, where)
         rows = routed.get(where, (pd.DataFrame(), []))[0]
         for path in sorted(folder.glob("*.csv")):
             if rows.empty or not ((rows["dataset"] + "-" + rows["norm"]) == path.stem).any():
                 boards.append((path, None, None))  # emptied: its rows live elsewhere now
         if not rows.empty:
-            boards += _merged(folder, rows, replace=False)
+            boards += _merged(folder, rows, replace=False, whole=True)
     for path, board, markdown in boards:
         if board is None:
             for suffix in (".csv", ".md", ".png"):

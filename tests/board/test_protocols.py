@@ -101,3 +101,14 @@ def test_a_submission_from_outside_is_admitted_with_its_entry_and_a_bad_one_refu
     before = (board / "mnist5k-linf.csv").read_bytes()
     assert main(["leaderboard", "--admit", str(sub), "--out", str(board)]) != 0
     assert (board / "mnist5k-linf.csv").read_bytes() == before  # nothing written
+
+
+def test_resort_keeps_every_standard_entry_where_it_stands(tmp_path):
+    """Re-sorting the published boards moves nothing off a standard board: the same run on the same points
+    under another protocol (a figure's per-attack run) is another entry, and a row two boards hold is one row."""
+    from robrep.board.leaderboard import resort
+
+    shutil.copytree(REPO / "leaderboard", tmp_path / "lb")
+    before = {p.name: len(read_results(p)) for p in (tmp_path / "lb").glob("*.csv")}
+    resort(tmp_path / "lb")
+    assert {p.name: len(read_results(p)) for p in (tmp_path / "lb").glob("*.csv")} == before
