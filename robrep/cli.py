@@ -419,14 +419,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def _print_headline(board) -> None:
     """The board's headline tables: one ranked row per encoder and protocol (robrep.board.headline)."""
-    from robrep.board.headline import checks_text, headline_table, radius_columns
+    from robrep.board.headline import PLACE, checks_text, headline_table, place_title, radius_columns
 
     table = headline_table(board)
     radius_cols = radius_columns(table)
-    for place, t in table.groupby(["dataset", "task", "norm"], sort=True):
+    for place, t in table.groupby(list(PLACE), sort=True):
         head = table.attrs["headline"][place]
         shown = [c for c in radius_cols if t[c].notna().any()]
-        rt = Table(title=f"{terminal(place[0])} / {terminal(place[1])} ({terminal(place[2])}): ranked by robust accuracy at radius {head:g}",
+        rt = Table(title=f"{terminal(place_title(place))}: ranked by robust accuracy at radius {head:g}",
                    caption="worst case over every attack of the protocol; 'single attack': an upper bound. "
                            "robrep leaderboard --detail: each attack's rows")
         for col in ("#", "encoder", "arch", "clean", *shown, "measure", "budget", "points", "labels", "checks"):

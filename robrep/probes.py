@@ -273,6 +273,49 @@ def _lbfgs(feats, labels, n_classes, mean, scale, weight_decay, max_iter):
     return probe.weight.detach(), probe.bias.detach()
 
 
+# How ``train_adversarial_probe`` trains, recorded with every adversarial probe (as PROBE_FIT for the standard one).
+ADVERSARIAL = {"steps": 10, "epochs": 20, "batch_size": 128, "lr": 1e-2}
+PROBE_FIT_ADVERSARIAL = (f"adversarial: from the standard probe, Adam (lr {ADVERSARIAL['lr']:g}) on the cross-entropy of "
+                         f"PGD inputs ({ADVERSARIAL['steps']} steps of 2.5 radius / steps from a random start, maximising "
+                         f"the cross-entropy through the frozen encoder), {ADVERSARIAL['epochs']} epochs of minibatches "
+                         f"of {ADVERSARIAL['batch_size']}, L2 1e-4, rounded to 2^-{PROBE_BITS} (robrep 2026-12-05)")
+
+
+def train_adversarial_probe(encoder: nn.Module, images: torch.Tensor, labels: torch.Tensor, start: nn.Linear, *,
+                            eps: float, norm: str, seed: int, weight_decay: float = 1e-4) -> nn.Linear:
+    """A linear probe trained on attacked inputs, as RobustSSL's adversarial linear finetuning (ALF): the encoder
+    stays frozen; each minibatch is attacked through probe∘encoder by PGD at radius ``eps`` (``robrep.ascent``,
+    ``ADVERSARIAL`` steps) and the probe takes an Adam step on the attacked inputs' cross-entropy. It starts from
+    ``start`` (the standard probe) and is rounded as the standard one. ``images``: uint8 (N, C, H, W) on the
+    encoder's device; ``labels`` (N,). Seeded: the same bytes on the same machine and thread count."""
+    from robrep.ascent import ascent
+
+    encoder = as_encoder(encoder)
+    device = images.device
+    probe = nn.Linear(start.in_features, start.out_features).to(device)
+    with torch.no_grad():
+        probe.weight.copy_(start.weight.float())
+        probe.bias.copy_(start.bias.float())
+    opt = torch.optim.Adam(probe.parameters(), lr=ADVERSARIAL["lr"])
+    gen = torch.Generator().manual_seed(seed)
+    bounds = encoder.bounds
+    n, size = images.shape[0], ADVERSARIAL["batch_size"]
+    for _ in range(ADVERSARIAL["epochs"]):
+        order = torch.randperm(n, generator=gen).to(device)
+        for i in range(0, n, size):
+            batch = order[i:i + size]
+            x, y = images[batch].float().div_(255.0), labels[batch]
+            x_adv = ascent(lambda v: F.cross_entropy(probe(encoder(v)), y, reduction="none"), x, eps,
+                           ADVERSARIAL["steps"], bounds, norm=norm, generator=gen)
+            with torch.no_grad():
+                z = encoder(x_adv)
+            loss = F.cross_entropy(probe(z), y) + weight_decay * (probe.weight.pow(2).sum() + probe.bias.pow(2).sum())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return round_probe(probe.requires_grad_(False).eval())
+
+
 @torch.no_grad()
 def round_probe(probe: nn.Linear, bits: int = PROBE_BITS) -> nn.Linear:
     """Each parameter rounded to a power-of-two grain, 2^-bits of its largest magnitude (exact in float32);
@@ -312,12 +355,15 @@ def load_probe(data: bytes) -> nn.Linear:
 # it (a resumed run, another rank) uses the same bytes and the same recorded facts.
 PROBE_FACTS = ("encoder_sha256", "dataset", "task", "label_fraction", "seed", "fit", "probe_sha256", "n_probe_labels",
                "probe_train_accuracy")
-ASKED = PROBE_FACTS[:6]  # what a probe must have been fitted for (and how) to be reused
+ASKED = PROBE_FACTS[:6]  # what a probe must have been fitted for (and how) to be reused; an adversarial one: "probe"
 
 
-def probe_file(out, run: str, dataset: str, task: str, label_fraction: float) -> Path:
-    """Where a bench saves the probe of a run's task in its output folder ``out`` (its record: ``record_path``)."""
+def probe_file(out, run: str, dataset: str, task: str, label_fraction: float, probe: str = "standard") -> Path:
+    """Where a bench saves the probe of a run's task in its output folder ``out`` (its record: ``record_path``);
+    ``probe``: the rows' probe mode (``robrep.rows.layout.probe_mode``)."""
     suffix = "" if label_fraction == 1 else f"-labels{label_fraction:g}"
+    if probe != "standard":
+        suffix += "-" + probe.replace(" ", "-")
     return Path(out) / "probes" / run / f"{dataset}-{task}{suffix}.safetensors"
 
 
@@ -331,7 +377,8 @@ def write_probe_record(path, facts: dict) -> None:
 
     from robrep.io import atomic_write
 
-    atomic_write(record_path(path), json.dumps({k: facts[k] for k in PROBE_FACTS}, sort_keys=True).encode())
+    atomic_write(record_path(path), json.dumps({k: facts[k] for k in (*PROBE_FACTS, "probe") if k in facts},
+                                               sort_keys=True).encode())
 
 
 def read_probe(path, asked: dict) -> tuple[nn.Linear, dict] | None:
@@ -348,7 +395,7 @@ def read_probe(path, asked: dict) -> tuple[nn.Linear, dict] | None:
         data = path.read_bytes()
     except (OSError, ValueError):
         return None
-    if not isinstance(facts, dict) or any(facts.get(k) != asked[k] for k in ASKED):
+    if not isinstance(facts, dict) or any(facts.get(k) != asked[k] for k in (*ASKED, "probe") if k in asked):
         return None
     if sha256_bytes(data) != facts.get("probe_sha256"):
         return None

@@ -24,6 +24,7 @@ How the numbers were chosen:
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ class Protocol:
     suites: tuple[str, ...] = STANDARD_SUITES
     steps: int = 100
     restarts: int = 10
+    loss: str = "ce"  # robrep's PGD's loss (the native suite): the cascade's AutoAttack brings the DLR margin
     worst_case: str = "cascade"
     verify: dict = field(default_factory=lambda: {"steps": 100, "restarts": 10, "tolerance": 0.01})
     # the checks the entry's claims (its worst-case rows) must pass; convergence (more budget would change the
@@ -56,7 +58,7 @@ class Protocol:
         return {"datasets": (self.dataset,), "tasks": self.tasks, "radii": self.radii, "norm": self.norm,
                 "n_examples": self.n_examples, "seed": self.seed, "label_fraction": self.label_fraction,
                 "suites": self.suites, "steps": self.steps, "restarts": self.restarts, "budget": None,
-                "worst_case": self.worst_case}
+                "loss": self.loss, "worst_case": self.worst_case}
 
     def mismatches(self, rows) -> list[str]:
         """Why the rows of one run group (a run on this data set's tasks) are not this protocol: empty if they
@@ -83,6 +85,9 @@ class Protocol:
         if budgets != {(self.steps, self.restarts)}:
             found = ", ".join(f"{s} x {r}" for s, r in sorted(budgets)) or "none"
             reasons.append(f"budget {found} (the protocol: {self.steps} x {self.restarts})")
+        losses = {json.loads(c).get("loss", "ce") for c in native["attack_config"] if isinstance(c, str) and c}
+        if losses and losses != {self.loss}:
+            reasons.append(f"robrep's PGD on the {', '.join(sorted(losses))} loss (the protocol: {self.loss})")
         if set(own.get("protocol", [])) != {self.worst_case}:
             reasons.append(f"worst case {sorted(set(own.get('protocol', [])))} (the protocol: {self.worst_case})")
         if not (rows["suite"] == "worst-case").any():

@@ -126,6 +126,8 @@ def _train(learner, dataset, seed, device, out, hooks, max_steps, world, force, 
     if out not in (None, False) and world.is_writer:
         _check_destination(Path(out), learner, ds.name, config_record(model.config), seed, force)
     images = ds.train.images.to(device)  # uint8 on the device; batches are converted on the fly
+    if callable(getattr(model, "prepare", None)):  # learners told the training split first (labels, its size)
+        model.prepare(images, dict(ds.train.labels))
     t0 = time.perf_counter()
     if callable(getattr(model, "fit", None)):  # closed-form learners (e.g. a PCA plugin) fit in one go
         model.fit(images.float().div_(255.0), seed=seed)  # (N, C, H, W) float32 in [0, 1], as encode sees

@@ -31,7 +31,8 @@ from robrep.rows.layout import ResultsError, row_key
 log = logging.getLogger(__name__)
 
 TOLERANCE = 0.01  # a published accuracy may exceed the independent one by this much (seed noise of two attacks)
-GROUP = ["run", "dataset", "task", "label_fraction", "n_examples", "seed", "norm", "encoder_sha256", "probe_sha256"]
+GROUP = ["run", "dataset", "task", "label_fraction", "probe", "n_examples", "seed", "norm", "encoder_sha256",
+         "probe_sha256"]
 
 
 class VerifyError(ValueError):
@@ -49,7 +50,7 @@ class Verdict:
 
 def claims(df: pd.DataFrame) -> pd.DataFrame:
     """The rows that claim a robustness number: each task's worst case, or every row of a cell without one."""
-    cell = ["run", "dataset", "task", "label_fraction", "n_examples", "seed", "norm"]
+    cell = ["run", "dataset", "task", "label_fraction", "probe", "n_examples", "seed", "norm"]
     has_worst = df[df["suite"] == "worst-case"][cell].drop_duplicates()
     merged = df.merge(has_worst.assign(_worst=True), on=cell, how="left")
     keep = (merged["suite"] == "worst-case") | merged["_worst"].isna()
@@ -139,7 +140,7 @@ def _verify(out: Path, steps, restarts, tolerance, device, data_root, progress, 
             verdicts += [Verdict(row_key(r), r, None, None, f"no checkpoint to reload ({r.get('source') or 'unknown'})")
                          for r in rows.to_dict("records")]
             continue
-        model = _reloaded(folder, first, checkpoint, device)
+        model = attacked_model(folder, first, checkpoint, device)
         if first["dataset"] not in data:
             from robrep.data import load_dataset
 
@@ -173,7 +174,7 @@ def _claims_of(out: Path) -> tuple[Path, Path, pd.DataFrame]:
     return csv, folder, df
 
 
-def _reloaded(folder: Path, first, checkpoint: str, device):
+def attacked_model(folder: Path, first, checkpoint: str, device):
     """The attacked model of a claim: its checkpoint and saved probe, each checked against the rows' SHA-256."""
     from robrep.checkpoint import load_checkpoint
     from robrep.encoders import Encoder
@@ -185,7 +186,8 @@ def _reloaded(folder: Path, first, checkpoint: str, device):
     if encoder.sha256() != first["encoder_sha256"]:
         raise VerifyError(f"the checkpoint {checkpoint} is not the encoder of its rows "
                           f"(SHA-256 {encoder.sha256()[:12]}, rows {first['encoder_sha256'][:12]})")
-    path = probe_file(folder, first["run"], first["dataset"], first["task"], float(first["label_fraction"]))
+    path = probe_file(folder, first["run"], first["dataset"], first["task"], float(first["label_fraction"]),
+                      str(first.get("probe") or "standard"))
     if not path.is_file() or sha256_bytes(path.read_bytes()) != first["probe_sha256"]:
         raise VerifyError(f"{path} is missing or does not match the probe_sha256 of its rows")
     return ProbedEncoder(encoder, load_probe(path.read_bytes())).to(device).eval()

@@ -31,6 +31,8 @@ LAYERS = {
     "robrep.registry": 0, "robrep.plugins": 0,
     # the data and the row layout
     "robrep.rows": 1, "robrep.data": 1, "robrep.nets": 1, "robrep.fastconv": 1, "robrep.protocols": 1,
+    # the geometry of balls and the training-time ascent on them (learners and probes train on attacked inputs)
+    "robrep.attacks.geometry": 1, "robrep.ascent": 1,
     # learners, their checkpoints and training; output folders; the boards (which read rows only)
     "robrep.learners": 2, "robrep.checkpoint": 2, "robrep.train": 2, "robrep.folders": 2, "robrep.board": 2,
     # the attacked model: encoders, probes, attacks and their checks

@@ -23,7 +23,7 @@ def test_train_command_saves_a_checkpoint_that_reloads(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "--learner", "nope"], "known learners: beta-vae"),
+    (["train", "--learner", "nope"], "known learners: ae, beta-tcvae, beta-vae"),
     (["train", "--dataset", "imagenet"], "known datasets: celeba"),
     (["train", "--learner", "vae", "--set", "gamma=3"], "no config field"),
     (["train", "--dataset", "celeba", "--data-root", "/nonexistent/celeba"], "list_attr_celeba.txt"),

@@ -3,6 +3,12 @@
 Untargeted, random restarts, step size ``rel_stepsize * eps / steps``. A point is broken
 as soon as any admissible iterate of any restart changes the decision; broken points leave
 the batch at once, and later restarts attack only the points still robust.
+
+The loss the ascent maximises: cross-entropy (``ce``), the margin of the best other class over the
+true one (``margin``, the loss of Carlini and Wagner and, scaled, of AutoAttack's DLR), or both with
+the restarts alternating between them (``ce+margin``: restart 1 cross-entropy, restart 2 margin, ...),
+as AutoAttack pairs APGD-CE with APGD-DLR: a point robust to one loss's ascent is often broken by the
+other's, at the same budget.
 """
 from __future__ import annotations
 
@@ -16,12 +22,15 @@ from robrep.attacks.base import Attack, Progress
 from robrep.attacks.geometry import ball_box, bounds_of, flat_norm, project, uniform_in_ball
 
 
+LOSSES = ("ce", "margin", "ce+margin")
+
+
 @dataclass(repr=False)
 class PGD(Attack):
     steps: int = 100
     restarts: int = 10
     rel_stepsize: float = 2.5
-    loss: str = "ce"  # "ce" (cross-entropy) or "margin" (best other logit minus the true one)
+    loss: str = "ce"  # "ce" (cross-entropy), "margin" (best other logit minus the true one) or "ce+margin"
     norm: str = "linf"  # "linf" or "l2"
     # Skip work that cannot change the answer: points broken at a smaller radius, in an
     # earlier restart or at an earlier iterate. False attacks every point in every restart
@@ -34,8 +43,9 @@ class PGD(Attack):
     def __post_init__(self) -> None:
         if self.steps < 1 or self.restarts < 1:
             raise ValueError(f"PGD needs steps >= 1 and restarts >= 1, got {self.steps}, {self.restarts}")
-        if self.norm not in ("linf", "l2") or self.loss not in ("ce", "margin"):
-            raise ValueError(f"PGD norm must be linf or l2 and loss ce or margin, got {self.norm}, {self.loss}")
+        if self.norm not in ("linf", "l2") or self.loss not in LOSSES:
+            raise ValueError(f"PGD norm must be linf or l2 and loss one of {', '.join(LOSSES)}, got {self.norm}, "
+                             f"{self.loss}")
 
     def units(self, radii):
         return self.restarts * sum(1 for r in radii if r > 0)
@@ -51,10 +61,16 @@ class PGD(Attack):
             return torch.add(xt, grad.sign(), alpha=alpha)  # alpha * sign is exact: xt + alpha * sign, rounded once
         return xt + alpha * (grad / flat_norm(grad))
 
-    def objective(self, logits, y):
+    def loss_of(self, restart: int) -> str:
+        """The loss restart ``restart`` (from 0) ascends: ``ce+margin`` alternates, cross-entropy first."""
+        if self.loss == "ce+margin":
+            return ("ce", "margin")[restart % 2]
+        return self.loss
+
+    def objective(self, logits, y, loss: str | None = None):
         """What the ascent maximises, summed over the points: cross-entropy, or the margin of the best other
-        class over the true one."""
-        if self.loss == "ce":
+        class over the true one (``loss``: which; default the attack's own, its first restart's)."""
+        if (loss or self.loss_of(0)) == "ce":
             return F.cross_entropy(logits, y, reduction="sum")
         true = logits.gather(1, y[:, None]).squeeze(1)
         other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).max(1).values
@@ -67,6 +83,7 @@ class PGD(Attack):
         restart = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
         x_adv = x.clone()
         for k in range(self.restarts):
+            loss = self.loss_of(k)
             idx = (~broken if self.reuse else torch.ones_like(broken)).nonzero().squeeze(1)
             if len(idx) == 0:
                 if progress:
@@ -90,9 +107,9 @@ class PGD(Attack):
                     keep = ~flipped if self.reuse else torch.ones_like(flipped)
                     grad = None
                     if not last and keep.all():  # most steps: nothing to drop, no copies
-                        grad = torch.autograd.grad(self.objective(logits, y0), xt)[0]
+                        grad = torch.autograd.grad(self.objective(logits, y0, loss), xt)[0]
                     elif not last and keep.any():
-                        grad = torch.autograd.grad(self.objective(logits[keep], y0[keep]), xt)[0][keep]
+                        grad = torch.autograd.grad(self.objective(logits[keep], y0[keep], loss), xt)[0][keep]
                 xt = xt.detach()
                 if flipped.any():
                     new = flipped & ~broken[idx]

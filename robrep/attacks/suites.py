@@ -47,9 +47,9 @@ def _norm(norm: str) -> str:
 
 
 @SUITES.register("native")
-def native(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> list[Attack]:
+def native(n_classes: int, *, steps: int = 100, restarts: int = 10, norm: str = "linf", loss: str = "ce") -> list[Attack]:
     """robrep's own PGD: any iterate of any restart that flips the decision breaks the point."""
-    return [PGD(steps=steps, restarts=restarts, norm=norm)]
+    return [PGD(steps=steps, restarts=restarts, norm=norm, loss=loss)]
 
 
 # Every attack of the torchattacks and foolbox suites, registered as ``suite/name`` (an attack factory, as a
@@ -194,10 +194,13 @@ def plugins_suite(n_classes: int, *, steps: int = 100, restarts: int = 10, norm:
     return attacks
 
 
-def suite_attacks(names, n_classes: int, *, steps: int, restarts: int, norm: str) -> list[Attack]:
+def suite_attacks(names, n_classes: int, *, steps: int, restarts: int, norm: str, loss: str = "ce") -> list[Attack]:
+    """The attacks of the suites ``names``, in order. ``loss`` is robrep's PGD's (the native suite's): ``ce``,
+    ``margin`` or ``ce+margin``; the other suites' attacks have their own."""
     attacks = []
     for name in names:
-        for attack in SUITES.create(name, n_classes, steps=steps, restarts=restarts, norm=norm):
+        options = {"loss": loss} if name == "native" else {}
+        for attack in SUITES.create(name, n_classes, steps=steps, restarts=restarts, norm=norm, **options):
             attack.suite = name
             attacks.append(attack)
     return attacks

@@ -23,7 +23,13 @@ Kinds:
   no row or several is an error naming the candidates, never a guess;
 - ``attacks``: each attack's own robust accuracy at ``radius`` and the worst case, one column per encoder;
 - ``timing``: a time a benchmark script wrote (``file``, ``key``; ``unit=min`` for minutes);
-- ``protocols``: the standard protocols, with the time one entry took on each board.
+- ``protocols``: the standard protocols, with the time one entry took on each board;
+- ``jsontable``: a table of the records a benchmark script wrote as JSON (``file``; the list under ``key``,
+  default ``rows``): ``columns`` (comma-separated), headed by ``headers`` if given; the columns in ``shares``
+  (accuracies) with three decimals, other numbers as they are;
+- ``plot``: a figure of a board's rows (filtered as a table's), robust accuracy against the radius per encoder,
+  written as ``figures/<name>.png`` beside the board's CSV and linked from the block, whose text carries a hash of
+  the rows plotted (so the stale check sees a board that changed under a figure).
 """
 from __future__ import annotations
 
@@ -54,8 +60,9 @@ def _args(text: str, where: str) -> dict[str, str]:
 class Boards:
     """The boards of a leaderboard folder and their headline tables, read once each."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, write: bool = False):
         self.folder = Path(folder)
+        self.write = write  # write the figures of plot blocks (render), or only check that they exist (stale check)
         self._rows: dict[str, pd.DataFrame] = {}
         self._tables: dict[str, pd.DataFrame] = {}
 
@@ -82,7 +89,7 @@ class Boards:
         return self._tables[name]
 
 
-FILTERS = ("task", "label", "learner", "arch", "run", "norm", "n_examples", "label_fraction")
+FILTERS = ("task", "label", "learner", "arch", "run", "norm", "n_examples", "label_fraction", "probe")
 
 
 def _matches(values: pd.Series, wanted: str) -> pd.Series:
@@ -135,7 +142,7 @@ def _table(boards: Boards, args: dict[str, str], where: str) -> str:
     rows = rows.sort_values([rank, "clean"], ascending=False, kind="mergesort", na_position="last")
     rows = rows.head(int(args["n"])) if "n" in args else rows
     labels, tasks = rows["label_fraction"].nunique() > 1, rows["task"].nunique() > 1
-    runs = rows.duplicated(["task", "label", "arch", "n_examples", "label_fraction"]).any()  # tell them apart
+    runs = rows.duplicated(["task", "label", "arch", "n_examples", "label_fraction", "probe"]).any()  # tell apart
     lines = ["| " + ("task | " if tasks else "") + "encoder | " + ("run | " if runs else "") + "arch | clean | "
              + " | ".join(f"robust at {c[2:]}" for c in columns) + " | measured by | test points |"
              + (" labels |" if labels else ""),
@@ -202,6 +209,35 @@ def _timing(boards: Boards, args: dict[str, str], where: str) -> str:
     return f"{math.ceil(seconds / 60)} minutes" if args.get("unit") == "min" else f"{seconds:.0f} s"
 
 
+def _jsontable(boards: Boards, args: dict[str, str], where: str) -> str:
+    """Records a benchmark script measured (``file``, relative to the boards' parent folder) as a table."""
+    import json
+
+    from robrep.escape import markdown as md
+
+    path = boards.folder.parent / args.get("file", "")
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))[args.get("key", "rows")]
+    except (OSError, ValueError, KeyError) as e:
+        raise BlockError(f"{where}: no records {args.get('key', 'rows')!r} in {path} ({type(e).__name__}: {e})") from None
+    columns = args.get("columns", "").split(",")
+    headers = args["headers"].split(",") if "headers" in args else columns
+    if not records or len(headers) != len(columns) or any(c not in records[0] for c in columns):
+        raise BlockError(f"{where}: {path} has no records with the columns {columns} (and as many headers)")
+
+    shares = set(args.get("shares", "").split(","))
+
+    def cell(column: str, v) -> str:
+        if column in shares and isinstance(v, (int, float)):
+            return f"{v:.3f}"
+        return md(f"{v:g}" if isinstance(v, float) else str(v))
+
+    lines = ["| " + " | ".join(md(h) for h in headers) + " |",
+             "|" + "|".join("---:" if isinstance(records[0][c], (int, float)) else "---" for c in columns) + "|"]
+    lines += ["| " + " | ".join(cell(c, r[c]) for c in columns) + " |" for r in records]
+    return "\n" + "\n".join(lines) + "\n"
+
+
 def _protocols(boards: Boards, args: dict[str, str], where: str) -> str:
     """The standard protocols (``robrep.protocols``), and what one entry took on each board that has entries:
     training plus every attack cell, from the rows' own seconds (the median and the longest entry)."""
@@ -226,7 +262,37 @@ def _protocols(boards: Boards, args: dict[str, str], where: str) -> str:
     return "\n" + "\n".join(lines) + "\n"
 
 
-KINDS = {"value": _value, "table": _table, "attacks": _attacks, "timing": _timing, "protocols": _protocols}
+def _plot(boards: Boards, args: dict[str, str], where: str) -> str:
+    """A figure of the board's rows that match the filters (``name`` names its PNG, ``title`` its alt text)."""
+    import io as _io
+
+    from robrep.board.leaderboard import with_entries
+    from robrep.board.plots import plot_robustness
+    from robrep.io import short_hash
+
+    unknown = sorted(set(args) - {"board", "name", "title", *FILTERS})
+    if unknown or "name" not in args:
+        raise BlockError(f"{where}: a plot block takes board=, name= and title= and the filters "
+                         f"({', '.join(FILTERS)}){'; unknown: ' + ', '.join(unknown) if unknown else ''}")
+    rows = boards.rows(args["board"])
+    for key in FILTERS:
+        if key in args:
+            rows = rows[_matches(rows[key], args[key])]
+    if rows.empty:
+        raise BlockError(f"{where}: no rows match {args}")
+    board = Path(args["board"])
+    path = boards.folder / board.parent / "figures" / f"{args['name']}.png"
+    if boards.write:
+        plot_robustness(with_entries(rows, (boards.folder / board).parent), path)
+    elif not path.is_file():
+        raise BlockError(f"{where}: its figure {path} is missing (robrep leaderboard --render writes it)")
+    buf = _io.StringIO()
+    rows.sort_values(["run", "task", "suite", "attack", "radius"], kind="mergesort").to_csv(buf, index=False)
+    link = Path(boards.folder.name) / board.parent / "figures" / f"{args['name']}.png"
+    return f"\n![{args.get('title', args['name'])}]({link.as_posix()})\n<!-- rows {short_hash(buf.getvalue())} -->\n"
+
+
+KINDS = {"jsontable": _jsontable, "plot": _plot, "value": _value, "table": _table, "attacks": _attacks, "timing": _timing, "protocols": _protocols}
 
 
 def render_blocks(text: str, boards: Boards, name: str = "<text>") -> str:
@@ -243,7 +309,7 @@ def render_blocks(text: str, boards: Boards, name: str = "<text>") -> str:
         if m["kind"] not in KINDS:
             raise BlockError(f"{where}: unknown block kind {m['kind']!r} (known: {', '.join(KINDS)})")
         args = _args(m["args"], where)
-        if "board" not in args and m["kind"] not in ("timing", "protocols"):
+        if "board" not in args and m["kind"] not in ("timing", "protocols", "jsontable"):
             raise BlockError(f"{where}: a robrep:{m['kind']} block needs board=NAME")
         out += [text[pos:m.end()], KINDS[m["kind"]](boards, args, where)]
         pos = end
@@ -272,7 +338,7 @@ def render_files(root: str | Path, boards_folder: str | Path) -> list[Path]:
     """Fill the generated blocks of every marked file under ``root``; returns the files that changed."""
     from robrep.io import atomic_write
 
-    boards, changed = Boards(boards_folder), []
+    boards, changed = Boards(boards_folder, write=True), []
     for path in marked_files(root):
         text = path.read_text(encoding="utf-8")
         fresh = render_blocks(text, boards, str(path))

@@ -25,7 +25,13 @@ def is_missing(v) -> bool:
 # what a headline row is: an encoder under one protocol
 ENCODER = ("label", "learner", "run", "encoder_sha256", "arch")
 PROTOCOL = ("n_examples", "seed", "label_fraction")
-PLACE = ("dataset", "task", "norm")
+PLACE = ("dataset", "task", "norm", "probe")  # one ranking each: a standard and an adversarial probe never share one
+
+
+def place_title(place: tuple) -> str:
+    """A ranking's place in words: ``mnist5k / digit (linf)``, and the probe where it is not the standard one."""
+    dataset, task, norm, probe = place
+    return f"{dataset} / {task} ({norm}{'' if probe == 'standard' else ', ' + probe + ' probe'})"
 
 
 def _attacks(config: str) -> list[str]:
@@ -75,6 +81,8 @@ def headline_table(board: pd.DataFrame, radii: list[float] | None = None) -> pd.
     failed one) and ``warnings`` (rows with a warning). ``attrs["headline"]``: the headline radius per place."""
     if board.empty:
         return pd.DataFrame()
+    if "probe" not in board:  # hand-made frames and rows from before probe modes
+        board = board.assign(probe="standard")
     out, headline = [], {}
     for place, rows in board.groupby(list(PLACE), sort=True):
         r_head = headline_radius(rows["radius"])
@@ -138,7 +146,7 @@ def headline_markdown(table: pd.DataFrame) -> list[str]:
     for place, t in table.groupby(list(PLACE), sort=True):
         head = table.attrs.get("headline", {}).get(place)
         shown = [c for c in radius_cols if t[c].notna().any()]
-        lines += [f"## {md(place[0])} / {md(place[1])} ({md(place[2])}): ranked by robust accuracy at radius {head:g}", "",
+        lines += [f"## {md(place_title(place))}: ranked by robust accuracy at radius {head:g}", "",
                   "| rank | encoder | arch | clean | " + " | ".join(shown) + " | measure | budget | points | labels "
                   "| run | encoder SHA-256 | checks |",
                   "|---:|---|---|---:|" + "---:|" * len(shown) + "---|---|---:|---:|---|---|---|"]

@@ -50,8 +50,8 @@ def encoder_colour(label: str) -> str:
 
 
 def robustness_panels(df: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
-    """The panels of ``plot_robustness``: ((dataset, task, norm, n_examples, seed, label_fraction), headline
-    rows), one per data set, task, threat model and protocol, with every encoder of ``df`` in it: its worst
+    """The panels of ``plot_robustness``: ((dataset, task, norm, n_examples, seed, label_fraction, probe),
+    headline rows), one per data set, task, threat model and protocol (the probe mode included), with every encoder of ``df`` in it: its worst
     case, or its strongest single attack (``robrep.board.headline``)."""
     from robrep.board.headline import headline_table
 
@@ -64,7 +64,7 @@ def robustness_panels(df: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
     table = headline_table(df)
     if table.empty:
         return []
-    return list(table.groupby(["dataset", "task", "norm", "n_examples", "seed", "label_fraction"], sort=True))
+    return list(table.groupby(["dataset", "task", "norm", "n_examples", "seed", "label_fraction", "probe"], sort=True))
 
 
 def line_labels(rows: pd.DataFrame) -> list[str]:
@@ -99,7 +99,7 @@ def plot_robustness(df: pd.DataFrame, path: str | Path) -> Path:
     grid = fig.add_gridspec(len(heights), cols, height_ratios=heights)
     for i, (dataset, tt) in enumerate(tables):
         _task_bars(fig.add_subplot(grid[i, :]), dataset, tt)
-    for i, ((dataset, task, norm, n, seed, fraction), sub) in enumerate(panels):
+    for i, ((dataset, task, norm, n, seed, fraction, probe), sub) in enumerate(panels):
         ax = fig.add_subplot(grid[len(tables) + i // cols, i % cols])
         radius_cols = radius_columns(sub, with_zero=True)
         for (_, r), label in zip(sub.iterrows(), line_labels(sub)):
@@ -110,7 +110,8 @@ def plot_robustness(df: pd.DataFrame, path: str | Path) -> Path:
             ax.plot(xs, ys, marker="o", ms=3.5, color=colour, linestyle=_ARCH_STYLE.get(r["arch"], ":"),
                     markerfacecolor=colour if worst else "white", label=label)
         budgets = sorted(set(sub["budget"]))
-        ax.set_title(f"{dataset} / {task}: {n:g} points, seed {seed:g}, {fraction:g} of the labels\n"
+        probed = "" if probe == "standard" else f", {probe} probe"
+        ax.set_title(f"{dataset} / {task}: {n:g} points, seed {seed:g}, {fraction:g} of the labels{probed}\n"
                      f"worst case of {'; '.join(budgets)}", fontsize=8)
         ax.set_xlabel(f"attack radius ({'L-inf' if norm == 'linf' else 'L2' if norm == 'l2' else norm} norm)")
         ax.set_ylabel("adversarial accuracy")

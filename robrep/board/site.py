@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from robrep.io import atomic_write
-from robrep.board.headline import checks_text, headline_table, radius_columns
+from robrep.board.headline import PLACE, checks_text, headline_table, radius_columns
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +138,14 @@ def _page(title: str, body: str) -> str:
 def _headline_html(table: pd.DataFrame) -> str:
     radius_cols = radius_columns(table)
     cols = [("rank", "#", "num"), ("dataset", "data set", "text"), ("task", "task", "text"),
-            ("norm", "norm", "text"), ("label", "encoder", "text"), ("arch", "arch", "text"),
+            ("norm", "norm", "text"), ("probe", "probe", "text"), ("label", "encoder", "text"), ("arch", "arch", "text"),
             ("clean", "clean", "num"), *[(c, c, "num") for c in radius_cols], ("measure", "measure", "text"),
             ("budget", "budget", "text"), ("n_examples", "points", "num"), ("label_fraction", "labels", "num"),
             ("checks", "checks", "text"), ("encoder_sha256", "encoder SHA-256", "text")]
     head = "".join(f'<th data-key="{_e(k)}" data-type="{t}" scope="col">{_e(name)}</th>' for k, name, t in cols)
     rows = []
     for _, r in table.iterrows():
-        place = (r["dataset"], r["task"], r["norm"])
+        place = tuple(r[k] for k in PLACE)
         head_r = f"r={table.attrs['headline'][place]:g}"
         cells = []
         for k, _, t in cols:

@@ -17,7 +17,8 @@ from robrep.rows.layout import is_false, passed
 def encoder_row(*, learner: str, label: str, run: str, checkpoint: str, source: str, learner_config: dict,
                 arch: str, dataset: str, task: str, n_classes: int, n_examples: int, label_fraction: float,
                 n_probe_labels: int, seed: int, encoder_sha256: str, probe_sha256: str,
-                probe_train_accuracy: float, device: str, train_seconds: float | None = None) -> dict[str, Any]:
+                probe_train_accuracy: float, device: str, train_seconds: float | None = None,
+                probe: str = "standard") -> dict[str, Any]:
     """The fields every row of one encoder, task and probe shares (what was attacked, and its provenance, down
     to the machine and the number of threads that computed it; ``train_seconds``: how long the encoder's
     training took, as its checkpoint records, on whatever machine trained it; empty for encoders robrep did
@@ -29,7 +30,7 @@ def encoder_row(*, learner: str, label: str, run: str, checkpoint: str, source: 
         "learner": learner, "label": label, "run": run, "checkpoint": checkpoint, "source": source,
         "learner_config": json.dumps(learner_config, sort_keys=True), "arch": arch, "dataset": dataset,
         "task": task, "n_classes": n_classes, "n_examples": n_examples, "label_fraction": label_fraction,
-        "n_probe_labels": n_probe_labels, "seed": seed, "encoder_sha256": encoder_sha256,
+        "n_probe_labels": n_probe_labels, "probe": probe, "seed": seed, "encoder_sha256": encoder_sha256,
         "probe_sha256": probe_sha256, "probe_train_accuracy": probe_train_accuracy,
         "robrep_version": __version__, "torch_version": torch.__version__, "device": device,
         "machine": machine(device), "threads": torch.get_num_threads(), "train_seconds": train_seconds,

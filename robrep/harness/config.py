@@ -143,6 +143,11 @@ class BenchConfig:
         type=int, help="iterations of every iterative attack, AutoAttack's parts too (default 100)"))
     restarts: int = field(default=10, metadata=_cli(
         type=int, help="random restarts (default 10); Square gets 5 x steps x restarts queries (5,000 by default)"))
+    # the loss of robrep's PGD (the native suite): restarts alternating cross-entropy and the margin of the best
+    # other class, as AutoAttack pairs APGD-CE with APGD-DLR (robrep.attacks.pgd)
+    loss: str = field(default="ce+margin", metadata=_cli(
+        choices=("ce", "margin", "ce+margin"), help="loss of robrep's PGD: ce, margin, or ce+margin (the default: "
+        "its restarts alternate between them)"))
     budget: str | None = field(default=None, metadata=_cli(  # a named budget (BUDGETS) instead of steps, restarts
         choices=tuple(BUDGETS), help="named steps x restarts: quick 10 x 1, standard 50 x 5, paper 100 x 10 (the "
         "default, AutoAttack at its published budgets)"))
@@ -155,6 +160,15 @@ class BenchConfig:
         type=int, help="test points attacked (default 1000)"))
     label_fraction: float = field(default=1.0, metadata=_cli(  # stratified; paper fig. 8
         type=float, help="fraction of training labels the probes see (default 1)"))
+    # the linear probe on the frozen encoder: "standard" (fitted on clean features) or "adversarial" (trained on
+    # PGD inputs at probe_eps, as RobustSSL's ALF; robrep.probes.train_adversarial_probe). Rows record which, and
+    # a board ranks the two apart
+    probe: str = field(default="standard", metadata=_cli(
+        choices=("standard", "adversarial"), help="linear probe: standard (fitted on clean features; default) or "
+        "adversarial (trained on PGD inputs at --probe-eps, in the run's norm)"))
+    probe_eps: float | None = field(default=None, metadata=_cli(  # None: the headline radius of the radii
+        type=number, help="radius the adversarial probe trains at (default: the protocol's headline radius, else "
+        "0.1 if it is among the radii, else the middle non-zero radius)"))
     images: float | None = field(default=None, metadata=_cli(
         type=float, metavar="RADIUS", help="write <out>/images/*.png: clean and PGD images at RADIUS and their "
         "reconstructions"))
@@ -264,6 +278,7 @@ class BenchConfig:
             raise bad("label_fraction", "in (0, 1]", self.label_fraction)
         if self.images is not None and not (0 <= self.images and math.isfinite(self.images)):
             raise bad("images", "a radius >= 0", self.images)
+        self._check_probe(bad)
         try:
             torch.device(self.device)
         except RuntimeError:
@@ -274,6 +289,40 @@ class BenchConfig:
             raise ConfigError(f"bench config: preprocessing: {e}") from None
         if not self.out:
             raise bad("out", "a folder", self.out)
+
+    def _check_probe(self, bad) -> None:
+        """The probe mode, and the adversarial probe's radius resolved: the protocol's headline radius under a
+        protocol (any other is refused), else 0.1 if attacked, else the smallest attacked radius."""
+        if self.probe not in ("standard", "adversarial"):
+            raise bad("probe", "standard or adversarial", self.probe)
+        if self.probe == "standard":
+            if self.probe_eps is not None:
+                raise ConfigError("bench config: probe_eps is the adversarial probe's radius: give it with probe = "
+                                  "adversarial, or leave it out")
+            return
+        from robrep.board.tables import headline_radius
+
+        wanted = self.probe_eps
+        if self.protocol is not None:
+            from robrep.protocols import protocol
+
+            headline = protocol(self.protocol).headline
+            if wanted is not None and wanted != headline:
+                raise ConfigError(f"bench config: protocol {self.protocol} trains the adversarial probe at its "
+                                  f"headline radius {headline:g}; probe_eps = {wanted:g} would make it another "
+                                  "protocol. Drop probe_eps, or drop protocol to run it as an experiment")
+            wanted = headline
+        self.probe_eps = headline_radius(self.radii) if wanted is None else wanted
+        if not (self.probe_eps > 0 and math.isfinite(self.probe_eps)) or \
+                (self.norm == "linf" and self.probe_eps > 1):
+            raise bad("probe_eps", "a radius > 0 (at most 1 under L-inf)", self.probe_eps)
+
+    @property
+    def probe_mode(self) -> str:
+        """What the rows' ``probe`` column says: ``standard`` or ``adversarial <norm> <radius>``."""
+        from robrep.rows.layout import probe_mode
+
+        return probe_mode(self.probe, self.norm, self.probe_eps)
 
     def to_toml(self) -> str:
         """The config as a TOML file ``from_toml`` reads back: unset fields (None) are left out, as in a

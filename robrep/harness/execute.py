@@ -49,8 +49,8 @@ from robrep.harness.store import ResultsStore, post
 from robrep.board.plots import image_grid, plot_robustness
 from robrep.progress import Progress, log_progress
 from robrep.probes import (
-    PROBE_FIT, ProbedEncoder, features, probe_file, read_probe, save_probe, train_probe,
-    write_probe_record,
+    PROBE_FIT, PROBE_FIT_ADVERSARIAL, ProbedEncoder, features, probe_file, read_probe, save_probe, train_probe,
+    train_adversarial_probe, write_probe_record,
 )
 from robrep.rng import kept_random_state
 from robrep.harness.cells import cell_rows, encoder_row, result_rows
@@ -155,42 +155,81 @@ class _Run:
             self._test = (j, job.ds.test.batch(job.idx).to(self.device))
         return self._test[1]
 
-    def probe_path(self, got: Obtained, ds: Dataset, task: str) -> Path:
-        return probe_file(self.out, got.run, ds.name, task, self.cfg.label_fraction)
+    def probe_path(self, got: Obtained, ds: Dataset, task: str, probe: str | None = None) -> Path:
+        return probe_file(self.out, got.run, ds.name, task, self.cfg.label_fraction, probe or self.cfg.probe_mode)
 
-    def asked(self, got: Obtained, ds: Dataset, task: str) -> dict:
-        return {"encoder_sha256": got.sha256, "dataset": ds.name, "task": task,
-                "label_fraction": float(self.cfg.label_fraction), "seed": self.cfg.seed, "fit": PROBE_FIT}
+    def asked(self, got: Obtained, ds: Dataset, task: str, probe: str | None = None) -> dict:
+        """What the probe of ``task`` must have been fitted for to be reused (``robrep.probes.read_probe``)."""
+        asked = {"encoder_sha256": got.sha256, "dataset": ds.name, "task": task,
+                 "label_fraction": float(self.cfg.label_fraction), "seed": self.cfg.seed, "fit": PROBE_FIT}
+        probe = probe or self.cfg.probe_mode
+        return asked if probe == "standard" else {**asked, "fit": PROBE_FIT_ADVERSARIAL, "probe": probe}
+
+    def standard_probe(self, j: int, got: Obtained, task, feats: dict) -> tuple:
+        """The task's probe fitted on clean features (saved, with its record), or the saved one if it is valid.
+        ``feats``: the training split's features, computed once per job when a probe needs them."""
+        cfg, job = self.cfg, self.jobs[j]
+        src, ds = job.src, job.ds
+        path = self.probe_path(got, ds, task.name, "standard")
+        saved = read_probe(path, self.asked(got, ds, task.name, "standard"))
+        if saved is not None:
+            return saved
+        if "train" not in feats:
+            with _stage(src, ds.name, "while encoding the training split"):
+                feats["train"] = features(got.encoder, ds.train.images, device=self.device)
+        y_train = ds.train.labels[task.name].to(self.device)
+        seen = probe_indices(y_train.cpu(), cfg.label_fraction, cfg.seed).to(self.device)
+        with _stage(src, ds.name, f"while fitting the probe for task {task.name}"):
+            probe = train_probe(feats["train"][seen], y_train[seen], task.n_classes)
+            if not all(torch.isfinite(p).all() for p in probe.parameters()):
+                raise ContractError("the probe's weights are not finite (features too large or degenerate)")
+        accuracy = (probe(feats["train"][seen]).argmax(1) == y_train[seen]).float().mean().item()
+        facts = {**self.asked(got, ds, task.name, "standard"), "probe_sha256": save_probe(probe, path),
+                 "n_probe_labels": len(seen), "probe_train_accuracy": accuracy}
+        write_probe_record(path, facts)
+        return probe, facts
+
+    def adversarial_probe(self, j: int, got: Obtained, task, standard: tuple) -> tuple:
+        """The task's adversarially trained probe (``robrep.probes.train_adversarial_probe``, from the standard
+        one), or the saved one if it is valid."""
+        cfg, job = self.cfg, self.jobs[j]
+        src, ds = job.src, job.ds
+        path = self.probe_path(got, ds, task.name)
+        saved = read_probe(path, self.asked(got, ds, task.name))
+        if saved is not None:
+            return saved
+        y_train = ds.train.labels[task.name].to(self.device)
+        seen = probe_indices(y_train.cpu(), cfg.label_fraction, cfg.seed).to(self.device)
+        images = ds.train.images[seen.cpu()].to(self.device)
+        with _stage(src, ds.name, f"while training the adversarial probe for task {task.name}"):
+            probe = train_adversarial_probe(got.encoder, images, y_train[seen], standard[0].to(self.device),
+                                            eps=cfg.probe_eps, norm=cfg.norm, seed=cfg.seed)
+            if not all(torch.isfinite(p).all() for p in probe.parameters()):
+                raise ContractError("the adversarial probe's weights are not finite")
+        with torch.no_grad():
+            accuracy = (probe(features(got.encoder, ds.train.images[seen.cpu()], device=self.device)).argmax(1)
+                        == y_train[seen]).float().mean().item()
+        facts = {**self.asked(got, ds, task.name), "probe_sha256": save_probe(probe, path),
+                 "n_probe_labels": len(seen), "probe_train_accuracy": accuracy}
+        write_probe_record(path, facts)
+        return probe, facts
 
     # --- phase 1: prepare a job -----------------------------------------------------------------------------
 
     def prepare(self, j: int) -> None:
         """Obtain job ``j``'s encoder (training it if needed), check it, and fit every task's probe that has no
-        valid saved one; share the encoder's identity with the writer."""
+        valid saved one (the adversarial probe starts from the standard one); share the encoder's identity with
+        the writer."""
         cfg, job = self.cfg, self.jobs[j]
         src, ds = job.src, job.ds
         got = self.encoder(j, train=True)
         with _stage(src, ds.name, "the contract check on 8 training images"):
             check_encoder(got.encoder, ds.train.batch(slice(0, 8)).to(self.device))
-        train_feats = None
+        feats: dict = {}
         for task, _ in job.tasks:
-            path = self.probe_path(got, ds, task.name)
-            saved = read_probe(path, self.asked(got, ds, task.name))
-            if saved is None:
-                if train_feats is None:
-                    with _stage(src, ds.name, "while encoding the training split"):
-                        train_feats = features(got.encoder, ds.train.images, device=self.device)
-                y_train = ds.train.labels[task.name].to(self.device)
-                seen = probe_indices(y_train.cpu(), cfg.label_fraction, cfg.seed).to(self.device)
-                with _stage(src, ds.name, f"while fitting the probe for task {task.name}"):
-                    probe = train_probe(train_feats[seen], y_train[seen], task.n_classes)
-                    if not all(torch.isfinite(p).all() for p in probe.parameters()):
-                        raise ContractError("the probe's weights are not finite (features too large or degenerate)")
-                accuracy = (probe(train_feats[seen]).argmax(1) == y_train[seen]).float().mean().item()
-                facts = {**self.asked(got, ds, task.name), "probe_sha256": save_probe(probe, path),
-                         "n_probe_labels": len(seen), "probe_train_accuracy": accuracy}
-                write_probe_record(path, facts)
-                saved = (probe, facts)
+            saved = self.standard_probe(j, got, task, feats)
+            if cfg.probe != "standard":
+                saved = self.adversarial_probe(j, got, task, saved)
             if cfg.images is not None:
                 probe = saved[0].to(self.device)
                 model = ProbedEncoder(got.encoder, probe)
@@ -223,6 +262,7 @@ class _Run:
             n_examples=len(job.idx), label_fraction=cfg.label_fraction, n_probe_labels=facts["n_probe_labels"],
             seed=cfg.seed, encoder_sha256=got.sha256, probe_sha256=facts["probe_sha256"], device=str(self.device),
             probe_train_accuracy=facts["probe_train_accuracy"], train_seconds=got.train_seconds,
+            probe=cfg.probe_mode,
         )
 
     def attack(self, j: int, t: int, a: int) -> int:
@@ -276,7 +316,7 @@ class _Run:
         job = self.jobs[j]
         return {"encoder_sha256": identity["sha256"], "run": identity["run"], "dataset": job.ds.name,
                 "task": job.tasks[t][0].name, "n_examples": len(job.idx), "seed": self.cfg.seed,
-                "label_fraction": self.cfg.label_fraction}
+                "label_fraction": self.cfg.label_fraction, "probe": self.cfg.probe_mode}
 
     def unfinished(self, j: int, done: dict) -> tuple[list[list[int]], int]:
         """The units of prepared job ``j`` left to run (``done``: the store's cells when the run began), and how

@@ -83,7 +83,8 @@ def make_jobs(cfg: BenchConfig, sources: list[EncoderSource], datasets: list[Dat
         chained = cfg.worst_case == "cascade"
         cells = []
         for task in tasks:
-            attacks = suite_attacks(cfg.suites, task.n_classes, steps=cfg.steps, restarts=cfg.restarts, norm=cfg.norm)
+            attacks = suite_attacks(cfg.suites, task.n_classes, steps=cfg.steps, restarts=cfg.restarts, norm=cfg.norm,
+                                    loss=cfg.loss)
             cells.append((task, cascade(attacks) if chained and len(attacks) > 1 else attacks))
         idx = test_indices(len(ds.test), cfg.n_examples, cfg.seed)
         jobs += [Job(src, ds, idx, cells, chained) for src in sources]

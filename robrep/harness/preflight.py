@@ -55,7 +55,8 @@ def preflight(cfg: BenchConfig, *, folder: str | None = "bench", force: bool = F
                               f"give at most {len(ds.test)}, or leave it out (the default attacks at most "
                               f"{DEFAULT_N_EXAMPLES})")
         for task in cfg.tasks or [t.name for t in ds.tasks]:  # an unknown task: DatasetError naming the tasks
-            suite_attacks(cfg.suites, ds.task(task).n_classes, steps=cfg.steps, restarts=cfg.restarts, norm=cfg.norm)
+            suite_attacks(cfg.suites, ds.task(task).n_classes, steps=cfg.steps, restarts=cfg.restarts, norm=cfg.norm,
+                          loss=cfg.loss)
         for src in list(sources):
             if src.kind != "learner":
                 continue

@@ -1,5 +1,8 @@
-"""Representation learners, registered by name: ``vae``, ``beta-vae``, ``se-random``, ``se-adversarial``, and the
-fast-selection SEs ``se-fgsm`` and ``se-warm`` (``robrep.learners.fast``).
+"""Representation learners, registered by name: ``vae``, ``beta-vae``, ``se-random``, ``se-adversarial``, the
+fast-selection SEs ``se-fgsm`` and ``se-warm`` (``robrep.learners.fast``), and the reference families the Smooth
+Encoder is compared with: ``ae`` and ``dae`` (``autoencoders``), ``beta-tcvae`` (``tcvae``), ``simclr`` and
+``rocl`` (``contrastive``), ``supervised`` and ``supervised-at`` (``supervised``: they train on labels) and
+``random-init`` (``baselines``). Each one's family and paper: ``robrep.learners.cards``.
 
 The registry also holds third-party entries (entry point group ``robrep.encoders``): robrep
 learners, which robrep trains, and plain encoders, which it benchmarks as they are (see
@@ -15,6 +18,12 @@ from robrep.learners.smooth import (
 )
 from robrep.learners.vae import VAE, BetaVAE, BetaVAEConfig, VAEConfig, config_from_record, config_record, kl_to_prior
 from robrep.learners.fast import SEFastConfig, SEWarmConfig, SmoothEncoderFGSM, SmoothEncoderWarm
+from robrep.learners.autoencoders import AE, DAE
+from robrep.learners.tcvae import BetaTCVAE
+from robrep.learners.contrastive import RoCL, SimCLR
+from robrep.learners.supervised import Supervised, SupervisedAT
+from robrep.learners.baselines import RandomInit
+from robrep.learners.cards import Card, card
 from robrep.provenance import code_identity
 from robrep.registry import LEARNERS
 from robrep.validate import check_fields
@@ -71,7 +80,8 @@ def learner_code(name: str) -> dict[str, str]:
 __all__ = [
     "VAE", "BetaVAE", "SmoothEncoder", "SmoothEncoderAdversarial",
     "VAEConfig", "BetaVAEConfig", "SEConfig", "SEAdversarialConfig", "SmoothEncoderFGSM", "SmoothEncoderWarm",
-    "SEFastConfig", "SEWarmConfig",
+    "SEFastConfig", "SEWarmConfig", "AE", "DAE", "BetaTCVAE", "SimCLR", "RoCL", "Supervised", "SupervisedAT",
+    "RandomInit", "Card", "card",
     "create_learner", "list_learners", "learner_source", "learner_code", "wd_gamma", "w2_squared", "kl_to_prior",
     "random_selection", "adversarial_selection", "config_record", "config_from_record",
 ]

@@ -14,9 +14,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# A row is identified by these columns (what was attacked, how, and on which points).
+# A row is identified by these columns (what was attacked, how, and on which points). ``probe`` joined later: a
+# row with the standard probe is keyed without it, so every row, store and mask file from before keeps its key.
 KEY = ("encoder_sha256", "dataset", "task", "suite", "attack", "attack_config", "radius", "n_examples", "seed",
-       "label_fraction")
+       "label_fraction", "probe")
+STANDARD_PROBE = "standard"  # the probe column of a row whose probe was fitted on clean features (robrep.probes)
+
+
+def probe_mode(probe: str, norm: str = "linf", eps: float | None = None) -> str:
+    """The ``probe`` column's value: ``standard``, or ``adversarial <norm> <eps>`` for a probe trained on
+    attacked inputs (``robrep.probes.train_adversarial_probe``)."""
+    if probe == STANDARD_PROBE:
+        return STANDARD_PROBE
+    if probe != "adversarial" or eps is None or not eps > 0:
+        raise ValueError(f"probe must be standard or adversarial (with a radius > 0), got {probe!r}, {eps!r}")
+    return f"adversarial {norm} {eps:g}"
+
+
+def _keyed(row, k: str) -> bool:
+    return k != "probe" or str(row.get(k) or STANDARD_PROBE) not in (STANDARD_PROBE, "nan", "None")
 
 
 # The checks every attack row records (robrep.checks computes them; True, False, or empty where one does not apply).
@@ -55,7 +71,7 @@ MATCH_RUN = ("run", *(k for k in KEY if k != "encoder_sha256"))
 COLUMNS = (
     "learner", "label", "run", "checkpoint", "source", "learner_config", "arch", "dataset", "task", "n_classes",
     "suite", "attack", "attack_config", "norm", "steps", "restarts", "step_size", "radius", "n_examples",
-    "label_fraction", "n_probe_labels",
+    "label_fraction", "n_probe_labels", "probe",
     "protocol", "nominal_accuracy", "adversarial_accuracy", "recomputed_accuracy", "n_attacked", "n_broken_first",
     "max_perturbation",
     *EVIDENCE_COLUMNS, *CHECK_COLUMNS, "n_rejected", "checks_passed", "check_thresholds", "warnings", "verified",
@@ -164,22 +180,22 @@ def parse_row(raw: dict[str, Any]) -> dict[str, Any]:
 
 def cell_key(row: dict) -> tuple:
     """A cell's identity: the row key without the radius, as text (so CSV round trips compare equal)."""
-    return tuple(str(row[k]) for k in KEY if k != "radius")
+    return tuple(str(row[k]) for k in KEY if k != "radius" and _keyed(row, k))
 
 
 def cell_keys(df: pd.DataFrame) -> list[tuple]:
-    return list(df[[k for k in KEY if k != "radius"]].astype(str).itertuples(index=False, name=None))
+    return [cell_key(r) for r in df.to_dict("records")]
 
 
 def row_key(row: dict[str, Any]) -> str:
     """The row's key (``KEY``) as text that compares equal across CSV and JSON round trips."""
-    return json.dumps([str(row[k]) if k != "radius" else float(row[k]) for k in KEY])
+    return json.dumps([str(row[k]) if k != "radius" else float(row[k]) for k in KEY if _keyed(row, k)])
 
 
 # The fields ``encoder_row`` sets: what every row of one encoder, task and probe shares.
 ENCODER_FIELDS = (
     "learner", "label", "run", "checkpoint", "source", "learner_config", "arch", "dataset", "task", "n_classes",
-    "n_examples", "label_fraction", "n_probe_labels", "seed", "encoder_sha256", "probe_sha256",
+    "n_examples", "label_fraction", "n_probe_labels", "probe", "seed", "encoder_sha256", "probe_sha256",
     "probe_train_accuracy", "robrep_version", "torch_version", "device", "machine", "threads", "train_seconds",
 )
 
@@ -216,6 +232,9 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     # rows from before the option: all labels
     df["label_fraction"] = df.get("label_fraction", pd.Series(1.0, index=df.index)).fillna(1.0).astype(float)
+    # rows from before probe modes: the probe fitted on clean features
+    df["probe"] = df.get("probe", pd.Series(STANDARD_PROBE, index=df.index)).astype(object).fillna(STANDARD_PROBE) \
+        .replace("", STANDARD_PROBE).astype(str)
     # rows from before the cascade: every attack attacked every point
     df["protocol"] = df.get("protocol", pd.Series("per-attack", index=df.index)).fillna("per-attack") \
         .replace("", "per-attack").astype(str)

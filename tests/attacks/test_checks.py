@@ -19,8 +19,8 @@ class _Identity(Attack):
 class _Helper(PGD):
     """Walks the whole radius, but towards the true class (descends the loss, no random start)."""
 
-    def objective(self, logits, y):
-        return -super().objective(logits, y)
+    def objective(self, logits, y, loss=None):
+        return -super().objective(logits, y, loss)
 
     def random_start(self, x, eps, gen, bounds):
         return x.clone()

@@ -92,3 +92,48 @@ def test_render_updates_the_readme_beside_the_boards(tmp_path):
     assert done.returncode == 0, done.stderr
     assert readme.read_text(encoding="utf-8") == good
     assert "generated numbers" in done.stdout
+
+
+def test_a_figure_follows_its_board_and_a_missing_one_is_an_error(tmp_path):
+    """A plot block writes its PNG beside the board on render, carries a hash of the rows it plotted (a board
+    that changed under a figure makes the block stale), and the stale check refuses a figure that is missing."""
+    import pandas as pd
+
+    from robrep.rows.files import read_results, write_results
+
+    folder = tmp_path / "leaderboard"
+    (folder / "experiments").mkdir(parents=True)
+    shutil.copy(REPO / "leaderboard" / "experiments" / "mnist5k-linf.csv", folder / "experiments")
+    block = ('<!-- robrep:plot board=experiments/mnist5k-linf task=digit arch=mlp n_examples=500 name=f '
+             'title="a figure" -->\n<!-- /robrep -->')
+    with pytest.raises(BlockError, match="figure .* is missing"):
+        render_blocks(block, Boards(folder))
+    text = render_blocks(block, Boards(folder, write=True))
+    png = folder / "experiments" / "figures" / "f.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![a figure](leaderboard/experiments/figures/f.png)" in text
+    page = tmp_path / "page.md"
+    page.write_text(text, encoding="utf-8")
+    assert stale_blocks(page, Boards(folder)) == []
+    board = read_results(folder / "experiments" / "mnist5k-linf.csv")
+    first = board.index[(board["arch"] == "mlp") & (board["n_examples"].astype(int) == 500)][0]
+    board.loc[first, "adversarial_accuracy"] = pd.to_numeric(board.loc[first, "adversarial_accuracy"]) / 2
+    write_results(folder / "experiments" / "mnist5k-linf.csv", board)
+    assert stale_blocks(page, Boards(folder)), "a board that changed under its figure leaves the block stale"
+
+
+def test_a_json_table_shows_a_scripts_records_and_refuses_missing_columns(tmp_path):
+    import json
+
+    (tmp_path / "leaderboard").mkdir()
+    (tmp_path / "r.json").write_text(json.dumps({"rows": [{"learner": "vae", "radius": 0.1, "acc": 0.25, "n": 3},
+                                                          {"learner": "se", "radius": 0.1, "acc": 1.0, "n": 0}]}))
+    boards = Boards(tmp_path / "leaderboard")
+    text = render_blocks('<!-- robrep:jsontable file=r.json columns=learner,radius,acc,n headers="encoder,radius,'
+                         'robust,points" shares=acc -->\n<!-- /robrep -->', boards)
+    assert "| encoder | radius | robust | points |" in text
+    assert "| vae | 0.1 | 0.250 | 3 |" in text and "| se | 0.1 | 1.000 | 0 |" in text
+    with pytest.raises(BlockError, match="no records with the columns"):
+        render_blocks("<!-- robrep:jsontable file=r.json columns=learner,nope -->x<!-- /robrep -->", boards)
+    with pytest.raises(BlockError, match="no records 'rows'"):
+        render_blocks("<!-- robrep:jsontable file=missing.json columns=learner -->x<!-- /robrep -->", boards)

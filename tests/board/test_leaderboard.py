@@ -44,7 +44,7 @@ def test_every_encoder_of_a_protocol_shares_one_panel_and_markdown_keeps_them_ap
     conv = mlp.assign(arch="conv", run=mlp["run"].str.replace("-mlp-", "-conv-"), encoder_sha256="f" * 64)
     board = pd.concat([mlp, conv], ignore_index=True)
     (key, rows), = robustness_panels(board)  # one panel per data set, task, threat model and protocol
-    assert key == ("mnist5k", "digit", "linf", 50, 0, 1.0) and sorted(rows["arch"]) == ["conv", "mlp"]
+    assert key == ("mnist5k", "digit", "linf", 50, 0, 1.0, "standard") and sorted(rows["arch"]) == ["conv", "mlp"]
     board.to_csv(tmp_path / "both.csv", index=False)
     publish([tmp_path / "both.csv"], out=tmp_path / "board")
     md = (tmp_path / "board" / "experiments" / "mnist5k-linf.md").read_text()
@@ -59,7 +59,7 @@ def test_panels_split_by_protocol_and_lines_say_what_they_show(results):
     more_points = rows.assign(n_examples=100)
     panels = dict(robustness_panels(pd.concat([rows, se, twin, few_labels, more_points], ignore_index=True)))
     assert sorted((k[3], k[5]) for k in panels) == [(50, 0.01), (50, 1.0), (100, 1.0)]
-    main_panel = panels[("mnist5k", "digit", "linf", 50, 0, 1.0)]
+    main_panel = panels[("mnist5k", "digit", "linf", 50, 0, 1.0, "standard")]
     labels = line_labels(main_panel)
     assert sorted(labels) == ["se-adversarial (mlp) [single attack: native/pgd: upper bound] se-a",
                               "se-adversarial (mlp) [single attack: native/pgd: upper bound] se-c",
@@ -201,7 +201,7 @@ def test_a_hand_made_frame_with_only_the_essential_columns_plots(tmp_path):
                        "run": "r", "radius": [0.0, 0.1], "adversarial_accuracy": [0.9, 0.2]})
     assert plot_robustness(df, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     (key, rows), = robustness_panels(df)
-    assert key == ("mnist5k", "digit", "linf", 0, 0, 1.0) and len(rows) == 1 and rows["r=0.1"].iloc[0] == 0.2
+    assert key == ("mnist5k", "digit", "linf", 0, 0, 1.0, "standard") and len(rows) == 1 and rows["r=0.1"].iloc[0] == 0.2
 
 
 def test_a_row_that_only_failed_convergence_is_published_with_its_warning(results, tmp_path):

@@ -18,46 +18,65 @@ def make(name, **kw):
     return create_learner(name, **{k: v for k, v in {**FAST, **kw}.items() if k in fields})
 
 
+GRADIENT_TRAINED = [n for n in BUILT_IN if not callable(getattr(LEARNERS.get(n), "fit", None))]
+
+
+def loss_of(learner, x, labels=None):
+    """The learner's loss on x; a learner that trains on labels is told them first (``prepare``, as
+    robrep.train does) and given the minibatch's indices."""
+    if not callable(getattr(learner, "prepare", None)):
+        return learner.loss(x)
+    if labels is None:
+        labels = {"digit": torch.arange(len(x)) % 10, "color": torch.arange(len(x)) % 2}
+    learner.prepare(x, labels)
+    if getattr(learner, "wants_index", False):
+        return learner.loss(x, index=torch.arange(len(x)))
+    return learner.loss(x)
+
+
 def test_the_four_learners_of_the_paper_are_registered():
     assert {"vae", "beta-vae", "se-random", "se-adversarial"} <= set(list_learners())
     assert list_learners("se-*") == ["se-adversarial", "se-fgsm", "se-random", "se-warm"]
 
 
 @pytest.mark.parametrize("arch,shape", [("mlp", (1, 28, 28)), ("conv", (1, 28, 28)), ("conv", (3, 28, 28)), ("conv", (3, 64, 64)), ("mlp", (3, 64, 64))])
-@pytest.mark.parametrize("name", BUILT_IN)
+@pytest.mark.parametrize("name", GRADIENT_TRAINED)
 def test_forward_and_backward_reach_every_parameter(name, arch, shape):
     torch.manual_seed(0)
     learner = make(name, arch=arch, shape=shape, latent_dim=8)
     x = torch.rand(4, *shape)
     mu, logvar = learner.encode(x)
     assert mu.shape == (4, 8) and logvar.shape == (4, 8)
-    parts = learner.loss(x)
+    parts = loss_of(learner, x)
     assert parts["loss"].dim() == 0 and torch.isfinite(parts["loss"])
-    assert "recon" in parts and len(parts) >= 3
+    assert len(parts) >= 2 and ("recon" in parts or not callable(getattr(learner, "decode", None)))
     parts["loss"].backward()
     for pname, p in learner.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"{name}: no gradient reached {pname}"
 
 
-@pytest.mark.parametrize("name", BUILT_IN)
+@pytest.mark.parametrize("name", GRADIENT_TRAINED)
 def test_a_few_training_steps_lower_the_loss_on_mnist5k(name, mnist5k):
     torch.manual_seed(0)
     learner = make(name)
     x = mnist5k.train.batch(slice(0, 256))
+    labels = {t: y[:256] for t, y in mnist5k.train.labels.items()}
     opt = torch.optim.Adam(learner.parameters(), lr=learner.config.lr)
 
     def evaluate():
         torch.manual_seed(123)  # same noise and same random selection start before and after
         with torch.no_grad():
-            return learner.loss(x)["loss"].item()
+            return loss_of(learner, x, labels)["loss"].item()
 
     before = evaluate()
     for _ in range(25):
         opt.zero_grad()
-        learner.loss(x)["loss"].backward()
+        loss_of(learner, x, labels)["loss"].backward()
         opt.step()
     after = evaluate()
-    assert after < before - 0.1 * abs(before), (before, after)
+    # a contrastive loss has a floor far from 0 (log of the negatives' count): a smaller share is a real drop
+    share = 0.03 if name in ("simclr", "rocl") else 0.1
+    assert after < before - share * abs(before), (before, after)
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
@@ -118,7 +137,7 @@ def test_configs_reject_bad_values_with_a_clear_message():
         create_learner("vae", gamma=3)
     with pytest.raises(ValueError, match="arch must be one of"):
         create_learner("vae", arch="transformer")
-    with pytest.raises(UnknownNameError, match="known learners: beta-vae"):
+    with pytest.raises(UnknownNameError, match="known learners: .*beta-vae"):
         create_learner("pca")
     with pytest.raises(ValueError, match=r"expects inputs of shape \(N, 1, 28, 28\)"):
         create_learner("vae").encode(torch.rand(2, 3, 28, 28))
