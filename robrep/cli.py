@@ -84,15 +84,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     from robrep.registry import ATTACKS, DATASETS, LEARNERS, SUITES
 
     table = Table(title="robrep registry")
-    for col in ("kind", "name", "from", "description"):
+    for col in ("kind", "name", "from", "description", "family; paper"):
         table.add_column(col)
     from robrep.encoders import is_learner
+    from robrep.learners import card
 
     for kind, reg in (("learner", LEARNERS), ("dataset", DATASETS), ("suite", SUITES), ("attack", ATTACKS)):
         for name in reg.list():
             entry = reg.get(name)
             shown = "encoder" if kind == "learner" and not is_learner(entry) else kind  # benchmarked as it is
-            table.add_row(shown, name, reg.origin(name), terminal(first_sentence(entry.__doc__)))
+            about = card(name) if kind == "learner" else None
+            table.add_row(shown, name, reg.origin(name), terminal(first_sentence(entry.__doc__)),
+                          terminal(about.describe()) if about else "")
     console.print(table)
     from robrep.plugins import failures
 
@@ -236,19 +239,21 @@ def _print_results(df) -> None:
         if "protocol" in df and (df["protocol"] == "cascade").any():
             t.caption = ("cascade: an attack's row is the accuracy against it and every attack that ran before it "
                          "(cheap ones first); n_broken_first in results.csv says what each broke")
-        protocols = sub.reset_index()[["n_examples", "label_fraction", "seed", "attack_config"]].drop_duplicates()
+        protocols = sub.reset_index()[["n_examples", "label_fraction", "seed", "probe", "attack_config"]].drop_duplicates()
         several = {c: protocols[c].nunique() > 1 for c in ("n_examples", "label_fraction", "seed")}
+        several["probe"] = set(protocols["probe"]) != {"standard"}
         cols = ["learner", *(("run",) if several_runs else ()), *(["points"] if several["n_examples"] else []),
                 *(["labels"] if several["label_fraction"] else []), *(["seed"] if several["seed"] else []),
-                "suite", "attack"]
+                *(["probe"] if several["probe"] else []), "suite", "attack"]
         for col in cols:
             t.add_column(col, overflow="fold")
         for r in sub.columns:
             t.add_column(f"r={r:g}", justify="right")
-        order = sub.sort_index(level=[4, 5, 6, 7, 8, 2, 3])
-        for (_, _, suite, attack, learner, run, n, fraction, seed, _), vals in order.iterrows():  # learner: label
+        order = sub.sort_index(level=[4, 5, 6, 7, 8, 9, 2, 3])
+        for (_, _, suite, attack, learner, run, n, fraction, seed, probe, _), vals in order.iterrows():  # learner: label
             name = [learner, *((run,) if several_runs else ()), *([f"{n:g}"] if several["n_examples"] else []),
-                    *([f"{fraction:g}"] if several["label_fraction"] else []), *([f"{seed:g}"] if several["seed"] else [])]
+                    *([f"{fraction:g}"] if several["label_fraction"] else []), *([f"{seed:g}"] if several["seed"] else []),
+                    *([probe] if several["probe"] else [])]
             style = "bold" if suite == "worst-case" else None
             t.add_row(*map(terminal, name), terminal(suite), terminal(attack),
                       *("" if v != v else f"{v:.3f}" for v in vals), style=style)

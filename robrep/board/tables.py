@@ -8,13 +8,13 @@ from robrep.rows.layout import CHECK_COLUMNS, is_false, normalize
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """Adversarial accuracy with runs as rows and radii as columns, per (dataset, task, suite, attack); a run
-    measured under several protocols (test points, seed, label fraction, attack config) has a row for each,
+    measured under several protocols (test points, seed, label fraction, probe, attack config) has a row for each,
     never one value picked among them."""
     df = normalize(df)
     for col, default in (("n_examples", 0), ("seed", 0), ("attack_config", "")):
         if col not in df:
             df[col] = default
-    index = ["dataset", "task", "suite", "attack", "label", "run", "n_examples", "label_fraction", "seed",
+    index = ["dataset", "task", "suite", "attack", "label", "run", "n_examples", "label_fraction", "seed", "probe",
              "attack_config"]
     table = df.pivot_table(index=index, columns="radius", values="adversarial_accuracy", aggfunc="first")
     if df.groupby(index, dropna=False).size().max() > df["radius"].nunique():  # cannot happen: the key is unique
