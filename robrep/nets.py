@@ -14,7 +14,7 @@ from torch import nn
 
 from robrep.fastconv import InputGradConv2d
 
-ARCHS = ("mlp", "conv")
+ARCHS = ("mlp", "conv", "resnet18")
 
 
 class MLPEncoder(nn.Module):
@@ -97,11 +97,49 @@ class ConvDecoder(nn.Module):
         return self.body(z)
 
 
+class BasicBlock(nn.Module):
+    """ResNet's basic block: two 3 x 3 convolutions with batch norm, and the shortcut (He et al. 2016)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = nn.Sequential() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet18Encoder(nn.Module):
+    """ResNet-18 with the usual CIFAR stem (one 3 x 3 convolution, no max pooling), as RobustSSL's encoders:
+    four stages of two basic blocks (64, 128, 256, 512 channels), global average pooling, then the (mu, logvar)
+    head. Batch norm runs in eval mode whenever the encoder is frozen."""
+
+    def __init__(self, shape: tuple[int, int, int], latent_dim: int):
+        super().__init__()
+        layers, cin = [nn.Conv2d(shape[0], 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()], 64
+        for i, cout in enumerate((64, 128, 256, 512)):
+            layers += [BasicBlock(cin, cout, 1 if i == 0 else 2), BasicBlock(cout, cout, 1)]
+            cin = cout
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(512, 2 * latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.head(self.body(x)).chunk(2, dim=1)
+        return mu, logvar
+
+
 def build_nets(arch: str, shape: tuple[int, int, int], latent_dim: int, hidden: tuple[int, ...] = (400, 400)):
-    """(encoder, decoder) for ``arch`` in ARCHS; ``hidden`` are the MLP widths (the ConvNet ignores them)."""
+    """(encoder, decoder) for ``arch`` in ARCHS; ``hidden`` are the MLP widths (the ConvNet and ResNet-18 ignore
+    them)."""
     shape = tuple(int(s) for s in shape)
     if arch == "mlp":
         return MLPEncoder(shape, latent_dim, hidden), MLPDecoder(shape, latent_dim, hidden)
     if arch == "conv":
         return ConvEncoder(shape, latent_dim), ConvDecoder(shape, latent_dim)
+    if arch == "resnet18":  # the ConvNet's decoder: generative learners need one, contrastive ones drop it
+        return ResNet18Encoder(shape, latent_dim), ConvDecoder(shape, latent_dim)
     raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")

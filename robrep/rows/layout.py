@@ -28,7 +28,9 @@ def probe_mode(probe: str, norm: str = "linf", eps: float | None = None) -> str:
         return STANDARD_PROBE
     if probe != "adversarial" or eps is None or not eps > 0:
         raise ValueError(f"probe must be standard or adversarial (with a radius > 0), got {probe!r}, {eps!r}")
-    return f"adversarial {norm} {eps:g}"
+    steps = eps * 255  # a radius in 255ths of the pixel range (8/255) is written so; a short decimal as it is
+    text = f"{round(steps)}/255" if abs(steps - round(steps)) < 1e-9 and len(f"{eps:g}") > 5 else f"{eps:g}"
+    return f"adversarial {norm} {text}"
 
 
 def _keyed(row, k: str) -> bool:
