@@ -27,6 +27,10 @@ Kinds:
 - ``jsontable``: a table of the records a benchmark script wrote as JSON (``file``; the list under ``key``,
   default ``rows``): ``columns`` (comma-separated), headed by ``headers`` if given; the columns in ``shares``
   (accuracies) with three decimals, other numbers as they are;
+- ``families``: the learners of a board compared (``robrep.board.families``: family, labels, clean and robust
+  accuracy at the headline radius with each probe, training time against the VAE's), for ``arch`` (default mlp)
+  and ``task``; with ``name``, also its figure (clean against robust accuracy) written as ``plot`` does;
+- ``standing``: one sentence saying where the Smooth Encoder stands among the board's learners;
 - ``plot``: a figure of a board's rows (filtered as a table's), robust accuracy against the radius per encoder,
   written as ``figures/<name>.png`` beside the board's CSV and linked from the block, whose text carries a hash of
   the rows plotted (so the stale check sees a board that changed under a figure).
@@ -292,7 +296,61 @@ def _plot(boards: Boards, args: dict[str, str], where: str) -> str:
     return f"\n![{args.get('title', args['name'])}]({link.as_posix()})\n<!-- rows {short_hash(buf.getvalue())} -->\n"
 
 
-KINDS = {"jsontable": _jsontable, "plot": _plot, "value": _value, "table": _table, "attacks": _attacks, "timing": _timing, "protocols": _protocols}
+def _family_rows(boards: Boards, args: dict[str, str], where: str):
+    from robrep.board.families import family_table
+    from robrep.board.leaderboard import with_entries
+
+    unknown = sorted(set(args) - {"board", "arch", "task", "name", "title"})
+    if unknown:
+        raise BlockError(f"{where}: unknown argument(s) {', '.join(unknown)} (board, arch, task, name, title)")
+    rows = with_entries(boards.rows(args["board"]), (boards.folder / args["board"]).parent, named=False)
+    try:
+        table = family_table(rows, args.get("arch", "mlp"), args.get("task"))
+    except ValueError as e:
+        raise BlockError(f"{where}: {e}") from None
+    if table.empty:
+        raise BlockError(f"{where}: no {args.get('arch', 'mlp')} entries on {args['board']}")
+    return table
+
+
+def _families(boards: Boards, args: dict[str, str], where: str) -> str:
+    from robrep.board.families import plot_families
+    from robrep.escape import markdown as md
+
+    table = _family_rows(boards, args, where)
+    head = table.attrs["headline"]
+
+    def share(v) -> str:
+        return "" if v != v else f"{v:.3f}"
+
+    lines = [f"| encoder | family | labels | clean | robust at {head:g} | clean, adversarial probe | "
+             f"robust at {head:g}, adversarial probe | training time (VAE = 1) |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for _, r in table.iterrows():
+        lines.append(f"| {md(r['name'])} | {md(r['family'])} | {'yes' if r['uses_labels'] else 'no'} | "
+                     f"{share(r['clean_standard'])} | {share(r['robust_standard'])} | {share(r['clean_adversarial'])} "
+                     f"| {share(r['robust_adversarial'])} | "
+                     f"{'' if r['train_vs_vae'] != r['train_vs_vae'] else format(r['train_vs_vae'], '.1f')} |")
+    text = "\n" + "\n".join(lines) + "\n"
+    if "name" in args:
+        board = Path(args["board"])
+        path = boards.folder / board.parent / "figures" / f"{args['name']}.png"
+        if boards.write:
+            plot_families(table, path, args.get("title", args["name"]))
+        elif not path.is_file():
+            raise BlockError(f"{where}: its figure {path} is missing (robrep leaderboard --render writes it)")
+        link = Path(boards.folder.name) / board.parent / "figures" / f"{args['name']}.png"
+        text += f"\n![{args.get('title', args['name'])}]({link.as_posix()})\n"
+    return text
+
+
+def _standing(boards: Boards, args: dict[str, str], where: str) -> str:
+    from robrep.board.families import standing
+
+    return standing(_family_rows(boards, args, where))
+
+
+KINDS = {"families": _families, "standing": _standing, "jsontable": _jsontable, "plot": _plot, "value": _value, "table": _table, "attacks": _attacks, "timing": _timing, "protocols": _protocols}
 
 
 def render_blocks(text: str, boards: Boards, name: str = "<text>") -> str:

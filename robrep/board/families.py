@@ -1,0 +1,115 @@
+"""The families compared on one board: each learner at the headline radius under both probe modes, its training
+time as a multiple of the VAE's, a figure of clean against robust accuracy, and where the Smooth Encoder stands.
+
+Read from a board's ranked rows (``robrep.board.headline``) and each learner's card (``robrep.learners.cards``);
+the documentation's family page and the README's sentence are generated from here (``robrep.board.blocks``).
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from robrep.io import atomic_write
+
+SE = "se-adversarial"  # the paper's learner, the one the comparison is about
+
+
+def family_table(board: pd.DataFrame, arch: str = "mlp", task: str | None = None) -> pd.DataFrame:
+    """One row per learner of ``board`` (its entries of architecture ``arch``, one task): family, whether it
+    uses labels, clean and robust accuracy at the headline radius with the standard probe and with the
+    adversarial one, and training seconds as a multiple of the VAE's; ranked by robust accuracy with the
+    standard probe."""
+    from robrep.board.headline import headline_table
+    from robrep.learners.cards import card
+
+    rows = board[board["arch"] == arch]
+    if task is not None:
+        rows = rows[rows["task"] == task]
+    table = headline_table(rows)
+    if table.empty:
+        return pd.DataFrame()
+    if table["task"].nunique() > 1:
+        raise ValueError(f"the board holds tasks {sorted(set(table['task']))}: choose one")
+    trained = rows.groupby("learner")["train_seconds"].max()
+    vae = trained.get("vae")
+    out = []
+    for learner, g in table.groupby("learner", sort=True):
+        about = card(learner)
+        line = {"learner": learner, "name": learner,
+                "family": about.family if about else "", "uses_labels": bool(about and about.uses_labels),
+                "train_vs_vae": float(trained.get(learner, float("nan")) / vae) if vae else float("nan")}
+        for probe, key in (("standard", "standard"), ("adversarial", "adversarial")):
+            hit = g[g["probe"].str.startswith(probe)]
+            line[f"clean_{key}"] = float(hit["clean"].iloc[0]) if len(hit) else float("nan")
+            line[f"robust_{key}"] = float(hit["headline"].iloc[0]) if len(hit) else float("nan")
+        out.append(line)
+    result = pd.DataFrame(out).sort_values(["robust_standard", "clean_standard"], ascending=False,
+                                           na_position="last", kind="mergesort").reset_index(drop=True)
+    result.attrs["headline"] = next(iter(table.attrs["headline"].values()))
+    return result
+
+
+def standing(table: pd.DataFrame) -> str:
+    """One sentence: where the Smooth Encoder stands among the families, with the standard probe, and the best
+    with the adversarial probe (from ``family_table``)."""
+    head = table.attrs.get("headline", 0.1)
+    ranked = table.dropna(subset=["robust_standard"]).reset_index(drop=True)
+    if SE not in set(ranked["learner"]):
+        return "the Smooth Encoder has no entry on this board yet"
+    place = int(ranked.index[ranked["learner"] == SE][0]) + 1
+    se = ranked.iloc[place - 1]
+    text = (f"at radius {head:g}, the Smooth Encoder (adversarial selection) keeps {se['robust_standard']:.3f} of the "
+            f"test digits with the standard probe, {_ordinal(place)} of {len(ranked)} learners from "
+            f"{ranked['family'].nunique()} families")
+    ahead = ranked.iloc[:place - 1]
+    if len(ahead):
+        text += (" behind " + ", ".join(f"{r['name']} ({r['robust_standard']:.3f}"
+                                        f"{', uses labels' if r['uses_labels'] else ''})" for _, r in ahead.iterrows()))
+    else:
+        nxt = ranked.iloc[1] if len(ranked) > 1 else None
+        text += f", ahead of {nxt['name']} ({nxt['robust_standard']:.3f})" if nxt is not None else ""
+    adversarial = table.dropna(subset=["robust_adversarial"])
+    if len(adversarial):
+        best = adversarial.sort_values("robust_adversarial", ascending=False, kind="mergesort").iloc[0]
+        text += (f"; with the adversarial probe the best is {best['name']} ({best['robust_adversarial']:.3f}"
+                 + (f", the Smooth Encoder {float(table.loc[table['learner'] == SE, 'robust_adversarial'].iloc[0]):.3f}"
+                    if best["learner"] != SE and table.loc[table["learner"] == SE, "robust_adversarial"].notna().any()
+                    else "") + ")")
+    return text
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 11 <= n % 100 <= 13 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def plot_families(table: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """Clean against robust accuracy at the headline radius, one point per learner and probe mode (filled: the
+    standard probe; hollow: the adversarial one, joined to it), coloured by the learner's fixed colour."""
+    from robrep.board.plots import _figure, encoder_colour
+
+    fig = _figure(figsize=(7.5, 5.5), dpi=110)
+    ax = fig.add_subplot(1, 1, 1)
+    for _, r in table.iterrows():
+        colour = encoder_colour(r["learner"])
+        xs = [r["robust_standard"], r["robust_adversarial"]]
+        ys = [r["clean_standard"], r["clean_adversarial"]]
+        if xs[1] == xs[1]:
+            ax.plot(xs, ys, color=colour, lw=0.8, alpha=0.6)
+            ax.scatter([xs[1]], [ys[1]], s=40, facecolors="white", edgecolors=colour, zorder=3)
+        ax.scatter([xs[0]], [ys[0]], s=40, color=colour, zorder=3,
+                   marker="s" if r["uses_labels"] else "o")
+        ax.annotate(f"{r['learner']}{' (labels)' if r['uses_labels'] else ''}", (xs[0], ys[0]), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
+    head = table.attrs.get("headline", 0.1)
+    ax.set_xlabel(f"robust accuracy at radius {head:g} (worst case of the protocol's attacks)")
+    ax.set_ylabel("clean accuracy")
+    ax.set_title(title + "\nfilled: standard probe; hollow: adversarial probe; squares: trained on labels", fontsize=8)
+    ax.set_xlim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(Path(path), buf.getvalue())
+    return Path(path)
