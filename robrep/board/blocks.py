@@ -22,7 +22,8 @@ Kinds:
   where several rows match) at ``radius``, or with ``what=clean`` its clean accuracy. A selection that matches
   no row or several is an error naming the candidates, never a guess;
 - ``attacks``: each attack's own robust accuracy at ``radius`` and the worst case, one column per encoder;
-- ``timing``: a time a benchmark script wrote (``file``, ``key``; ``unit=min`` for minutes);
+- ``timing``: a time a benchmark script wrote (``file``, ``key``; ``unit=min`` for minutes, ``unit=h`` for a value
+  written in hours);
 - ``protocols``: the standard protocols, with the time one entry took on each board;
 - ``jsontable``: a table of the records a benchmark script wrote as JSON (``file``; the list under ``key``,
   default ``rows``): ``columns`` (comma-separated), headed by ``headers`` if given; the columns in ``shares``
@@ -201,7 +202,8 @@ def _attacks(boards: Boards, args: dict[str, str], where: str) -> str:
 
 def _timing(boards: Boards, args: dict[str, str], where: str) -> str:
     """A time a benchmark script measured and wrote as JSON (``file``, relative to the boards' parent folder):
-    ``key``'s seconds, shown in ``unit`` (``s`` or ``min``, rounded up to a whole minute)."""
+    ``key``'s seconds, shown in ``unit`` (``s`` or ``min``, rounded up to a whole minute; ``h``: the value is in
+    hours already, as the script wrote it)."""
     import json
     import math
 
@@ -210,6 +212,8 @@ def _timing(boards: Boards, args: dict[str, str], where: str) -> str:
         seconds = float(json.loads(path.read_text(encoding="utf-8"))[args["key"]])
     except (OSError, ValueError, KeyError) as e:
         raise BlockError(f"{where}: no time {args.get('key')!r} in {path} ({type(e).__name__}: {e})") from None
+    if args.get("unit") == "h":  # a value the script wrote in hours
+        return f"{seconds:.0f} hours"
     return f"{math.ceil(seconds / 60)} minutes" if args.get("unit") == "min" else f"{seconds:.0f} s"
 
 
