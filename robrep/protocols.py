@@ -89,6 +89,13 @@ class Protocol:
         losses = {json.loads(c).get("loss", "ce") for c in native["attack_config"] if isinstance(c, str) and c}
         if losses and losses != {self.loss}:
             reasons.append(f"robrep's PGD on the {', '.join(sorted(losses))} loss (the protocol: {self.loss})")
+        from robrep.rows.layout import probe_mode
+
+        allowed = {"standard", probe_mode("adversarial", self.norm, self.headline)}
+        probes = set(rows["probe"]) if "probe" in rows else {"standard"}
+        if not probes <= allowed:
+            reasons.append(f"probe {', '.join(sorted(probes - allowed))} (the protocol: standard, or adversarial at "
+                           f"its headline radius {self.headline:g})")
         if set(own.get("protocol", [])) != {self.worst_case}:
             reasons.append(f"worst case {sorted(set(own.get('protocol', [])))} (the protocol: {self.worst_case})")
         if not (rows["suite"] == "worst-case").any():

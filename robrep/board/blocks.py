@@ -261,8 +261,9 @@ def _protocols(boards: Boards, args: dict[str, str], where: str) -> str:
             rows = None
         took = ""
         if rows is not None:
-            cells = rows[rows["suite"] != "worst-case"].drop_duplicates(["run", "task", "suite", "attack"])
-            per = cells.groupby("run")["wall_seconds"].sum() + rows.groupby("run")["train_seconds"].max().fillna(0)
+            entry = ["run", "probe"]  # an encoder under each probe is an entry of its own
+            cells = rows[rows["suite"] != "worst-case"].drop_duplicates(["run", "probe", "task", "suite", "attack"])
+            per = cells.groupby(entry)["wall_seconds"].sum() + rows.groupby(entry)["train_seconds"].max().fillna(0)
             took = f"{per.median() / 60:.0f} min median, {per.max() / 60:.0f} min longest ({len(per)} entries)"
         lines.append(f"| {p.name} | {p.dataset}, {', '.join(p.tasks) if p.tasks else 'every task'} | {p.norm} | "
                      f"{radii} | {p.n_examples} | {', '.join(p.suites)}, {p.steps} x {p.restarts}, "

@@ -37,6 +37,14 @@ def test_a_protocol_fixes_the_run_and_refuses_what_would_change_it():
         BenchConfig(protocol="mnist5k-lin")
 
 
+def test_an_adversarial_probe_is_the_protocols_only_at_its_headline_radius():
+    board = read_results(REPO / "leaderboard" / "mnist5k-linf.csv")
+    entry = board[board["run"] == board["run"].iloc[0]]
+    protocol = P.PROTOCOLS["mnist5k-linf"]
+    assert protocol.mismatches(entry.assign(probe="adversarial linf 0.1")) == []
+    assert any("probe adversarial linf 0.2" in r for r in protocol.mismatches(entry.assign(probe="adversarial linf 0.2")))
+
+
 def test_every_board_of_the_repository_ranks_only_its_protocols_verified_entries():
     for path in sorted((REPO / "leaderboard").glob("*.csv")):
         board = read_results(path)
