@@ -88,7 +88,9 @@ def test_list_shows_whole_first_sentences_as_plain_text():
                           env={**os.environ, "COLUMNS": "300"}, cwd=REPO)
     assert done.returncode == 0 and "``" not in done.stdout
     row = next(line for line in done.stdout.splitlines() if " se-adversarial " in line)
-    assert "selection_steps sign steps" in row and row.rstrip(" │").endswith(")."), row
+    cells = [c.strip() for c in row.split("│")]  # kind, name, from, description, family; paper
+    assert "selection_steps sign steps" in cells[4] and cells[4].endswith(")."), row
+    assert cells[5].startswith("Smooth Encoder; Cemgil, Ghaisas, Dvijotham, Kohli"), row
 
 
 def test_leaderboard_outside_a_clone_says_where_it_looked_and_how_to_point_it(tmp_path):
