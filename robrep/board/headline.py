@@ -85,7 +85,7 @@ def headline_table(board: pd.DataFrame, radii: list[float] | None = None) -> pd.
         board = board.assign(probe="standard")
     out, headline = [], {}
     for place, rows in board.groupby(list(PLACE), sort=True):
-        r_head = headline_radius(rows["radius"])
+        r_head = headline_radius(rows["radius"], place[0], place[2])
         headline[place] = r_head
         wanted = sorted(float(r) for r in (radii or rows["radius"].unique()))
         for key, g in rows.groupby(list(ENCODER) + list(PROTOCOL), sort=True, dropna=False):

@@ -14,9 +14,12 @@ from robrep.rows.layout import normalize
 # Fixed colours: the built-in learners always get these; any other label a colour derived from its name, so an
 # encoder has the same colour in every panel of every file.
 _FIXED = {"vae": "#1f77b4", "beta-vae": "#ff7f0e", "se-random": "#2ca02c", "se-adversarial": "#d62728",
-          "se-fgsm": "#9467bd", "se-warm": "#8c564b"}
-_PALETTE = ("#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#7b4173", "#636363",
-            "#8ca252", "#bd9e39", "#a55194", "#de9ed6", "#9edae5", "#c49c94", "#dbdb8d")  # none near the fixed six
+          "se-fgsm": "#9467bd", "se-warm": "#8c564b",
+          # the reference families
+          "ae": "#17becf", "dae": "#8c6d31", "beta-tcvae": "#e377c2", "simclr": "#393b79", "rocl": "#a55194",
+          "supervised": "#637939", "supervised-at": "#bcbd22", "random-init": "#7f7f7f"}
+_PALETTE = ("#636363", "#8ca252", "#bd9e39", "#7b4173", "#de9ed6", "#9edae5", "#c49c94", "#dbdb8d", "#6b6ecf",
+            "#e7969c", "#cedb9c", "#b5cf6b")  # none of the fixed colours
 _ARCH_STYLE = {"mlp": "-", "conv": "--"}  # line style by architecture (others dotted)
 
 

@@ -312,7 +312,8 @@ class BenchConfig:
                                   f"headline radius {headline:g}; probe_eps = {wanted:g} would make it another "
                                   "protocol. Drop probe_eps, or drop protocol to run it as an experiment")
             wanted = headline
-        self.probe_eps = headline_radius(self.radii) if wanted is None else wanted
+        dataset = self.datasets[0] if len(self.datasets) == 1 else None
+        self.probe_eps = headline_radius(self.radii, dataset, self.norm) if wanted is None else wanted
         if not (self.probe_eps > 0 and math.isfinite(self.probe_eps)) or \
                 (self.norm == "linf" and self.probe_eps > 1):
             raise bad("probe_eps", "a radius > 0 (at most 1 under L-inf)", self.probe_eps)
