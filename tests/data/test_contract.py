@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fixtures import make_celeba, make_mnist_raw
+from fixtures import make_celeba, make_cifar10, make_mnist_raw
 from robrep.data import DATASETS, load_dataset, reads_folder
 
 
@@ -15,7 +15,8 @@ def roots(tmp_path_factory):
     base = tmp_path_factory.mktemp("roots")
     return {"mnist": make_mnist_raw(base / "mnist", n_train=120, n_test=40),
             "colormnist": make_mnist_raw(base / "colormnist", n_train=120, n_test=40),
-            "celeba": make_celeba(base / "celeba", n=24)}
+            "celeba": make_celeba(base / "celeba", n=24),
+            "cifar10": make_cifar10(base / "cifar10", per_batch=16)}
 
 
 BUILT_IN = [name for name in DATASETS.list() if DATASETS.origin(name) == "built-in"]
