@@ -329,13 +329,15 @@ def _families(boards: Boards, args: dict[str, str], where: str) -> str:
         return "" if v != v else f"{v:.3f}"
 
     lines = [f"| encoder | family | labels | clean | robust at {head:g} | clean, adversarial probe | "
-             f"robust at {head:g}, adversarial probe | training time (VAE = 1) |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             f"robust at {head:g}, adversarial probe | training time (VAE = 1) | protocol minutes (standard + adversarial probe) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for _, r in table.iterrows():
         lines.append(f"| {md(r['name'])} | {md(r['family'])} | {'yes' if r['uses_labels'] else 'no'} | "
                      f"{share(r['clean_standard'])} | {share(r['robust_standard'])} | {share(r['clean_adversarial'])} "
                      f"| {share(r['robust_adversarial'])} | "
-                     f"{'' if r['train_vs_vae'] != r['train_vs_vae'] else format(r['train_vs_vae'], '.1f')} |")
+                     f"{'' if r['train_vs_vae'] != r['train_vs_vae'] else format(r['train_vs_vae'], '.1f')} | "
+                     + " + ".join(f"{r[k]:.0f}" for k in ("minutes_standard", "minutes_adversarial") if r[k] == r[k])
+                     + " |")
     text = "\n" + "\n".join(lines) + "\n"
     if "name" in args:
         board = Path(args["board"])

@@ -19,8 +19,9 @@ SE = "se-adversarial"  # the paper's learner, the one the comparison is about
 def family_table(board: pd.DataFrame, arch: str = "mlp", task: str | None = None) -> pd.DataFrame:
     """One row per learner of ``board`` (its entries of architecture ``arch``, one task): family, whether it
     uses labels, clean and robust accuracy at the headline radius with the standard probe and with the
-    adversarial one, and training seconds as a multiple of the VAE's; ranked by robust accuracy with the
-    standard probe."""
+    adversarial one, training seconds as a multiple of the VAE's, and what the protocol took in minutes
+    (training and every attack cell, as the rows record them) under each probe; ranked by robust accuracy with
+    the standard probe."""
     from robrep.board.headline import headline_table
     from robrep.learners.cards import card
 
@@ -34,6 +35,8 @@ def family_table(board: pd.DataFrame, arch: str = "mlp", task: str | None = None
         raise ValueError(f"the board holds tasks {sorted(set(table['task']))}: choose one")
     trained = rows.groupby("learner")["train_seconds"].max()
     vae = trained.get("vae")
+    cells = rows[rows["suite"] != "worst-case"].drop_duplicates(["learner", "probe", "task", "suite", "attack"])
+    attacked = cells.groupby(["learner", "probe"])["wall_seconds"].sum()  # the protocol's attacks, per probe
     out = []
     for learner, g in table.groupby("learner", sort=True):
         about = card(learner)
@@ -44,6 +47,8 @@ def family_table(board: pd.DataFrame, arch: str = "mlp", task: str | None = None
             hit = g[g["probe"].str.startswith(probe)]
             line[f"clean_{key}"] = float(hit["clean"].iloc[0]) if len(hit) else float("nan")
             line[f"robust_{key}"] = float(hit["headline"].iloc[0]) if len(hit) else float("nan")
+            seconds = [attacked.get((learner, p), 0.0) for p in set(hit["probe"])]
+            line[f"minutes_{key}"] = (sum(seconds) + trained.get(learner, 0.0)) / 60 if len(hit) else float("nan")
         out.append(line)
     result = pd.DataFrame(out).sort_values(["robust_standard", "clean_standard"], ascending=False,
                                            na_position="last", kind="mergesort").reset_index(drop=True)
