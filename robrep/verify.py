@@ -8,7 +8,9 @@ separately seeded calls on the points no earlier call broke) on the cross-entrop
 and always for a standard board's admission), then, with three classes or more, torchattacks' APGD on the DLR
 loss (a margin) on the points still robust: a point is robust only if every call's final input is classified
 correctly. Two losses, so a number that only a cross-entropy attack would leave standing (where its gradients
-mislead) does not hold: robrep's default bench, one cross-entropy PGD, is such a number. The published number holds if it is at most the independent accuracy plus
+mislead) does not hold: a cross-entropy PGD alone gives such numbers (robrep's PGD alternates the
+cross-entropy and the margin by default for that reason). The published number holds if it is at most the
+independent accuracy plus
 ``tolerance``: a published accuracy higher than an independent attack finds is an attack that was too weak
 (or a number that was edited). Rows of encoders robrep cannot reload (a module given by name, a plugin
 without a checkpoint) are reported as not verifiable.
