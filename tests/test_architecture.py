@@ -36,7 +36,7 @@ LAYERS = {
     # learners, their checkpoints and training; output folders; the boards (which read rows only)
     "robrep.learners": 2, "robrep.checkpoint": 2, "robrep.train": 2, "robrep.folders": 2, "robrep.board": 2,
     # the attacked model: encoders, probes, attacks and their checks
-    "robrep.encoders": 3, "robrep.probes": 3, "robrep.attacks": 3, "robrep.checks": 3,
+    "robrep.encoders": 3, "robrep.probes": 3, "robrep.attacks": 3, "robrep.checks": 3, "robrep.certify": 3,
     # the bench and the commands built on it
     "robrep.harness": 4, "robrep.verify": 4, "robrep.sweep": 4, "robrep.toy": 4,
     # the front doors

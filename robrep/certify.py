@@ -1,0 +1,215 @@
+"""Certified lower bounds on robust accuracy: interval bound propagation (IBP) and CROWN (a backward linear
+relaxation, Zhang et al. 2018) of probe∘encoder over an L-inf or L2 ball intersected with the input bounds.
+
+A point is certified when the lower bound of every margin ``logit_y - logit_j`` (j != y) over the whole ball is
+positive: no perturbation in the ball can change the probe's decision, whatever any attack does. The certified
+share is a lower bound on robust accuracy, as an attack's robust share is an upper bound.
+
+The network is read as a chain of layers (``chain``): every affine layer (Linear, Conv2d, average pooling, batch
+norm in eval mode, flatten, the encoder's preprocessing) becomes one dense matrix, found by applying the layer
+to the basis of its input space, and every elementwise activation must be one the certifier relaxes (ReLU,
+LeakyReLU). The representation is the encoder's ``mu`` (the first half of a robrep encoder's head); the probe
+and the margins are folded into the last matrix. A network with any other layer (a residual block, a sigmoid)
+is refused with ``NotCertifiable``, never given a number.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+AFFINE = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten,
+          nn.Identity)
+ACTIVATIONS = (nn.ReLU, nn.LeakyReLU)
+
+
+class NotCertifiable(ValueError):
+    """The network has a layer the certifier has no sound bound for; the message names it."""
+
+
+@dataclass
+class Affine:
+    weight: torch.Tensor  # (out, in), float64
+    bias: torch.Tensor  # (out,)
+
+
+@dataclass
+class Activation:
+    slope: float  # the negative side's slope: 0 for ReLU, LeakyReLU's negative_slope
+
+
+def _dense(layer: nn.Module, shape: tuple[int, ...]) -> tuple[Affine, tuple[int, ...]]:
+    """The affine map ``layer`` computes on inputs of ``shape`` (without the batch), as a dense matrix."""
+    n = int(torch.tensor(shape).prod())
+    with torch.no_grad():
+        zero = layer(torch.zeros(1, *shape, dtype=torch.float64))
+        basis = layer(torch.eye(n, dtype=torch.float64).reshape(n, *shape))
+    out_shape = tuple(zero.shape[1:])
+    weight = (basis - zero).reshape(n, -1).T
+    return Affine(weight.contiguous(), zero.reshape(-1)), out_shape
+
+
+def _layers_of(encoder: nn.Module) -> list[nn.Module]:
+    """The encoder as a list of layers: a robrep learner's encoder net (body, then the mu half of its head), a
+    plain ``nn.Sequential``; anything else is refused."""
+    from robrep.encoders import Encoder
+
+    layers: list[nn.Module] = []
+    if isinstance(encoder, Encoder):
+        if encoder._mean is not None:
+            mean, std = encoder._mean.double(), encoder._std.double()
+            layers.append(_Preprocess(mean, std))
+        encoder = encoder.module
+    net = getattr(encoder, "encoder", None)
+    if isinstance(getattr(net, "body", None), nn.Sequential) and isinstance(getattr(net, "head", None), nn.Linear):
+        half = net.head.out_features // 2
+        head = nn.Linear(net.head.in_features, half).double()
+        with torch.no_grad():
+            head.weight.copy_(net.head.weight[:half])
+            head.bias.copy_(net.head.bias[:half])
+        return layers + list(net.body) + [head]
+    if isinstance(encoder, nn.Sequential):
+        return layers + list(encoder)
+    raise NotCertifiable(f"{type(encoder).__name__} is neither a robrep learner's encoder net nor an nn.Sequential: "
+                         "the certifier cannot read it as a chain of layers")
+
+
+class _Preprocess(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def chain(model: nn.Module, shape: tuple[int, ...]) -> list[Affine | Activation]:
+    """probe∘encoder (a ``robrep.probes.ProbedEncoder``) as alternating dense affine maps and activations, the
+    consecutive affine maps multiplied together. ``shape``: one input's (C, H, W)."""
+    layers = _layers_of(model.encoder) + [model.probe]
+    out: list[Affine | Activation] = []
+    for layer in layers:
+        layer = copy.deepcopy(layer).double().eval()  # the model itself stays as it is
+        if isinstance(layer, ACTIVATIONS):
+            out.append(Activation(float(getattr(layer, "negative_slope", 0.0))))
+            continue
+        if not isinstance(layer, (*AFFINE, _Preprocess)):
+            raise NotCertifiable(f"no sound bound for layer {type(layer).__name__}: the certifier knows "
+                                 f"{', '.join(t.__name__ for t in AFFINE + ACTIVATIONS)}")
+        dense, shape = _dense(layer, shape)
+        if out and isinstance(out[-1], Affine):  # fold consecutive affine maps into one
+            prev = out.pop()
+            dense = Affine(dense.weight @ prev.weight, dense.weight @ prev.bias + dense.bias)
+        out.append(dense)
+    return out
+
+
+def margins(last: Affine, y: torch.Tensor) -> Affine:
+    """The last affine map turned into every margin logit_y - logit_j per point: weight (N, K, in) with K the
+    classes (the row j = y is 0: no margin against itself)."""
+    w, b = last.weight, last.bias
+    return Affine(w[y][:, None, :] - w[None, :, :], b[y][:, None] - b[None, :])
+
+
+def _concretize(a: torch.Tensor, c: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, x0: torch.Tensor,
+                eps: float, norm: str) -> torch.Tensor:
+    """The lower bound of a x + c over the input domain: the box [lo, hi] (L-inf ball and input bounds
+    together) or, under L2, the ball around x0 (its intersection with the bounds only helps; ignoring it is
+    sound). ``a``: (N, K, D), per point its rows."""
+    if norm == "linf":
+        return (a.clamp(min=0) @ lo[:, :, None]).squeeze(-1) + (a.clamp(max=0) @ hi[:, :, None]).squeeze(-1) + c
+    return (a @ x0[:, :, None]).squeeze(-1) - eps * a.norm(dim=-1) + c
+
+
+def _relax(lo: torch.Tensor, hi: torch.Tensor, slope: float):
+    """CROWN's linear bounds of a (leaky) ReLU on [lo, hi]: (upper slope, upper intercept, lower slope)."""
+    unstable = (lo < 0) & (hi > 0)
+    denom = torch.where(unstable, hi - lo, torch.ones_like(hi))
+    up_slope = torch.where(unstable, (hi - slope * lo) / denom, torch.where(hi <= 0, torch.full_like(hi, slope),
+                                                                         torch.ones_like(hi)))
+    up_bias = torch.where(unstable, lo * (slope - up_slope), torch.zeros_like(hi))
+    adaptive = torch.where(hi >= -lo, torch.ones_like(hi), torch.full_like(hi, slope))  # the tighter of the two
+    low_slope = torch.where(unstable, adaptive, up_slope)
+    return up_slope, up_bias, low_slope
+
+
+def _backward(ops, a: torch.Tensor, c: torch.Tensor, bounds: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Carry the linear function a z_k + c of the last affine map's output back to the input through ``ops``
+    (the chain before it), relaxing each activation by the bounds of its input (CROWN), for a lower bound.
+    a: (N, K, width)."""
+    for i in range(len(ops) - 1, -1, -1):
+        op = ops[i]
+        if isinstance(op, Affine):
+            c = c + a @ op.bias
+            a = a @ op.weight
+        else:
+            lo, hi = bounds[i]
+            up_slope, up_bias, low_slope = _relax(lo, hi, op.slope)
+            positive, negative = a.clamp(min=0), a.clamp(max=0)
+            # a lower bound takes the lower relaxation where a > 0 and the upper one where a < 0
+            c = c + (negative * up_bias[:, None, :]).sum(-1)
+            a = positive * low_slope[:, None, :] + negative * up_slope[:, None, :]
+    return a, c
+
+
+def lower_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
+                  method: str = "crown", bounds: tuple[float, float] | None = None) -> torch.Tensor:
+    """Per point and class j, a lower bound of logit_y - logit_j over the ball of radius ``eps`` around x (and
+    the input bounds), (N, K); +inf at j = y. ``method``: ``ibp`` or ``crown``."""
+    if method not in ("ibp", "crown"):
+        raise ValueError(f"method must be ibp or crown, got {method!r}")
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"norm must be linf or l2, got {norm!r}")
+    ops = chain(model, tuple(x.shape[1:]))
+    low, high = bounds if bounds is not None else model.bounds
+    x0 = x.flatten(1).double()
+    lo_in, hi_in = (x0 - eps).clamp(min=low), (x0 + eps).clamp(max=high)  # the ball's box within the bounds
+    layer_bounds: list = [None] * len(ops)
+    lo, hi = lo_in, hi_in
+    for i, op in enumerate(ops[:-1]):  # the bounds of every activation's input
+        if isinstance(op, Affine):
+            if method == "ibp" or i == 0:
+                centre, radius = (lo + hi) / 2, (hi - lo) / 2
+                mid = centre @ op.weight.T + op.bias
+                spread = radius @ op.weight.abs().T
+                lo, hi = mid - spread, mid + spread
+                if method == "crown" and i == 0 and norm == "l2":  # the ball is tighter than its bounding box
+                    lo = torch.max(lo, x0 @ op.weight.T + op.bias - eps * op.weight.norm(dim=1))
+                    hi = torch.min(hi, x0 @ op.weight.T + op.bias + eps * op.weight.norm(dim=1))
+            else:
+                eye = op.weight.expand(len(x0), *op.weight.shape)
+                a_lo, c_lo = _backward(ops[:i], eye, op.bias.expand(len(x0), -1), layer_bounds)
+                a_hi, c_hi = _backward(ops[:i], -eye, -op.bias.expand(len(x0), -1), layer_bounds)
+                lo = _concretize(a_lo, c_lo, lo_in, hi_in, x0, eps, norm)
+                hi = -_concretize(a_hi, c_hi, lo_in, hi_in, x0, eps, norm)
+        else:
+            layer_bounds[i] = (lo, hi)
+            lo, hi = _act(lo, op.slope), _act(hi, op.slope)
+    spec = margins(ops[-1], y)
+    if method == "ibp":
+        centre, radius = (lo + hi) / 2, (hi - lo) / 2
+        out = (spec.weight @ centre[:, :, None]).squeeze(-1) + spec.bias - (spec.weight.abs() @ radius[:, :, None]).squeeze(-1)
+    else:
+        a, c = _backward(ops[:-1], spec.weight, spec.bias, layer_bounds)
+        out = _concretize(a, c, lo_in, hi_in, x0, eps, norm)
+    return out.scatter(1, y[:, None], float("inf"))
+
+
+def _act(v: torch.Tensor, slope: float) -> torch.Tensor:
+    return torch.where(v >= 0, v, slope * v)
+
+
+def certified(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
+              method: str = "crown", batch_size: int = 100) -> torch.Tensor:
+    """Per point: certified robust at radius ``eps`` (every margin's lower bound positive; a point the probe
+    misclassifies unperturbed is never certified). (N,) bool."""
+    model = model.eval()
+    with torch.no_grad():
+        right = model(x).argmax(1) == y
+    out = []
+    for i in range(0, len(x), batch_size):
+        low = lower_margins(model, x[i:i + batch_size], y[i:i + batch_size], eps, norm, method)
+        out.append((low > 0).all(1))
+    return torch.cat(out) & right

@@ -1,0 +1,94 @@
+"""Certified bounds against exact answers: never above the true minimum margin (tiny networks, enumerated on a
+fine grid of their two-dimensional inputs), never certifying a point an attack breaks (a VAE on real digits),
+refusing a layer they cannot bound, and leaving the model as it was."""
+import pytest
+import torch
+from torch import nn
+
+from robrep.attacks import PGD
+from robrep.certify import NotCertifiable, certified, lower_margins
+from robrep.encoders import Encoder
+from robrep.probes import ProbedEncoder
+
+
+def _tiny(seed: int, activation=nn.ReLU):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(2, 8), activation(), nn.Linear(8, 6), activation(), nn.Linear(6, 3))
+    return ProbedEncoder(Encoder(net), nn.Linear(3, 3))
+
+
+def _grid_minimum(model, x, y, eps, norm, n=161):
+    """The smallest margin per class over a fine grid of the ball (and the bounds), corners included."""
+    g = torch.linspace(-eps, eps, n)
+    d = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 1, 1, 2)
+    if norm == "l2":
+        d = d[d.flatten(1).norm(dim=1) <= eps]
+    with torch.no_grad():
+        logits = model((x + d).clamp(0, 1))
+    worst = (logits[:, y][:, None] - logits).min(0).values
+    worst[y] = float("inf")
+    return worst
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU, lambda: nn.LeakyReLU(0.1)], ids=["relu", "leaky"])
+@pytest.mark.parametrize("norm,eps", [("linf", 0.15), ("l2", 0.2)])
+@pytest.mark.parametrize("method", ["ibp", "crown"])
+def test_a_bound_never_exceeds_the_exact_minimum_margin(method, norm, eps, activation):
+    for seed in range(6):
+        model = _tiny(seed, activation)
+        x = torch.rand(4, 1, 1, 2)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        low = lower_margins(model, x, y, eps, norm, method)
+        for i in range(len(x)):
+            exact = _grid_minimum(model, x[i:i + 1], int(y[i]), eps, norm)
+            assert (low[i] <= exact + 1e-6).all(), (seed, i, low[i], exact)
+
+
+def test_crown_is_tighter_than_ibp_and_certifies_what_is_exactly_certifiable_at_a_small_radius():
+    model = _tiny(0)
+    x = torch.rand(16, 1, 1, 2)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    ibp, crown = (lower_margins(model, x, y, 0.05, "linf", m) for m in ("ibp", "crown"))
+    finite = torch.isfinite(ibp)
+    assert (crown[finite] >= ibp[finite] - 1e-9).mean(dtype=torch.float64) > 0.9
+    exact = torch.stack([_grid_minimum(model, x[i:i + 1], int(y[i]), 0.005, "linf") for i in range(16)])
+    tight = lower_margins(model, x, y, 0.005, "linf", "crown")
+    decided = (exact > 0.01).all(1)  # robust with room to spare: a tiny ball must be certified
+    assert ((tight > 0).all(1) | ~decided).all()
+
+
+def test_a_certified_point_is_never_broken_by_an_attack_and_the_share_falls_with_the_radius(mnist5k):
+    import robrep
+    from robrep.probes import features, train_probe
+
+    torch.manual_seed(0)
+    learner = robrep.train("vae", mnist5k, out=False, max_steps=300)
+    probe = train_probe(features(learner, mnist5k.train.images), mnist5k.train.labels["digit"], 10)
+    model = ProbedEncoder(learner, probe)
+    x, y = mnist5k.test.batch(slice(0, 100)), mnist5k.test.labels["digit"][:100]
+    shares = []
+    for eps in (0.005, 0.02, 0.05):
+        sure = certified(model, x, y, eps)
+        broken, _, _ = PGD(steps=50, restarts=2, loss="ce+margin").perturb(model, x, y, eps,
+                                                                          torch.Generator().manual_seed(0))
+        assert not (sure & broken).any(), f"a certified point was broken at {eps}"
+        shares.append(sure.float().mean().item())
+    assert shares[0] > 0.5 and shares == sorted(shares, reverse=True), shares
+    assert next(model.parameters()).dtype == torch.float32  # the certifier worked on a copy
+
+
+def test_a_layer_without_a_sound_bound_is_refused_not_given_a_number():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(2, 4), nn.Sigmoid(), nn.Linear(4, 3))
+    model = ProbedEncoder(Encoder(net), nn.Linear(3, 3))
+    with pytest.raises(NotCertifiable, match="no sound bound for layer Sigmoid"):
+        certified(model, torch.rand(2, 1, 1, 2), torch.zeros(2, dtype=torch.long), 0.1)
+
+    class Residual(nn.Module):
+        def forward(self, x):
+            return x + torch.relu(x)
+
+    with pytest.raises(NotCertifiable, match="Residual"):
+        certified(ProbedEncoder(Encoder(Residual()), nn.Linear(2, 2)), torch.rand(2, 1, 1, 2),
+                  torch.zeros(2, dtype=torch.long), 0.1)
