@@ -484,6 +484,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certify(args: argparse.Namespace) -> int:
+    from robrep.certify.run import certify_run
+
+    with console.status(f"certifying {args.results} ({args.method})"):
+        rows = certify_run(args.results, method=args.method, device=args.device, data_root=args.data_root)
+    t = Table(title=f"robrep certify {args.results} ({args.method}): robust accuracy lies between the two")
+    for col in ("encoder", "task", "probe", "radius", "certified", "attacked"):
+        t.add_column(col, overflow="fold", justify="right" if col in ("radius", "certified", "attacked") else "left")
+    for _, r in rows.sort_values(["label", "task", "radius"]).iterrows():
+        t.add_row(terminal(r.get("label") or r["run"]), terminal(r["task"]), terminal(r.get("probe", "standard")),
+                  f"{r['radius']:g}", f"{r['certified_accuracy']:.3f}", f"{r['adversarial_accuracy']:.3f}")
+    console.print(t)
+    console.print("no certified point was broken by an attack of the run; certified_accuracy is in its rows")
+    return 0
+
+
 def _parse_set(text: str) -> tuple[str, object]:
     """``key=value`` with value parsed as int, float, bool, None or a comma list, else kept as text."""
     if "=" not in text:
@@ -614,11 +630,24 @@ def _verify_command(sub) -> None:
     v.set_defaults(func=cmd_verify)
 
 
+def _certify_command(sub) -> None:
+    c = sub.add_parser("certify", help="add certified lower bounds (IBP or CROWN) beside a run's attacked upper "
+                                       "bounds; stop if a certified point was broken by an attack")
+    c.add_argument("results", type=Path, help="a bench output folder (or its results.csv)")
+    c.add_argument("--method", choices=("crown", "ibp"), default="crown",
+                   help="crown (a backward linear relaxation; default) or ibp (interval bounds: fast, loose)")
+    c.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    c.add_argument("--data-root", type=Path, default=None, help="folder of a folder-backed data set (mnist, celeba)")
+    c.set_defaults(func=cmd_certify)
+
+
 def _train_command(sub) -> None:
+    from robrep.nets import ARCHS
+
     t = sub.add_parser("train", help="train a representation learner without labels and save it")
     t.add_argument("--learner", default=DEFAULT_LEARNER, help=f"registered learner (default {DEFAULT_LEARNER}; see `robrep list`)")
     t.add_argument("--dataset", default="mnist5k", help="registered data set (default mnist5k, embedded)")
-    t.add_argument("--arch", choices=("mlp", "conv"), default=None, help="encoder/decoder architecture (default mlp)")
+    t.add_argument("--arch", choices=ARCHS, default=None, help="encoder/decoder architecture (default mlp)")
     t.add_argument("--epochs", type=int, default=None, help="training epochs (default: the learner's config)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -652,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sweep_command(sub)
     _leaderboard_command(sub)
     _verify_command(sub)
+    _certify_command(sub)
     _train_command(sub)
     _toy_command(sub)
     ls = sub.add_parser("list", help="list registered learners and data sets")
@@ -675,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     from robrep.board.leaderboard import LeaderboardError
     from robrep.registry import UnknownNameError
     from robrep.verify import VerifyError
+    from robrep.certify.run import CertifyError
 
     rank = os.environ.get("RANK") if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else None
     try:
@@ -684,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("interrupted" + ("; rerun the same command to resume (finished cells are kept)"
                                        if resumable else "; nothing half-written was kept"), markup=False)
         return 130
-    except (DatasetError, CheckpointError, UnknownNameError, LeaderboardError, VerifyError, ValueError,
+    except (DatasetError, CheckpointError, UnknownNameError, LeaderboardError, VerifyError, CertifyError, ValueError,
             RuntimeError) as e:
         console.print(f"[bold red]error{f' (rank {rank})' if rank else ''}:[/bold red] {terminal(e)}")
         return 2

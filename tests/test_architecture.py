@@ -37,6 +37,7 @@ LAYERS = {
     "robrep.learners": 2, "robrep.checkpoint": 2, "robrep.train": 2, "robrep.folders": 2, "robrep.board": 2,
     # the attacked model: encoders, probes, attacks and their checks
     "robrep.encoders": 3, "robrep.probes": 3, "robrep.attacks": 3, "robrep.checks": 3, "robrep.certify": 3,
+    "robrep.certify.run": 4,  # a command on run folders, as verify
     # the bench and the commands built on it
     "robrep.harness": 4, "robrep.verify": 4, "robrep.sweep": 4, "robrep.toy": 4,
     # the front doors

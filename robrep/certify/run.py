@@ -1,0 +1,115 @@
+"""``robrep certify RUN``: the certified lower bound beside every claimed upper bound of a finished run.
+
+For each claim of the run (each task's worst case, or the rows of a cell without one; as ``robrep verify`` picks
+them) it reloads the encoder and the saved probe (both checked against the rows' SHA-256), takes the same test
+points and certifies each at every radius of the claim (``robrep.certify.bounds``). Before anything is written,
+the certificate is checked against the run's own attacks: a point certified robust that an attack broke is a
+broken certifier (or attack), and the command stops with the point named. Otherwise every claimed row gets
+``certified_accuracy`` (the certified share of its test points: robust accuracy lies between it and
+``adversarial_accuracy``) and ``certified_by`` (the method and date), and the certified points are saved beside
+the attacks' masks (``examples/<run>/<data set>-<task>/certified--<method>--*.safetensors``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from robrep.certify.bounds import certified
+
+log = logging.getLogger(__name__)
+
+
+class CertifyError(ValueError):
+    """A run cannot be certified, or its certificate contradicts its attacks; says which point and radius."""
+
+
+def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", data_root=None,
+                batch_size: int = 100) -> pd.DataFrame:
+    """Certify every claim of run folder ``out`` (see the module docstring); returns the claimed rows with
+    ``certified_accuracy`` filled in. Encoders the certifier cannot bound raise ``NotCertifiable``."""
+    from robrep.data import load_dataset
+    from robrep.verify import GROUP, _claims_of, attacked_model, claims
+
+    csv, folder, df = _claims_of(Path(out))
+    updated, data = [], {}
+    for _, rows in claims(df).groupby(GROUP, dropna=False):
+        first = rows.iloc[0]
+        checkpoint = first.get("checkpoint")
+        if not isinstance(checkpoint, str) or not checkpoint:
+            raise CertifyError(f"{first['run']}: no checkpoint to reload ({first.get('source') or 'unknown'})")
+        model = attacked_model(folder, first, checkpoint, device)
+        if first["dataset"] not in data:
+            data[first["dataset"]] = load_dataset(first["dataset"], root=data_root)
+        updated.append(_certify_group(folder, df, rows, model, data[first["dataset"]], method, device, batch_size))
+    result = pd.concat(updated, ignore_index=True)
+    _record(folder, csv, result)
+    return result
+
+
+def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size) -> pd.DataFrame:
+    from robrep.harness.plan import test_indices
+    from robrep.rows.masks import save_masks
+
+    first = rows.iloc[0]
+    radii = sorted(set(float(r) for r in df[(df["run"] == first["run"]) & (df["task"] == first["task"])]["radius"]))
+    idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
+    x, y = ds.test.batch(idx).to(device), ds.test.labels[first["task"]][idx].to(device)
+    robust = attacked_robust(folder, df, first, radii)
+    sure = torch.zeros(len(radii), len(x), dtype=torch.bool)
+    t0 = time.perf_counter()
+    for i, eps in enumerate(radii):
+        with torch.no_grad():
+            sure[i] = certified(model, x, y, eps, first["norm"], method, batch_size).cpu()
+        if robust is not None:
+            broken = sure[i] & ~robust[i]
+            if broken.any():
+                raise CertifyError(f"{first['run']} / {first['task']} at radius {eps:g}: test point(s) "
+                                   f"{idx[broken.nonzero().flatten()].tolist()[:5]} certified robust but broken by an "
+                                   "attack of the run: the certificate is unsound (nothing was written)")
+    seconds = time.perf_counter() - t0
+    note = f"{method} (robrep certify, {time.strftime('%Y-%m-%d')}, {seconds:.0f} s)"
+    path = folder / "examples" / first["run"] / f"{first['dataset']}-{first['task']}" / f"certified--{method}.safetensors"
+    save_masks(path, radii, {"robust": sure}, idx)
+    share = {eps: sure[i].float().mean().item() for i, eps in enumerate(radii)}
+    log.info("%s / %s: certified %s (%s)", first["run"], first["task"],
+             ", ".join(f"{share[r]:.3f} at {r:g}" for r in radii), note)
+    return rows.assign(certified_accuracy=[share[float(r)] for r in rows["radius"]], certified_by=note)
+
+
+def attacked_robust(folder: Path, df: pd.DataFrame, first, radii) -> torch.Tensor | None:
+    """Per radius and test point, robust to every attack of the claim's cell (its masks), or None where the run
+    kept no masks."""
+    from robrep.rows.masks import load_masks, masks_path
+
+    cell = df[(df["run"] == first["run"]) & (df["task"] == first["task"]) & (df["suite"] != "worst-case")
+              & (df["probe"] == first.get("probe", "standard")) & (df["radius"] == 0)]
+    robust = None
+    for r in cell.to_dict("records"):
+        path = masks_path(folder, r, radii)
+        if not path.is_file():
+            return None
+        mask = load_masks(path)["robust"]
+        robust = mask if robust is None else robust & mask
+    return robust
+
+
+def _record(folder: Path, csv: Path, rows: pd.DataFrame) -> None:
+    """Write the certified columns into the run's store and CSV (as ``robrep verify`` writes its verdicts)."""
+    from robrep.harness.store import ResultsStore
+    from robrep.rows.layout import row_key
+
+    if not (folder / "results.sqlite").is_file() or csv != folder / "results.csv":
+        return
+    store = ResultsStore(folder)
+    try:
+        stored = {row_key(r): r for r in store.frame().to_dict("records")}
+        store.add(pd.DataFrame([{**stored[row_key(r)], "certified_accuracy": r["certified_accuracy"],
+                                 "certified_by": r["certified_by"]}
+                                for r in rows.to_dict("records") if row_key(r) in stored]))
+        store.export()
+    finally:
+        store.close()

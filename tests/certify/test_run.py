@@ -1,0 +1,49 @@
+"""robrep certify on a finished run: certified <= attacked in every claimed row, and a certificate that an attack
+of the run contradicts stops the command before anything is written."""
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import robrep
+from robrep.certify.run import CertifyError, certify_run
+from robrep.cli import main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("certify") / "run"
+    robrep.bench(learners=("vae",), epochs=2, n_examples=60, radii=(0.0, 0.01, 0.03), steps=20, restarts=2,
+                 threads=1, out=str(out))
+    return out
+
+
+def test_a_run_gets_its_certified_lower_bounds_beside_its_attacked_upper_bounds(run, capsys):
+    assert main(["certify", str(run)]) == 0
+    assert "no certified point was broken" in capsys.readouterr().out
+    rows = pd.read_csv(run / "results.csv")
+    assert rows["certified_accuracy"].notna().all() and rows["certified_by"].str.startswith("crown").all()
+    assert (rows["certified_accuracy"] <= rows["adversarial_accuracy"] + 1e-12).all()
+    clean = rows[rows["radius"] == 0]
+    assert (clean["certified_accuracy"] == clean["adversarial_accuracy"]).all()  # radius 0: the clean accuracy
+    assert rows[rows["radius"] == 0.01]["certified_accuracy"].iloc[0] > 0
+    assert list((run / "examples").rglob("certified--crown.safetensors"))
+
+
+def test_a_certified_point_an_attack_broke_stops_the_command_and_writes_nothing(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    certify_run(copy, method="ibp")
+    sure = load_file(next((copy / "examples").rglob("certified--ibp.safetensors")))["robust"].bool()
+    point = int(sure[1].nonzero()[0])  # certified at the first radius > 0
+    masks = next(p for p in (copy / "examples").rglob("native--pgd--*.safetensors"))
+    stored = load_file(masks)
+    stored["robust"] = stored["robust"].clone()
+    stored["robust"][1, point] = 0  # as if the attack had broken it
+    save_file(stored, masks)
+    before = (copy / "results.csv").read_bytes()
+    with pytest.raises(CertifyError, match="certified robust but broken by an attack"):
+        certify_run(copy, method="ibp")
+    assert (copy / "results.csv").read_bytes() == before
