@@ -110,6 +110,11 @@ def headline_table(board: pd.DataFrame, radii: list[float] | None = None) -> pd.
                 for r in wanted:
                     row[f"r={r:g}"] = acc.get(r, math.nan)
                 row["headline"] = acc.get(r_head, math.nan)
+                # the certified lower bound (robrep certify), where the rows have one: robust accuracy lies between
+                sure = {float(r): float(c) for r, c in zip(s["radius"], s.get("certified_accuracy", [math.nan] * len(s)))
+                        if not is_missing(c)}
+                for r in wanted:
+                    row[f"c={r:g}"] = sure.get(r, math.nan)
                 row["measure"] = measure
                 row["budget"] = _budget(g, attacks)
                 row["source"] = next((v for v in g.get("source", pd.Series(dtype=object)) if not is_missing(v)), "")
@@ -146,13 +151,18 @@ def headline_markdown(table: pd.DataFrame) -> list[str]:
     for place, t in table.groupby(list(PLACE), sort=True):
         head = table.attrs.get("headline", {}).get(place)
         shown = [c for c in radius_cols if t[c].notna().any()]
+        certified = f"c={head:g}" in t and t[f"c={head:g}"].notna().any()
         lines += [f"## {md(place_title(place))}: ranked by robust accuracy at radius {head:g}", "",
-                  "| rank | encoder | arch | clean | " + " | ".join(shown) + " | measure | budget | points | labels "
+                  "| rank | encoder | arch | clean | " + " | ".join(shown) + " | "
+                  + (f"certified at {head:g} | " if certified else "") + "measure | budget | points | labels "
                   "| run | encoder SHA-256 | checks |",
-                  "|---:|---|---|---:|" + "---:|" * len(shown) + "---|---|---:|---:|---|---|---|"]
+                  "|---:|---|---|---:|" + "---:|" * (len(shown) + certified) + "---|---|---:|---:|---|---|---|"]
         for _, r in t.iterrows():
             accs = " | ".join("" if r[c] != r[c] else (f"**{r[c]:.3f}**" if c == f"r={head:g}" else f"{r[c]:.3f}")
                               for c in shown)
+            if certified:
+                sure = r[f"c={head:g}"]
+                accs += " | " + ("" if sure != sure else f"{sure:.3f}")
             checks = checks_text(r)
             lines.append(f"| {r['rank']} | {md(r['label'])} | {md(r['arch'])} | {r['clean']:.3f} | {accs} | "
                          f"{md(r['measure'])} | {md(r['budget'])} | {r['n_examples']} | {r['label_fraction']:g} | "

@@ -86,7 +86,9 @@ def plot_robustness(df: pd.DataFrame, path: str | Path) -> Path:
     """Adversarial accuracy against the attack radius: one panel per (data set, task, threat model, protocol),
     one line per encoder in it, in its fixed colour (``encoder_colour``), solid for MLPs and dashed for ConvNets;
     the worst case over every attack of the protocol, or (marked, hollow markers) an encoder's strongest single
-    attack. Like the paper's figures 4 and 5; data sets with many tasks as task bars (Table 1)."""
+    attack. Where the rows carry certified lower bounds (``robrep certify``), a shaded band runs from the certified
+    curve (dotted) up to the attacked one: the encoder's robust accuracy lies inside it. Like the paper's figures 4
+    and 5; data sets with many tasks as task bars (Table 1)."""
     from robrep.board.headline import radius_columns
     from robrep.board.tables import many_task_datasets, task_table
 
@@ -112,8 +114,15 @@ def plot_robustness(df: pd.DataFrame, path: str | Path) -> Path:
             colour = encoder_colour(r["label"])
             ax.plot(xs, ys, marker="o", ms=3.5, color=colour, linestyle=_ARCH_STYLE.get(r["arch"], ":"),
                     markerfacecolor=colour if worst else "white", label=label)
+            sure = [r.get("c=" + c[2:], math.nan) for c in radius_cols if r[c] == r[c]]
+            if any(v == v for v in sure):  # the certified lower bound: robust accuracy lies in the band
+                low = [v if v == v else 0.0 for v in sure]
+                ax.fill_between(xs, low, ys, color=colour, alpha=0.15, linewidth=0)
+                ax.plot(xs, low, color=colour, linestyle=":", linewidth=1)
         budgets = sorted(set(sub["budget"]))
         probed = "" if probe == "standard" else f", {probe} probe"
+        if any(c.startswith("c=") and sub[c].notna().any() for c in sub.columns):
+            probed += "; band: certified (dotted) to attacked"
         ax.set_title(f"{dataset} / {task}: {n:g} points, seed {seed:g}, {fraction:g} of the labels{probed}\n"
                      f"worst case of {'; '.join(budgets)}", fontsize=8)
         ax.set_xlabel(f"attack radius ({'L-inf' if norm == 'linf' else 'L2' if norm == 'l2' else norm} norm)")
