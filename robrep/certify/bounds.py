@@ -85,10 +85,11 @@ class _Preprocess(nn.Module):
         return (x - self.mean) / self.std
 
 
-def chain(model: nn.Module, shape: tuple[int, ...]) -> list[Affine | Activation]:
-    """probe∘encoder (a ``robrep.probes.ProbedEncoder``) as alternating dense affine maps and activations, the
-    consecutive affine maps multiplied together. ``shape``: one input's (C, H, W)."""
-    layers = _layers_of(model.encoder) + [model.probe]
+def chain(model: nn.Module, shape: tuple[int, ...], with_probe: bool = True) -> list[Affine | Activation]:
+    """probe∘encoder (a ``robrep.probes.ProbedEncoder``; without the probe: its encoder's mu) as alternating dense
+    affine maps and activations, the consecutive affine maps multiplied together. ``shape``: one input's
+    (C, H, W)."""
+    layers = _layers_of(model.encoder) + ([model.probe] if with_probe else [])
     out: list[Affine | Activation] = []
     for layer in layers:
         layer = copy.deepcopy(layer).double().eval()  # the model itself stays as it is
@@ -154,47 +155,118 @@ def _backward(ops, a: torch.Tensor, c: torch.Tensor, bounds: list) -> tuple[torc
     return a, c
 
 
-def lower_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
-                  method: str = "crown", bounds: tuple[float, float] | None = None) -> torch.Tensor:
-    """Per point and class j, a lower bound of logit_y - logit_j over the ball of radius ``eps`` around x (and
-    the input bounds), (N, K); +inf at j = y. ``method``: ``ibp`` or ``crown``."""
+def _check(method: str, norm: str) -> None:
     if method not in ("ibp", "crown"):
         raise ValueError(f"method must be ibp or crown, got {method!r}")
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be linf or l2, got {norm!r}")
-    ops = chain(model, tuple(x.shape[1:]))
-    low, high = bounds if bounds is not None else model.bounds
-    x0 = x.flatten(1).double()
-    lo_in, hi_in = (x0 - eps).clamp(min=low), (x0 + eps).clamp(max=high)  # the ball's box within the bounds
+
+
+@dataclass
+class _Domain:
+    """The input domain: the ball of radius ``eps`` around x0 (flattened, float64) within the input bounds."""
+    x0: torch.Tensor
+    lo: torch.Tensor  # the ball's box within the bounds
+    hi: torch.Tensor
+    eps: float
+    norm: str
+
+    @classmethod
+    def of(cls, x: torch.Tensor, eps: float, norm: str, bounds: tuple[float, float]) -> "_Domain":
+        x0 = x.flatten(1).double()
+        return cls(x0, (x0 - eps).clamp(min=bounds[0]), (x0 + eps).clamp(max=bounds[1]), eps, norm)
+
+    def lower(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return _concretize(a, c, self.lo, self.hi, self.x0, self.eps, self.norm)
+
+
+def _activation_bounds(ops, dom: _Domain, method: str) -> tuple[list, torch.Tensor, torch.Tensor]:
+    """The bounds of every activation's input (IBP, or CROWN layer by layer), and of the last affine map's input."""
     layer_bounds: list = [None] * len(ops)
-    lo, hi = lo_in, hi_in
-    for i, op in enumerate(ops[:-1]):  # the bounds of every activation's input
-        if isinstance(op, Affine):
-            if method == "ibp" or i == 0:
-                centre, radius = (lo + hi) / 2, (hi - lo) / 2
-                mid = centre @ op.weight.T + op.bias
-                spread = radius @ op.weight.abs().T
-                lo, hi = mid - spread, mid + spread
-                if method == "crown" and i == 0 and norm == "l2":  # the ball is tighter than its bounding box
-                    lo = torch.max(lo, x0 @ op.weight.T + op.bias - eps * op.weight.norm(dim=1))
-                    hi = torch.min(hi, x0 @ op.weight.T + op.bias + eps * op.weight.norm(dim=1))
-            else:
-                eye = op.weight.expand(len(x0), *op.weight.shape)
-                a_lo, c_lo = _backward(ops[:i], eye, op.bias.expand(len(x0), -1), layer_bounds)
-                a_hi, c_hi = _backward(ops[:i], -eye, -op.bias.expand(len(x0), -1), layer_bounds)
-                lo = _concretize(a_lo, c_lo, lo_in, hi_in, x0, eps, norm)
-                hi = -_concretize(a_hi, c_hi, lo_in, hi_in, x0, eps, norm)
-        else:
+    lo, hi = dom.lo, dom.hi
+    n = len(dom.x0)
+    for i, op in enumerate(ops[:-1]):
+        if isinstance(op, Activation):
             layer_bounds[i] = (lo, hi)
             lo, hi = _act(lo, op.slope), _act(hi, op.slope)
-    spec = margins(ops[-1], y)
+        elif method == "ibp" or i == 0:  # interval arithmetic: exact for the first affine map over a box
+            centre, radius = (lo + hi) / 2, (hi - lo) / 2
+            mid, spread = centre @ op.weight.T + op.bias, radius @ op.weight.abs().T
+            lo, hi = mid - spread, mid + spread
+            if method == "crown" and i == 0 and dom.norm == "l2":  # the ball is tighter than its bounding box
+                lo = torch.max(lo, dom.x0 @ op.weight.T + op.bias - dom.eps * op.weight.norm(dim=1))
+                hi = torch.min(hi, dom.x0 @ op.weight.T + op.bias + dom.eps * op.weight.norm(dim=1))
+        else:
+            eye = op.weight.expand(n, *op.weight.shape)
+            lo = dom.lower(*_backward(ops[:i], eye, op.bias.expand(n, -1), layer_bounds))
+            hi = -dom.lower(*_backward(ops[:i], -eye, -op.bias.expand(n, -1), layer_bounds))
+    return layer_bounds, lo, hi
+
+
+def _lower(ops, spec: Affine, dom: _Domain, method: str) -> torch.Tensor:
+    """Per point, lower bounds over the domain of ``spec`` (weight (N, K, width), bias (N, K)), an affine map that
+    takes the place of the chain's last one (the margins, or the representation's coordinates)."""
+    layer_bounds, lo, hi = _activation_bounds(ops, dom, method)
     if method == "ibp":
         centre, radius = (lo + hi) / 2, (hi - lo) / 2
-        out = (spec.weight @ centre[:, :, None]).squeeze(-1) + spec.bias - (spec.weight.abs() @ radius[:, :, None]).squeeze(-1)
-    else:
-        a, c = _backward(ops[:-1], spec.weight, spec.bias, layer_bounds)
-        out = _concretize(a, c, lo_in, hi_in, x0, eps, norm)
-    return out.scatter(1, y[:, None], float("inf"))
+        return ((spec.weight @ centre[:, :, None]).squeeze(-1) + spec.bias
+                - (spec.weight.abs() @ radius[:, :, None]).squeeze(-1))
+    return dom.lower(*_backward(ops[:-1], spec.weight, spec.bias, layer_bounds))
+
+
+def lower_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
+                  method: str = "crown", bounds: tuple[float, float] | None = None) -> torch.Tensor:
+    """Per point and class j, a lower bound of logit_y - logit_j over the ball of radius ``eps`` around x (and
+    the input bounds), (N, K); +inf at j = y. ``method``: ``ibp`` or ``crown``."""
+    _check(method, norm)
+    ops = chain(model, tuple(x.shape[1:]))
+    dom = _Domain.of(x, eps, norm, bounds if bounds is not None else model.bounds)
+    return _lower(ops, margins(ops[-1], y), dom, method).scatter(1, y[:, None], float("inf"))
+
+
+def representation_bounds(model: nn.Module, x: torch.Tensor, eps: float, norm: str = "linf",
+                          method: str = "crown") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per point and coordinate of the representation (the encoder's mu; ``model``: a ProbedEncoder, whose
+    probe is not used), lower and upper bounds over the ball: (N, d) each."""
+    _check(method, norm)
+    ops = chain(model, tuple(x.shape[1:]), with_probe=False)
+    dom = _Domain.of(x, eps, norm, model.bounds)
+    last, n = ops[-1], len(x)
+    up = Affine(last.weight.expand(n, *last.weight.shape), last.bias.expand(n, -1))
+    down = Affine(-up.weight, -up.bias)
+    return _lower(ops, up, dom, method), -_lower(ops, down, dom, method)
+
+
+def shift_upper_bound(model: nn.Module, x: torch.Tensor, eps: float, norm: str = "linf",
+                      method: str = "crown") -> torch.Tensor:
+    """Per point, an upper bound on max ||mu(x + d) - mu(x)||_2 over the ball: the task-free quantity the Smooth
+    Encoder controls (from ``representation_bounds``)."""
+    lo, hi = representation_bounds(model, x, eps, norm, method)
+    with torch.no_grad():
+        mu = model.encoder(x).double()
+    return torch.maximum(hi - mu, mu - lo).clamp(min=0).norm(dim=1)
+
+
+def shift_attacked(model: nn.Module, x: torch.Tensor, eps: float, norm: str = "linf", steps: int = 100,
+                   restarts: int = 5, seed: int = 0) -> torch.Tensor:
+    """Per point, the largest ||mu(x + d) - mu(x)||_2 that PGD finds in the ball (``robrep.ascent``, ``restarts``
+    random starts of ``steps`` steps): a lower bound on the largest shift, beside ``shift_upper_bound``."""
+    from robrep.ascent import ascent
+
+    encoder = model.encoder
+    with torch.no_grad():
+        mu = encoder(x)
+    gen = torch.Generator().manual_seed(seed)
+    best = torch.zeros(len(x), dtype=torch.float64)
+
+    def shift(v):
+        return (encoder(v) - mu).norm(dim=1)
+
+    for _ in range(restarts):
+        x_b = ascent(shift, x, eps, steps, model.bounds, norm=norm, generator=gen)
+        with torch.no_grad():
+            best = torch.maximum(best, shift(x_b).double().cpu())
+    return best
 
 
 def _act(v: torch.Tensor, slope: float) -> torch.Tensor:

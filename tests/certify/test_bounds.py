@@ -92,3 +92,24 @@ def test_a_layer_without_a_sound_bound_is_refused_not_given_a_number():
     with pytest.raises(NotCertifiable, match="Residual"):
         certified(ProbedEncoder(Encoder(Residual()), nn.Linear(2, 2)), torch.rand(2, 1, 1, 2),
                   torch.zeros(2, dtype=torch.long), 0.1)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.15)])
+def test_the_representation_shift_lies_between_its_attack_and_its_bound(norm, eps):
+    from robrep.certify import shift_attacked, shift_upper_bound
+
+    for seed in range(4):
+        model = _tiny(seed)
+        x = torch.rand(3, 1, 1, 2) * 0.6 + 0.2
+        upper = shift_upper_bound(model, x, eps, norm)
+        lower = shift_attacked(model, x, eps, norm, steps=30, restarts=3)
+        g = torch.linspace(-eps, eps, 101)
+        d = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 1, 1, 2)
+        if norm == "l2":
+            d = d[d.flatten(1).norm(dim=1) <= eps]
+        for i in range(len(x)):
+            with torch.no_grad():
+                grid = (model.encoder((x[i] + d).clamp(0, 1)) - model.encoder(x[i:i + 1])).norm(dim=1).max()
+            # the attack measures in float32, the bound in float64: equal up to float32 rounding where tight
+            assert lower[i] <= upper[i] + 1e-6 and grid <= upper[i] + 1e-6, (seed, i, lower[i], grid, upper[i])
+            assert lower[i] >= 0.9 * grid  # the attack finds (nearly) the grid's largest shift on a tiny network
