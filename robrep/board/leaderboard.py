@@ -387,10 +387,11 @@ def render_markdown(board: pd.DataFrame, title: str) -> str:
     for task, rows in board.groupby("task", sort=True):
         radii = sorted(rows["radius"].unique())
         lines += [f"## {md(task)}", "",
-                  "| learner | arch | run | suite | attack | n | labels | " + " | ".join(f"{r:g}" for r in radii) + " |",
-                  "|---|---|---|---|---|---:|---:|" + "---:|" * len(radii)]
-        keys = ["label", "arch", "run", "suite", "attack", "n_examples", "label_fraction", "attack_config"]
-        for (label, arch, run, suite, attack, n, fraction, config), g in rows.groupby(keys, sort=True, dropna=False):
+                  "| learner | arch | run | probe | suite | attack | n | labels | " + " | ".join(f"{r:g}" for r in radii)
+                  + " |", "|---|---|---|---|---|---|---:|---:|" + "---:|" * len(radii)]
+        keys = ["label", "arch", "run", "probe", "suite", "attack", "n_examples", "label_fraction", "attack_config"]
+        for (label, arch, run, probe, suite, attack, n, fraction, config), g in rows.groupby(keys, sort=True,
+                                                                                          dropna=False):
             acc = g.set_index("radius")["adversarial_accuracy"]
             cells = [f"{acc[r]:.3f}" if r in acc.index else "" for r in radii]
             parsed = json.loads(config)
@@ -399,7 +400,8 @@ def render_markdown(board: pd.DataFrame, title: str) -> str:
                 attack = f"worst case of {len(covered)} attacks" + (" (cascade)" if "cascade" in parsed else "")
             elif "cascade_after" in parsed:  # a cascade's stage: the accuracy so far
                 attack = f"{attack} (cascade stage {len(parsed['cascade_after']['attacks']) + 1}, with the attacks before it)"
-            lines.append(f"| {md(label)} | {md(arch)} | {md(run)} | {md(suite)} | {md(attack)} | {n} | {fraction:g} | "
+            lines.append(f"| {md(label)} | {md(arch)} | {md(run)} | {md(probe)} | {md(suite)} | {md(attack)} | {n} | "
+                         f"{fraction:g} | "
                          + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
