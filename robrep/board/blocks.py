@@ -32,6 +32,8 @@ Kinds:
   accuracy at the headline radius with each probe, training time against the VAE's), for ``arch`` (default mlp)
   and ``task``; with ``name``, also its figure (clean against robust accuracy) written as ``plot`` does;
 - ``standing``: one sentence saying where the Smooth Encoder stands among the board's learners;
+- ``provable``: one sentence saying at which radii learner ``better``'s certified robust accuracy is above learner
+  ``worse``'s attacked one (``robrep.board.sandwich``), for ``task`` and ``arch``;
 - ``plot``: a figure of a board's rows (filtered as a table's), robust accuracy against the radius per encoder,
   written as ``figures/<name>.png`` beside the board's CSV and linked from the block, whose text carries a hash of
   the rows plotted (so the stale check sees a board that changed under a figure).
@@ -357,7 +359,17 @@ def _standing(boards: Boards, args: dict[str, str], where: str) -> str:
     return standing(_family_rows(boards, args, where))
 
 
-KINDS = {"families": _families, "standing": _standing, "jsontable": _jsontable, "plot": _plot, "value": _value, "table": _table, "attacks": _attacks, "timing": _timing, "protocols": _protocols}
+def _provable(boards: Boards, args: dict[str, str], where: str) -> str:
+    from robrep.board.sandwich import provable
+
+    try:
+        return provable(boards.rows(args["board"]), args["better"], args["worse"], args["task"],
+                        args.get("arch", "mlp"))
+    except (KeyError, ValueError) as e:
+        raise BlockError(f"{where}: a provable block takes board=, better=, worse=, task= (and arch=): {e}") from None
+
+
+KINDS = {"provable": _provable, "families": _families, "standing": _standing, "jsontable": _jsontable, "plot": _plot, "value": _value, "table": _table, "attacks": _attacks, "timing": _timing, "protocols": _protocols}
 
 
 def render_blocks(text: str, boards: Boards, name: str = "<text>") -> str:

@@ -1,0 +1,33 @@
+"""The sentence a board's sandwich supports: proven only where one encoder's certified lower bound is above the
+other's attacked upper bound."""
+import pytest
+
+from robrep.board.sandwich import provable
+from robrep.rows.files import read_results
+from tests.fixtures import REPO
+
+
+@pytest.fixture(scope="module")
+def board():
+    rows = read_results(REPO / "leaderboard" / "mnist5k-linf.csv")
+    return rows[rows["learner"].isin(["vae", "se-adversarial"]) & (rows["arch"] == "mlp")
+                & (rows["probe"] == "standard")].copy()
+
+
+def test_proven_only_where_the_certified_bound_clears_the_attacked_one(board):
+    worst = board["suite"] == "worst-case"
+    se = worst & (board["learner"] == "se-adversarial")
+    vae_at = board[worst & (board["learner"] == "vae")].set_index("radius")["adversarial_accuracy"]
+    uncertified = board.assign(certified_accuracy=float("nan"))
+    assert "no certified lower bound" in provable(uncertified, "se-adversarial", "vae", "digit")
+    below = board.copy()
+    below.loc[se, "certified_accuracy"] = 0.0
+    assert "nothing is proven" in provable(below, "se-adversarial", "vae", "digit")
+    above = board.copy()
+    above.loc[se, "certified_accuracy"] = [min(1.0, vae_at[r] + 0.01) if r == 0.05 else 0.0
+                                           for r in above.loc[se, "radius"]]
+    text = provable(above, "se-adversarial", "vae", "digit")
+    assert text.startswith("at radius 0.05, se-adversarial's certified robust accuracy") and "provably" in text
+    assert "radius 0.1" not in text
+    with pytest.raises(ValueError, match="no worst-case rows"):
+        provable(board, "se-adversarial", "simclr", "digit")
