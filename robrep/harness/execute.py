@@ -453,6 +453,12 @@ def _bench(cfg: BenchConfig, out: Path, world: World, progress, strict: bool, fo
         progress.completed(total)
         result = world.decide("result", lambda: run.finish(store, skipped))
         log.info("finished: %d row(s)", len(result["keys"]))
+        if cfg.certify is not None and world.is_writer:  # the certified lower bounds beside the claims
+            from robrep.certify.run import certify_run
+
+            store.close()
+            store = None
+            certify_run(out, method=cfg.certify, device=cfg.device, data_root=cfg.data_root)
     finally:
         if store is not None:
             store.close()

@@ -47,3 +47,10 @@ def test_a_certified_point_an_attack_broke_stops_the_command_and_writes_nothing(
     with pytest.raises(CertifyError, match="certified robust but broken by an attack"):
         certify_run(copy, method="ibp")
     assert (copy / "results.csv").read_bytes() == before
+
+
+def test_bench_with_certify_returns_both_bounds(tmp_path):
+    rows = robrep.bench(learners=("vae",), epochs=1, n_examples=30, radii=(0.0, 0.01), steps=5, restarts=1,
+                        threads=1, certify="ibp", out=str(tmp_path / "b"))
+    assert rows["certified_accuracy"].notna().all() and rows["certified_by"].str.startswith("ibp").all()
+    assert (rows["certified_accuracy"] <= rows["adversarial_accuracy"]).all()
