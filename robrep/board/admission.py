@@ -62,6 +62,10 @@ def row_errors(row: dict, known_datasets: set[str] | None = None) -> list[str]:
             errors.append(f"adversarial accuracy {adv:g} is above the nominal accuracy {nominal:g}")
         if radius == 0 and abs(adv - nominal) > TOL:
             errors.append(f"at radius 0 the adversarial accuracy {adv:g} differs from the nominal {nominal:g}")
+    sure = _number(row.get("certified_accuracy"))
+    if sure is not None and adv is not None and sure > adv + TOL:  # a lower bound above the upper one: unsound
+        errors.append(f"certified accuracy {sure:g} is above the attacked {adv:g}: a certificate that an attack "
+                      "contradicts is unsound")
     errors += _check_errors(row, adv)
     return errors
 

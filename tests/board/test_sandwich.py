@@ -31,3 +31,20 @@ def test_proven_only_where_the_certified_bound_clears_the_attacked_one(board):
     assert "radius 0.1" not in text
     with pytest.raises(ValueError, match="no worst-case rows"):
         provable(board, "se-adversarial", "simclr", "digit")
+
+
+def test_a_row_whose_certified_bound_is_above_its_attacked_one_is_refused_from_publishing(tmp_path):
+    from robrep.board.admission import row_errors
+    from robrep.board.leaderboard import LeaderboardError, publish
+    from robrep.rows.files import write_results
+
+    rows = read_results(REPO / "leaderboard" / "mnist5k-linf.csv")
+    rows = rows[rows["run"] == rows[rows["certified_accuracy"].notna()]["run"].iloc[0]].copy()
+    assert all(not row_errors(r) for r in rows.to_dict("records"))
+    attacked = rows["radius"] > 0
+    rows.loc[attacked, "certified_accuracy"] = rows.loc[attacked, "adversarial_accuracy"] + 0.05
+    bad = tmp_path / "bad.csv"
+    write_results(bad, rows)
+    with pytest.raises(LeaderboardError, match="certified accuracy .* is above the attacked"):
+        publish([bad], out=tmp_path / "board")
+    assert not (tmp_path / "board").exists() or not any((tmp_path / "board").iterdir())
