@@ -104,9 +104,9 @@ def board_path(out: Path, dataset: str, norm: str) -> Path:
 
 
 # A run's rows on one set of test points and probe labels: what ``publish(replace=True)`` replaces whole.
-RUN_GROUP = ["run", "dataset", "task", "n_examples", "seed", "label_fraction"]
-# A run under one protocol, all its tasks: what a standard board admits or refuses whole.
-ENTRY = ["run", "dataset", "norm", "n_examples", "seed", "label_fraction", "protocol"]  # protocol: cascade or not
+RUN_GROUP = ["run", "dataset", "task", "n_examples", "seed", "label_fraction", "probe"]
+# A run under one protocol and probe, all its tasks: what a standard board admits or refuses whole.
+ENTRY = ["run", "dataset", "norm", "n_examples", "seed", "label_fraction", "probe", "protocol"]  # protocol: cascade or not
 EXPERIMENTS, ARCHIVE = "experiments", "archive"  # sub-boards: published, never ranked with a standard board
 
 

@@ -48,3 +48,26 @@ def test_a_row_whose_certified_bound_is_above_its_attacked_one_is_refused_from_p
     with pytest.raises(LeaderboardError, match="certified accuracy .* is above the attacked"):
         publish([bad], out=tmp_path / "board")
     assert not (tmp_path / "board").exists() or not any((tmp_path / "board").iterdir())
+
+
+def test_republishing_one_probe_of_a_run_keeps_its_other_probe(tmp_path):
+    """--replace drops the board's rows of the republished run under the same probe only."""
+    import shutil
+
+    from robrep.board.leaderboard import publish
+    from robrep.rows.files import write_results
+
+    board = tmp_path / "leaderboard"
+    board.mkdir()
+    shutil.copy(REPO / "leaderboard" / "mnist5k-linf.csv", board)
+    shutil.copy(REPO / "leaderboard" / "entries.toml", board)
+    rows = read_results(board / "mnist5k-linf.csv")
+    vae = rows[(rows["learner"] == "vae") & (rows["arch"] == "mlp")]
+    assert set(vae["probe"]) == {"standard", "adversarial linf 0.1"}
+    again = tmp_path / "again.csv"
+    write_results(again, vae[vae["probe"] == "standard"])
+    publish([again], out=board, replace=True)
+    after = read_results(board / "mnist5k-linf.csv")
+    mine = after[(after["learner"] == "vae") & (after["arch"] == "mlp")]
+    assert (mine["probe"] == "adversarial linf 0.1").sum() == (vae["probe"] == "adversarial linf 0.1").sum()
+    assert len(after) == len(rows)
