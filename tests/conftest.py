@@ -12,6 +12,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(autouse=True)
+def _threads_restored():
+    """A test that benches with threads=N in this process leaves torch's thread count as it found it (a bench
+    sets it for the rest of the process; other tests' premises rest on the process default)."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Tests never read or write the user's robrep cache or data folders."""
     monkeypatch.setenv("ROBREP_CACHE", str(tmp_path_factory.getbasetemp() / "robrep-cache"))

@@ -420,9 +420,11 @@ def test_bench_leaves_torchs_global_random_state_as_it_was(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_ends_a_bench_with_one_line_and_exit_130(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ROBREP_CACHE": str(tmp_path / "cache")}
+    # SIGINT at its default disposition in the child, however the tests were started (a shell's background job
+    # starts with SIGINT ignored, and a process that starts so never sees Ctrl-C)
     proc = subprocess.Popen([sys.executable, "-m", "robrep", "bench", "--learner", "se-adversarial", "--threads", "1",
                              "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (tmp_path / "out" / "config.toml").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
