@@ -13,8 +13,11 @@ from robrep.cli import main
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("certify") / "run"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROBREP_CACHE", str(out.parent / "cache"))  # its encoders are its own
     robrep.bench(learners=("vae",), epochs=2, n_examples=60, radii=(0.0, 0.01, 0.03), steps=20, restarts=2,
-                 threads=1, out=str(out))
+                 out=str(out))
+    mp.undo()
     return out
 
 
@@ -49,8 +52,9 @@ def test_a_certified_point_an_attack_broke_stops_the_command_and_writes_nothing(
     assert (copy / "results.csv").read_bytes() == before
 
 
-def test_bench_with_certify_returns_both_bounds(tmp_path):
+def test_bench_with_certify_returns_both_bounds(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBREP_CACHE", str(tmp_path / "cache"))  # its encoders are its own
     rows = robrep.bench(learners=("vae",), epochs=1, n_examples=30, radii=(0.0, 0.01), steps=5, restarts=1,
-                        threads=1, certify="ibp", out=str(tmp_path / "b"))
+                        certify="ibp", out=str(tmp_path / "b"))
     assert rows["certified_accuracy"].notna().all() and rows["certified_by"].str.startswith("ibp").all()
     assert (rows["certified_accuracy"] <= rows["adversarial_accuracy"]).all()

@@ -43,7 +43,7 @@ def test_a_damaged_or_pickled_or_missing_download_is_refused_with_what_was_expec
 def test_a_resnet18_contrastive_encoder_is_benchmarked_on_the_miniature(tmp_path):
     root = make_cifar10(tmp_path / "data", per_batch=16)
     rows = robrep.bench(learners=("simclr",), datasets=("cifar10",), data_root=str(root), arch="resnet18", epochs=1,
-                        radii=(0.0, 8 / 255), steps=2, restarts=1, n_examples=16, threads=1, out=str(tmp_path / "run"))
+                        radii=(0.0, 8 / 255), steps=2, restarts=1, n_examples=16, out=str(tmp_path / "run"))
     assert set(rows["arch"]) == {"resnet18"} and set(rows["radius"]) == {0.0, 8 / 255}
     assert rows["n_examples"].iloc[0] == 16 and set(rows["task"]) == {"class"}
 
@@ -53,7 +53,7 @@ def test_the_adversarial_probe_runs_on_the_miniature_under_the_cifar_radius(tmp_
     CPU even on the miniature; benchmarks/cifar10_cost.py projects its full cost)."""
     root = make_cifar10(tmp_path / "data", per_batch=8)
     rows = robrep.bench(learners=("simclr",), datasets=("cifar10",), data_root=str(root), arch="conv", epochs=1,
-                        radii=(0.0, 8 / 255), steps=2, restarts=1, n_examples=8, threads=1, probe="adversarial",
+                        radii=(0.0, 8 / 255), steps=2, restarts=1, n_examples=8, probe="adversarial",
                         out=str(tmp_path / "run"))
     assert set(rows["probe"]) == {"adversarial linf 8/255"}
     assert len(list((tmp_path / "run" / "probes").rglob("*-adversarial-linf-8_255.safetensors"))) == 1

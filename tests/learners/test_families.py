@@ -126,10 +126,12 @@ def test_the_adversarial_probe_resists_its_attack_better_than_the_standard_probe
     assert accuracy(robust) > accuracy(standard) + 0.3  # measured: 0.61 against 0.04
 
 
-def test_a_run_records_its_probe_and_the_two_probe_modes_are_ranked_apart(tmp_path):
+def test_a_run_records_its_probe_and_the_two_probe_modes_are_ranked_apart(tmp_path, monkeypatch):
     from robrep.board.headline import headline_table
 
-    small = dict(learners=("vae",), epochs=1, n_examples=60, radii=(0.0, 0.1), steps=3, restarts=1, threads=1,
+    monkeypatch.setenv("ROBREP_CACHE", str(tmp_path / "cache"))  # its encoders are its own
+
+    small = dict(learners=("vae",), epochs=1, n_examples=60, radii=(0.0, 0.1), steps=3, restarts=1,
                  out=str(tmp_path / "run"))
     standard = robrep.bench(**small)
     adversarial = robrep.bench(**small, probe="adversarial")
