@@ -26,10 +26,10 @@ import pandas as pd
 import torch
 
 from robrep.attacks.geometry import admissible, ball_box, bounds_of, project
+from robrep.certify.run import attacked_robust
 from robrep.data import load_dataset
 from robrep.harness.plan import test_indices
 from robrep.rows.files import read_results
-from robrep.rows.masks import load_masks, masks_path
 from robrep.verify import attacked_model
 
 ITERATIONS, STARTS = 100, 5
@@ -60,15 +60,6 @@ def broken_by(model, x, y, x_adv, eps: float, norm: str) -> torch.Tensor:
     return wrong & admissible(x, x_adv, eps, norm, limits)
 
 
-def protocol_robust(folder: Path, rows: pd.DataFrame, radii) -> torch.Tensor:
-    """The protocol's per-point worst case, (radii, N): robust to every attack of the run's cell."""
-    robust = None
-    for r in rows[(rows["suite"] != "worst-case") & (rows["radius"] == 0)].to_dict("records"):
-        mask = load_masks(masks_path(folder, r, radii))["robust"]
-        robust = mask if robust is None else robust & mask
-    return robust
-
-
 def compare(folder: Path, data_root=None) -> list[dict]:
     df = read_results(folder / "results.csv")
     out = []
@@ -79,7 +70,7 @@ def compare(folder: Path, data_root=None) -> list[dict]:
         ds = load_dataset(dataset, root=data_root)
         idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
         x, y = ds.test.batch(idx), ds.test.labels[task][idx]
-        ours = protocol_robust(folder, rows, radii)
+        ours = attacked_robust(folder, df, first, radii)  # the protocol's per-point worst case
         worst = rows[rows["suite"] == "worst-case"].set_index("radius")["adversarial_accuracy"]
         for i, eps in enumerate(radii):
             assert abs(ours[i].float().mean().item() - float(worst[eps])) < 1e-9, "masks and worst-case row differ"

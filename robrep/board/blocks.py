@@ -292,15 +292,24 @@ def _plot(boards: Boards, args: dict[str, str], where: str) -> str:
     if rows.empty:
         raise BlockError(f"{where}: no rows match {args}")
     board = Path(args["board"])
-    path = boards.folder / board.parent / "figures" / f"{args['name']}.png"
-    if boards.write:
-        plot_robustness(with_entries(rows, (boards.folder / board).parent), path)
-    elif not path.is_file():
-        raise BlockError(f"{where}: its figure {path} is missing (robrep leaderboard --render writes it)")
+    link = _figure(boards, args, where, lambda path: plot_robustness(with_entries(rows, (boards.folder / board).parent),
+                                                                      path))
     buf = _io.StringIO()
     rows.sort_values(["run", "task", "suite", "attack", "radius"], kind="mergesort").to_csv(buf, index=False)
+    return f"\n{link}\n<!-- rows {short_hash(buf.getvalue())} -->\n"
+
+
+def _figure(boards: Boards, args: dict[str, str], where: str, draw) -> str:
+    """The figure ``name`` of a block, in ``figures/`` beside its board: drawn by ``draw(path)`` on render, only
+    required to exist on a stale check; returns its Markdown image link."""
+    board = Path(args["board"])
+    path = boards.folder / board.parent / "figures" / f"{args['name']}.png"
+    if boards.write:
+        draw(path)
+    elif not path.is_file():
+        raise BlockError(f"{where}: its figure {path} is missing (robrep leaderboard --render writes it)")
     link = Path(boards.folder.name) / board.parent / "figures" / f"{args['name']}.png"
-    return f"\n![{args.get('title', args['name'])}]({link.as_posix()})\n<!-- rows {short_hash(buf.getvalue())} -->\n"
+    return f"![{args.get('title', args['name'])}]({link.as_posix()})"
 
 
 def _family_rows(boards: Boards, args: dict[str, str], where: str):
@@ -342,14 +351,8 @@ def _families(boards: Boards, args: dict[str, str], where: str) -> str:
                      + " |")
     text = "\n" + "\n".join(lines) + "\n"
     if "name" in args:
-        board = Path(args["board"])
-        path = boards.folder / board.parent / "figures" / f"{args['name']}.png"
-        if boards.write:
-            plot_families(table, path, args.get("title", args["name"]))
-        elif not path.is_file():
-            raise BlockError(f"{where}: its figure {path} is missing (robrep leaderboard --render writes it)")
-        link = Path(boards.folder.name) / board.parent / "figures" / f"{args['name']}.png"
-        text += f"\n![{args.get('title', args['name'])}]({link.as_posix()})\n"
+        text += "\n" + _figure(boards, args, where,
+                               lambda path: plot_families(table, path, args.get("title", args["name"]))) + "\n"
     return text
 
 

@@ -7,7 +7,7 @@ the certificate is checked against the run's own attacks: a point certified robu
 broken certifier (or attack), and the command stops with the point named. Otherwise every claimed row gets
 ``certified_accuracy`` (the certified share of its test points: robust accuracy lies between it and
 ``adversarial_accuracy``) and ``certified_by`` (the method and date), and the certified points are saved beside
-the attacks' masks (``examples/<run>/<data set>-<task>/certified--<method>--*.safetensors``).
+the attacks' masks (``examples/<run>/<data set>-<task>/certified--<method>.safetensors``).
 """
 from __future__ import annotations
 
