@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from robrep.attacks.geometry import admissible, ball_box, bounds_of, project
