@@ -488,7 +488,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from robrep.certify.run import certify_run
 
     with console.status(f"certifying {args.results} ({args.method})"):
-        rows = certify_run(args.results, method=args.method, device=args.device, data_root=args.data_root)
+        rows = certify_run(args.results, method=args.method, device=args.device, data_root=args.data_root,
+                           complete=args.complete)
     t = Table(title=f"robrep certify {args.results} ({args.method}): robust accuracy lies between the two")
     for col in ("encoder", "task", "probe", "radius", "certified", "attacked"):
         t.add_column(col, overflow="fold", justify="right" if col in ("radius", "certified", "attacked") else "left")
@@ -631,11 +632,15 @@ def _verify_command(sub) -> None:
 
 
 def _certify_command(sub) -> None:
-    c = sub.add_parser("certify", help="add certified lower bounds (IBP or CROWN) beside a run's attacked upper "
+    c = sub.add_parser("certify", help="add certified lower bounds (IBP, CROWN, alpha-CROWN, exact) beside a run's attacked upper "
                                        "bounds; stop if a certified point was broken by an attack")
     c.add_argument("results", type=Path, help="a bench output folder (or its results.csv)")
-    c.add_argument("--method", choices=("crown", "ibp"), default="crown",
-                   help="crown (a backward linear relaxation; default) or ibp (interval bounds: fast, loose)")
+    c.add_argument("--method", choices=("crown", "alpha-crown", "ibp"), default="crown",
+                   help="crown (a backward linear relaxation; default), alpha-crown (its slopes optimised: tighter, "
+                        "tens of times slower) or ibp (interval bounds: fast, loose)")
+    c.add_argument("--complete", type=float, default=None, metavar="SECONDS",
+                   help="then decide the points the bounds left open exactly (a mixed-integer program per margin, "
+                        "HiGHS), at most SECONDS per point; L-inf only")
     c.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     c.add_argument("--data-root", type=Path, default=None, help="folder of a folder-backed data set (mnist, celeba)")
     c.set_defaults(func=cmd_certify)

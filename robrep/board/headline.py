@@ -15,6 +15,7 @@ import math
 import pandas as pd
 
 from robrep.board.tables import headline_radius
+from robrep.protocols import REQUIRED_CHECKS
 from robrep.rows.layout import is_missing as _missing
 
 
@@ -119,8 +120,7 @@ def headline_table(board: pd.DataFrame, radii: list[float] | None = None) -> pd.
                 row["budget"] = _budget(g, attacks)
                 row["source"] = next((v for v in g.get("source", pd.Series(dtype=object)) if not is_missing(v)), "")
                 row["robrep_version"] = str(s["robrep_version"].iloc[0])
-                failed = int((~s["checks_passed"].astype(bool)).sum())
-                row["checks"] = "passed" if not failed else f"{failed} failed"
+                row["checks"] = _checks_words(s)
                 row["warnings"] = int((s.get("warnings", pd.Series("", index=s.index)).fillna("").astype(str) != "").sum())
                 out.append(row)
     table = pd.DataFrame(out)
@@ -135,6 +135,23 @@ def radius_columns(table: pd.DataFrame, with_zero: bool = False) -> list[str]:
     """The table's ``r=<radius>`` columns in radius order; without ``r=0`` unless asked (it is ``clean``)."""
     cols = sorted((c for c in table.columns if c.startswith("r=")), key=lambda c: float(c[2:]))
     return cols if with_zero else [c for c in cols if c != "r=0"]
+
+
+def _checks_words(rows: pd.DataFrame) -> str:
+    """A series' checks in words: ``passed`` or ``N failed`` (radii where a check that is evidence of a broken
+    attack or model failed), and the radii where the attack had not converged (more budget would still lower the
+    number: a warning, not a failure)."""
+    from robrep.rows.layout import is_false
+
+    failed = slow = 0
+    for _, r in rows.iterrows():
+        not_converged = is_false(r.get("check_converged"))
+        slow += not_converged
+        # a row that failed for any reason but convergence alone
+        failed += not bool(r["checks_passed"]) and not (
+            not_converged and not any(is_false(r.get(c)) for c in REQUIRED_CHECKS))
+    words = "passed" if not failed else f"{failed} failed"
+    return words + (f", not converged at {slow} radii" if slow else "")
 
 
 def checks_text(row) -> str:

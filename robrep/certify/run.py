@@ -28,13 +28,24 @@ class CertifyError(ValueError):
 
 
 def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", data_root=None,
-                batch_size: int = 100) -> pd.DataFrame:
+                batch_size: int = 100, complete: float | None = None) -> pd.DataFrame:
     """Certify every claim of run folder ``out`` (see the module docstring); returns the claimed rows with
-    ``certified_accuracy`` filled in. Encoders the certifier cannot bound raise ``NotCertifiable``."""
+    ``certified_accuracy`` filled in. Encoders the certifier cannot bound raise ``NotCertifiable``.
+
+    ``complete``: seconds per point for the complete method (``robrep.certify.complete``, L-inf only) on the
+    points the attacks left robust and the bounds did not certify; what it proves joins the certified share, and
+    a point it breaks that the attacks missed is counted in the note (the attacked number is then too high)."""
+    from robrep.certify.bounds import _check
     from robrep.data import load_dataset
     from robrep.verify import GROUP, _claims_of, attacked_model, claims
 
+    _check(method, "linf")
+    if complete is not None and method == "ibp":
+        raise CertifyError("the complete method starts from crown or alpha-crown bounds, not ibp")
     csv, folder, df = _claims_of(Path(out))
+    if complete is not None and set(df["norm"]) != {"linf"}:
+        raise CertifyError(f"the complete method is L-inf only (the L2 ball is not a polytope); this run has "
+                           f"{', '.join(sorted(set(df['norm'])))}: certify it without --complete")
     updated, data = [], {}
     for _, rows in claims(df).groupby(GROUP, dropna=False):
         first = rows.iloc[0]
@@ -44,13 +55,15 @@ def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", 
         model = attacked_model(folder, first, checkpoint, device)
         if first["dataset"] not in data:
             data[first["dataset"]] = load_dataset(first["dataset"], root=data_root)
-        updated.append(_certify_group(folder, df, rows, model, data[first["dataset"]], method, device, batch_size))
+        updated.append(_certify_group(folder, df, rows, model, data[first["dataset"]], method, device, batch_size,
+                                      complete))
     result = pd.concat(updated, ignore_index=True)
     _record(folder, csv, result)
     return result
 
 
-def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size) -> pd.DataFrame:
+def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size, complete=None) -> pd.DataFrame:
+    from robrep.certify.complete import BROKEN, CERTIFIED, decide
     from robrep.harness.plan import test_indices
     from robrep.rows.masks import save_masks
 
@@ -61,9 +74,27 @@ def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size
     robust = attacked_robust(folder, df, first, radii)
     sure = torch.zeros(len(radii), len(x), dtype=torch.bool)
     t0 = time.perf_counter()
+    exact = {"open": 0, "certified": 0, "broken": 0, "missed": 0}  # the complete method's tally
     for i, eps in enumerate(radii):
         with torch.no_grad():
             sure[i] = certified(model, x, y, eps, first["norm"], method, batch_size).cpu()
+        if complete is not None and eps > 0:
+            # the points the attacks left robust (all, where the run kept no masks) that the bounds did not decide
+            open_ = ~sure[i] if robust is None else robust[i] & ~sure[i]
+            points = open_.nonzero().flatten()
+            if len(points):
+                d = decide(model.cpu(), x.cpu(), y.cpu(), eps, time_limit=complete, points=points, method=method)
+                model.to(device)
+                status = d.status[points]
+                sure[i, points[status == CERTIFIED]] = True
+                exact["open"] += len(points)
+                exact["certified"] += int((status == CERTIFIED).sum())
+                exact["broken"] += int((status == BROKEN).sum())
+                if robust is not None and (status == BROKEN).any():
+                    exact["missed"] += int((status == BROKEN).sum())
+                    log.warning("%s / %s at radius %g: the complete method broke test point(s) %s that every attack "
+                                "of the run left robust: the attacked number is too high", first["run"],
+                                first["task"], eps, idx[points[status == BROKEN]].tolist()[:5])
         if robust is not None:
             broken = sure[i] & ~robust[i]
             if broken.any():
@@ -71,8 +102,13 @@ def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size
                                    f"{idx[broken.nonzero().flatten()].tolist()[:5]} certified robust but broken by an "
                                    "attack of the run: the certificate is unsound (nothing was written)")
     seconds = time.perf_counter() - t0
-    note = f"{method} (robrep certify, {time.strftime('%Y-%m-%d')}, {seconds:.0f} s)"
-    path = folder / "examples" / first["run"] / f"{first['dataset']}-{first['task']}" / f"certified--{method}.safetensors"
+    name = method if complete is None else f"{method}+milp"
+    detail = "" if complete is None else (
+        f"; complete method at {complete:g} s/point decided {exact['certified'] + exact['broken']} of "
+        f"{exact['open']} open points: {exact['certified']} certified, {exact['broken']} broken"
+        + (f" ({exact['missed']} that every attack missed)" if exact["missed"] else ""))
+    note = f"{name} (robrep certify, {time.strftime('%Y-%m-%d')}, {seconds:.0f} s{detail})"
+    path = folder / "examples" / first["run"] / f"{first['dataset']}-{first['task']}" / f"certified--{name}.safetensors"
     save_masks(path, radii, {"robust": sure}, idx)
     share = {eps: sure[i].float().mean().item() for i, eps in enumerate(radii)}
     log.info("%s / %s: certified %s (%s)", first["run"], first["task"],

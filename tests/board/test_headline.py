@@ -68,3 +68,19 @@ def test_the_terminal_detail_shows_every_protocol_not_the_first_value(capsys):
     worst = [line for line in out.splitlines()
              if "se-adversarial-mnist5k-mlp-s0-7231bd0d" in line and "worst-case" in line]
     assert len(worst) == 2 and {line.split("│")[3].strip() for line in worst} == {"500", "1000"}
+
+
+def test_a_row_that_only_had_not_converged_is_passed_with_a_warning_and_a_broken_check_is_a_failure():
+    board = read_results(REPO / "leaderboard" / "colormnist5k-linf.csv")
+    worst = board[board["suite"] == "worst-case"]
+    se = worst[worst["learner"] == "se-adversarial"].copy()
+    assert (~se["check_converged"].astype(bool)).any()  # the published SE did not converge at 0.15 and 0.2
+    table = headline_table(se)
+    color = table[table["task"] == "color"].iloc[0]
+    assert color["checks"] == "passed, not converged at 2 radii"
+    # the same rows with a guard that failed at one radius: a failure, counted by radius
+    broken = se.copy()
+    first = broken.index[(broken["task"] == "color") & (broken["radius"] == 0.05)][0]
+    broken.loc[first, ["check_guards", "checks_passed"]] = [False, False]
+    color = headline_table(broken).query("task == 'color'").iloc[0]
+    assert color["checks"] == "1 failed, not converged at 2 radii"

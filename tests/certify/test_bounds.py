@@ -32,7 +32,7 @@ def _grid_minimum(model, x, y, eps, norm, n=161):
 
 @pytest.mark.parametrize("activation", [nn.ReLU, lambda: nn.LeakyReLU(0.1)], ids=["relu", "leaky"])
 @pytest.mark.parametrize("norm,eps", [("linf", 0.15), ("l2", 0.2)])
-@pytest.mark.parametrize("method", ["ibp", "crown"])
+@pytest.mark.parametrize("method", ["ibp", "crown", "alpha-crown"])
 def test_a_bound_never_exceeds_the_exact_minimum_margin(method, norm, eps, activation):
     for seed in range(6):
         model = _tiny(seed, activation)
@@ -57,6 +57,21 @@ def test_crown_is_tighter_than_ibp_and_certifies_what_is_exactly_certifiable_at_
     tight = lower_margins(model, x, y, 0.005, "linf", "crown")
     decided = (exact > 0.01).all(1)  # robust with room to spare: a tiny ball must be certified
     assert ((tight > 0).all(1) | ~decided).all()
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.15), ("l2", 0.2)])
+def test_alpha_crown_is_never_looser_than_crown_and_tighter_somewhere(norm, eps):
+    gained = 0.0
+    for seed in range(6):
+        model = _tiny(seed, lambda: nn.LeakyReLU(0.1))
+        x = torch.rand(8, 1, 1, 2)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        crown, alpha = (lower_margins(model, x, y, eps, norm, m) for m in ("crown", "alpha-crown"))
+        finite = torch.isfinite(crown)
+        assert (alpha[finite] >= crown[finite] - 1e-12).all()
+        gained += float((alpha[finite] - crown[finite]).sum())
+    assert gained > 0.01
 
 
 def test_a_certified_point_is_never_broken_by_an_attack_and_the_share_falls_with_the_radius(mnist5k):
