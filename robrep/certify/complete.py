@@ -130,70 +130,68 @@ class _Program:
         from scipy import sparse
 
         lo_x, hi_x = dom.lo[p].numpy(), dom.hi[p].numpy()
-        var_lo, var_hi, integer = [lo_x], [hi_x], [np.zeros(len(lo_x))]
-        blocks, c_lo, c_hi = [], [], []  # constraint rows as (row, column, value) triples
+        self.var_lo, self.var_hi, self.integer = [lo_x], [hi_x], [np.zeros(len(lo_x))]
+        self.blocks, self.c_lo, self.c_hi = [], [], []  # constraint rows as (row, column, value) triples
+        self.n_var, self.n_row, self.n_binary, self.n_input = len(lo_x), 0, 0, len(lo_x)
         prev = np.arange(len(lo_x))  # the variables of the previous layer's output
-        n_var, n_row = len(lo_x), 0
-        self.n_binary = 0
         for i in range(0, len(ops) - 1, 2):
             aff, act = ops[i], ops[i + 1]
-            assert isinstance(aff, Affine) and isinstance(act, Activation)
-            w, b = aff.weight.numpy(), aff.bias.numpy()
+            if not (isinstance(aff, Affine) and isinstance(act, Activation)):
+                raise ValueError("the complete method expects affine maps and activations in turn")
             lo, hi = (t[p].numpy() for t in layer_bounds[i + 1])
-            s = act.slope
-            width = len(b)
-            out = np.arange(n_var, n_var + width)
-            n_var += width
-            active, inactive = lo >= 0, hi <= 0
-            unstable = ~(active | inactive)
-            m = int(unstable.sum())
-            delta = np.full(width, -1)
-            delta[unstable] = np.arange(n_var, n_var + m)
-            n_var += m
-            self.n_binary += m
-            f = lambda v: np.where(v >= 0, v, s * v)  # noqa: E731
-            var_lo += [f(lo), np.zeros(m)]
-            var_hi += [f(hi), np.ones(m)]
-            integer += [np.zeros(width), np.ones(m)]
-
-            def rows(units, scale, dcoef, lower, upper):
-                """Rows  out_u - scale W_u prev + dcoef_u delta_u  in [lower, upper], one per unit of ``units``."""
-                nonlocal n_row
-                k = len(units)
-                if not k:
-                    return
-                r = np.arange(n_row, n_row + k)
-                sub = -scale * w[units]
-                rr, cc = np.nonzero(sub)
-                blocks.append((r[rr], prev[cc], sub[rr, cc]))
-                blocks.append((r, out[units], np.ones(k)))
-                if dcoef is not None:
-                    blocks.append((r, delta[units], dcoef))
-                c_lo.append(np.broadcast_to(lower, k).astype(float))
-                c_hi.append(np.broadcast_to(upper, k).astype(float))
-                n_row += k
-
-            u = np.nonzero(active)[0]
-            rows(u, 1.0, None, b[u], b[u])  # out = z
-            u = np.nonzero(inactive)[0]
-            rows(u, s, None, s * b[u], s * b[u])  # out = s z
-            u = np.nonzero(unstable)[0]
-            rows(u, 1.0, None, b[u], np.inf)  # out >= z
-            if s > 0:
-                rows(u, s, None, s * b[u], np.inf)  # out >= s z (ReLU: out >= 0 is the variable's bound)
-            # out <= z - (1 - s) lo (1 - delta): out = z when delta = 1
-            rows(u, 1.0, -(1 - s) * lo[u], -np.inf, b[u] - (1 - s) * lo[u])
-            # out <= s z + (1 - s) hi delta: out = s z when delta = 0
-            rows(u, s, -(1 - s) * hi[u], -np.inf, s * b[u])
-            prev = out
+            prev = self._layer(aff.weight.numpy(), aff.bias.numpy(), act.slope, lo, hi, prev)
         self.last = prev
-        self.n_var = n_var
-        r, c, v = (np.concatenate(t) for t in zip(*blocks)) if blocks else ([], [], [])
-        self.A = sparse.csr_array((v, (r, c)), shape=(n_row, n_var))
-        self.c_lo, self.c_hi = np.concatenate(c_lo), np.concatenate(c_hi)
-        self.var_lo, self.var_hi = np.concatenate(var_lo), np.concatenate(var_hi)
-        self.integer = np.concatenate(integer)
-        self.n_input = len(lo_x)
+        r, c, v = (np.concatenate(t) for t in zip(*self.blocks)) if self.blocks else ([], [], [])
+        self.A = sparse.csr_array((v, (r, c)), shape=(self.n_row, self.n_var))
+        self.c_lo, self.c_hi = np.concatenate([[]] + self.c_lo), np.concatenate([[]] + self.c_hi)
+        self.var_lo, self.var_hi = np.concatenate(self.var_lo), np.concatenate(self.var_hi)
+        self.integer = np.concatenate(self.integer)
+
+    def _layer(self, w, b, s, lo, hi, prev):
+        """Add one layer out = act(w prev + b), act(z) = max(z, s z), with input bounds [lo, hi]; returns the
+        variables of its output."""
+        width = len(b)
+        out = np.arange(self.n_var, self.n_var + width)
+        active, inactive = lo >= 0, hi <= 0
+        unstable = ~(active | inactive)
+        m = int(unstable.sum())
+        delta = np.full(width, -1)
+        delta[unstable] = np.arange(self.n_var + width, self.n_var + width + m)
+        self.n_var += width + m
+        self.n_binary += m
+        act = lambda v: np.where(v >= 0, v, s * v)  # noqa: E731
+        self.var_lo += [act(lo), np.zeros(m)]
+        self.var_hi += [act(hi), np.ones(m)]
+        self.integer += [np.zeros(width), np.ones(m)]
+
+        def rows(units, scale, dcoef, lower, upper):
+            """Rows  out_u - scale (w prev)_u + dcoef_u delta_u  in [lower, upper], one per unit of ``units``."""
+            k = len(units)
+            if not k:
+                return
+            r = np.arange(self.n_row, self.n_row + k)
+            sub = -scale * w[units]
+            rr, cc = np.nonzero(sub)
+            self.blocks += [(r[rr], prev[cc], sub[rr, cc]), (r, out[units], np.ones(k))]
+            if dcoef is not None:
+                self.blocks.append((r, delta[units], dcoef))
+            self.c_lo.append(np.broadcast_to(lower, k).astype(float))
+            self.c_hi.append(np.broadcast_to(upper, k).astype(float))
+            self.n_row += k
+
+        u = np.nonzero(active)[0]
+        rows(u, 1.0, None, b[u], b[u])  # out = z
+        u = np.nonzero(inactive)[0]
+        rows(u, s, None, s * b[u], s * b[u])  # out = s z
+        u = np.nonzero(unstable)[0]
+        rows(u, 1.0, None, b[u], np.inf)  # out >= z
+        if s > 0:
+            rows(u, s, None, s * b[u], np.inf)  # out >= s z (ReLU: out >= 0 is the variable's bound)
+        # out <= z - (1 - s) lo (1 - delta): out = z when delta = 1
+        rows(u, 1.0, -(1 - s) * lo[u], -np.inf, b[u] - (1 - s) * lo[u])
+        # out <= s z + (1 - s) hi delta: out = s z when delta = 0
+        rows(u, s, -(1 - s) * hi[u], -np.inf, s * b[u])
+        return out
 
     def minimise(self, weight: torch.Tensor, bias: float, time_limit: float):
         """min weight . (last layer's output) + bias: (the proven lower bound, the input of the best solution
@@ -203,7 +201,7 @@ class _Program:
         c = np.zeros(self.n_var)
         c[self.last] = weight.numpy()
         res = milp(c, integrality=self.integer, bounds=Bounds(self.var_lo, self.var_hi),
-                   constraints=LinearConstraint(self.A, self.c_lo, self.c_hi),
+                   constraints=LinearConstraint(self.A, self.c_lo, self.c_hi) if self.n_row else (),
                    options={"time_limit": max(time_limit, 0.01), "disp": False})
         bound = getattr(res, "mip_dual_bound", None)
         if res.status == 0 and bound is None:
