@@ -267,8 +267,9 @@ def _protocols(boards: Boards, args: dict[str, str], where: str) -> str:
             cells = rows[rows["suite"] != "worst-case"].drop_duplicates(["run", "probe", "task", "suite", "attack"])
             per = cells.groupby(entry)["wall_seconds"].sum() + rows.groupby(entry)["train_seconds"].max().fillna(0)
             took = f"{per.median() / 60:.0f} min median, {per.max() / 60:.0f} min longest ({len(per)} entries)"
+        suites = ", ".join(f"native (PGD on {p.loss})" if s == "native" and p.loss != "ce" else s for s in p.suites)
         lines.append(f"| {p.name} | {p.dataset}, {', '.join(p.tasks) if p.tasks else 'every task'} | {p.norm} | "
-                     f"{radii} | {p.n_examples} | {', '.join(p.suites)}, {p.steps} x {p.restarts}, "
+                     f"{radii} | {p.n_examples} | {suites}, {p.steps} x {p.restarts}, "
                      f"{p.worst_case} | {took or 'no entry yet'} |")
     return "\n" + "\n".join(lines) + "\n"
 

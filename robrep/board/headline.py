@@ -44,6 +44,25 @@ def _attacks(config: str) -> list[str]:
     return [a.split(":", 1)[0] for a in parsed if a != "cascade"] if isinstance(parsed, list) else []
 
 
+def _native_loss(config: str) -> str:
+    """``PGD on <loss>`` where a worst case's robrep PGD used a loss other than cross-entropy (two worst cases that
+    differ only there are told apart), else empty."""
+    try:
+        parsed = json.loads(config)
+    except (TypeError, ValueError):
+        return ""
+    for entry in parsed if isinstance(parsed, list) else []:
+        name, _, attack = entry.partition(": ")
+        if name.startswith("native/"):
+            try:
+                loss = json.loads(attack).get("loss", "ce")
+            except (ValueError, AttributeError):
+                continue
+            if loss != "ce":
+                return f"PGD on {loss}"
+    return ""
+
+
 def _budget(rows: pd.DataFrame, attacks: list[str] | None) -> str:
     """The attack budget of a protocol, in words: the number of attacks, the largest steps x restarts, and
     the queries of black-box attacks (``n_queries`` in their configs)."""
@@ -93,8 +112,8 @@ def headline_table(board: pd.DataFrame, radii: list[float] | None = None) -> pd.
             worst = g[g["suite"] == "worst-case"]
             series = []  # (measure, rows at each radius, attacks covered or None)
             for config, w in worst.groupby("attack_config", sort=True):
-                series.append(("worst case" + (" (cascade)" if "cascade" in json.loads(config) else ""),
-                               w, _attacks(config)))
+                how = [w for w in ("cascade" if "cascade" in json.loads(config) else "", _native_loss(config)) if w]
+                series.append(("worst case" + (f" ({'; '.join(how)})" if how else ""), w, _attacks(config)))
             if not series:  # no worst case: the strongest single attack at the headline radius
                 single = g[g["suite"] != "worst-case"]
                 at = single[(single["radius"] - r_head).abs() < 1e-9]
@@ -151,7 +170,7 @@ def _checks_words(rows: pd.DataFrame) -> str:
         failed += not bool(r["checks_passed"]) and not (
             not_converged and not any(is_false(r.get(c)) for c in REQUIRED_CHECKS))
     words = "passed" if not failed else f"{failed} failed"
-    return words + (f", not converged at {slow} radii" if slow else "")
+    return words + (f", not converged at {slow} {'radius' if slow == 1 else 'radii'}" if slow else "")
 
 
 def checks_text(row) -> str:

@@ -223,6 +223,25 @@ class _Domain:
         return _concretize(a, c, self.lo, self.hi, self.x0, self.eps, self.norm)
 
 
+def _tightened(ops, op: Affine, lo: torch.Tensor, hi: torch.Tensor, layer_bounds: list, dom: "_Domain"):
+    """alpha-CROWN's bounds of op's output (the input of an activation) where CROWN's straddle zero: only those
+    units' bounds shape the relaxation (a stable unit stays stable). Per point its unstable units, padded to the
+    batch's largest count by repeating one of them; both sides at once (rows w and -w)."""
+    unstable = (lo < 0) & (hi > 0)
+    k = int(unstable.sum(1).max())
+    if k == 0:
+        return lo, hi
+    # per point the indices of its unstable units first (a stable sort keeps their order), then the rest
+    order = torch.argsort((~unstable).to(torch.int8), dim=1, stable=True)[:, :k]
+    real = torch.gather(unstable, 1, order)
+    order = torch.where(real, order, order[:, :1])  # padding: the point's first unstable unit again
+    w, b = op.weight[order], op.bias[order]  # (N, k, in), (N, k)
+    low = _optimised(ops, torch.cat([w, -w], 1), torch.cat([b, -b], 1), layer_bounds, dom)
+    lo = lo.scatter(1, order, torch.maximum(torch.gather(lo, 1, order), low[:, :k]))
+    hi = hi.scatter(1, order, torch.minimum(torch.gather(hi, 1, order), -low[:, k:]))
+    return lo, hi
+
+
 def _activation_bounds(ops, dom: _Domain, method: str) -> tuple[list, torch.Tensor, torch.Tensor]:
     """The bounds of every activation's input (IBP, or CROWN layer by layer), and of the last affine map's input."""
     layer_bounds: list = [None] * len(ops)
@@ -239,14 +258,12 @@ def _activation_bounds(ops, dom: _Domain, method: str) -> tuple[list, torch.Tens
             if method != "ibp" and i == 0 and dom.norm == "l2":  # the ball is tighter than its bounding box
                 lo = torch.max(lo, dom.x0 @ op.weight.T + op.bias - dom.eps * op.weight.norm(dim=1))
                 hi = torch.min(hi, dom.x0 @ op.weight.T + op.bias + dom.eps * op.weight.norm(dim=1))
-        elif method == "alpha-crown":  # both sides at once: rows [W; -W]
-            both = torch.cat([op.weight, -op.weight]).expand(n, -1, -1)
-            low = _optimised(ops[:i], both, torch.cat([op.bias, -op.bias]).expand(n, -1), layer_bounds, dom)
-            lo, hi = low[:, :len(op.bias)], -low[:, len(op.bias):]
         else:
             eye = op.weight.expand(n, *op.weight.shape)
             lo = dom.lower(*_backward(ops[:i], eye, op.bias.expand(n, -1), layer_bounds))
             hi = -dom.lower(*_backward(ops[:i], -eye, -op.bias.expand(n, -1), layer_bounds))
+            if method == "alpha-crown":
+                lo, hi = _tightened(ops[:i], op, lo, hi, layer_bounds, dom)
     return layer_bounds, lo, hi
 
 

@@ -84,3 +84,10 @@ def test_a_row_that_only_had_not_converged_is_passed_with_a_warning_and_a_broken
     broken.loc[first, ["check_guards", "checks_passed"]] = [False, False]
     color = headline_table(broken).query("task == 'color'").iloc[0]
     assert color["checks"] == "1 failed, not converged at 2 radii"
+
+
+def test_a_worst_case_whose_pgd_used_another_loss_says_so():
+    l2 = headline_table(read_results(REPO / "leaderboard" / "mnist5k-l2.csv"))
+    assert (l2["measure"] == "worst case (cascade; PGD on ce+margin)").all()  # the L2 protocol's loss
+    linf = headline_table(read_results(REPO / "leaderboard" / "mnist5k-linf.csv"))
+    assert (linf["measure"] == "worst case (cascade)").all()  # cross-entropy: nothing to say
