@@ -204,6 +204,13 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard", replace:
             raise LeaderboardError(f"{path} cannot be published: {len(invalid)} row(s) do not fit the row layout "
                                    f"(types, numbers in [0, 1], provenance); the first, {file}:{line}, {reason}")
         frames.append(validate(df, str(path)))  # refuse before anything is written
+        if item.is_dir():  # a certified number must hold point by point against the run's own attacks
+            from robrep.certify.run import unsound_certificates
+
+            unsound = unsound_certificates(item, df)
+            if unsound:
+                raise LeaderboardError(f"{item} cannot be published: {unsound[0]}"
+                                       + (f" (and {len(unsound) - 1} more)" if len(unsound) > 1 else ""))
     boards = []
     for where, (rows, notes) in route(pd.concat(frames, ignore_index=True)).items():
         for note in notes:

@@ -149,3 +149,34 @@ def _record(folder: Path, csv: Path, rows: pd.DataFrame) -> None:
         store.export()
     finally:
         store.close()
+
+
+def unsound_certificates(folder: Path, df: pd.DataFrame) -> list[str]:
+    """Per claim of run folder ``folder`` that carries a certified number: why it cannot be published (a
+    certified point that an attack of the run broke, or no per-point record to check it against); empty if every
+    certificate holds point by point. Run by ``robrep leaderboard`` before it publishes a run folder."""
+    from robrep.rows.layout import is_missing
+    from robrep.rows.masks import load_masks
+
+    problems = []
+    if "certified_accuracy" not in df:
+        return problems
+    sure_rows = df[[not is_missing(v) for v in df["certified_accuracy"]]]
+    for (run, dataset, task, probe), rows in sure_rows.groupby(["run", "dataset", "task", "probe"], dropna=False):
+        first = rows.iloc[0]
+        name = str(first.get("certified_by", "")).split(" (")[0]
+        path = folder / "examples" / run / f"{dataset}-{task}" / f"certified--{name}.safetensors"
+        if not name or not path.is_file():
+            problems.append(f"{run} / {task}: certified numbers without their per-point record ({path.name}): "
+                            f"run robrep certify {folder} again")
+            continue
+        radii = sorted(set(float(r) for r in df[(df["run"] == run) & (df["task"] == task)]["radius"]))
+        robust = attacked_robust(folder, df, first, radii)
+        stored = load_masks(path)["robust"]
+        if robust is None or stored.shape != robust.shape:
+            problems.append(f"{run} / {task}: the certified points cannot be set beside the attacks' masks")
+            continue
+        for i in (stored & ~robust).any(1).nonzero().flatten().tolist():
+            problems.append(f"{run} / {task} at radius {radii[i]:g}: {int((stored[i] & ~robust[i]).sum())} "
+                            "certified point(s) broken by an attack of the run: the certificate is unsound")
+    return problems

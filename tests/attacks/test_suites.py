@@ -64,9 +64,14 @@ def test_four_or_more_classes_get_standard_autoattack_with_the_task_classes():
 
 def test_external_suites_run_in_l2_with_their_l2_attacks():
     names = {a.qualname: a for a in suite_attacks(["torchattacks", "foolbox"], 10, steps=5, restarts=1, norm="L2")}
-    assert {"torchattacks/PGDL2", "torchattacks/APGD-CE", "torchattacks/FAB", "torchattacks/Square",
-            "foolbox/L2PGD", "foolbox/DDNAttack", "foolbox/L2DeepFoolAttack", "foolbox/L2BasicIterativeAttack"} <= set(names)
+    assert {"torchattacks/PGDL2", "torchattacks/APGD-CE", "torchattacks/APGD-DLR", "torchattacks/FAB",
+            "torchattacks/Square", "foolbox/L2PGD", "foolbox/DDNAttack", "foolbox/L2DeepFoolAttack",
+            "foolbox/L2BasicIterativeAttack"} <= set(names)
     assert all(a.norm == "l2" for a in names.values())
+    assert names["torchattacks/APGD-DLR"].kwargs["loss"] == "dlr"
+    # DLR needs three classes: a binary task's suite leaves it out
+    binary = {a.qualname for a in suite_attacks(["torchattacks"], 2, steps=5, restarts=1, norm="l2")}
+    assert "torchattacks/PGDL2" in binary and not any("DLR" in n for n in binary)
     with pytest.raises(ValueError, match="norm must be linf or l2"):
         suite_attacks(["foolbox"], 10, steps=5, restarts=1, norm="l1")
 

@@ -91,3 +91,28 @@ def test_the_complete_method_is_refused_for_l2_and_after_ibp_before_anything_run
     with pytest.raises(CertifyError, match="L-inf only"):
         certify_run(copy, complete=1)
     assert (copy / "results.csv").read_bytes() == before
+
+
+def test_publishing_checks_every_certified_point_against_the_runs_attacks(run, tmp_path):
+    import shutil
+
+    from robrep.board.leaderboard import LeaderboardError, publish
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    certify_run(copy, method="ibp")
+    board = tmp_path / "board"
+    board.mkdir()
+    sure = load_file(next((copy / "examples").rglob("certified--ibp.safetensors")))["robust"].bool()
+    point = int(sure[1].nonzero()[0])
+    masks = next(p for p in (copy / "examples").rglob("native--pgd--*.safetensors"))
+    stored = load_file(masks)
+    stored["robust"] = stored["robust"].clone()
+    stored["robust"][1, point] = 0  # an attack broke a certified point after the certificate was written
+    save_file(stored, masks)
+    with pytest.raises(LeaderboardError, match=r"1 certified point\(s\) broken by an attack of the run"):
+        publish([copy], out=board)
+    assert not list(board.iterdir())  # nothing written
+    next((copy / "examples").rglob("certified--ibp.safetensors")).unlink()
+    with pytest.raises(LeaderboardError, match="without their per-point record"):
+        publish([copy], out=board)
