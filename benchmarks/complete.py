@@ -28,7 +28,7 @@ import torch
 
 from robrep.certify import certified
 from robrep.certify.complete import BROKEN, CERTIFIED, decide
-from robrep.certify.run import attacked_robust
+from robrep.rows.masks import attacked_robust
 from robrep.data import load_dataset
 from robrep.harness.plan import test_indices
 from robrep.rows.files import read_results

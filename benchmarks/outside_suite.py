@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from robrep.attacks.geometry import admissible, ball_box, bounds_of, project
-from robrep.certify.run import attacked_robust
+from robrep.rows.masks import attacked_robust
 from robrep.data import load_dataset
 from robrep.harness.plan import test_indices
 from robrep.rows.files import read_results

@@ -3,8 +3,9 @@ probe) on an L2 board's run folder, beside the protocol's attacked accuracy of t
 
     python benchmarks/smoothing.py leaderboard-runs/std-mnist5k-l2d --sigmas 0.25,0.5,1 --n 2000 [--json FILE]
 
-Per encoder (standard probe), on the claim's test points, per noise level sigma: the smoothed classifier's
-certified L2 accuracy at every radius of the run (``robrep.certify.smoothing``: the paper's CERTIFY, n0 = 100
+Per encoder (standard probe), on the claim's test points, per noise level sigma (one record each): the smoothed
+classifier's certified L2 accuracy at every radius of the run (``r=<radius>``) beside the base classifier's
+attacked accuracy there (``attacked r=<radius>``) (``robrep.certify.smoothing``: the paper's CERTIFY, n0 = 100
 selection samples, ``--n`` estimation samples, alpha = 0.001 per point), and the seconds it took.
 """
 from __future__ import annotations
@@ -50,11 +51,10 @@ def main() -> int:
             t0 = time.perf_counter()
             s = certify_smoothed(model, x, sigma, n0=100, n=args.n, alpha=args.alpha)
             seconds = round(time.perf_counter() - t0, 1)
-            for r in radii:
-                rows.append({"learner": first["learner"], "arch": first["arch"], "task": first["task"],
-                             "sigma": sigma, "radius": r, "smoothed_certified": s.accuracy(y, r),
-                             "attacked": attacked[r], "n0": 100, "n": args.n, "alpha": args.alpha,
-                             "seconds": seconds})
+            rows.append({"learner": first["learner"], "arch": first["arch"], "task": first["task"], "sigma": sigma,
+                         **{f"r={r:g}": s.accuracy(y, r) for r in radii},
+                         **{f"attacked r={r:g}": attacked[r] for r in radii},
+                         "n0": 100, "n": args.n, "alpha": args.alpha, "seconds": seconds})
             print(f"{first['learner']:16} sigma {sigma:g}: " + "  ".join(
                 f"r={r:g} {s.accuracy(y, r):.3f} (attacked {attacked[r]:.3f})" for r in radii) + f"  ({seconds} s)",
                 flush=True)

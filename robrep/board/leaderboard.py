@@ -205,7 +205,7 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard", replace:
                                    f"(types, numbers in [0, 1], provenance); the first, {file}:{line}, {reason}")
         frames.append(validate(df, str(path)))  # refuse before anything is written
         if item.is_dir():  # a certified number must hold point by point against the run's own attacks
-            from robrep.certify.run import unsound_certificates
+            from robrep.rows.masks import unsound_certificates
 
             unsound = unsound_certificates(item, df)
             if unsound:

@@ -7,10 +7,11 @@ share is a lower bound on robust accuracy, as an attack's robust share is an upp
 
 The network is read as a chain of layers (``chain``): every affine layer (Linear, Conv2d, average pooling, batch
 norm in eval mode, flatten, the encoder's preprocessing) becomes one dense matrix, found by applying the layer
-to the basis of its input space, and every elementwise activation must be one the certifier relaxes (ReLU,
-LeakyReLU). The representation is the encoder's ``mu`` (the first half of a robrep encoder's head); the probe
-and the margins are folded into the last matrix. A network with any other layer (a residual block, a sigmoid)
-is refused with ``NotCertifiable``, never given a number.
+to the basis of its input space, and every elementwise activation must be one the certifier relaxes
+(``robrep.certify.relax``: ReLU, LeakyReLU, Softplus, ELU with alpha <= 1, Sigmoid, Tanh). The representation is
+the encoder's ``mu`` (the first half of a robrep encoder's head); the probe and the margins are folded into the
+last matrix. A network with any other layer (a residual block, a max pooling) is refused with
+``NotCertifiable``, never given a number.
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from robrep.certify.relax import Activation, activation_of, relax
+
 AFFINE = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten,
           nn.Identity)
-ACTIVATIONS = (nn.ReLU, nn.LeakyReLU)
+ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Softplus, nn.ELU, nn.Sigmoid, nn.Tanh)  # robrep.certify.relax
 METHODS = ("ibp", "crown", "alpha-crown")
 
 
@@ -34,11 +37,6 @@ class NotCertifiable(ValueError):
 class Affine:
     weight: torch.Tensor  # (out, in), float64
     bias: torch.Tensor  # (out,)
-
-
-@dataclass
-class Activation:
-    slope: float  # the negative side's slope: 0 for ReLU, LeakyReLU's negative_slope
 
 
 def _dense(layer: nn.Module, shape: tuple[int, ...]) -> tuple[Affine, tuple[int, ...]]:
@@ -94,12 +92,15 @@ def chain(model: nn.Module, shape: tuple[int, ...], with_probe: bool = True) -> 
     out: list[Affine | Activation] = []
     for layer in layers:
         layer = copy.deepcopy(layer).double().eval()  # the model itself stays as it is
-        if isinstance(layer, ACTIVATIONS):
-            out.append(Activation(float(getattr(layer, "negative_slope", 0.0))))
+        act = activation_of(layer)
+        if act is not None:
+            out.append(act)
             continue
         if not isinstance(layer, (*AFFINE, _Preprocess)):
-            raise NotCertifiable(f"no sound bound for layer {type(layer).__name__}: the certifier knows "
-                                 f"{', '.join(t.__name__ for t in AFFINE + ACTIVATIONS)}")
+            raise NotCertifiable(f"no sound bound for layer {type(layer).__name__}"
+                                 + (" with these settings (ELU: alpha <= 1; Softplus: its default threshold)"
+                                    if isinstance(layer, ACTIVATIONS) else "")
+                                 + f": the certifier knows {', '.join(t.__name__ for t in AFFINE + ACTIVATIONS)}")
         dense, shape = _dense(layer, shape)
         if out and isinstance(out[-1], Affine):  # fold consecutive affine maps into one
             prev = out.pop()
@@ -125,18 +126,6 @@ def _concretize(a: torch.Tensor, c: torch.Tensor, lo: torch.Tensor, hi: torch.Te
     return (a @ x0[:, :, None]).squeeze(-1) - eps * a.norm(dim=-1) + c
 
 
-def _relax(lo: torch.Tensor, hi: torch.Tensor, slope: float):
-    """CROWN's linear bounds of a (leaky) ReLU on [lo, hi]: (upper slope, upper intercept, lower slope)."""
-    unstable = (lo < 0) & (hi > 0)
-    denom = torch.where(unstable, hi - lo, torch.ones_like(hi))
-    up_slope = torch.where(unstable, (hi - slope * lo) / denom, torch.where(hi <= 0, torch.full_like(hi, slope),
-                                                                         torch.ones_like(hi)))
-    up_bias = torch.where(unstable, lo * (slope - up_slope), torch.zeros_like(hi))
-    adaptive = torch.where(hi >= -lo, torch.ones_like(hi), torch.full_like(hi, slope))  # the tighter of the two
-    low_slope = torch.where(unstable, adaptive, up_slope)
-    return up_slope, up_bias, low_slope
-
-
 def _backward(ops, a: torch.Tensor, c: torch.Tensor, bounds: list, alphas: dict | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Carry the linear function a z_k + c of the last affine map's output back to the input through ``ops``
@@ -150,14 +139,14 @@ def _backward(ops, a: torch.Tensor, c: torch.Tensor, bounds: list, alphas: dict 
             a = a @ op.weight
         else:
             lo, hi = bounds[i]
-            up_slope, up_bias, low_slope = _relax(lo, hi, op.slope)
+            up_slope, up_bias, low_slope, low_bias = relax(lo, hi, op)
             positive, negative = a.clamp(min=0), a.clamp(max=0)
             low = low_slope[:, None, :]
             if alphas is not None and i in alphas:
                 unstable = ((lo < 0) & (hi > 0))[:, None, :]
                 low = torch.where(unstable, alphas[i], low)  # the caller keeps them within [slope, 1]
             # a lower bound takes the lower relaxation where a > 0 and the upper one where a < 0
-            c = c + (negative * up_bias[:, None, :]).sum(-1)
+            c = c + (negative * up_bias[:, None, :]).sum(-1) + (positive * low_bias[:, None, :]).sum(-1)
             a = positive * low + negative * up_slope[:, None, :]
     return a, c
 
@@ -174,10 +163,10 @@ def _optimised(ops, a: torch.Tensor, c: torch.Tensor, bounds: list, dom: "_Domai
         best = dom.lower(*_backward(ops, a, c, bounds))
     alphas = {}
     for i, op in enumerate(ops):
-        if isinstance(op, Activation):
+        if isinstance(op, Activation) and op.piecewise_linear:  # the others keep CROWN's lines
             lo, hi = bounds[i]
             if ((lo < 0) & (hi > 0)).any():
-                alphas[i] = _relax(lo, hi, op.slope)[2][:, None, :].expand(-1, a.shape[1], -1).clone()
+                alphas[i] = relax(lo, hi, op)[2][:, None, :].expand(-1, a.shape[1], -1).clone()
     if not alphas:
         return best
     with torch.enable_grad():
@@ -250,7 +239,7 @@ def _activation_bounds(ops, dom: _Domain, method: str) -> tuple[list, torch.Tens
     for i, op in enumerate(ops[:-1]):
         if isinstance(op, Activation):
             layer_bounds[i] = (lo, hi)
-            lo, hi = _act(lo, op.slope), _act(hi, op.slope)
+            lo, hi = op(lo), op(hi)  # every activation here is nondecreasing
         elif method == "ibp" or i == 0:  # interval arithmetic: exact for the first affine map over a box
             centre, radius = (lo + hi) / 2, (hi - lo) / 2
             mid, spread = centre @ op.weight.T + op.bias, radius @ op.weight.abs().T
@@ -333,10 +322,6 @@ def shift_attacked(model: nn.Module, x: torch.Tensor, eps: float, norm: str = "l
         with torch.no_grad():
             best = torch.maximum(best, shift(x_b).double().cpu())
     return best
-
-
-def _act(v: torch.Tensor, slope: float) -> torch.Tensor:
-    return torch.where(v >= 0, v, slope * v)
 
 
 def certified(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",

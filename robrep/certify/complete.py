@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robrep.certify.bounds import Activation, Affine, _activation_bounds, _Domain, chain, margins
+from robrep.certify.bounds import Activation, Affine, NotCertifiable, _activation_bounds, _Domain, chain, margins
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,8 @@ class _Program:
             aff, act = ops[i], ops[i + 1]
             if not (isinstance(aff, Affine) and isinstance(act, Activation)):
                 raise ValueError("the complete method expects affine maps and activations in turn")
+            if not act.piecewise_linear:
+                raise NotCertifiable(f"the complete method is exact for ReLU and LeakyReLU only, not {act.fn}")
             lo, hi = (t[p].numpy() for t in layer_bounds[i + 1])
             prev = self._layer(aff.weight.numpy(), aff.bias.numpy(), act.slope, lo, hi, prev)
         self.last = prev

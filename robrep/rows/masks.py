@@ -49,3 +49,48 @@ def load_masks(path: Path) -> dict[str, torch.Tensor]:
     """The (n_radii, N) bool masks ``save_masks`` wrote (``late`` is missing in files of older robreps)."""
     stored = load_file(path)
     return {k: stored[k].bool() for k in ("robust", "late") if k in stored}
+
+
+def attacked_robust(folder: Path, df: pd.DataFrame, first, radii) -> torch.Tensor | None:
+    """Per radius and test point, robust to every attack of the claim's cell (its masks), or None where the run
+    kept no masks."""
+    cell = df[(df["run"] == first["run"]) & (df["task"] == first["task"]) & (df["suite"] != "worst-case")
+              & (df["probe"] == first.get("probe", "standard")) & (df["radius"] == 0)]
+    robust = None
+    for r in cell.to_dict("records"):
+        path = masks_path(folder, r, radii)
+        if not path.is_file():
+            return None
+        mask = load_masks(path)["robust"]
+        robust = mask if robust is None else robust & mask
+    return robust
+
+
+def unsound_certificates(folder: Path, df: pd.DataFrame) -> list[str]:
+    """Per claim of run folder ``folder`` that carries a certified number: why it cannot be published (a
+    certified point that an attack of the run broke, or no per-point record to check it against); empty if every
+    certificate holds point by point. Run by ``robrep leaderboard`` before it publishes a run folder."""
+    from robrep.rows.layout import is_missing
+
+    problems = []
+    if "certified_accuracy" not in df:
+        return problems
+    sure_rows = df[[not is_missing(v) for v in df["certified_accuracy"]]]
+    for (run, dataset, task, probe), rows in sure_rows.groupby(["run", "dataset", "task", "probe"], dropna=False):
+        first = rows.iloc[0]
+        name = str(first.get("certified_by", "")).split(" (")[0]
+        path = folder / "examples" / run / f"{dataset}-{task}" / f"certified--{name}.safetensors"
+        if not name or not path.is_file():
+            problems.append(f"{run} / {task}: certified numbers without their per-point record ({path.name}): "
+                            f"run robrep certify {folder} again")
+            continue
+        radii = sorted(set(float(r) for r in df[(df["run"] == run) & (df["task"] == task)]["radius"]))
+        robust = attacked_robust(folder, df, first, radii)
+        stored = load_masks(path)["robust"]
+        if robust is None or stored.shape != robust.shape:
+            problems.append(f"{run} / {task}: the certified points cannot be set beside the attacks' masks")
+            continue
+        for i in (stored & ~robust).any(1).nonzero().flatten().tolist():
+            problems.append(f"{run} / {task} at radius {radii[i]:g}: {int((stored[i] & ~robust[i]).sum())} "
+                            "certified point(s) broken by an attack of the run: the certificate is unsound")
+    return problems

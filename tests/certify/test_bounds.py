@@ -30,7 +30,11 @@ def _grid_minimum(model, x, y, eps, norm, n=161):
     return worst
 
 
-@pytest.mark.parametrize("activation", [nn.ReLU, lambda: nn.LeakyReLU(0.1)], ids=["relu", "leaky"])
+SMOOTH = [nn.Softplus, lambda: nn.Softplus(beta=3.0), nn.ELU, lambda: nn.ELU(alpha=0.5), nn.Sigmoid, nn.Tanh]
+SMOOTH_IDS = ["softplus", "softplus-beta3", "elu", "elu-0.5", "sigmoid", "tanh"]
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU, lambda: nn.LeakyReLU(0.1)] + SMOOTH, ids=["relu", "leaky"] + SMOOTH_IDS)
 @pytest.mark.parametrize("norm,eps", [("linf", 0.15), ("l2", 0.2)])
 @pytest.mark.parametrize("method", ["ibp", "crown", "alpha-crown"])
 def test_a_bound_never_exceeds_the_exact_minimum_margin(method, norm, eps, activation):
@@ -43,6 +47,24 @@ def test_a_bound_never_exceeds_the_exact_minimum_margin(method, norm, eps, activ
         for i in range(len(x)):
             exact = _grid_minimum(model, x[i:i + 1], int(y[i]), eps, norm)
             assert (low[i] <= exact + 1e-6).all(), (seed, i, low[i], exact)
+
+
+@pytest.mark.parametrize("activation", SMOOTH, ids=SMOOTH_IDS)
+def test_each_relaxation_encloses_its_activation_on_random_intervals(activation):
+    from robrep.certify.relax import activation_of, relax
+
+    op = activation_of(activation())
+    gen = torch.Generator().manual_seed(0)
+    centre = torch.randn(2000, generator=gen, dtype=torch.float64) * 3
+    width = torch.rand(2000, generator=gen, dtype=torch.float64) * torch.tensor([0.01, 1.0, 8.0]).repeat(667)[:2000]
+    lo, hi = centre - width / 2, centre + width / 2
+    up_slope, up_bias, low_slope, low_bias = relax(lo, hi, op)
+    t = torch.linspace(0, 1, 401, dtype=torch.float64)[:, None]
+    x = lo + t * (hi - lo)  # (401, 2000): every interval on a dense grid, ends included
+    f = op(x)
+    assert (f <= up_slope * x + up_bias).all() and (f >= low_slope * x + low_bias).all()
+    gap = ((up_slope - low_slope) * x + up_bias - low_bias).max(0).values
+    assert (gap[width < 0.02] < 0.01).all()  # tight where the interval is narrow
 
 
 def test_crown_is_tighter_than_ibp_and_certifies_what_is_exactly_certifiable_at_a_small_radius():
@@ -95,10 +117,12 @@ def test_a_certified_point_is_never_broken_by_an_attack_and_the_share_falls_with
 
 
 def test_a_layer_without_a_sound_bound_is_refused_not_given_a_number():
-    net = nn.Sequential(nn.Flatten(), nn.Linear(2, 4), nn.Sigmoid(), nn.Linear(4, 3))
-    model = ProbedEncoder(Encoder(net), nn.Linear(3, 3))
-    with pytest.raises(NotCertifiable, match="no sound bound for layer Sigmoid"):
-        certified(model, torch.rand(2, 1, 1, 2), torch.zeros(2, dtype=torch.long), 0.1)
+    for layer, words in ((nn.GELU(), "no sound bound for layer GELU: the certifier knows"),  # not monotone
+                         (nn.ELU(alpha=2.0), "no sound bound for layer ELU with these settings")):  # not convex
+        net = nn.Sequential(nn.Flatten(), nn.Linear(2, 4), layer, nn.Linear(4, 3))
+        model = ProbedEncoder(Encoder(net), nn.Linear(3, 3))
+        with pytest.raises(NotCertifiable, match=words):
+            certified(model, torch.rand(2, 1, 1, 2), torch.zeros(2, dtype=torch.long), 0.1)
 
     class Residual(nn.Module):
         def forward(self, x):

@@ -66,11 +66,11 @@ def test_the_complete_method_certifies_at_least_what_crown_does_and_says_what_it
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     crown = certify_run(copy, method="crown").sort_values(["task", "radius"])
-    assert main(["certify", str(copy), "--complete", "2"]) == 0
+    assert main(["certify", str(copy), "--complete", "5"]) == 0
     assert "no certified point was broken" in capsys.readouterr().out
     rows = pd.read_csv(copy / "results.csv").sort_values(["task", "radius"])
     assert rows["certified_by"].str.startswith("crown+milp").all()
-    assert rows["certified_by"].str.contains(r"complete method at 2 s/point decided \d+ of \d+ open points").all()
+    assert rows["certified_by"].str.contains(r"complete method at 5 s/point decided \d+ of \d+ open points").all()
     assert (rows["certified_accuracy"].to_numpy() >= crown["certified_accuracy"].to_numpy() - 1e-6).all()
     assert (rows["certified_accuracy"].to_numpy() > crown["certified_accuracy"].to_numpy() + 1e-6).any()
     assert (rows["certified_accuracy"] <= rows["adversarial_accuracy"] + 1e-12).all()
