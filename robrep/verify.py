@@ -229,22 +229,10 @@ def _judge(model, ds, first, rows: pd.DataFrame, budget: tuple[int, int], tolera
 
 
 def _record(folder: Path, csv: Path, verdicts: list[Verdict]) -> None:
-    """Write the verdicts into the run's ``verified`` column (store and CSV), if the CSV is the store's export;
-    a CSV that differs from its store (edited by hand?) is left as it is."""
-    from robrep.harness.store import ResultsStore
+    """Write the verdicts into the run's ``verified`` column (store and CSV; ``robrep.harness.store.amend``)."""
+    from robrep.harness.store import amend
 
-    if not (folder / "results.sqlite").is_file() or csv != folder / "results.csv":
-        return
-    store = ResultsStore(folder)
-    try:
-        stored = {row_key(r): r for r in store.frame().to_dict("records")}
-        same = all(v.key in stored and abs(stored[v.key]["adversarial_accuracy"] - v.row["adversarial_accuracy"]) < 1e-9
-                   for v in verdicts)
-        if not same:
-            log.warning("%s differs from %s (edited by hand?): the verdicts are not recorded in it", csv,
-                        folder / "results.sqlite")
-            return
-        store.add(pd.DataFrame([{**stored[v.key], "verified": v.note} for v in verdicts if v.holds is not None]))
-        store.export()
-    finally:
-        store.close()
+    amend(folder, csv, [(v.key, v.row["adversarial_accuracy"], {"verified": v.note}) for v in verdicts
+                        if v.holds is not None])
+
+

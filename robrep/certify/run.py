@@ -118,19 +118,10 @@ def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size
 
 
 def _record(folder: Path, csv: Path, rows: pd.DataFrame) -> None:
-    """Write the certified columns into the run's store and CSV (as ``robrep verify`` writes its verdicts)."""
-    from robrep.harness.store import ResultsStore
+    """Write the certified columns into the run's store and CSV (``robrep.harness.store.amend``)."""
+    from robrep.harness.store import amend
     from robrep.rows.layout import row_key
 
-    if not (folder / "results.sqlite").is_file() or csv != folder / "results.csv":
-        return
-    store = ResultsStore(folder)
-    try:
-        stored = {row_key(r): r for r in store.frame().to_dict("records")}
-        store.add(pd.DataFrame([{**stored[row_key(r)], "certified_accuracy": r["certified_accuracy"],
-                                 "certified_by": r["certified_by"]}
-                                for r in rows.to_dict("records") if row_key(r) in stored]))
-        store.export()
-    finally:
-        store.close()
-
+    amend(folder, csv, [(row_key(r), r["adversarial_accuracy"], {"certified_accuracy": r["certified_accuracy"],
+                                                                  "certified_by": r["certified_by"]})
+                        for r in rows.to_dict("records")])

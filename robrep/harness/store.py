@@ -160,3 +160,27 @@ class ResultsStore:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def amend(folder: Path, csv: Path, updates: list[tuple[tuple, float, dict[str, Any]]]) -> bool:
+    """Write columns into rows a command added to a finished run (``robrep verify``'s verdicts, ``robrep
+    certify``'s bounds): per row its key (``row_key``), the adversarial accuracy it was read with, and the columns.
+    Only where ``csv`` is the store's own export and every row is stored with that accuracy: a CSV that differs
+    from its store (edited by hand?) is left as it is (a warning says so). Returns whether it wrote."""
+    from robrep.rows.layout import row_key
+
+    folder = Path(folder)
+    if not (folder / "results.sqlite").is_file() or Path(csv) != folder / "results.csv":
+        return False
+    store = ResultsStore(folder)
+    try:
+        stored = {row_key(r): r for r in store.frame().to_dict("records")}
+        if not all(k in stored and abs(stored[k]["adversarial_accuracy"] - acc) < 1e-9 for k, acc, _ in updates):
+            log.warning("%s differs from %s (edited by hand?): nothing is recorded in it", csv,
+                        folder / "results.sqlite")
+            return False
+        store.add(pd.DataFrame([{**stored[k], **columns} for k, _, columns in updates]))
+        store.export()
+        return True
+    finally:
+        store.close()
