@@ -1,0 +1,55 @@
+"""The CUDA paths (skipped where there is no GPU; ``benchmarks/gpu_check.sh`` runs them on one): the bench, an
+adversarial probe, the certifier and randomized smoothing on ``cuda`` give what they give on the CPU, up to the
+noise of other kernels."""
+import pytest
+import torch
+
+import robrep
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+SMALL = dict(learners=("vae",), epochs=1, n_examples=100, radii=(0.0, 0.05, 0.1), steps=10, restarts=2)
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    """The same small bench on the CPU and on the GPU, each with its own cache."""
+    out = {}
+    for device in ("cpu", "cuda"):
+        base = tmp_path_factory.mktemp(device)
+        mp = pytest.MonkeyPatch()
+        mp.setenv("ROBREP_CACHE", str(base / "cache"))
+        out[device] = robrep.bench(**SMALL, device=device, out=str(base / "run"))
+        mp.undo()
+    return out
+
+
+def test_the_bench_on_a_gpu_gives_the_cpus_numbers(both):
+    cpu, gpu = (both[d].sort_values(["suite", "attack", "radius"]).reset_index(drop=True) for d in ("cpu", "cuda"))
+    assert len(cpu) == len(gpu) and (gpu["device"].str.startswith("cuda")).all()
+    # training on another device is another float order: the encoders differ a little, the numbers too
+    assert (cpu["adversarial_accuracy"] - gpu["adversarial_accuracy"]).abs().max() <= 0.1
+    assert (gpu[gpu["radius"] > 0]["adversarial_accuracy"] < gpu[gpu["radius"] == 0]["adversarial_accuracy"].max()).all()
+
+
+def test_the_certifier_and_smoothing_run_on_a_gpu(mnist5k):
+    from robrep.certify import certified
+    from robrep.certify.smoothing import certify_smoothed
+    from robrep.probes import ProbedEncoder, features, train_probe
+
+    torch.manual_seed(0)
+    learner = robrep.train("vae", mnist5k, out=False, max_steps=200)
+    probe = train_probe(features(learner, mnist5k.train.images), mnist5k.train.labels["digit"], 10)
+    model = ProbedEncoder(learner, probe)
+    x, y = mnist5k.test.batch(slice(0, 50)), mnist5k.test.labels["digit"][:50]
+    on_cpu = certified(model, x, y, 0.02)
+    on_gpu = certified(model.to("cuda"), x.cuda(), y.cuda(), 0.02).cpu()
+    assert (on_cpu == on_gpu).float().mean() >= 0.96  # float64 on both: equal but for ties at zero
+    s = certify_smoothed(model, x.cuda(), 0.25, n0=20, n=200, alpha=0.01)
+    assert s.accuracy(y, 0.0) > 0.3
+
+
+def test_an_adversarial_probe_trains_on_a_gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBREP_CACHE", str(tmp_path / "cache"))
+    rows = robrep.bench(**SMALL, device="cuda", probe="adversarial", out=str(tmp_path / "run"))
+    assert (rows["probe"] != "standard").all() and rows["adversarial_accuracy"].notna().all()
