@@ -156,9 +156,27 @@ def _backward(ops, a: torch.Tensor, c: torch.Tensor, bounds: list, alphas: dict 
 ALPHA_STEPS, ALPHA_LR = 20, 0.1
 
 
+# elements of the largest tensor one alpha-CROWN pass holds (points x rows x width): the points are optimised in
+# chunks of this size (each point's slopes are its own, so the chunks give what one pass would)
+ALPHA_ELEMENTS = 4_000_000
+
+
 def _optimised(ops, a: torch.Tensor, c: torch.Tensor, bounds: list, dom: "_Domain") -> torch.Tensor:
     """The lower bound of a z + c over the domain, with alpha-CROWN's slopes (at least as tight as CROWN's,
-    which is its starting point)."""
+    which is its starting point); in chunks of points (``ALPHA_ELEMENTS``)."""
+    widest = max([a.shape[-1], dom.x0.shape[1]] + [op.weight.shape[0] for op in ops if isinstance(op, Affine)])
+    step = max(1, ALPHA_ELEMENTS // (a.shape[1] * widest))
+    if len(a) <= step:
+        return _optimised_chunk(ops, a, c, bounds, dom)
+    parts = []
+    for i in range(0, len(a), step):
+        part = slice(i, i + step)
+        parts.append(_optimised_chunk(ops, a[part], c[part], [None if b is None else (b[0][part], b[1][part])
+                                                            for b in bounds], dom.part(part)))
+    return torch.cat(parts)
+
+
+def _optimised_chunk(ops, a: torch.Tensor, c: torch.Tensor, bounds: list, dom: "_Domain") -> torch.Tensor:
     with torch.no_grad():
         best = dom.lower(*_backward(ops, a, c, bounds))
     alphas = {}
@@ -210,6 +228,9 @@ class _Domain:
 
     def lower(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return _concretize(a, c, self.lo, self.hi, self.x0, self.eps, self.norm)
+
+    def part(self, points: slice) -> "_Domain":
+        return _Domain(self.x0[points], self.lo[points], self.hi[points], self.eps, self.norm)
 
 
 def _tightened(ops, op: Affine, lo: torch.Tensor, hi: torch.Tensor, layer_bounds: list, dom: "_Domain"):
