@@ -96,6 +96,19 @@ def test_alpha_crown_is_never_looser_than_crown_and_tighter_somewhere(norm, eps)
     assert gained > 0.01
 
 
+def test_alpha_crown_in_chunks_of_points_gives_what_one_pass_gives(monkeypatch):
+    import robrep.certify.bounds as bounds
+
+    model = _tiny(3)
+    x = torch.rand(9, 1, 1, 2)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    whole = lower_margins(model, x, y, 0.15, "linf", "alpha-crown")
+    monkeypatch.setattr(bounds, "ALPHA_ELEMENTS", 30)  # a few points per chunk
+    chunked = lower_margins(model, x, y, 0.15, "linf", "alpha-crown")
+    assert torch.allclose(whole, chunked, atol=1e-9, rtol=0) or (whole == chunked).all()
+
+
 def test_a_certified_point_is_never_broken_by_an_attack_and_the_share_falls_with_the_radius(mnist5k):
     import robrep
     from robrep.probes import features, train_probe
