@@ -57,29 +57,33 @@ def decide(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, ti
     probe misclassifies unperturbed are BROKEN (the clean input is the counterexample)."""
     if method not in ("crown", "alpha-crown"):
         raise ValueError(f"the complete method starts from crown or alpha-crown bounds, got {method!r}")
-    model = model.eval()
-    ops = chain(model, tuple(x.shape[1:]))
-    dom = _Domain.of(x, eps, "linf", bounds if bounds is not None else model.bounds)
-    spec = margins(ops[-1], y)
-    with torch.no_grad():
-        right = model(x).argmax(1) == y
-        layer_bounds, _, _ = _activation_bounds(ops, dom, method)
-        crown = _margins(ops, spec, dom, layer_bounds, method)
     n = len(x)
     status = torch.zeros(n, dtype=torch.int8)
     examples: list = [None] * n
     seconds, binaries = [0.0] * n, [0] * n
-    for p in (range(n) if points is None else [int(i) for i in points]):
+    chosen = torch.arange(n) if points is None else torch.as_tensor([int(i) for i in points], dtype=torch.long)
+    if not len(chosen):
+        return Decision(status, examples, seconds, binaries)
+    model = model.eval()
+    x_c, y_c = x[chosen], y[chosen]  # the bounds of the chosen points only
+    ops = chain(model, tuple(x.shape[1:]))
+    dom = _Domain.of(x_c, eps, "linf", bounds if bounds is not None else model.bounds)
+    spec = margins(ops[-1], y_c)
+    with torch.no_grad():
+        right = model(x_c).argmax(1) == y_c
+        layer_bounds, _, _ = _activation_bounds(ops, dom, method)
+        crown = _margins(ops, spec, dom, layer_bounds, method)
+    for p, point in enumerate(chosen.tolist()):
         t0 = time.perf_counter()
         if not right[p]:
-            status[p], examples[p] = BROKEN, x[p].clone()
+            status[point], examples[point] = BROKEN, x_c[p].clone()
             continue
-        todo = [int(j) for j in torch.argsort(crown[p]) if j != y[p] and crown[p, j] <= 0]
+        todo = [int(j) for j in torch.argsort(crown[p]) if j != y_c[p] and crown[p, j] <= 0]
         if not todo:  # the relaxation decided it
-            status[p] = CERTIFIED
+            status[point] = CERTIFIED
             continue
         program = _Program(ops, layer_bounds, dom, p)
-        binaries[p] = program.n_binary
+        binaries[point] = program.n_binary
         proven, deadline = 0, t0 + time_limit
         for j in todo:
             left = deadline - time.perf_counter()
@@ -93,13 +97,13 @@ def decide(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, ti
                 proven += 1
                 continue
             if solution is not None:
-                adv = _confirmed(model, x[p], int(y[p]), solution, dom, p)
+                adv = _confirmed(model, x_c[p], int(y_c[p]), solution, dom, p)
                 if adv is not None:
-                    status[p], examples[p] = BROKEN, adv
+                    status[point], examples[point] = BROKEN, adv
             break
-        if proven == len(todo) and status[p] == UNKNOWN:
-            status[p] = CERTIFIED
-        seconds[p] = time.perf_counter() - t0
+        if proven == len(todo) and status[point] == UNKNOWN:
+            status[point] = CERTIFIED
+        seconds[point] = time.perf_counter() - t0
     return Decision(status, examples, seconds, binaries)
 
 
