@@ -77,15 +77,21 @@ def compare(folder: Path, data_root=None) -> list[dict]:
                 continue
             t0 = time.perf_counter()
             theirs = torch.zeros(len(x), dtype=torch.bool)
+            by_attack = {}
             for name, attack in art_attacks(model, x.shape[1:], int(first["n_classes"]), first["norm"], eps):
                 adv = torch.from_numpy(attack.generate(x.numpy(), y=y.numpy())).to(x.dtype)
-                theirs |= broken_by(model, x, y, adv, eps, first["norm"])
+                by_attack[name] = broken_by(model, x, y, adv, eps, first["norm"])
+                theirs |= by_attack[name]
             art_robust = ~theirs & ours[0]  # a point misclassified clean is not robust to anyone
+            only = (ours[i] & art_robust.logical_not()).nonzero().flatten().tolist()
             out.append({"run": run, "learner": first["learner"], "dataset": dataset, "task": task,
                         "norm": first["norm"], "radius": eps, "points": len(x),
                         "protocol": ours[i].float().mean().item(), "outside": art_robust.float().mean().item(),
                         "broken_outside_only": int((ours[i] & art_robust.logical_not()).sum()),
                         "broken_protocol_only": int((~ours[i] & art_robust).sum()),
+                        # the test points ART broke that the protocol left robust, and which of its attacks did
+                        "outside_only": [{"point": int(idx[j]), "by": [n for n, hit in by_attack.items() if hit[j]]}
+                                         for j in only],
                         "outside_seconds": round(time.perf_counter() - t0, 1)})
             line = out[-1]
             print(f"{run:48} {task:6} {eps:5g}  protocol {line['protocol']:.3f}  ART {line['outside']:.3f}  "
