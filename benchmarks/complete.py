@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from script_command import command
 from robrep.certify import certified
 from robrep.certify.complete import BROKEN, CERTIFIED, decide
 from robrep.rows.masks import attacked_robust
@@ -97,10 +97,7 @@ def main() -> int:
               f"{r['binaries_median']:.0f} binaries)  gap {r['gap_crown']:.3f} -> {r['gap_alpha']:.3f} -> "
               f"{r['gap_complete_projected']:.3f} projected ({r['complete_projected_seconds']} s)", flush=True)
     if args.json:
-        argv = sys.argv[1:]
-        if "--json" in argv:  # the command as run, without where its output went
-            del argv[argv.index("--json"):argv.index("--json") + 2]
-        args.json.write_text(json.dumps({"command": "python benchmarks/complete.py " + " ".join(argv),
+        args.json.write_text(json.dumps({"command": command(),
                                          "machine": platform.machine(), "threads": 1, "rows": rows}, indent=1) + "\n")
     return 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from script_command import command
 from robrep.certify import shift_attacked, shift_upper_bound
 from robrep.certify.run import certify_run
 from robrep.data import load_dataset
@@ -88,7 +89,7 @@ def main() -> int:
                   f"{r['attacked']:.3f}  gap {r['gap']:.3f}")
         shift += shifts(run, [float(v) for v in args.shift_radii.split(",")], args.shift_points)
     if args.json:
-        args.json.write_text(json.dumps({"command": "python benchmarks/sandwich.py " + " ".join(map(str, args.runs)),
+        args.json.write_text(json.dumps({"command": command(),
                                          "machine": platform.processor() or platform.machine(), "threads": 1,
                                          "rows": rows, "timing": timing, "shift": shift}, indent=1) + "\n")
     return 0

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from script_command import command
 from robrep.certify.smoothing import certify_smoothed
 from robrep.data import load_dataset
 from robrep.harness.plan import test_indices
@@ -59,10 +59,7 @@ def main() -> int:
                 f"r={r:g} {s.accuracy(y, r):.3f} (attacked {attacked[r]:.3f})" for r in radii) + f"  ({seconds} s)",
                 flush=True)
     if args.json:
-        argv = sys.argv[1:]
-        if "--json" in argv:  # the command as run, without where its output went
-            del argv[argv.index("--json"):argv.index("--json") + 2]
-        args.json.write_text(json.dumps({"command": "python benchmarks/smoothing.py " + " ".join(argv),
+        args.json.write_text(json.dumps({"command": command(),
                                          "machine": platform.machine(), "threads": 1, "rows": rows}, indent=1) + "\n")
     return 0
 

@@ -277,10 +277,11 @@ def _activation_bounds(ops, dom: _Domain, method: str) -> tuple[list, torch.Tens
     return layer_bounds, lo, hi
 
 
-def _lower(ops, spec: Affine, dom: _Domain, method: str) -> torch.Tensor:
+def _lower(ops, spec: Affine, dom: _Domain, method: str, found: tuple | None = None) -> torch.Tensor:
     """Per point, lower bounds over the domain of ``spec`` (weight (N, K, width), bias (N, K)), an affine map that
-    takes the place of the chain's last one (the margins, or the representation's coordinates)."""
-    layer_bounds, lo, hi = _activation_bounds(ops, dom, method)
+    takes the place of the chain's last one (the margins, or the representation's coordinates). ``found``: what
+    ``_activation_bounds`` gave for these ops, domain and method, where the caller has it already."""
+    layer_bounds, lo, hi = found if found is not None else _activation_bounds(ops, dom, method)
     if method == "ibp":
         centre, radius = (lo + hi) / 2, (hi - lo) / 2
         return ((spec.weight @ centre[:, :, None]).squeeze(-1) + spec.bias

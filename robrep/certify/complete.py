@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from robrep.certify.bounds import Activation, Affine, NotCertifiable, _activation_bounds, _Domain, chain, margins
+from robrep.certify.bounds import (Activation, Affine, NotCertifiable, _activation_bounds, _Domain, _lower, chain,
+                                   margins)
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ def decide(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, ti
     spec = margins(ops[-1], y_c)
     with torch.no_grad():
         right = model(x_c).argmax(1) == y_c
-        layer_bounds, _, _ = _activation_bounds(ops, dom, method)
-        crown = _margins(ops, spec, dom, layer_bounds, method)
+        found = _activation_bounds(ops, dom, method)
+        crown = _lower(ops, spec, dom, method, found)
+    layer_bounds = found[0]
     for p, point in enumerate(chosen.tolist()):
         t0 = time.perf_counter()
         if not right[p]:
@@ -105,14 +107,6 @@ def decide(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, ti
             status[point] = CERTIFIED
         seconds[point] = time.perf_counter() - t0
     return Decision(status, examples, seconds, binaries)
-
-
-def _margins(ops, spec: Affine, dom: _Domain, layer_bounds, method: str) -> torch.Tensor:
-    from robrep.certify.bounds import _backward, _optimised
-
-    if method == "alpha-crown":
-        return _optimised(ops[:-1], spec.weight, spec.bias, layer_bounds, dom)
-    return dom.lower(*_backward(ops[:-1], spec.weight, spec.bias, layer_bounds))
 
 
 def _confirmed(model, x0: torch.Tensor, y: int, solution: np.ndarray, dom: _Domain, p: int):

@@ -65,8 +65,7 @@ def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", 
 def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size, complete=None) -> pd.DataFrame:
     from robrep.certify.complete import BROKEN, CERTIFIED, decide
     from robrep.harness.plan import test_indices
-    from robrep.rows.masks import attacked_robust
-    from robrep.rows.masks import save_masks
+    from robrep.rows.masks import attacked_robust, certified_path, save_masks
 
     first = rows.iloc[0]
     radii = sorted(set(float(r) for r in df[(df["run"] == first["run"]) & (df["task"] == first["task"])]["radius"]))
@@ -109,7 +108,7 @@ def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size
         f"{exact['open']} open points: {exact['certified']} certified, {exact['broken']} broken"
         + (f" ({exact['missed']} that every attack missed)" if exact["missed"] else ""))
     note = f"{name} (robrep certify, {time.strftime('%Y-%m-%d')}, {seconds:.0f} s{detail})"
-    path = folder / "examples" / first["run"] / f"{first['dataset']}-{first['task']}" / f"certified--{name}.safetensors"
+    path = certified_path(folder, first["run"], first["dataset"], first["task"], name)
     save_masks(path, radii, {"robust": sure}, idx)
     share = {eps: sure[i].float().mean().item() for i, eps in enumerate(radii)}
     log.info("%s / %s: certified %s (%s)", first["run"], first["task"],

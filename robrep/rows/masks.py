@@ -51,6 +51,12 @@ def load_masks(path: Path) -> dict[str, torch.Tensor]:
     return {k: stored[k].bool() for k in ("robust", "late") if k in stored}
 
 
+def certified_path(folder: Path, run: str, dataset: str, task: str, method: str) -> Path:
+    """Where ``robrep certify`` keeps a claim's certified points (per radius and test point), beside its attacks'
+    masks; ``method`` as ``certified_by`` names it (e.g. ``crown``, ``alpha-crown+milp``)."""
+    return Path(folder) / "examples" / run / f"{dataset}-{task}" / f"certified--{method}.safetensors"
+
+
 def attacked_robust(folder: Path, df: pd.DataFrame, first, radii) -> torch.Tensor | None:
     """Per radius and test point, robust to every attack of the claim's cell (its masks), or None where the run
     kept no masks."""
@@ -79,7 +85,7 @@ def unsound_certificates(folder: Path, df: pd.DataFrame) -> list[str]:
     for (run, dataset, task, probe), rows in sure_rows.groupby(["run", "dataset", "task", "probe"], dropna=False):
         first = rows.iloc[0]
         name = str(first.get("certified_by", "")).split(" (")[0]
-        path = folder / "examples" / run / f"{dataset}-{task}" / f"certified--{name}.safetensors"
+        path = certified_path(folder, run, dataset, task, name)
         if not name or not path.is_file():
             problems.append(f"{run} / {task}: certified numbers without their per-point record ({path.name}): "
                             f"run robrep certify {folder} again")
