@@ -40,6 +40,8 @@ def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", 
     from robrep.verify import GROUP, _claims_of, attacked_model, claims
 
     _check(method, "linf")
+    if complete is not None and not complete > 0:
+        raise CertifyError(f"--complete takes the seconds per point, a positive number; got {complete:g}")
     if complete is not None and method == "ibp":
         raise CertifyError("the complete method starts from crown or alpha-crown bounds, not ibp")
     csv, folder, df = _claims_of(Path(out))

@@ -80,6 +80,8 @@ def test_the_complete_method_certifies_at_least_what_crown_does_and_says_what_it
 def test_the_complete_method_is_refused_for_l2_and_after_ibp_before_anything_runs(run, tmp_path):
     with pytest.raises(CertifyError, match="starts from crown or alpha-crown"):
         certify_run(run, method="ibp", complete=1)
+    with pytest.raises(CertifyError, match="a positive number; got -5"):
+        certify_run(run, complete=-5)
     import shutil
 
     copy = tmp_path / "run"
