@@ -12,6 +12,7 @@ from robrep.attacks.geometry import ball_slack, perturbation_norm
 
 CANDIDATES = 8  # the Observer confirms a query's point among this many nearest on block means first
 BLOCKS = 64  # the Observer's block means
+TRIANGLE_TOL = 1e-4  # relative slack of the triangle-inequality bounds (float32 rounding of the norms)
 DIRECT = 1 << 22  # the Observer measures a query's distance to every point when queries x points x size is at most this
 
 
@@ -36,6 +37,8 @@ class Observer(nn.Module):
         self._last: torch.Tensor | None = None  # the points the last query batch was matched to
         self._last_x: torch.Tensor | None = None  # their rows of x, when every query matched its guess
         self._kept: torch.Tensor | None = None  # those of them whose query was not misclassified in the ball
+        self._pairwise: torch.Tensor | None = None  # distances between attacked points, rows filled on need
+        self._nearest: torch.Tensor | None = None  # each point's distance to its nearest other one
 
     @staticmethod
     def fingerprint(x: torch.Tensor) -> torch.Tensor:
@@ -65,8 +68,10 @@ class Observer(nn.Module):
         ball of its match, every point the block-mean bound (``distance_bound``) does not rule out, until one holds
         it. So the match is exact for a query inside some point's ball, however the perturbation moves block
         means (a dense, coherent FGSM step on coloured digits can land nearer other digits' block means than
-        its own). A query past every ball (FAB, DeepFool) goes to the nearest in the attack's norm of the
-        ``CANDIDATES``."""
+        its own). A query past its guess's ball but nearer to the guess than the guess's nearest other point less
+        the radius lies in no ball (the triangle inequality) and stays with its guess, the point the attack was
+        perturbing; any other query past every ball (FAB, DeepFool) goes to the nearest in the attack's norm of
+        the ``CANDIDATES``."""
         slack = self.eps + ball_slack(self.eps)
         n = len(self.x)
         guess, xs = (torch.arange(n, device=q.device), self.x) if len(q) == n else (None, None)
@@ -83,6 +88,8 @@ class Observer(nn.Module):
             dist = torch.full((len(q),), float("inf"), device=q.device)
         self._last, self._last_x = best, None  # (best is updated in place below)
         rest = (dist > slack).nonzero().squeeze(1)
+        if len(rest) and guess is not None and n > 1:
+            rest = rest[~self._in_no_ball(best[rest], dist[rest], slack)]
         if not len(rest):
             self._last_x = xs  # every query matched its guess: the next call on the same points reuses their rows
             return best, dist
@@ -113,20 +120,59 @@ class Observer(nn.Module):
 
     def _search(self, q, rows, rest_i, bound, best, dist, slack) -> None:
         """For each query ``rows`` (its block-mean bounds ``bound[rest_i]``) still outside its match's ball: every
-        point the bound allows, nearest bound first, 64 at a time, until one's ball holds it (``best`` and
-        ``dist`` updated in place)."""
-        for r, i in zip(rows.tolist(), rest_i.tolist()):
-            if dist[r] <= slack:
+        point the bounds allow, nearest block-mean bound first, 64 at a time, until one's ball holds it (``best``
+        and ``dist`` updated in place). Two lower bounds on a query's distance to a point rule points out: the
+        block-mean bound, and the triangle inequality through its best match so far (the point's distance to that
+        match less the query's; ``_distances_from``): a query past its own point's ball (FAB, DeepFool) is
+        usually shown to lie in no ball without measuring any other point."""
+        tol = TRIANGLE_TOL
+        far = dist[rows] > slack
+        rows, rest_i = rows[far], rest_i[far]
+        if not len(rows):
+            return
+        allowed = bound[rest_i] <= slack
+        through = self._distances_from(best[rows]) * (1 - tol) - (dist[rows] * (1 + tol))[:, None]
+        allowed &= through <= slack
+        for r, i, ok in zip(rows.tolist(), rest_i.tolist(), allowed):
+            if not ok.any():
                 continue
-            allowed = (bound[i] <= slack).nonzero().squeeze(1)
-            allowed = allowed[bound[i, allowed].argsort()]
-            for s in range(0, len(allowed), 64):
-                c = allowed[s:s + 64]
+            allowed_r = ok.nonzero().squeeze(1)
+            allowed_r = allowed_r[bound[i, allowed_r].argsort()]
+            for s in range(0, len(allowed_r), 64):
+                c = allowed_r[s:s + 64]
                 dc = perturbation_norm(q[r] - self.x[c], self.norm)
                 j = int(dc.argmin())
                 if dc[j] <= slack:
                     best[r], dist[r] = c[j], dc[j]
                     break
+
+    def _in_no_ball(self, guess: torch.Tensor, dist: torch.Tensor, slack: float) -> torch.Tensor:
+        """Whether queries at ``dist`` from their ``guess`` (past its ball) lie in no ball: nearer to the guess than
+        its nearest other point less the radius (the triangle inequality). They stay with their guess, measured
+        (FAB's and DeepFool's queries past the ball)."""
+        return dist * (1 + TRIANGLE_TOL) < self._nearest_other()[guess] * (1 - TRIANGLE_TOL) - slack
+
+    def _nearest_other(self) -> torch.Tensor:
+        """(N,): each attacked point's distance to the nearest other one, in the attack's norm (measured once)."""
+        if self._nearest is None:
+            d = self._distances_from(torch.arange(len(self.x), device=self.x.device)).clone()
+            d.fill_diagonal_(float("inf"))
+            self._nearest = d.amin(1)
+        return self._nearest
+
+    def _distances_from(self, points: torch.Tensor) -> torch.Tensor:
+        """(len(points), N): the distances in the attack's norm from each of ``points`` (indices) to every attacked
+        point, measured once per point on first need and kept."""
+        if self._pairwise is None:
+            self._pairwise = torch.full((len(self.x), len(self.x)), float("nan"), device=self.x.device)
+        need = points.unique()
+        need = need[self._pairwise[need, 0].isnan()]
+        chunk = max(1, DIRECT // (len(self.x) * self.x[0].numel()))  # points measured against all at once
+        for s in range(0, len(need), chunk):
+            c = need[s:s + chunk]
+            d = perturbation_norm((self.x[c, None] - self.x[None]).flatten(0, 1), self.norm).view(len(c), -1)
+            self._pairwise[c] = d
+        return self._pairwise[points]
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         out = self.model(q)

@@ -157,6 +157,41 @@ def fb_ddn(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: s
 
 fb_ddn.norms = ("l2",)  # the threat models it runs in (the others: both)
 
+@_attack("native", "APGD-CE")
+def native_apgd_ce(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
+    """robrep's APGD on the cross-entropy (Croce & Hein 2020), every restart of a point in one batch."""
+    from robrep.attacks.apgd import APGD
+
+    return APGD(steps=steps, restarts=restarts, loss="ce", norm=_norm(norm))
+
+
+@_attack("native", "APGD-DLR")
+def native_apgd_dlr(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
+    """robrep's untargeted APGD on the DLR margin loss (three classes or more), restarts in one batch."""
+    from robrep.attacks.apgd import APGD
+
+    if n_classes < 3:
+        raise ValueError(f"APGD-DLR needs three classes or more, the task has {n_classes}")
+    return APGD(steps=steps, restarts=restarts, loss="dlr", norm=_norm(norm))
+
+
+native_apgd_dlr.min_classes = 3
+
+
+@_attack("native", "APGD-T")
+def native_apgd_t(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
+    """robrep's targeted APGD on the DLR loss as AutoAttack's standard version runs it (one restart per target,
+    the n_classes - 1 classes with the largest clean logits as targets), every target of a point in one batch.
+    Four classes or more (the targeted DLR's denominator needs the fourth-largest logit)."""
+    from robrep.attacks.apgd import APGD
+
+    if n_classes < 4:
+        raise ValueError(f"APGD-T needs four classes or more, the task has {n_classes}")
+    return APGD(steps=steps, restarts=1, loss="dlr-targeted", n_targets=n_classes - 1, norm=_norm(norm))
+
+
+native_apgd_t.min_classes = 4
+
 # a suite's attacks under each threat model. Under L2 foolbox's single-step FGM is replaced by DDN: clipped to
 # [0, 1] pixels, one L2 gradient step leaves a good share of the robust points short of half the radius (the
 # exploration check refuses such rows), where DDN searches the ball. Under L2 torchattacks adds the untargeted

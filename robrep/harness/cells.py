@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from robrep.attacks.base import Attack
+from robrep.attacks import Attack
 from robrep.attacks.cascade import is_chained
 from robrep.io import short_hash
 from robrep.rows.layout import is_false, passed

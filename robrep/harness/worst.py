@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from robrep.attacks.base import Attack
+from robrep.attacks import Attack
 from robrep.harness.cells import check_warnings
 from robrep.rows.layout import CHECK_COLUMNS, LATE_MAX, is_missing, passed, radius_grid, row_key
 

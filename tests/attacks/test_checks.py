@@ -194,3 +194,35 @@ def test_the_observer_matches_a_dense_coherent_step_that_lands_near_other_points
         assert torch.allclose(dist, torch.full_like(dist, r), rtol=1e-4), norm
         fp = obs.fingerprint(q)
         assert obs.distance_bound(fp)[0].argmin() != 0  # the block means alone would pick a decoy
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_the_observer_finds_the_ball_that_holds_a_query_wherever_points_lie(norm):
+    """Queries in batch order (the Observer guesses by position), inside, on and past their points' balls, with
+    points in tight clusters (balls overlap, the triangle shortcut cannot decide) and far apart (it decides
+    every past-the-ball query), and queries inside a cluster mate's ball given at another point's position:
+    a query some ball holds is matched to a point whose ball holds it, measured
+    against every point; a query no ball holds is reported outside."""
+    from robrep.attacks.geometry import ball_slack, perturbation_norm
+    from robrep.attacks.observer import Observer
+
+    gen = torch.Generator().manual_seed(1)
+    eps = 0.1 if norm == "linf" else 1.0
+    centres = torch.rand(6, 1, 12, 12, generator=gen)
+    x = (centres.repeat_interleave(10, 0) + 0.6 * eps / (12 if norm == "l2" else 1)
+         * (torch.rand(60, 1, 12, 12, generator=gen) * 2 - 1)).clamp(0, 1)  # six clusters of ten
+    x = torch.cat([x, torch.rand(40, 1, 12, 12, generator=gen)])  # and forty points far apart
+    y = torch.zeros(len(x), dtype=torch.long)
+    obs = Observer(nn.Flatten(), x, y, eps, norm)
+    slack = eps + ball_slack(eps)
+    delta = torch.rand(x.shape, generator=gen) * 2 - 1
+    delta = delta * (eps / perturbation_norm(delta, norm)).view(-1, 1, 1, 1)
+    mate = torch.arange(len(x))
+    mate[:60] = (mate[:60] // 10) * 10 + (mate[:60] + 1) % 10  # a query at position i inside a cluster mate's ball
+    for scale in (0.5, 1.0, 1.3, 2.5, 6.0, "mate"):
+        q = x + scale * delta if scale != "mate" else x[mate] + 0.5 * delta[mate]
+        j, dist = obs.match(q)
+        every = perturbation_norm((q[:, None] - x[None]).flatten(0, 1), norm).view(len(q), len(x))
+        held = (every <= slack).any(1)
+        assert torch.equal(dist <= slack, held), (norm, scale)
+        assert torch.allclose(dist, every.gather(1, j[:, None]).squeeze(1)), (norm, scale)

@@ -1,0 +1,112 @@
+"""robrep's batched APGD-T against torchattacks' APGDT, as the standard protocol's cascade runs it: on the points
+every stage before AutoAttack left robust, per encoder and radius of finished standard runs.
+
+    python benchmarks/apgd_compare.py leaderboard-runs/std-mnist5k-linf [RUN ...] [--learners vae,se-random]
+                                      [--json FILE]
+
+For each claim (run, task with four classes or more, standard probe) and radius: the points robust after every
+stage of the run's cascade that comes before AutoAttack (the AND of those stages' masks), attacked by
+torchattacks' APGDT (100 iterations, one restart, the task's classes less one as targets: AutoAttack's standard
+part) and by robrep's APGD-T (``robrep.attacks.apgd``, the same algorithm and budget, every target of a point in
+one batch), each through ``Attack.run`` (the Observer, the guards, the decision re-computed), one after the other
+in this process. Prints seconds, their ratio, the points each broke, and the points only one of them broke:
+robrep's version must break every point torchattacks' breaks, up to what different random starts decide.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from script_command import command  # noqa: E402
+from robrep.attacks.apgd import APGD  # noqa: E402
+from robrep.attacks.external import TorchattacksAttack  # noqa: E402
+from robrep.data import load_dataset  # noqa: E402
+from robrep.harness.plan import test_indices  # noqa: E402
+from robrep.rows.files import read_results  # noqa: E402
+from robrep.rows.masks import load_masks, masks_path  # noqa: E402
+from robrep.verify import attacked_model  # noqa: E402
+
+
+def before_autoattack(folder: Path, rows, first, radii) -> torch.Tensor:
+    """(n_radii, N): robust after every cascade stage that runs before AutoAttack (all but it and Square)."""
+    cell = rows[(rows["suite"] != "worst-case") & (rows["radius"] == 0)]
+    robust = None
+    for r in cell.to_dict("records"):
+        if r["attack"].startswith("AutoAttack") or r["attack"] == "Square":
+            continue
+        mask = load_masks(masks_path(folder, r, radii))["robust"]
+        robust = mask if robust is None else robust & mask
+    return robust
+
+
+def compare(folder: Path, learners: set[str] | None) -> list[dict]:
+    df = read_results(folder / "results.csv")
+    df = df[df["probe"] == "standard"] if "probe" in df else df
+    out = []
+    for (run, task), rows in df.groupby(["run", "task"], sort=True):
+        first = rows.iloc[0]
+        n_classes = int(first["n_classes"])
+        if n_classes < 4 or (learners and first["learner"] not in learners):
+            continue
+        radii = sorted(set(rows["radius"]))
+        model = attacked_model(folder, first, str(first["checkpoint"]), "cpu")
+        ds = load_dataset(first["dataset"])
+        idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
+        x, y = ds.test.batch(idx), ds.test.labels[task][idx]
+        entering = before_autoattack(folder, rows, first, radii)
+        for i, eps in enumerate(radii):
+            sel = entering[i].nonzero().squeeze(1)
+            if eps == 0 or not len(sel):
+                continue
+            line = {"run": run, "learner": first["learner"], "task": task, "radius": eps, "points": len(sel)}
+            broken = {}
+            for name, attack in (("torchattacks", TorchattacksAttack(
+                    "APGDT", {"steps": 100, "n_restarts": 1, "n_classes": n_classes}, label="APGD-T")),
+                    ("robrep", APGD(steps=100, loss="dlr-targeted", n_targets=n_classes - 1, norm=first["norm"]))):
+                t0 = time.perf_counter()
+                res = attack.run(model, x[sel], y[sel], [0.0, eps], seed=int(first["seed"]))
+                line[f"{name}_seconds"] = round(time.perf_counter() - t0, 2)
+                broken[name] = ~res.robust[eps]
+                line[f"{name}_broken"] = int(broken[name].sum())
+            line["only_torchattacks"] = int((broken["torchattacks"] & ~broken["robrep"]).sum())
+            line["only_robrep"] = int((broken["robrep"] & ~broken["torchattacks"]).sum())
+            out.append(line)
+            print(f"{first['learner']:16} {task:6} {eps:5g}  {len(sel):4d} points  torchattacks "
+                  f"{line['torchattacks_seconds']:6.1f} s broke {line['torchattacks_broken']:3d}  robrep "
+                  f"{line['robrep_seconds']:6.1f} s broke {line['robrep_broken']:3d}  "
+                  f"(x{line['torchattacks_seconds'] / max(line['robrep_seconds'], 1e-9):.2f})  only torchattacks "
+                  f"{line['only_torchattacks']}  only robrep {line['only_robrep']}", flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--learners", help="only these learners (comma-separated)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    learners = set(args.learners.split(",")) if args.learners else None
+    lines = [line for folder in args.runs for line in compare(folder, learners)]
+    ta, rr = sum(x["torchattacks_seconds"] for x in lines), sum(x["robrep_seconds"] for x in lines)
+    print(f"\n{len(lines)} cells: torchattacks {ta:.0f} s, robrep {rr:.0f} s (x{ta / max(rr, 1e-9):.2f}); points "
+          f"broken by torchattacks only {sum(x['only_torchattacks'] for x in lines)}, by robrep only "
+          f"{sum(x['only_robrep'] for x in lines)}")
+    if args.json:
+        from robrep.provenance import machine
+
+        args.json.write_text(json.dumps({"command": command(), "cells": lines, "machine": machine("cpu"),
+                                         "python": platform.python_version(), "torch": torch.__version__,
+                                         "date": time.strftime("%Y-%m-%d")}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
