@@ -5,6 +5,7 @@
 #   2. the CUDA paths of the tests (tests/test_cuda.py: bench, adversarial probe, certifier, smoothing);
 #   3. the default bench with --device cuda from an empty cache, timed, beside the same on the CPU's threads;
 #   4. a one-GPU torchrun of a small bench;
+#   5. the standard protocol's per-part timing table (benchmarks/protocol_parts.py) on the GPU, 200 test points;
 # Everything goes to the terminal and to $OUT/gpu_check.log when $OUT is set (the device tool's output folder).
 #     bash benchmarks/gpu_check.sh
 set -u
@@ -36,6 +37,10 @@ PY
 step "a one-GPU torchrun"
 timed env ROBREP_CACHE="$WORK/cache-ddp" timeout 150 torchrun --standalone --nproc_per_node=1 -m robrep bench \
     --device cuda --learner vae --epochs 2 --n-examples 200 --out "$WORK/ddp"
+
+step "where the standard protocol's time goes on the GPU (200 test points, the VAE)"
+timed env ROBREP_CACHE="$WORK/cache-gpu" timeout 150 python benchmarks/protocol_parts.py --device cuda \
+    --learners vae --n-examples 200 --json "${OUT:-$WORK}/protocol_parts_gpu.json"
 
 step "done"
 rm -rf "$WORK"

@@ -2,7 +2,7 @@
 stage of the cascade, and each part's share of the machine's matrix-product floor.
 
     python benchmarks/protocol_parts.py [--protocol mnist5k-linf] [--learners vae,se-random,se-adversarial]
-                                        [--n-examples N] [--arch mlp] [--json FILE]
+                                        [--n-examples N] [--arch mlp] [--device cpu] [--json FILE]
 
 Runs the protocol (``robrep.bench`` with the protocol's fields; with ``--n-examples`` other than the protocol's,
 as a non-standard run of the same attacks) on each learner, one at a time, from the cached checkpoints (trained
@@ -36,10 +36,29 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_default import flop_counter, gemm_gflops  # noqa: E402
+from bench_default import flop_counter  # noqa: E402
 from script_command import command  # noqa: E402
 
 FIG7 = ("vae", "se-random", "se-adversarial")  # figure 7's encoders, the yardstick of the protocol's cost
+
+
+def gemm_gflops(device: str) -> float:
+    """Float32 matrix-product throughput of the MLP attack's first layer at batch 1,000 on ``device``, in GFLOP/s
+    (median of 5)."""
+    import statistics
+
+    x, w = torch.rand(1000, 784, device=device), torch.rand(400, 784, device=device)
+    rates = []
+    for _ in range(5):
+        if device != "cpu":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(40):
+            torch.nn.functional.linear(x, w)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        rates.append(40 * 2 * 1000 * 784 * 400 / (time.perf_counter() - t0) / 1e9)
+    return statistics.median(rates)
 
 
 class Counter:
@@ -115,7 +134,8 @@ def run(learner: str, args, counter: Counter, work: Path):
     robrep.train(learner, proto.dataset, seed=proto.seed, arch=args.arch)  # cached: outside the timed run
     counter.take()
     t0 = time.perf_counter()
-    df = robrep.bench(**fields, learners=[learner], arch=args.arch, threads=args.threads, out=str(work / learner))
+    df = robrep.bench(**fields, learners=[learner], arch=args.arch, threads=args.threads, device=args.device,
+                      out=str(work / learner))
     return df, time.perf_counter() - t0, counter.take()
 
 
@@ -164,6 +184,7 @@ def main() -> int:
     ap.add_argument("--n-examples", type=int, help="test points (default: the protocol's; other counts make a "
                     "non-standard run of the same attacks)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the floor is then the GPU's matrix products)")
     ap.add_argument("--json", type=Path, help="also write the table here")
     args = ap.parse_args()
 
@@ -173,9 +194,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     lines, walls = [], {}
     for learner in args.learners.split(","):
-        before = gemm_gflops()
+        before = gemm_gflops(args.device)
         df, wall, cells = run(learner, args, counter, work)
-        gflops = (before + gemm_gflops()) / 2
+        gflops = (before + gemm_gflops(args.device)) / 2
         walls[learner] = round(wall, 1)
         lines += table(learner, df, wall, cells, counter.flops_per_point, gflops)
     print(f"\nin all: {sum(walls.values()):.1f} s ({', '.join(f'{k} {v:.0f} s' for k, v in walls.items())})")
@@ -184,8 +205,8 @@ def main() -> int:
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "command": command(), "protocol": args.protocol, "n_examples": args.n_examples, "threads": args.threads,
-            "wall_seconds": walls, "parts": lines, "machine": machine("cpu"), "python": platform.python_version(),
+            "command": command(), "protocol": args.protocol, "device": args.device, "n_examples": args.n_examples, "threads": args.threads,
+            "wall_seconds": walls, "parts": lines, "machine": machine(args.device), "python": platform.python_version(),
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}, indent=1) + "\n")
     return 0
 
