@@ -635,7 +635,9 @@ def _certify_command(sub) -> None:
     c = sub.add_parser("certify", help="add certified lower bounds (IBP, CROWN, alpha-CROWN, exact) beside a run's attacked upper "
                                        "bounds; stop if a certified point was broken by an attack")
     c.add_argument("results", type=Path, help="a bench output folder (or its results.csv)")
-    c.add_argument("--method", choices=("crown", "alpha-crown", "ibp"), default="crown",
+    from robrep.rows.layout import CERTIFY_METHODS
+
+    c.add_argument("--method", choices=CERTIFY_METHODS, default="crown",
                    help="crown (a backward linear relaxation; default), alpha-crown (its slopes optimised: tighter, "
                         "tens of times slower) or ibp (interval bounds: fast, loose)")
     c.add_argument("--complete", type=float, default=None, metavar="SECONDS",

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from robrep.rows.layout import CERTIFY_METHODS
 from robrep.certify.relax import Activation, activation_of, relax
 
 AFFINE = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten,
           nn.Identity)
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Softplus, nn.ELU, nn.Sigmoid, nn.Tanh)  # robrep.certify.relax
-METHODS = ("ibp", "crown", "alpha-crown")
+METHODS = CERTIFY_METHODS  # (their names live with the row layout: torch-free, for the command line)
 
 
 class NotCertifiable(ValueError):
@@ -37,6 +38,34 @@ class NotCertifiable(ValueError):
 class Affine:
     weight: torch.Tensor  # (out, in), float64
     bias: torch.Tensor  # (out,)
+    conv: nn.Conv2d | None = None  # the convolution it is, where it is one alone (not folded with another map)
+    in_shape: tuple[int, ...] = ()  # its input's (C, H, W), with ``conv``
+
+    def back(self, a: torch.Tensor) -> torch.Tensor:
+        """``a @ weight`` for a (..., out): a convolution's transpose where the map is one (the dense product's
+        numbers, at the cost of the convolution, not of its dense matrix), else the product."""
+        if self.conv is None:
+            return a @ self.weight
+        c = self.conv
+        rows = a.reshape(-1, *self._out_shape())
+        back = nn.functional.conv_transpose2d(rows, c.weight, stride=c.stride, padding=c.padding,
+                                              dilation=c.dilation, groups=c.groups,
+                                              output_padding=self._output_padding())
+        return back.reshape(*a.shape[:-1], -1)
+
+    def _out_shape(self) -> tuple[int, ...]:
+        return self.conv.out_channels, *self._spatial_out()
+
+    def _spatial_out(self) -> tuple[int, int]:
+        c = self.conv
+        return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in
+                     zip(self.in_shape[1:], c.padding, c.dilation, c.kernel_size, c.stride))
+
+    def _output_padding(self) -> tuple[int, int]:
+        """What the transpose adds at the far edge to give back the input's size (rows a stride skipped)."""
+        c = self.conv
+        return tuple(n - ((o - 1) * s - 2 * p + d * (k - 1) + 1) for n, o, p, d, k, s in
+                     zip(self.in_shape[1:], self._spatial_out(), c.padding, c.dilation, c.kernel_size, c.stride))
 
 
 def _dense(layer: nn.Module, shape: tuple[int, ...]) -> tuple[Affine, tuple[int, ...]]:
@@ -101,12 +130,25 @@ def chain(model: nn.Module, shape: tuple[int, ...], with_probe: bool = True) -> 
                                  + (" with these settings (ELU: alpha <= 1; Softplus: its default threshold)"
                                     if isinstance(layer, ACTIVATIONS) else "")
                                  + f": the certifier knows {', '.join(t.__name__ for t in AFFINE + ACTIVATIONS)}")
+        in_shape = shape
         dense, shape = _dense(layer, shape)
         if out and isinstance(out[-1], Affine):  # fold consecutive affine maps into one
             prev = out.pop()
             dense = Affine(dense.weight @ prev.weight, dense.weight @ prev.bias + dense.bias)
+        elif isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros" and isinstance(layer.padding, tuple):
+            dense = Affine(dense.weight, dense.bias, conv=_plain_conv(layer), in_shape=in_shape)
         out.append(dense)
     return out
+
+
+def _plain_conv(layer: nn.Conv2d) -> nn.Conv2d:
+    """``layer`` as a plain float64 ``nn.Conv2d`` (its weights and settings; robrep's fast convolutions subclass
+    it)."""
+    conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                     layer.dilation, layer.groups, bias=False).double()
+    with torch.no_grad():
+        conv.weight.copy_(layer.weight)
+    return conv.requires_grad_(False)
 
 
 def margins(last: Affine, y: torch.Tensor) -> Affine:
@@ -136,7 +178,7 @@ def _backward(ops, a: torch.Tensor, c: torch.Tensor, bounds: list, alphas: dict 
         op = ops[i]
         if isinstance(op, Affine):
             c = c + a @ op.bias
-            a = a @ op.weight
+            a = op.back(a)
         else:
             lo, hi = bounds[i]
             up_slope, up_bias, low_slope, low_bias = relax(lo, hi, op)
@@ -269,12 +311,31 @@ def _activation_bounds(ops, dom: _Domain, method: str) -> tuple[list, torch.Tens
                 lo = torch.max(lo, dom.x0 @ op.weight.T + op.bias - dom.eps * op.weight.norm(dim=1))
                 hi = torch.min(hi, dom.x0 @ op.weight.T + op.bias + dom.eps * op.weight.norm(dim=1))
         else:
-            eye = op.weight.expand(n, *op.weight.shape)
-            lo = dom.lower(*_backward(ops[:i], eye, op.bias.expand(n, -1), layer_bounds))
-            hi = -dom.lower(*_backward(ops[:i], -eye, -op.bias.expand(n, -1), layer_bounds))
+            lo, hi = _crown_bounds(ops[:i], op, layer_bounds, dom)
             if method == "alpha-crown":
                 lo, hi = _tightened(ops[:i], op, lo, hi, layer_bounds, dom)
     return layer_bounds, lo, hi
+
+
+# elements of the largest tensor one CROWN pass over an affine map's outputs holds (points x its outputs x the
+# widest layer before it): its points are bounded in chunks of this size (each point's bounds are its own)
+CROWN_ELEMENTS = 40_000_000
+
+
+def _crown_bounds(ops, op: Affine, layer_bounds: list, dom: "_Domain") -> tuple[torch.Tensor, torch.Tensor]:
+    """CROWN's lower and upper bounds of every output of ``op`` (after ``ops``), in chunks of points."""
+    n = len(dom.x0)
+    widest = max([dom.x0.shape[1]] + [o.weight.shape[0] for o in ops if isinstance(o, Affine)])
+    step = max(1, CROWN_ELEMENTS // (op.weight.shape[0] * widest))
+    los, his = [], []
+    for s in range(0, n, step):
+        part = slice(s, s + step)
+        m, sub = len(range(n)[part]), dom.part(part)
+        bounds = [None if b is None else (b[0][part], b[1][part]) for b in layer_bounds]
+        eye = op.weight.expand(m, *op.weight.shape)
+        los.append(sub.lower(*_backward(ops, eye, op.bias.expand(m, -1), bounds)))
+        his.append(-sub.lower(*_backward(ops, -eye, -op.bias.expand(m, -1), bounds)))
+    return torch.cat(los), torch.cat(his)
 
 
 def _lower(ops, spec: Affine, dom: _Domain, method: str, found: tuple | None = None) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from robrep.encoders import Preprocessing
 from robrep.nets import ARCHS
-from robrep.rows.layout import NORMS, norm_name
+from robrep.rows.layout import CERTIFY_METHODS, NORMS, norm_name
 from robrep.encoders.contract import ContractError
 from robrep.validate import ConfigError, check_fields
 
@@ -170,10 +170,9 @@ class BenchConfig:
         type=number, help="radius the adversarial probe trains at (default: the protocol's headline radius, else "
         "0.1 if it is among the radii, else the middle non-zero radius)"))
     # certified lower bounds beside the claims when the attacks are done (robrep.certify.run; robrep certify RUN
-    # adds them to a finished run, and its --complete decides the open points exactly): a method of
-    # robrep.certify.bounds.METHODS
+    # adds them to a finished run, and its --complete decides the open points exactly)
     certify: str | None = field(default=None, metadata=_cli(
-        choices=("crown", "alpha-crown", "ibp"), help="also certify every claim (CROWN, alpha-CROWN or IBP lower "
+        choices=CERTIFY_METHODS, help="also certify every claim (CROWN, alpha-CROWN or IBP lower "
         "bounds on robust accuracy, checked against the run's attacks)"))
     images: float | None = field(default=None, metadata=_cli(
         type=float, metavar="RADIUS", help="write <out>/images/*.png: clean and PGD images at RADIUS and their "

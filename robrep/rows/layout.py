@@ -39,6 +39,7 @@ def _keyed(row, k: str) -> bool:
 
 # The checks every attack row records (robrep.checks computes them; True, False, or empty where one does not apply).
 NORMS = ("linf", "l2")  # the threat models a row can carry
+CERTIFY_METHODS = ("crown", "alpha-crown", "ibp")  # what certified_by names: robrep.certify.bounds' methods
 # how people arrive spelling them (RobustBench's Linf, torchattacks' Linf and L2, numpy's inf and 2)
 NORM_SPELLINGS = {"linf": "linf", "l_inf": "linf", "inf": "linf", "l2": "l2", "l_2": "l2", "2": "l2"}
 

@@ -165,3 +165,44 @@ def test_the_representation_shift_lies_between_its_attack_and_its_bound(norm, ep
             # the attack measures in float32, the bound in float64: equal up to float32 rounding where tight
             assert lower[i] <= upper[i] + 1e-6 and grid <= upper[i] + 1e-6, (seed, i, lower[i], grid, upper[i])
             assert lower[i] >= 0.9 * grid  # the attack finds (nearly) the grid's largest shift on a tiny network
+
+
+def _tiny_conv(seed: int):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=0),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(6 * 2 * 2, 5))
+    return ProbedEncoder(Encoder(net), nn.Linear(5, 4))
+
+
+@pytest.mark.parametrize("method", ["crown", "alpha-crown"])
+def test_a_convolution_is_bounded_through_its_transpose_as_through_its_dense_matrix(method, monkeypatch):
+    """A convolution's back-substitution runs as its transpose (not its dense matrix: memory and time of the
+    convolution), and CROWN's intermediate bounds in chunks of points: the bounds are those of the dense chain in
+    one pass, and never above the margins the model shows at the ball's corners."""
+    import robrep.certify.bounds as bounds
+
+    model = _tiny_conv(0)
+    x = torch.rand(7, 1, 10, 10)  # an even size: the first transpose needs its output padding
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    structured = lower_margins(model, x, y, 0.05, "linf", method)
+    assert any(op.conv is not None for op in bounds.chain(model, (1, 10, 10)) if isinstance(op, bounds.Affine))
+    monkeypatch.setattr(bounds, "CROWN_ELEMENTS", 200)  # a point or two per chunk
+    assert torch.allclose(lower_margins(model, x, y, 0.05, "linf", method), structured, atol=1e-9)
+    dense = bounds.chain
+
+    def without_convolutions(*args, **kwargs):
+        ops = dense(*args, **kwargs)
+        for op in ops:
+            if isinstance(op, bounds.Affine):
+                op.conv = None
+        return ops
+
+    monkeypatch.setattr(bounds, "chain", without_convolutions)
+    assert torch.allclose(lower_margins(model, x, y, 0.05, "linf", method), structured, atol=1e-9)
+    signs = torch.randint(0, 2, (64, 1, 1, 10, 10)) * 2 - 1  # corners of the ball
+    with torch.no_grad():
+        logits = model((x[None] + 0.05 * signs).clamp(0, 1).flatten(0, 1)).view(64, len(x), -1)
+    margins = logits.gather(2, y[None, :, None].expand(64, -1, 1)) - logits
+    finite = torch.isfinite(structured)
+    assert (structured[finite] <= margins.amin(0)[finite] + 1e-9).all()
