@@ -40,8 +40,11 @@ def family_table(board: pd.DataFrame, arch: str = "mlp", task: str | None = None
     out = []
     for learner, g in table.groupby("learner", sort=True):
         about = card(learner)
-        line = {"learner": learner, "name": learner,
-                "family": about.family if about else "", "uses_labels": bool(about and about.uses_labels),
+        listed = [f for f in rows.loc[rows["learner"] == learner].get("family", pd.Series(dtype=str))
+                  if isinstance(f, str) and f]
+        line = {"learner": learner, "name": learner,  # a plugin learner without a card: its board entry's family
+                "family": about.family if about else (listed[0] if listed else ""),
+                "uses_labels": bool(about and about.uses_labels),
                 "train_vs_vae": float(trained.get(learner, float("nan")) / vae) if vae else float("nan")}
         for probe, key in (("standard", "standard"), ("adversarial", "adversarial")):
             hit = g[g["probe"].str.startswith(probe)]
