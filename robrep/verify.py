@@ -12,8 +12,10 @@ mislead) does not hold: a cross-entropy PGD alone gives such numbers (robrep's P
 cross-entropy and the margin by default for that reason). The published number holds if it is at most the
 independent accuracy plus
 ``tolerance``: a published accuracy higher than an independent attack finds is an attack that was too weak
-(or a number that was edited). Rows of encoders robrep cannot reload (a module given by name, a plugin
-without a checkpoint) are reported as not verifiable.
+(or a number that was edited). An encoder robrep built without training it (a plugin's module, a
+``module:attr``) has no checkpoint: it is built again from the spec, constructor arguments and preprocessing its
+rows record, and used only if it is the same encoder (SHA-256); rows that record nothing to build from are
+reported as not verifiable.
 """
 from __future__ import annotations
 
@@ -137,16 +139,19 @@ def _verify(out: Path, steps, restarts, tolerance, device, data_root, progress, 
         first = rows.iloc[0]
         progress.completed(n)
         progress.phase(f"{first['run']} / {first['dataset']} / {first['task']}", None)
-        checkpoint = first.get("checkpoint")
-        if not isinstance(checkpoint, str) or not checkpoint:
-            verdicts += [Verdict(row_key(r), r, None, None, f"no checkpoint to reload ({r.get('source') or 'unknown'})")
-                         for r in rows.to_dict("records")]
-            continue
-        model = attacked_model(folder, first, checkpoint, device)
         if first["dataset"] not in data:
             from robrep.data import load_dataset
 
             data[first["dataset"]] = load_dataset(first["dataset"], root=data_root)
+        checkpoint = first.get("checkpoint")
+        if isinstance(checkpoint, str) and checkpoint:
+            model = attacked_model(folder, first, checkpoint, device)
+        else:  # an encoder robrep never trained (a plugin's module, module:attr): built again from what it was
+            model = rebuilt_model(folder, first, data[first["dataset"]], device)
+        if model is None:
+            verdicts += [Verdict(row_key(r), r, None, None, f"no checkpoint to reload ({r.get('source') or 'unknown'})")
+                         for r in rows.to_dict("records")]
+            continue
         cells = df[(df[GROUP[:-2]] == first[GROUP[:-2]]).all(axis=1)]
         budget = (steps if steps is not None else _most(cells, "steps", 100),
                   restarts if restarts is not None else _most(cells, "restarts", 10))
@@ -180,14 +185,49 @@ def attacked_model(folder: Path, first, checkpoint: str, device):
     """The attacked model of a claim: its checkpoint and saved probe, each checked against the rows' SHA-256."""
     from robrep.checkpoint import load_checkpoint
     from robrep.encoders import Encoder
-    from robrep.io import sha256_bytes
-    from robrep.probes import ProbedEncoder, load_probe, probe_file
 
     path = Path(checkpoint)  # a submission's checkpoints travel with it: relative to its folder
     encoder = Encoder(load_checkpoint(path if path.is_absolute() else folder / path))
     if encoder.sha256() != first["encoder_sha256"]:
         raise VerifyError(f"the checkpoint {checkpoint} is not the encoder of its rows "
                           f"(SHA-256 {encoder.sha256()[:12]}, rows {first['encoder_sha256'][:12]})")
+    return _with_probe(folder, first, encoder, device)
+
+
+def rebuilt_model(folder: Path, first, ds, device):
+    """The attacked model of a claim whose encoder robrep built without training it (no checkpoint): built again
+    from the spec, constructor arguments and preprocessing its rows record, and refused unless it is the same
+    encoder (SHA-256); None where the rows record no spec to build from."""
+    import json
+
+    from robrep.encoders.resolve import obtain, resolve
+
+    try:
+        config = json.loads(first.get("learner_config") or "{}")
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(config, dict) or not config.get("spec"):
+        return None
+    options = {"kwargs": config.get("kwargs") or {}}
+    if config.get("preprocessing"):
+        options["preprocessing"] = config["preprocessing"]
+    try:
+        src = resolve(config["spec"], {first["label"]: options, config["spec"]: options})
+        encoder = obtain(src, ds, seed=int(first["seed"]), device=torch.device(device)).encoder
+    except Exception as e:  # noqa: BLE001 (a plugin that is not installed here, a module that moved)
+        raise VerifyError(f"cannot build {config['spec']!r} again to verify its rows ({type(e).__name__}: {e})") \
+            from None
+    if encoder.sha256() != first["encoder_sha256"]:
+        raise VerifyError(f"{config['spec']!r} built today is not the encoder of its rows (SHA-256 "
+                          f"{encoder.sha256()[:12]}, rows {first['encoder_sha256'][:12]})")
+    return _with_probe(folder, first, encoder, device)
+
+
+def _with_probe(folder: Path, first, encoder, device):
+    """``encoder`` under the claim's saved probe, the probe checked against the rows' SHA-256."""
+    from robrep.io import sha256_bytes
+    from robrep.probes import ProbedEncoder, load_probe, probe_file
+
     path = probe_file(folder, first["run"], first["dataset"], first["task"], float(first["label_fraction"]),
                       str(first.get("probe") or "standard"))
     if not path.is_file() or sha256_bytes(path.read_bytes()) != first["probe_sha256"]:

@@ -25,3 +25,42 @@ def test_verify_holds_on_a_fresh_bench_and_catches_numbers_raised_by_hand(tmp_pa
 def test_verify_says_what_is_wrong_with_a_folder(tmp_path, capsys):
     assert main(["verify", str(tmp_path)]) == 2
     assert "holds no results to verify" in capsys.readouterr().out
+
+
+NET = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """A fixed random encoder robrep never trains (no checkpoint)."""
+
+    def __init__(self, shape=(1, 28, 28), width=32, seed=SEED):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(shape[0] * shape[1] * shape[2], width), nn.ReLU())
+
+    def forward(self, x):
+        return self.body(x)
+'''
+
+
+def test_verify_builds_an_encoder_without_a_checkpoint_again_and_refuses_another(tmp_path, capsys, monkeypatch):
+    """A module given as module:attr has no checkpoint: verify builds it again from what its rows record, and
+    refuses to vouch for rows when the module now builds another encoder."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "fixednet.py").write_text(NET.replace("SEED", "0"))
+    out = tmp_path / "b"
+    bench(out=str(out), learners=("fixednet:Net",), radii=(0.0, 0.05), steps=20, restarts=2, n_examples=60)
+    assert main(["verify", str(out)]) == 0
+    assert "all 2 verifiable number(s) hold" in capsys.readouterr().out
+    assert pd.read_csv(out / "results.csv")["verified"].str.startswith("held").all()
+
+    import importlib
+    import sys
+
+    (tmp_path / "fixednet.py").write_text(NET.replace("SEED", "1"))  # the module changed since the bench
+    sys.modules.pop("fixednet", None)
+    importlib.invalidate_caches()
+    assert main(["verify", str(out)]) != 0
+    assert "is not the encoder of its rows" in capsys.readouterr().out
