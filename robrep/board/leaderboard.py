@@ -212,16 +212,17 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard", replace:
                 raise LeaderboardError(f"{item} cannot be published: {unsound[0]}"
                                        + (f" (and {len(unsound) - 1} more)" if len(unsound) > 1 else ""))
     boards = []
-    for where, (rows, notes) in route(pd.concat(frames, ignore_index=True)).items():
+    routed = route(pd.concat(frames, ignore_index=True))
+    for where in ("standard", EXPERIMENTS, ARCHIVE):
+        rows, notes = routed.get(where, (None, []))
         for note in notes:
             log.warning("published under %s/, not ranked on a standard board: %s", where, note)
-        boards += _merged(board_folder(out, where), rows, replace)
-    written = []
-    for path, board, markdown in boards:
-        write_results(path, board)
-        _render(board, path, markdown)
-        log.info("leaderboard %s: %d rows", path, len(board))
-        written.append(path)
+        # with replace, a republished run lives in one section only: its old rows leave the others
+        elsewhere = [r for w, (r, _) in routed.items() if w != where] if replace else []
+        if rows is not None or elsewhere:
+            boards += _merged(board_folder(out, where), rows, replace,
+                              gone=pd.concat(elsewhere, ignore_index=True) if elsewhere else None)
+    written = _write(boards)
     for grid in grids:  # same name, same bytes: publishing twice changes nothing
         atomic_write(Path(out) / "images" / grid.name, grid.read_bytes())
         log.info("leaderboard image %s", Path(out) / "images" / grid.name)
@@ -233,26 +234,56 @@ def publish(results: list[str | Path], out: str | Path = "leaderboard", replace:
 
 
 
-def _merged(folder: Path, new: pd.DataFrame, replace: bool, whole: bool = False
-            ) -> list[tuple[Path, pd.DataFrame, str]]:
+def _merged(folder: Path, new: pd.DataFrame | None, replace: bool, whole: bool = False,
+            gone: pd.DataFrame | None = None) -> list[tuple[Path, pd.DataFrame, str]]:
     """Each board of ``folder`` that ``new``'s rows go to, merged with them (nothing written yet); ``whole``: the
-    rows are the board's whole content (its file is not read)."""
+    rows are the board's whole content (its file is not read). With ``replace``, the board's rows of ``new``'s
+    run groups (``RUN_GROUP``) are dropped first, and so are those of ``gone`` (rows published to another
+    section) from the boards of ``folder`` that hold any."""
+    empty = (new if new is not None else gone).iloc[:0]
+    new = new if new is not None else empty
+    gone = gone if gone is not None else empty
     boards = []
-    for (dataset, norm), rows in new.groupby(["dataset", "norm"]):
+    for (dataset, norm), both in pd.concat([new, gone], ignore_index=True).groupby(["dataset", "norm"]):
+        rows = new[(new["dataset"] == dataset) & (new["norm"] == norm)]
         path = board_path(folder, dataset, norm)
+        if rows.empty and not path.is_file():
+            continue
         try:
             old = None if whole else read_results(path)
         except ResultsError as e:
             raise LeaderboardError(f"{path} is in the way of the board robrep would write there: {e}") from None
         if replace and old is not None and not old.empty:
-            groups = set(rows[RUN_GROUP].astype(str).itertuples(index=False, name=None))
+            groups = set(both[RUN_GROUP].astype(str).itertuples(index=False, name=None))
             mine = [g in groups for g in old[RUN_GROUP].astype(str).itertuples(index=False, name=None)]
+            if rows.empty and not any(mine):
+                continue
             log.info("%s: %d row(s) of the republished runs replaced", path, sum(mine))
             old = old[[not m for m in mine]]
+        elif rows.empty:
+            continue
         board = drop_superseded(merge(old, rows))
         board = board.drop(columns=[c for c in LOCAL_ONLY if c in board.columns])
+        if board.empty:  # every row left for another section: the board goes
+            boards.append((path, None, None))
+            continue
         boards.append((path, board, render_markdown(with_entries(board, folder), board_title(folder, dataset, norm))))
     return boards
+
+
+def _write(boards: list[tuple[Path, pd.DataFrame | None, str | None]]) -> list[Path]:
+    """Write each board (CSV, Markdown, plot); a board of None is removed (its rows live elsewhere now)."""
+    written = []
+    for path, board, markdown in boards:
+        if board is None:
+            for suffix in (".csv", ".md", ".png"):
+                path.with_suffix(suffix).unlink(missing_ok=True)
+            continue
+        write_results(path, board)
+        _render(board, path, markdown)
+        log.info("leaderboard %s: %d rows", path, len(board))
+        written.append(path)
+    return written
 
 
 def board_title(folder: Path, dataset: str, norm: str) -> str:
@@ -310,13 +341,7 @@ def resort(out: str | Path = "leaderboard") -> dict[str, list[str]]:
                 boards.append((path, None, None))  # emptied: its rows live elsewhere now
         if not rows.empty:
             boards += _merged(folder, rows, replace=False, whole=True)
-    for path, board, markdown in boards:
-        if board is None:
-            for suffix in (".csv", ".md", ".png"):
-                path.with_suffix(suffix).unlink(missing_ok=True)
-            continue
-        write_results(path, board)
-        _render(board, path, markdown)
+    _write(boards)
     return {w: notes for w, (_, notes) in routed.items() if notes}
 
 

@@ -120,3 +120,25 @@ def test_resort_keeps_every_standard_entry_where_it_stands(tmp_path):
     before = {p.name: len(read_results(p)) for p in (tmp_path / "lb").glob("*.csv")}
     resort(tmp_path / "lb")
     assert {p.name: len(read_results(p)) for p in (tmp_path / "lb").glob("*.csv")} == before
+
+
+def test_a_run_republished_with_replace_leaves_the_section_it_no_longer_belongs_to(tmp_path):
+    """An entry published without its verify verdict goes to experiments/; republished with its verdict and
+    --replace it is ranked on the board, and its old rows leave experiments/ (a run lives in one section)."""
+    from robrep.board.leaderboard import publish
+
+    board = read_results(REPO / "leaderboard" / "mnist5k-linf.csv")
+    entry = board[(board["run"] == sorted(set(board["run"]))[0]) & (board["probe"] == "standard")]
+    unverified = tmp_path / "unverified.csv"
+    entry.assign(verified="").to_csv(unverified, index=False)
+    verified = tmp_path / "verified.csv"
+    entry.to_csv(verified, index=False)
+    out = tmp_path / "board"
+    out.mkdir()
+    publish([unverified], out=out)
+    assert not (out / "mnist5k-linf.csv").is_file()
+    assert set(read_results(out / EXPERIMENTS / "mnist5k-linf.csv")["run"]) == set(entry["run"])
+    publish([verified], out=out, replace=True)
+    assert set(read_results(out / "mnist5k-linf.csv")["run"]) == set(entry["run"])
+    left = read_results(out / EXPERIMENTS / "mnist5k-linf.csv")
+    assert left is None or not set(left["run"]) & set(entry["run"])
