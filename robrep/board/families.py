@@ -35,7 +35,7 @@ def family_table(board: pd.DataFrame, arch: str = "mlp", task: str | None = None
         return pd.DataFrame()
     if table["task"].nunique() > 1:
         raise ValueError(f"the board holds tasks {sorted(set(table['task']))}: choose one")
-    trained = rows.groupby("learner")["train_seconds"].max()
+    trained = rows.groupby("learner")["train_seconds"].max().fillna(0.0)  # an encoder robrep never trained: 0
     vae = trained.get("vae")
     cells = rows[rows["suite"] != "worst-case"].drop_duplicates(["learner", "probe", "task", "suite", "attack"])
     attacked = cells.groupby(["learner", "probe"])["wall_seconds"].sum()  # the protocol's attacks, per probe
