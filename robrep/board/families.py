@@ -62,32 +62,41 @@ def family_table(board: pd.DataFrame, arch: str = "mlp", task: str | None = None
 
 
 def standing(table: pd.DataFrame) -> str:
-    """One sentence: where the Smooth Encoder stands among the families, with the standard probe, and the best
-    with the adversarial probe (from ``family_table``)."""
+    """One sentence: where the Smooth Encoder stands among the families with the standard probe and with the
+    adversarial one, and who is ahead of it (from ``family_table``)."""
     head = table.attrs.get("headline", 0.1)
-    ranked = table.dropna(subset=["robust_standard"]).reset_index(drop=True)
+    ranked = _ranked(table, "standard")
     if SE not in set(ranked["learner"]):
         return "the Smooth Encoder has no entry on this board yet"
+    text = (f"at radius {head:g}, the Smooth Encoder (adversarial selection) keeps "
+            f"{_place(ranked, 'standard', ' of the test digits with the standard probe, ')}")
+    adversarial = _ranked(table, "adversarial")
+    if SE in set(adversarial["learner"]):
+        text += f"; with the adversarial probe it keeps {_place(adversarial, 'adversarial', ', ')}"
+    elif len(adversarial):
+        best = adversarial.iloc[0]
+        text += f"; with the adversarial probe the best is {best['name']} ({best['robust_adversarial']:.3f})"
+    return text
+
+
+def _ranked(table: pd.DataFrame, probe: str) -> pd.DataFrame:
+    column = f"robust_{probe}"
+    return (table.dropna(subset=[column]).sort_values(column, ascending=False, kind="mergesort")
+            .reset_index(drop=True))
+
+
+def _place(ranked: pd.DataFrame, probe: str, what: str) -> str:
+    """The Smooth Encoder's share under ``probe``, its place among ``ranked``, and who is ahead of it (or next)."""
+    column = f"robust_{probe}"
     place = int(ranked.index[ranked["learner"] == SE][0]) + 1
-    se = ranked.iloc[place - 1]
-    text = (f"at radius {head:g}, the Smooth Encoder (adversarial selection) keeps {se['robust_standard']:.3f} of the "
-            f"test digits with the standard probe, {_ordinal(place)} of {len(ranked)} learners from "
+    text = (f"{ranked.iloc[place - 1][column]:.3f}{what}{_ordinal(place)} of {len(ranked)} learners from "
             f"{ranked['family'].nunique()} families")
     ahead = ranked.iloc[:place - 1]
     if len(ahead):
-        text += (" behind " + ", ".join(f"{r['name']} ({r['robust_standard']:.3f}"
-                                        f"{', uses labels' if r['uses_labels'] else ''})" for _, r in ahead.iterrows()))
-    else:
-        nxt = ranked.iloc[1] if len(ranked) > 1 else None
-        text += f", ahead of {nxt['name']} ({nxt['robust_standard']:.3f})" if nxt is not None else ""
-    adversarial = table.dropna(subset=["robust_adversarial"])
-    if len(adversarial):
-        best = adversarial.sort_values("robust_adversarial", ascending=False, kind="mergesort").iloc[0]
-        text += (f"; with the adversarial probe the best is {best['name']} ({best['robust_adversarial']:.3f}"
-                 + (f", the Smooth Encoder {float(table.loc[table['learner'] == SE, 'robust_adversarial'].iloc[0]):.3f}"
-                    if best["learner"] != SE and table.loc[table["learner"] == SE, "robust_adversarial"].notna().any()
-                    else "") + ")")
-    return text
+        return text + " behind " + ", ".join(f"{r['name']} ({r[column]:.3f}{', uses labels' if r['uses_labels'] else ''})"
+                                             for _, r in ahead.iterrows())
+    nxt = ranked.iloc[1] if len(ranked) > 1 else None
+    return text + (f", ahead of {nxt['name']} ({nxt[column]:.3f})" if nxt is not None else "")
 
 
 def _ordinal(n: int) -> str:
