@@ -30,20 +30,14 @@ from robrep.attacks.external import TorchattacksAttack  # noqa: E402
 from robrep.data import load_dataset  # noqa: E402
 from robrep.harness.plan import test_indices  # noqa: E402
 from robrep.rows.files import read_results  # noqa: E402
-from robrep.rows.masks import load_masks, masks_path  # noqa: E402
+from robrep.rows.masks import attacked_robust  # noqa: E402
 from robrep.verify import attacked_model  # noqa: E402
 
 
 def before_autoattack(folder: Path, rows, first, radii) -> torch.Tensor:
     """(n_radii, N): robust after every cascade stage that runs before AutoAttack (all but it and Square)."""
-    cell = rows[(rows["suite"] != "worst-case") & (rows["radius"] == 0)]
-    robust = None
-    for r in cell.to_dict("records"):
-        if r["attack"].startswith("AutoAttack") or r["attack"] == "Square":
-            continue
-        mask = load_masks(masks_path(folder, r, radii))["robust"]
-        robust = mask if robust is None else robust & mask
-    return robust
+    return attacked_robust(folder, rows, first, radii,
+                           attacks=lambda name: not (name.startswith("AutoAttack") or name == "Square"))
 
 
 def compare(folder: Path, learners: set[str] | None) -> list[dict]:

@@ -36,29 +36,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_default import flop_counter  # noqa: E402
+from bench_default import flop_counter, gemm_gflops  # noqa: E402
 from script_command import command  # noqa: E402
 
 FIG7 = ("vae", "se-random", "se-adversarial")  # figure 7's encoders, the yardstick of the protocol's cost
-
-
-def gemm_gflops(device: str) -> float:
-    """Float32 matrix-product throughput of the MLP attack's first layer at batch 1,000 on ``device``, in GFLOP/s
-    (median of 5)."""
-    import statistics
-
-    x, w = torch.rand(1000, 784, device=device), torch.rand(400, 784, device=device)
-    rates = []
-    for _ in range(5):
-        if device != "cpu":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(40):
-            torch.nn.functional.linear(x, w)
-        if device != "cpu":
-            torch.cuda.synchronize()
-        rates.append(40 * 2 * 1000 * 784 * 400 / (time.perf_counter() - t0) / 1e9)
-    return statistics.median(rates)
 
 
 class Counter:

@@ -212,7 +212,7 @@ def rebuilt_model(folder: Path, first, ds, device):
     if config.get("preprocessing"):
         options["preprocessing"] = config["preprocessing"]
     try:
-        src = resolve(config["spec"], {first["label"]: options, config["spec"]: options})
+        src = resolve(config["spec"], {config["spec"]: options})  # a spec's options are keyed by the spec
         encoder = obtain(src, ds, seed=int(first["seed"]), device=torch.device(device)).encoder
     except Exception as e:  # noqa: BLE001 (a plugin that is not installed here, a module that moved)
         raise VerifyError(f"cannot build {config['spec']!r} again to verify its rows ({type(e).__name__}: {e})") \

@@ -144,12 +144,13 @@ class APGD(Attack):
         """One chunk of points: all their rows stepped together; returns (broken, x_adv, restart) per point."""
         point, target = self._rows(model, x, y)
         x0 = x[point]
-        rows = _Rows(x0=x0, y0=y[point], point=point, target=target if target is not None else point,
+        rows = _Rows(x0=x0, y0=y[point], point=point,  # target: each row's class for APGD-T (unused otherwise)
+                     target=target if target is not None else y[point],
                      replica=torch.arange(len(point), device=x.device) % self.restarts,  # each row's restart
                      lo=(x0 - eps).clamp_min(limits[0]), hi=(x0 + eps).clamp_max(limits[1]))  # ball in bounds
         out = _Outcome(x)
         rows.xa = self.random_start(x0, eps, generator, limits)
-        rows.loss, rows.grad, wrong = self._evaluate(model, rows, target is not None)
+        rows.loss, rows.grad, wrong = self._evaluate(model, rows)
         rows.x_best, rows.grad_best, rows.loss_best = rows.xa.clone(), rows.grad.clone(), rows.loss.clone()
         rows.step = torch.full((len(point),), 2.0 * eps, device=x.device)
         rows.x_old = rows.xa.clone()
@@ -160,7 +161,7 @@ class APGD(Attack):
         for i in range(self.steps):
             if not len(rows):
                 break
-            wrong = self._step(model, rows, i, eps, limits, target is not None)
+            wrong = self._step(model, rows, i, eps, limits)
             counter += 1
             if counter == k:
                 self._checkpoint(rows, i, k)
@@ -168,16 +169,16 @@ class APGD(Attack):
             rows.keep(self._settle(out, rows, wrong, eps, limits))
         return out.finish(rows)
 
-    def _evaluate(self, model, rows, targeted: bool):
+    def _evaluate(self, model, rows):
         """Loss, its input gradient, and whether the decision changed, at every row's current iterate."""
         with torch.enable_grad():
             xa = rows.xa.clone().requires_grad_(True)
             logits = model(xa)
-            loss = self._objective(logits, rows.y0, rows.target if targeted else None)
+            loss = self._objective(logits, rows.y0, rows.target)
             grad = torch.autograd.grad(loss.sum(), xa)[0]
         return loss.detach(), grad.detach(), logits.detach().argmax(1) != rows.y0
 
-    def _step(self, model, rows, i: int, eps: float, limits, targeted: bool) -> torch.Tensor:
+    def _step(self, model, rows, i: int, eps: float, limits) -> torch.Tensor:
         """Iteration ``i``: the momentum step (the first without momentum), then the new iterate's loss."""
         shape = (-1, *[1] * (rows.xa.dim() - 1))
         a = 0.75 if i > 0 else 1.0
@@ -186,7 +187,7 @@ class APGD(Attack):
         z = self._project(rows.xa + rows.step.view(shape) * move, rows.x0, eps, limits, box)
         z = self._project(rows.xa + (z - rows.xa) * a + (rows.xa - rows.x_old) * (1 - a), rows.x0, eps, limits, box)
         rows.x_old, rows.xa = rows.xa, z
-        rows.loss, rows.grad, wrong = self._evaluate(model, rows, targeted)
+        rows.loss, rows.grad, wrong = self._evaluate(model, rows)
         rows.loss_steps[:, i] = rows.loss
         better = (rows.loss > rows.loss_best).nonzero().squeeze(1)
         rows.x_best[better], rows.grad_best[better] = rows.xa[better], rows.grad[better]

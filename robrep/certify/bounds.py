@@ -203,6 +203,11 @@ ALPHA_STEPS, ALPHA_LR = 20, 0.1
 ALPHA_ELEMENTS = 4_000_000
 
 
+def _sliced(bounds: list, part: slice) -> list:
+    """Per-point activation bounds (``_activation_bounds``) of the points ``part``."""
+    return [None if b is None else (b[0][part], b[1][part]) for b in bounds]
+
+
 def _optimised(ops, a: torch.Tensor, c: torch.Tensor, bounds: list, dom: "_Domain") -> torch.Tensor:
     """The lower bound of a z + c over the domain, with alpha-CROWN's slopes (at least as tight as CROWN's,
     which is its starting point); in chunks of points (``ALPHA_ELEMENTS``)."""
@@ -213,8 +218,7 @@ def _optimised(ops, a: torch.Tensor, c: torch.Tensor, bounds: list, dom: "_Domai
     parts = []
     for i in range(0, len(a), step):
         part = slice(i, i + step)
-        parts.append(_optimised_chunk(ops, a[part], c[part], [None if b is None else (b[0][part], b[1][part])
-                                                            for b in bounds], dom.part(part)))
+        parts.append(_optimised_chunk(ops, a[part], c[part], _sliced(bounds, part), dom.part(part)))
     return torch.cat(parts)
 
 
@@ -331,7 +335,7 @@ def _crown_bounds(ops, op: Affine, layer_bounds: list, dom: "_Domain") -> tuple[
     for s in range(0, n, step):
         part = slice(s, s + step)
         m, sub = len(range(n)[part]), dom.part(part)
-        bounds = [None if b is None else (b[0][part], b[1][part]) for b in layer_bounds]
+        bounds = _sliced(layer_bounds, part)
         eye = op.weight.expand(m, *op.weight.shape)
         los.append(sub.lower(*_backward(ops, eye, op.bias.expand(m, -1), bounds)))
         his.append(-sub.lower(*_backward(ops, -eye, -op.bias.expand(m, -1), bounds)))

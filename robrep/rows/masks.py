@@ -57,13 +57,15 @@ def certified_path(folder: Path, run: str, dataset: str, task: str, method: str)
     return Path(folder) / "examples" / run / f"{dataset}-{task}" / f"certified--{method}.safetensors"
 
 
-def attacked_robust(folder: Path, df: pd.DataFrame, first, radii) -> torch.Tensor | None:
-    """Per radius and test point, robust to every attack of the claim's cell (its masks), or None where the run
-    kept no masks."""
+def attacked_robust(folder: Path, df: pd.DataFrame, first, radii, attacks=None) -> torch.Tensor | None:
+    """Per radius and test point, robust to every attack of the claim's cell (its masks; with ``attacks``, a
+    predicate on an attack's name, to those it keeps), or None where the run kept no masks."""
     cell = df[(df["run"] == first["run"]) & (df["task"] == first["task"]) & (df["suite"] != "worst-case")
               & (df["probe"] == first.get("probe", "standard")) & (df["radius"] == 0)]
     robust = None
     for r in cell.to_dict("records"):
+        if attacks is not None and not attacks(r["attack"]):
+            continue
         path = masks_path(folder, r, radii)
         if not path.is_file():
             return None
