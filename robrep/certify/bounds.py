@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from robrep.rows.layout import CERTIFY_METHODS
+from robrep.certify.patches import crown_patches, largest_window, patchable
 from robrep.certify.relax import Activation, activation_of, relax
 
 AFFINE = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten,
-          nn.Identity)
+          nn.Unflatten, nn.Identity)
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Softplus, nn.ELU, nn.Sigmoid, nn.Tanh)  # robrep.certify.relax
 METHODS = CERTIFY_METHODS  # (their names live with the row layout: torch-free, for the command line)
 
@@ -327,18 +328,26 @@ CROWN_ELEMENTS = 40_000_000
 
 
 def _crown_bounds(ops, op: Affine, layer_bounds: list, dom: "_Domain") -> tuple[torch.Tensor, torch.Tensor]:
-    """CROWN's lower and upper bounds of every output of ``op`` (after ``ops``), in chunks of points."""
+    """CROWN's lower and upper bounds of every output of ``op`` (after ``ops``), in chunks of points: a
+    convolution after convolutions in patches (``robrep.certify.patches``, the same numbers), else row by row."""
     n = len(dom.x0)
-    widest = max([dom.x0.shape[1]] + [o.weight.shape[0] for o in ops if isinstance(o, Affine)])
-    step = max(1, CROWN_ELEMENTS // (op.weight.shape[0] * widest))
+    if patchable(ops, op):
+        step = max(1, CROWN_ELEMENTS // (2 * op.weight.shape[0] * largest_window(ops, op)))
+    else:
+        widest = max([dom.x0.shape[1]] + [o.weight.shape[0] for o in ops if isinstance(o, Affine)])
+        step = max(1, CROWN_ELEMENTS // (op.weight.shape[0] * widest))
     los, his = [], []
     for s in range(0, n, step):
         part = slice(s, s + step)
-        m, sub = len(range(n)[part]), dom.part(part)
-        bounds = _sliced(layer_bounds, part)
-        eye = op.weight.expand(m, *op.weight.shape)
-        los.append(sub.lower(*_backward(ops, eye, op.bias.expand(m, -1), bounds)))
-        his.append(-sub.lower(*_backward(ops, -eye, -op.bias.expand(m, -1), bounds)))
+        m, sub, bounds = len(range(n)[part]), dom.part(part), _sliced(layer_bounds, part)
+        if patchable(ops, op):
+            lo, hi = crown_patches(ops, op, bounds, sub)
+        else:
+            eye = op.weight.expand(m, *op.weight.shape)
+            lo = sub.lower(*_backward(ops, eye, op.bias.expand(m, -1), bounds))
+            hi = -sub.lower(*_backward(ops, -eye, -op.bias.expand(m, -1), bounds))
+        los.append(lo)
+        his.append(hi)
     return torch.cat(los), torch.cat(his)
 
 
@@ -357,11 +366,13 @@ def _lower(ops, spec: Affine, dom: _Domain, method: str, found: tuple | None = N
 
 
 def lower_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
-                  method: str = "crown", bounds: tuple[float, float] | None = None) -> torch.Tensor:
+                  method: str = "crown", bounds: tuple[float, float] | None = None, ops: list | None = None
+                  ) -> torch.Tensor:
     """Per point and class j, a lower bound of logit_y - logit_j over the ball of radius ``eps`` around x (and
-    the input bounds), (N, K); +inf at j = y. ``method``: ``ibp``, ``crown`` or ``alpha-crown``."""
+    the input bounds), (N, K); +inf at j = y. ``method``: ``ibp``, ``crown`` or ``alpha-crown``. ``ops``: the
+    model's ``chain``, where the caller has built it already (it is the same for every batch and radius)."""
     _check(method, norm)
-    ops = chain(model, tuple(x.shape[1:]))
+    ops = ops if ops is not None else chain(model, tuple(x.shape[1:]))
     dom = _Domain.of(x, eps, norm, bounds if bounds is not None else model.bounds)
     return _lower(ops, margins(ops[-1], y), dom, method).scatter(1, y[:, None], float("inf"))
 
@@ -412,14 +423,18 @@ def shift_attacked(model: nn.Module, x: torch.Tensor, eps: float, norm: str = "l
 
 
 def certified(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf",
-              method: str = "crown", batch_size: int = 100) -> torch.Tensor:
+              method: str = "crown", batch_size: int = 100, ops: list | None = None) -> torch.Tensor:
     """Per point: certified robust at radius ``eps`` (every margin's lower bound positive; a point the probe
-    misclassifies unperturbed is never certified). (N,) bool."""
+    misclassifies unperturbed is never certified; at radius 0, exactly the points it classifies right). (N,)
+    bool. ``ops``: the model's ``chain``, where the caller has it (see ``lower_margins``)."""
     model = model.eval()
     with torch.no_grad():
         right = model(x).argmax(1) == y
+    ops = ops if ops is not None else chain(model, tuple(x.shape[1:]))  # refuses what it cannot bound, always
+    if eps == 0 or not right.any():
+        return right
     out = []
     for i in range(0, len(x), batch_size):
-        low = lower_margins(model, x[i:i + batch_size], y[i:i + batch_size], eps, norm, method)
+        low = lower_margins(model, x[i:i + batch_size], y[i:i + batch_size], eps, norm, method, ops=ops)
         out.append((low > 0).all(1))
     return torch.cat(out) & right

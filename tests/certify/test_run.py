@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 import robrep
 from robrep.certify.run import CertifyError, certify_run
 from robrep.cli import main
+from robrep.rows.masks import load_masks
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,11 @@ def test_a_run_gets_its_certified_lower_bounds_beside_its_attacked_upper_bounds(
     clean = rows[rows["radius"] == 0]
     assert (clean["certified_accuracy"] == clean["adversarial_accuracy"]).all()  # radius 0: the clean accuracy
     assert rows[rows["radius"] == 0.01]["certified_accuracy"].iloc[0] > 0
-    assert list((run / "examples").rglob("certified--crown.safetensors"))
+    files = list((run / "examples").rglob("certified--crown.safetensors"))
+    assert files
+    for f in files:  # a point certified at a radius is certified at every smaller one
+        sure = load_masks(f)["robust"]
+        assert sure[1:].sum() > 0 and not (sure[1:] & ~sure[:-1]).any()
 
 
 def test_a_certified_point_an_attack_broke_stops_the_command_and_writes_nothing(run, tmp_path):
