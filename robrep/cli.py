@@ -489,7 +489,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
     with console.status(f"certifying {args.results} ({args.method})"):
         rows = certify_run(args.results, method=args.method, device=args.device, data_root=args.data_root,
-                           complete=args.complete)
+                           complete=args.complete, solver=args.solver)
     t = Table(title=f"robrep certify {args.results} ({args.method}): robust accuracy lies between the two")
     for col in ("encoder", "task", "probe", "radius", "certified", "attacked"):
         t.add_column(col, overflow="fold", justify="right" if col in ("radius", "certified", "attacked") else "left")
@@ -641,8 +641,10 @@ def _certify_command(sub) -> None:
                    help="crown (a backward linear relaxation; default), alpha-crown (its slopes optimised: tighter, "
                         "tens of times slower) or ibp (interval bounds: fast, loose)")
     c.add_argument("--complete", type=float, default=None, metavar="SECONDS",
-                   help="then decide the points the bounds left open exactly (a mixed-integer program per margin, "
-                        "HiGHS), at most SECONDS per point; L-inf only")
+                   help="then decide the points the bounds left open, at most SECONDS per point (see --solver)")
+    c.add_argument("--solver", choices=("bab", "milp"), default="bab",
+                   help="the complete method: bab (branch and bound on the ReLUs over alpha-beta-CROWN bounds; "
+                        "default; L-inf and L2) or milp (a mixed-integer program per margin, HiGHS; L-inf only)")
     c.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     c.add_argument("--data-root", type=Path, default=None, help="folder of a folder-backed data set (mnist, celeba)")
     c.set_defaults(func=cmd_certify)

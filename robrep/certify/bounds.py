@@ -169,12 +169,16 @@ def _concretize(a: torch.Tensor, c: torch.Tensor, lo: torch.Tensor, hi: torch.Te
     return (a @ x0[:, :, None]).squeeze(-1) - eps * a.norm(dim=-1) + c
 
 
-def _backward(ops, a: torch.Tensor, c: torch.Tensor, bounds: list, alphas: dict | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+def _backward(ops, a: torch.Tensor, c: torch.Tensor, bounds: list, alphas: dict | None = None,
+              betas: dict | None = None, seen: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Carry the linear function a z_k + c of the last affine map's output back to the input through ``ops``
     (the chain before it), relaxing each activation by the bounds of its input (CROWN), for a lower bound.
     a: (N, K, width). ``alphas`` (alpha-CROWN): per activation index, the lower relaxation's slopes (N, K, width)
-    in [slope, 1] for its unstable units, in place of CROWN's choice."""
+    in [slope, 1] for its unstable units, in place of CROWN's choice. ``betas`` (beta-CROWN, Wang et al. 2021):
+    per activation index, beta * s (N, K, width) for units split to s z >= 0 (s = +1 active, -1 inactive; 0
+    elsewhere), beta >= 0: the term -beta s z added to the function is <= 0 on the split domain, so the bound
+    stays a lower bound there and beta can tighten it. ``seen``: filled with each activation's output
+    coefficients (before relaxing), for choosing what to split."""
     for i in range(len(ops) - 1, -1, -1):
         op = ops[i]
         if isinstance(op, Affine):
@@ -182,6 +186,8 @@ def _backward(ops, a: torch.Tensor, c: torch.Tensor, bounds: list, alphas: dict 
             a = op.back(a)
         else:
             lo, hi = bounds[i]
+            if seen is not None:
+                seen[i] = a
             up_slope, up_bias, low_slope, low_bias = relax(lo, hi, op)
             positive, negative = a.clamp(min=0), a.clamp(max=0)
             low = low_slope[:, None, :]
@@ -191,6 +197,8 @@ def _backward(ops, a: torch.Tensor, c: torch.Tensor, bounds: list, alphas: dict 
             # a lower bound takes the lower relaxation where a > 0 and the upper one where a < 0
             c = c + (negative * up_bias[:, None, :]).sum(-1) + (positive * low_bias[:, None, :]).sum(-1)
             a = positive * low + negative * up_slope[:, None, :]
+            if betas is not None and i in betas:
+                a = a - betas[i]
     return a, c
 
 

@@ -22,19 +22,23 @@ from robrep.certify.bounds import certified, chain
 
 log = logging.getLogger(__name__)
 
+SOLVERS = ("bab", "milp")  # the complete method's: branch and bound, or a mixed-integer program
+
 
 class CertifyError(ValueError):
     """A run cannot be certified, or its certificate contradicts its attacks; says which point and radius."""
 
 
 def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", data_root=None,
-                batch_size: int = 100, complete: float | None = None) -> pd.DataFrame:
+                batch_size: int = 100, complete: float | None = None, solver: str = "bab") -> pd.DataFrame:
     """Certify every claim of run folder ``out`` (see the module docstring); returns the claimed rows with
     ``certified_accuracy`` filled in. Encoders the certifier cannot bound raise ``NotCertifiable``.
 
-    ``complete``: seconds per point for the complete method (``robrep.certify.complete``, L-inf only) on the
-    points the attacks left robust and the bounds did not certify; what it proves joins the certified share, and
-    a point it breaks that the attacks missed is counted in the note (the attacked number is then too high)."""
+    ``complete``: seconds per point for the complete method on the points the attacks left robust and the bounds
+    did not certify; what it proves joins the certified share, and a point it breaks that the attacks missed is
+    counted in the note (the attacked number is then too high). ``solver``: ``bab`` (branch and bound over
+    alpha-beta-CROWN bounds, ``robrep.certify.bab``; L-inf and L2) or ``milp`` (a mixed-integer program per
+    margin, ``robrep.certify.complete``; L-inf only)."""
     from robrep.certify.bounds import _check
     from robrep.data import load_dataset
     from robrep.verify import GROUP, _claims_of, attacked_model, claims
@@ -45,9 +49,11 @@ def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", 
     if complete is not None and method == "ibp":
         raise CertifyError("the complete method starts from crown or alpha-crown bounds, not ibp")
     csv, folder, df = _claims_of(Path(out))
-    if complete is not None and set(df["norm"]) != {"linf"}:
-        raise CertifyError(f"the complete method is L-inf only (the L2 ball is not a polytope); this run has "
-                           f"{', '.join(sorted(set(df['norm'])))}: certify it without --complete")
+    if solver not in SOLVERS:
+        raise CertifyError(f"the complete method's solver is one of {', '.join(SOLVERS)}, not {solver!r}")
+    if complete is not None and solver == "milp" and set(df["norm"]) != {"linf"}:
+        raise CertifyError(f"the mixed-integer program is L-inf only (the L2 ball is not a polytope); this run has "
+                           f"{', '.join(sorted(set(df['norm'])))}: use --solver bab, or certify without --complete")
     updated, data = [], {}
     for _, rows in claims(df).groupby(GROUP, dropna=False):
         first = rows.iloc[0]
@@ -58,13 +64,15 @@ def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", 
         if first["dataset"] not in data:
             data[first["dataset"]] = load_dataset(first["dataset"], root=data_root)
         updated.append(_certify_group(folder, df, rows, model, data[first["dataset"]], method, device, batch_size,
-                                      complete))
+                                      complete, solver))
     result = pd.concat(updated, ignore_index=True)
     _record(folder, csv, result)
     return result
 
 
-def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size, complete=None) -> pd.DataFrame:
+def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size, complete=None,
+                   solver="bab") -> pd.DataFrame:
+    from robrep.certify.bab import branch_and_bound
     from robrep.certify.complete import BROKEN, CERTIFIED, decide
     from robrep.harness.plan import test_indices
     from robrep.rows.masks import attacked_robust, certified_path, save_masks
@@ -92,7 +100,11 @@ def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size
             open_ = candidates & ~sure[i] if robust is None else candidates & robust[i] & ~sure[i]
             points = open_.nonzero().flatten()
             if len(points):
-                d = decide(model.cpu(), x.cpu(), y.cpu(), eps, time_limit=complete, points=points, method=method)
+                if solver == "bab":
+                    d = branch_and_bound(model.cpu(), x.cpu(), y.cpu(), eps, norm=first["norm"], time_limit=complete,
+                                         points=points)
+                else:
+                    d = decide(model.cpu(), x.cpu(), y.cpu(), eps, time_limit=complete, points=points, method=method)
                 model.to(device)
                 status = d.status[points]
                 sure[i, points[status == CERTIFIED]] = True
@@ -111,7 +123,7 @@ def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size
                                    f"{idx[broken.nonzero().flatten()].tolist()[:5]} certified robust but broken by an "
                                    "attack of the run: the certificate is unsound (nothing was written)")
     seconds = time.perf_counter() - t0
-    name = method if complete is None else f"{method}+milp"
+    name = method if complete is None else f"{method}+{solver}"
     detail = "" if complete is None else (
         f"; complete method at {complete:g} s/point decided {exact['certified'] + exact['broken']} of "
         f"{exact['open']} open points: {exact['certified']} certified, {exact['broken']} broken"

@@ -53,7 +53,7 @@ def load_masks(path: Path) -> dict[str, torch.Tensor]:
 
 def certified_path(folder: Path, run: str, dataset: str, task: str, method: str) -> Path:
     """Where ``robrep certify`` keeps a claim's certified points (per radius and test point), beside its attacks'
-    masks; ``method`` as ``certified_by`` names it (e.g. ``crown``, ``alpha-crown+milp``)."""
+    masks; ``method`` as ``certified_by`` names it (e.g. ``crown``, ``alpha-crown+bab``)."""
     return Path(folder) / "examples" / run / f"{dataset}-{task}" / f"certified--{method}.safetensors"
 
 

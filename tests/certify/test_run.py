@@ -65,24 +65,26 @@ def test_bench_with_certify_returns_both_bounds(tmp_path, monkeypatch):
     assert (rows["certified_accuracy"] <= rows["adversarial_accuracy"]).all()
 
 
-def test_the_complete_method_certifies_at_least_what_crown_does_and_says_what_it_decided(run, tmp_path, capsys):
+@pytest.mark.parametrize("solver", ["bab", "milp"])
+def test_the_complete_method_certifies_at_least_what_crown_does_and_says_what_it_decided(run, tmp_path, capsys,
+                                                                                          solver):
     import shutil
 
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     crown = certify_run(copy, method="crown").sort_values(["task", "radius"])
-    assert main(["certify", str(copy), "--complete", "5"]) == 0
+    assert main(["certify", str(copy), "--complete", "5", "--solver", solver]) == 0
     assert "no certified point was broken" in capsys.readouterr().out
     rows = pd.read_csv(copy / "results.csv").sort_values(["task", "radius"])
-    assert rows["certified_by"].str.startswith("crown+milp").all()
+    assert rows["certified_by"].str.startswith(f"crown+{solver}").all()
     assert rows["certified_by"].str.contains(r"complete method at 5 s/point decided \d+ of \d+ open points").all()
     assert (rows["certified_accuracy"].to_numpy() >= crown["certified_accuracy"].to_numpy() - 1e-6).all()
     assert (rows["certified_accuracy"].to_numpy() > crown["certified_accuracy"].to_numpy() + 1e-6).any()
     assert (rows["certified_accuracy"] <= rows["adversarial_accuracy"] + 1e-12).all()
-    assert list((copy / "examples").rglob("certified--crown+milp.safetensors"))
+    assert list((copy / "examples").rglob(f"certified--crown+{solver}.safetensors"))
 
 
-def test_the_complete_method_is_refused_for_l2_and_after_ibp_before_anything_runs(run, tmp_path):
+def test_the_mixed_integer_program_is_refused_for_l2_as_ibp_and_unknown_solvers_before_anything_runs(run, tmp_path):
     with pytest.raises(CertifyError, match="starts from crown or alpha-crown"):
         certify_run(run, method="ibp", complete=1)
     with pytest.raises(CertifyError, match="a positive number; got -5"):
@@ -96,7 +98,9 @@ def test_the_complete_method_is_refused_for_l2_and_after_ibp_before_anything_run
     (copy / "results.sqlite").unlink()
     before = (copy / "results.csv").read_bytes()
     with pytest.raises(CertifyError, match="L-inf only"):
-        certify_run(copy, complete=1)
+        certify_run(copy, complete=1, solver="milp")
+    with pytest.raises(CertifyError, match="one of bab, milp, not 'simplex'"):
+        certify_run(copy, complete=1, solver="simplex")
     assert (copy / "results.csv").read_bytes() == before
 
 
