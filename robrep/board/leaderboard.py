@@ -103,8 +103,10 @@ def board_path(out: Path, dataset: str, norm: str) -> Path:
     return path
 
 
-# A run's rows on one set of test points and probe labels: what ``publish(replace=True)`` replaces whole.
-RUN_GROUP = ["run", "dataset", "task", "n_examples", "seed", "label_fraction", "probe"]
+# A run's rows on one set of test points and probe labels under one protocol: what ``publish(replace=True)``
+# replaces whole, in every section (the same run on the same points under another protocol, e.g. a figure's
+# per-attack run, is another experiment and stays where it is).
+RUN_GROUP = ["run", "dataset", "task", "n_examples", "seed", "label_fraction", "probe", "protocol"]
 # A run under one protocol and probe, all its tasks: what a standard board admits or refuses whole.
 ENTRY = ["run", "dataset", "norm", "n_examples", "seed", "label_fraction", "probe", "protocol"]  # protocol: cascade or not
 EXPERIMENTS, ARCHIVE = "experiments", "archive"  # sub-boards: published, never ranked with a standard board

@@ -395,7 +395,8 @@ def representation_bounds(model: nn.Module, x: torch.Tensor, eps: float, norm: s
     last, n = ops[-1], len(x)
     up = Affine(last.weight.expand(n, *last.weight.shape), last.bias.expand(n, -1))
     down = Affine(-up.weight, -up.bias)
-    return _lower(ops, up, dom, method), -_lower(ops, down, dom, method)
+    found = _activation_bounds(ops, dom, method)  # the same for both sides
+    return _lower(ops, up, dom, method, found), -_lower(ops, down, dom, method, found)
 
 
 def shift_upper_bound(model: nn.Module, x: torch.Tensor, eps: float, norm: str = "linf",

@@ -67,7 +67,7 @@ def test_a_table_changed_by_hand_is_caught(tmp_path):
 
 def test_a_selection_that_is_not_one_row_is_an_error_naming_the_candidates():
     with pytest.raises(BlockError, match=r"rows match .*need exactly one.*vae-mnist5k-mlp"):
-        render_blocks("<!-- robrep:value board=experiments/mnist5k-linf task=digit label=vae arch=mlp -->x<!-- /robrep -->",
+        render_blocks("<!-- robrep:value board=mnist5k-linf task=digit label=vae arch=mlp -->x<!-- /robrep -->",
                       BOARDS)
     with pytest.raises(BlockError, match="no board 'nope'"):
         render_blocks("<!-- robrep:value board=nope -->x<!-- /robrep -->", BOARDS)

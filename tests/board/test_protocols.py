@@ -142,3 +142,25 @@ def test_a_run_republished_with_replace_leaves_the_section_it_no_longer_belongs_
     assert set(read_results(out / "mnist5k-linf.csv")["run"]) == set(entry["run"])
     left = read_results(out / EXPERIMENTS / "mnist5k-linf.csv")
     assert left is None or not set(left["run"]) & set(entry["run"])
+
+
+def test_replace_leaves_the_same_run_under_another_protocol_where_it_is(tmp_path):
+    """Republishing a board entry with --replace takes its old rows out of every section, and only them: the same
+    run on the same points under another protocol (a figure's per-attack run in experiments/) stays."""
+    from robrep.board.leaderboard import publish
+
+    board = read_results(REPO / "leaderboard" / "mnist5k-linf.csv")
+    entry = board[(board["run"] == sorted(set(board["run"]))[0]) & (board["probe"] == "standard")]
+    figure = tmp_path / "figure.csv"  # the same run and points, attacked per attack: an experiment
+    entry.assign(protocol="per-attack").to_csv(figure, index=False)
+    ranked = tmp_path / "ranked.csv"
+    entry.to_csv(ranked, index=False)
+    out = tmp_path / "board"
+    out.mkdir()
+    publish([figure, ranked], out=out)
+    kept = read_results(out / EXPERIMENTS / "mnist5k-linf.csv")
+    assert len(kept) == len(entry) and set(kept["protocol"]) == {"per-attack"}
+    publish([ranked], out=out, replace=True)
+    assert len(read_results(out / "mnist5k-linf.csv")) == len(entry)
+    left = read_results(out / EXPERIMENTS / "mnist5k-linf.csv")
+    assert len(left) == len(entry) and set(left["protocol"]) == {"per-attack"}
