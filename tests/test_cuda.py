@@ -53,3 +53,22 @@ def test_an_adversarial_probe_trains_on_a_gpu(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBREP_CACHE", str(tmp_path / "cache"))
     rows = robrep.bench(**SMALL, device="cuda", probe="adversarial", out=str(tmp_path / "run"))
     assert (rows["probe"] != "standard").all() and rows["adversarial_accuracy"].notna().all()
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.3)])
+def test_convolutions_are_bounded_in_patches_on_a_gpu_as_on_the_cpu(norm, eps):
+    from torch import nn
+
+    from robrep.certify import lower_margins
+    from robrep.encoders import Encoder
+    from robrep.probes import ProbedEncoder
+
+    torch.manual_seed(0)
+    body = [nn.Conv2d(1, 4, 4, 2, 1), nn.ReLU(), nn.Conv2d(4, 6, 4, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 7 * 7, 8)]
+    model = ProbedEncoder(Encoder(nn.Sequential(*body)), nn.Linear(8, 5))
+    x = torch.rand(6, 1, 28, 28)
+    y = model(x).argmax(1)
+    on_cpu = lower_margins(model, x, y, eps, norm)
+    on_gpu = lower_margins(model.to("cuda"), x.cuda(), y.cuda(), eps, norm).cpu()
+    finite = torch.isfinite(on_cpu)
+    assert torch.allclose(on_cpu[finite], on_gpu[finite], atol=1e-6)

@@ -104,5 +104,5 @@ def _back(ops, a: torch.Tensor, c: torch.Tensor, window: Window, bounds: list, d
         lo, hi = (window.of(t.view(m, *shape))[:, None] for t in (dom.lo, dom.hi))
         return c + (a.clamp(min=0) * lo + a.clamp(max=0) * hi).sum((-3, -2, -1))
     x0 = window.of(dom.x0.view(m, *shape))[:, None]
-    inside = window.of(torch.ones(1, *shape, dtype=a.dtype))[:, None]  # the padding is no input
+    inside = window.of(torch.ones(1, *shape, dtype=a.dtype, device=a.device))[:, None]  # the padding is no input
     return c + (a * x0).sum((-3, -2, -1)) - dom.eps * (a * inside).flatten(-3).norm(dim=-1)
