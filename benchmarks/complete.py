@@ -75,6 +75,7 @@ def measure(folder: Path, first, df, radius: float, points: int, seconds: float,
     n_open = len(opened) / len(x)
     out["gap_complete_projected"] = out["gap_alpha"] - n_open * (share["certified"] + share["broken"])
     out["complete_projected_seconds"] = round(len(opened) * spent / max(len(sample), 1))
+    out["certified_after"] = out["alpha-crown"] + n_open * share["certified"]  # the certified share with it
     return out
 
 
