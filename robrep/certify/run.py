@@ -102,7 +102,7 @@ def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size
             if len(points):
                 if solver == "bab":
                     d = branch_and_bound(model.cpu(), x.cpu(), y.cpu(), eps, norm=first["norm"], time_limit=complete,
-                                         points=points)
+                                         points=points, method=method)
                 else:
                     d = decide(model.cpu(), x.cpu(), y.cpu(), eps, time_limit=complete, points=points, method=method)
                 model.to(device)

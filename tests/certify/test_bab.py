@@ -62,3 +62,17 @@ def test_smooth_activations_are_refused():
     model = _tiny(0, nn.Tanh)
     with pytest.raises(NotCertifiable, match="smooth activations"):
         branch_and_bound(model, torch.rand(2, 1, 1, 2), torch.zeros(2, dtype=torch.long), 0.1)
+
+
+def test_starting_from_crown_bounds_decides_the_same_points():
+    """The root's intermediate bounds (CROWN, cheaper on convolutions, or alpha-CROWN) change the work, not the
+    answers: on tiny networks under L-inf both decide every point alike."""
+    model, x = _tiny_with_boundaries(nn.ReLU, count=1)[0]
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    for eps in (0.05, 0.15):
+        crown = branch_and_bound(model, x, y, eps, time_limit=20, method="crown")
+        assert (crown.status != UNKNOWN).all()
+        assert torch.equal(crown.status, branch_and_bound(model, x, y, eps, time_limit=20).status)
+    with pytest.raises(ValueError, match="crown or alpha-crown"):
+        branch_and_bound(model, x, y, 0.1, method="ibp")
