@@ -141,14 +141,18 @@ class _Pool:
         return _Pool(cat(self.fix, other.fix), cat(self.alpha, other.alpha), cat(self.beta, other.beta),
                      torch.cat([self.lower, other.lower]), cat(self.score, other.score))
 
+    def _layer_best(self) -> torch.Tensor:
+        """Per subdomain and activation layer (in ``acts`` order), its best split score (M, layers)."""
+        return torch.stack([s.max(1).values for s in self.score.values()], 1)
+
     def best_score(self) -> torch.Tensor:
-        return torch.stack([s.max(1).values for s in self.score.values()], 1).max(1).values
+        return self._layer_best().max(1).values
 
     def split(self, acts) -> "_Pool":
         """Each subdomain in two on its best-scored unit: [all active children, all inactive children], each
         with its parent's alphas and betas (the new split's beta 0: it was 0 while the unit was free)."""
         n = len(self)
-        best = torch.stack([self.score[i].max(1).values for i in acts], 1).argmax(1)  # the layer, per subdomain
+        best = self._layer_best().argmax(1)  # the layer, per subdomain (scores are kept in acts order)
         fix = {i: torch.cat([f, f]) for i, f in self.fix.items()}
         for k, i in enumerate(acts):
             mine = (best == k).nonzero().flatten()
@@ -184,7 +188,8 @@ def _bound(model, ops, acts, w, b, y, layer_bounds, dom: _Domain, pool: _Pool, s
     signed = lambda: {i: betas[i] * pool.fix[i][:, None, :].to(betas[i].dtype) for i in acts}  # noqa: E731
     with torch.enable_grad():
         for step in range(STEPS + 1):
-            a, c = _backward(ops[:-1], a0, c0, bounds, alphas, signed())
+            seen: dict = {}  # the last pass's (no step follows it) gives the split scores
+            a, c = _backward(ops[:-1], a0, c0, bounds, alphas, signed(), seen)
             value = sub.lower(a, c)[:, 0]
             better = value.detach() > best
             best = torch.where(better, value.detach(), best)
@@ -200,14 +205,12 @@ def _bound(model, ops, acts, w, b, y, layer_bounds, dom: _Domain, pool: _Pool, s
                     betas[i].clamp_(min=0)
     with torch.no_grad():
         example = _counterexample(model, best_a, sub, y, shape)
-        seen: dict = {}
-        _backward(ops[:-1], a0, c0, bounds, alphas, signed(), seen)
         score = {}
         for i in acts:
             lo, hi = bounds[i]
             open_ = (lo < 0) & (hi > 0) & (pool.fix[i] == 0)
             intercept = -lo * hi / torch.where(open_, hi - lo, torch.ones_like(hi))  # the upper line's at 0
-            coeff = seen[i][:, 0]
+            coeff = seen[i].detach()[:, 0]
             s = coeff.clamp(max=0).abs() * intercept * (1 - ops[i].slope) + 1e-9 * coeff.abs() * (hi - lo)
             score[i] = torch.where(open_, s, torch.full_like(s, -float("inf")))
     out = _Pool(pool.fix, {i: t.detach() for i, t in alphas.items()}, {i: t.detach() for i, t in betas.items()},

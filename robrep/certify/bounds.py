@@ -339,7 +339,8 @@ def _crown_bounds(ops, op: Affine, layer_bounds: list, dom: "_Domain") -> tuple[
     """CROWN's lower and upper bounds of every output of ``op`` (after ``ops``), in chunks of points: a
     convolution after convolutions in patches (``robrep.certify.patches``, the same numbers), else row by row."""
     n = len(dom.x0)
-    if patchable(ops, op):
+    patched = patchable(ops, op)
+    if patched:
         step = max(1, CROWN_ELEMENTS // (2 * op.weight.shape[0] * largest_window(ops, op)))
     else:
         widest = max([dom.x0.shape[1]] + [o.weight.shape[0] for o in ops if isinstance(o, Affine)])
@@ -348,7 +349,7 @@ def _crown_bounds(ops, op: Affine, layer_bounds: list, dom: "_Domain") -> tuple[
     for s in range(0, n, step):
         part = slice(s, s + step)
         m, sub, bounds = len(range(n)[part]), dom.part(part), _sliced(layer_bounds, part)
-        if patchable(ops, op):
+        if patched:
             lo, hi = crown_patches(ops, op, bounds, sub)
         else:
             eye = op.weight.expand(m, *op.weight.shape)
