@@ -70,10 +70,38 @@ def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", 
     return result
 
 
-def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size, complete=None,
-                   solver="bab") -> pd.DataFrame:
+def _decide_open(model, x, y, eps, first, open_, sure, exact, complete, solver, method, device, attacked_idx):
+    """Run the complete method on the ``open_`` points; mark what it certifies in ``sure``, tally into ``exact``.
+
+    ``attacked_idx`` (the test indices, where the run kept attack masks) turns a broken point into a warning: every
+    attack of the run had missed it."""
     from robrep.certify.bab import branch_and_bound
     from robrep.certify.complete import BROKEN, CERTIFIED, decide
+
+    points = open_.nonzero().flatten()
+    if not len(points):
+        return
+    if solver == "bab":
+        d = branch_and_bound(model.cpu(), x.cpu(), y.cpu(), eps, norm=first["norm"], time_limit=complete,
+                             points=points, method=method)
+    else:
+        d = decide(model.cpu(), x.cpu(), y.cpu(), eps, time_limit=complete, points=points, method=method)
+    model.to(device)
+    status = d.status[points]
+    sure[points[status == CERTIFIED]] = True
+    broken = points[status == BROKEN]
+    exact["open"] += len(points)
+    exact["certified"] += int((status == CERTIFIED).sum())
+    exact["broken"] += len(broken)
+    if attacked_idx is not None and len(broken):
+        exact["missed"] += len(broken)
+        log.warning("%s / %s at radius %g: the complete method broke test point(s) %s that every attack of the run "
+                    "left robust: the attacked number is too high", first["run"], first["task"], eps,
+                    attacked_idx[broken].tolist()[:5])
+
+
+def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size, complete=None,
+                   solver="bab") -> pd.DataFrame:
     from robrep.harness.plan import test_indices
     from robrep.rows.masks import attacked_robust, certified_path, save_masks
 
@@ -98,24 +126,8 @@ def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size
         if complete is not None and eps > 0:
             # the candidates the attacks left robust (all, where the run kept no masks) the bounds did not decide
             open_ = candidates & ~sure[i] if robust is None else candidates & robust[i] & ~sure[i]
-            points = open_.nonzero().flatten()
-            if len(points):
-                if solver == "bab":
-                    d = branch_and_bound(model.cpu(), x.cpu(), y.cpu(), eps, norm=first["norm"], time_limit=complete,
-                                         points=points, method=method)
-                else:
-                    d = decide(model.cpu(), x.cpu(), y.cpu(), eps, time_limit=complete, points=points, method=method)
-                model.to(device)
-                status = d.status[points]
-                sure[i, points[status == CERTIFIED]] = True
-                exact["open"] += len(points)
-                exact["certified"] += int((status == CERTIFIED).sum())
-                exact["broken"] += int((status == BROKEN).sum())
-                if robust is not None and (status == BROKEN).any():
-                    exact["missed"] += int((status == BROKEN).sum())
-                    log.warning("%s / %s at radius %g: the complete method broke test point(s) %s that every attack "
-                                "of the run left robust: the attacked number is too high", first["run"],
-                                first["task"], eps, idx[points[status == BROKEN]].tolist()[:5])
+            _decide_open(model, x, y, eps, first, open_, sure[i], exact, complete, solver, method, device,
+                         idx if robust is not None else None)
         if robust is not None:
             broken = sure[i] & ~robust[i]
             if broken.any():
