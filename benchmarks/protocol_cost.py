@@ -1,7 +1,7 @@
 """What the full protocol costs: the cascade against every attack on every point, native PGD against
-torchattacks PGD, and the native PGD's share of the machine's matrix-multiply throughput.
+torchattacks PGD, threads (the native PGD's share of the matrix-product throughput: ``benchmarks/pgd_core.py``).
 
-    python benchmarks/protocol_cost.py [--part cascade,pgd,peak,threads] [--n-examples 500] [--out DIR]
+    python benchmarks/protocol_cost.py [--part cascade,pgd,threads] [--n-examples 500] [--out DIR]
 
 1. ``cascade``: figure 7's config (VAE, SE random, SE adversarial on mnist5k; native, torchattacks and
    foolbox; radii 0 to 0.2; 100 steps x 10 restarts; ``--n-examples`` test digits) run twice into fresh
@@ -9,13 +9,7 @@ torchattacks PGD, and the native PGD's share of the machine's matrix-multiply th
    ``cascade``: wall seconds of each, their ratio, and the worst case at every radius side by side.
 2. ``pgd``: robrep's native PGD against torchattacks' PGD (100 x 10, the same random-restart scheme) on
    the default VAE and SE adversarial, 1,000 test digits, each radius alone: seconds and ratio.
-3. ``peak``: a 2048 x 2048 float32 matrix product's throughput, then the native PGD with ``reuse=False``
-   (every point, every step: the work on robust points) on 1,000 test digits labelled with the model's own
-   decisions (so every point is attacked) for the MLP and the ConvNet encoder, as multiply-adds per second
-   (the model's forward multiply-adds per point, counted with hooks, times 2: the weights are frozen, so the
-   backward pass computes input gradients only, about one forward's work) and as a share of the matmul
-   throughput; the ConvNet also with plain ``nn.Conv2d`` layers instead of ``robrep.fastconv``'s.
-4. ``threads``: a small three-suite bench of the default VAE (``robrep bench``, 200 digits, radii 0 and 0.1,
+3. ``threads``: a small three-suite bench of the default VAE (``robrep bench``, 200 digits, radii 0 and 0.1,
    10 x 2) with ``--threads`` 1 and the default (this process's cores), on an idle machine and beside
    another process that keeps every core busy with matrix products.
 All in one process, one after the other: the ratios are from the same run. Prints numbers; asserts nothing.
@@ -32,7 +26,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 FIG7 = dict(learners=("vae", "se-random", "se-adversarial"), datasets=("mnist5k",),
             suites=("native", "torchattacks", "foolbox"), radii=(0.0, 0.05, 0.1, 0.15, 0.2), steps=100, restarts=10,
@@ -102,82 +95,6 @@ def part_pgd() -> None:
         print(f"   {learner:16s}" + "".join(f"{c:>28s}" for c in cells))
 
 
-def _macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Forward multiply-adds per point of ``model`` on x (Linear and Conv layers)."""
-    total = [0]
-
-    def hook(m, inp, out):
-        if isinstance(m, nn.Linear):
-            total[0] += m.in_features * m.out_features
-        elif isinstance(m, nn.Conv2d):
-            total[0] += out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-        elif isinstance(m, nn.ConvTranspose2d):
-            total[0] += inp[0][0].numel() * (m.out_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    with torch.no_grad():
-        model(x[:1])
-    for h in handles:
-        h.remove()
-    return total[0]
-
-
-def part_peak() -> None:
-    import robrep
-    from robrep.attacks import PGD
-    from robrep.probes import ProbedEncoder, features, train_probe
-
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    t0 = time.perf_counter()
-    for _ in range(10):
-        a @ b
-    peak = 10 * 2048 ** 3 / (time.perf_counter() - t0)
-    print(f"\n3. matmul 2048 x 2048 float32: {peak / 1e9:.1f} G multiply-adds/s ({torch.get_num_threads()} threads)")
-    ds = robrep.load_dataset("mnist5k")
-    x = ds.test.batch(slice(0, 1000))
-    for arch in ("mlp", "conv"):
-        learner = robrep.train("se-adversarial", ds, out=False, max_steps=1, seed=0, arch=arch)
-        probe = train_probe(features(learner, ds.train.images[:500]), ds.train.labels["digit"][:500], 10)
-        model = ProbedEncoder(learner, probe)
-        y = model.predict(x)  # labels = the model's own decisions: every point is attacked, every step
-        variants = {arch: model}
-        if arch == "conv":  # the alternative in the same run: torch's own convolution backward
-            variants = {"conv": model, "conv, nn.Conv2d": ProbedEncoder(_plain_convs(learner), probe)}
-        macs = _macs(model, x)
-        steps, restarts = (100 if arch == "mlp" else 20), 1  # long enough to time: a few seconds each
-        walls = {}
-        for label, m in variants.items():
-            attack = PGD(steps=steps, restarts=restarts, reuse=False)
-            t0 = time.perf_counter()
-            res = attack.run(m, x, y, [0.05], seed=0)
-            walls[label] = wall = time.perf_counter() - t0
-            n = res.attacked[0.05]  # the correctly classified points: the others are not attacked
-            # steps + 1 forward passes and steps backward passes (input gradients only: ~ one forward) per point
-            work = n * macs * (2 * steps + 1) * restarts
-            print(f"   {label:16s}: {macs / 1e6:.2f} M multiply-adds per point forward; PGD {steps} x {restarts} on "
-                  f"{n} points every step: {wall:.1f} s = {work / wall / 1e9:.1f} G/s, "
-                  f"{100 * work / wall / peak:.0f}% of the matmul throughput")
-        if len(walls) > 1:
-            print(f"   InputGradConv2d (robrep.fastconv) against nn.Conv2d: {walls['conv, nn.Conv2d'] / walls['conv']:.2f}x")
-
-
-def _plain_convs(learner):
-    """A copy of ``learner`` whose InputGradConv2d layers are plain nn.Conv2d (the same weights)."""
-    import copy
-
-    from robrep.fastconv import InputGradConv2d
-
-    plain = copy.deepcopy(learner)
-    for module in list(plain.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, InputGradConv2d):
-                conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride, child.padding)
-                conv.load_state_dict(child.state_dict())
-                setattr(module, name, conv.requires_grad_(False))
-    return plain
-
-
 BUSY = "import torch\nwhile True:\n    a = torch.randn(1024, 1024); a @ a\n"
 
 
@@ -208,7 +125,7 @@ def part_threads(out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", default="cascade,pgd,peak,threads")
+    ap.add_argument("--part", default="cascade,pgd,threads")
     ap.add_argument("--n-examples", type=int, default=500)
     ap.add_argument("--out", type=Path, help="run folders (default: a temporary folder, removed afterwards)")
     args = ap.parse_args()
@@ -216,7 +133,7 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="robrep-protocol-cost-"))
     try:
         if "peak" in parts:
-            part_peak()
+            raise SystemExit("the part 'peak' is benchmarks/pgd_core.py now")
         if "pgd" in parts:
             part_pgd()
         if "threads" in parts:

@@ -12,7 +12,7 @@ transposed convolution on channels-last tensors was faster by itself but slowed 
 by more than it saved, and unfold-and-multiply was 3x slower.
 
 Gradients agree with ``nn.Conv2d``'s to float32 rounding (``tests/learners/test_fastconv.py``);
-``benchmarks/protocol_cost.py`` (part ``peak``) measures the PGD step with and without it.
+``benchmarks/pgd_core.py`` measures the PGD step with and without it.
 """
 from __future__ import annotations
 

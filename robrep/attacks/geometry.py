@@ -24,6 +24,14 @@ def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
 
 
+def distance(a: torch.Tensor, b: torch.Tensor, norm: str, batch_dims: int = 1) -> torch.Tensor:
+    """Per point, ||a - b|| in ``norm`` (``perturbation_norm`` of the difference, its one temporary reused: the
+    Observer measures every query of an attack this way). The first ``batch_dims`` dimensions of the (broadcast)
+    difference index points; the rest is one input."""
+    flat = (a - b).flatten(batch_dims)
+    return flat.abs_().amax(-1) if norm == "linf" else flat.norm(dim=-1)
+
+
 def flat_norm(t: torch.Tensor) -> torch.Tensor:
     """Per-point L2 norm of t, shaped to broadcast against t (N, 1, ...), never below 1e-12."""
     return t.flatten(1).norm(dim=1).view(-1, *[1] * (t.dim() - 1)).clamp_min(1e-12)
@@ -57,7 +65,7 @@ def admissible(x: torch.Tensor, x_adv: torch.Tensor, eps: float, norm: str,
     """(n,) bool: x_adv is finite, inside ``bounds`` and inside the ball of radius eps around x (the guards)."""
     flat = x_adv.flatten(1)
     ok = (flat.amin(1) >= bounds[0]) & (flat.amax(1) <= bounds[1])  # NaN reaches the extremes and fails; inf fails
-    return ok & (perturbation_norm(x_adv - x, norm) <= eps + ball_slack(eps))
+    return ok & (distance(x_adv, x, norm) <= eps + ball_slack(eps))
 
 
 def ball_box(x: torch.Tensor, eps: float, norm: str, bounds: tuple[float, float]) -> tuple[torch.Tensor, ...]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robrep.attacks.geometry import ball_slack, perturbation_norm
+from robrep.attacks.geometry import ball_slack, distance
 
 CANDIDATES = 8  # the Observer confirms a query's point among this many nearest on block means first
 BLOCKS = 64  # the Observer's block means
@@ -82,7 +82,7 @@ class Observer(nn.Module):
         if guess is not None:
             best = guess.clone()
             xs = self.x[best] if xs is None else xs
-            dist = perturbation_norm(q - xs, self.norm)
+            dist = distance(q, xs, self.norm)
         else:
             best = torch.zeros(len(q), dtype=torch.long, device=q.device)
             dist = torch.full((len(q),), float("inf"), device=q.device)
@@ -94,14 +94,14 @@ class Observer(nn.Module):
             self._last_x = xs  # every query matched its guess: the next call on the same points reuses their rows
             return best, dist
         if len(rest) * n * q[0].numel() <= DIRECT:  # few enough to measure every distance: the nearest point
-            d = perturbation_norm((q[rest, None] - self.x[None]).flatten(0, 1), self.norm).view(len(rest), n)
+            d = distance(q[rest, None], self.x[None], self.norm, 2)
             near, dn = d.argmin(1), d.amin(1)
             take = dn < dist[rest]
             best[rest[take]], dist[rest[take]] = near[take], dn[take]
             return best, dist
         bound = self.distance_bound(self.fingerprint(q[rest]))
         first = bound.argmin(1)
-        d = perturbation_norm(q[rest] - self.x[first], self.norm)
+        d = distance(q[rest], self.x[first], self.norm)
         take = d < dist[rest]
         best[rest[take]], dist[rest[take]] = first[take], d[take]
         rest_i = (dist[rest] > slack).nonzero().squeeze(1)  # rows of ``bound`` still outside their ball
@@ -110,7 +110,7 @@ class Observer(nn.Module):
             return best, dist
         rows = rest[rest_i]
         cand = bound[rest_i].topk(k, dim=1, largest=False).indices
-        d = perturbation_norm((q[rows, None] - self.x[cand]).flatten(0, 1), self.norm).view(len(rows), k)
+        d = distance(q[rows, None], self.x[cand], self.norm, 2)
         pick = d.argmin(1, keepdim=True)
         b, dk = cand.gather(1, pick).squeeze(1), d.gather(1, pick).squeeze(1)
         take = dk < dist[rows]
@@ -140,7 +140,7 @@ class Observer(nn.Module):
             allowed_r = allowed_r[bound[i, allowed_r].argsort()]
             for s in range(0, len(allowed_r), 64):
                 c = allowed_r[s:s + 64]
-                dc = perturbation_norm(q[r] - self.x[c], self.norm)
+                dc = distance(q[r], self.x[c], self.norm)
                 j = int(dc.argmin())
                 if dc[j] <= slack:
                     best[r], dist[r] = c[j], dc[j]
@@ -170,7 +170,7 @@ class Observer(nn.Module):
         chunk = max(1, DIRECT // (len(self.x) * self.x[0].numel()))  # points measured against all at once
         for s in range(0, len(need), chunk):
             c = need[s:s + chunk]
-            d = perturbation_norm((self.x[c, None] - self.x[None]).flatten(0, 1), self.norm).view(len(c), -1)
+            d = distance(self.x[c, None], self.x[None], self.norm, 2)
             self._pairwise[c] = d
         return self._pairwise[points]
 

@@ -116,8 +116,9 @@ class PGD(Attack):
                     broken[idx[new]] = True
                     restart[idx[new]] = k
                     x_adv[idx[new]] = xt[new]
-                    idx, x0, y0, xt = idx[keep], x0[keep], y0[keep], xt[keep]
-                    box = tuple(b[keep] for b in box)
+                    if not keep.all():  # (without reuse every point stays: nothing to copy)
+                        idx, x0, y0, xt = idx[keep], x0[keep], y0[keep], xt[keep]
+                        box = tuple(b[keep] for b in box)
                 if grad is None:
                     break
                 xt = project(self.ascent_step(xt, grad, alpha), box, eps, self.norm, limits)

@@ -226,3 +226,17 @@ def test_the_observer_finds_the_ball_that_holds_a_query_wherever_points_lie(norm
         held = (every <= slack).any(1)
         assert torch.equal(dist <= slack, held), (norm, scale)
         assert torch.allclose(dist, every.gather(1, j[:, None]).squeeze(1)), (norm, scale)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_the_observers_distance_is_the_perturbations_norm_and_leaves_its_inputs(norm):
+    from robrep.attacks.geometry import distance, perturbation_norm
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(5, 1, 4, 4, generator=gen), torch.rand(3, 1, 4, 4, generator=gen)
+    a0, b0 = a.clone(), b.clone()
+    assert torch.equal(distance(a[:3], b, norm), perturbation_norm(a[:3] - b, norm))
+    pairs = distance(a[:, None], b[None], norm, 2)  # every query against every point: (5, 3)
+    assert pairs.shape == (5, 3)
+    assert torch.equal(pairs, perturbation_norm((a[:, None] - b[None]).flatten(0, 1), norm).view(5, 3))
+    assert torch.equal(a, a0) and torch.equal(b, b0)
