@@ -70,7 +70,7 @@ def measure(folder: Path, first, df, radius: float, points: int, seconds: float,
     status = d.status[sample]
     decided = {"certified": int((status == CERTIFIED).sum()), "broken": int((status == BROKEN).sum())}
     share = {k: v / max(len(sample), 1) for k, v in decided.items()}
-    out.update(solver=solver, open=len(opened), sample=len(sample), **{f"complete_{k}": v for k, v in decided.items()},
+    out.update(solver=solver, seconds_limit=seconds, open=len(opened), sample=len(sample), **{f"complete_{k}": v for k, v in decided.items()},
                complete_unknown=len(sample) - sum(decided.values()),
                complete_seconds_per_point=round(spent / max(len(sample), 1), 1),
                binaries_median=float(torch.tensor([float(d.binaries[int(i)]) for i in sample]).median())
