@@ -489,7 +489,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
     with console.status(f"certifying {args.results} ({args.method})"):
         rows = certify_run(args.results, method=args.method, device=args.device, data_root=args.data_root,
-                           complete=args.complete, solver=args.solver)
+                           complete=args.complete, solver=args.solver, complete_radii=args.complete_radii)
     t = Table(title=f"robrep certify {args.results} ({args.method}): robust accuracy lies between the two")
     for col in ("encoder", "task", "probe", "radius", "certified", "attacked"):
         t.add_column(col, overflow="fold", justify="right" if col in ("radius", "certified", "attacked") else "left")
@@ -642,6 +642,10 @@ def _certify_command(sub) -> None:
                         "tens of times slower) or ibp (interval bounds: fast, loose)")
     c.add_argument("--complete", type=float, default=None, metavar="SECONDS",
                    help="then decide the points the bounds left open, at most SECONDS per point (see --solver)")
+    from robrep.harness.config import floats
+
+    c.add_argument("--complete-radii", type=floats, default=None, metavar="R,R",
+                   help="run the complete method only at these of the run's radii (default: every one)")
     c.add_argument("--solver", choices=("bab", "milp"), default="bab",
                    help="the complete method: bab (branch and bound on the ReLUs over alpha-beta-CROWN bounds; "
                         "default; L-inf and L2) or milp (a mixed-integer program per margin, HiGHS; L-inf only)")

@@ -30,7 +30,8 @@ class CertifyError(ValueError):
 
 
 def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", data_root=None,
-                batch_size: int = 100, complete: float | None = None, solver: str = "bab") -> pd.DataFrame:
+                batch_size: int = 100, complete: float | None = None, solver: str = "bab",
+                complete_radii=None) -> pd.DataFrame:
     """Certify every claim of run folder ``out`` (see the module docstring); returns the claimed rows with
     ``certified_accuracy`` filled in. Encoders the certifier cannot bound raise ``NotCertifiable``.
 
@@ -38,7 +39,8 @@ def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", 
     did not certify; what it proves joins the certified share, and a point it breaks that the attacks missed is
     counted in the note (the attacked number is then too high). ``solver``: ``bab`` (branch and bound over
     alpha-beta-CROWN bounds, ``robrep.certify.bab``; L-inf and L2) or ``milp`` (a mixed-integer program per
-    margin, ``robrep.certify.complete``; L-inf only)."""
+    margin, ``robrep.certify.complete``; L-inf only). ``complete_radii``: only at these of the run's radii (default
+    every one; the method costs seconds per open point, and the open points are many at the larger radii)."""
     from robrep.certify.bounds import _check
     from robrep.data import load_dataset
     from robrep.verify import GROUP, _claims_of, attacked_model, claims
@@ -51,6 +53,14 @@ def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", 
     csv, folder, df = _claims_of(Path(out))
     if solver not in SOLVERS:
         raise CertifyError(f"the complete method's solver is one of {', '.join(SOLVERS)}, not {solver!r}")
+    if complete_radii is not None:
+        if complete is None:
+            raise CertifyError("--complete-radii says where the complete method runs: give --complete SECONDS too")
+        own = sorted({float(r) for r in df["radius"]})
+        wrong = [r for r in complete_radii if not any(abs(float(r) - o) <= 1e-12 for o in own)]
+        if wrong:
+            raise CertifyError(f"--complete-radii {', '.join(f'{r:g}' for r in wrong)}: not a radius of this run "
+                               f"(its radii: {', '.join(f'{r:g}' for r in own)})")
     if complete is not None and solver == "milp" and set(df["norm"]) != {"linf"}:
         raise CertifyError(f"the mixed-integer program is L-inf only (the L2 ball is not a polytope); this run has "
                            f"{', '.join(sorted(set(df['norm'])))}: use --solver bab, or certify without --complete")
@@ -64,10 +74,15 @@ def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", 
         if first["dataset"] not in data:
             data[first["dataset"]] = load_dataset(first["dataset"], root=data_root)
         updated.append(_certify_group(folder, df, rows, model, data[first["dataset"]], method, device, batch_size,
-                                      complete, solver))
+                                      complete, solver, complete_radii))
     result = pd.concat(updated, ignore_index=True)
     _record(folder, csv, result)
     return result
+
+
+def _among(eps: float, radii) -> bool:
+    """Whether radius ``eps`` is one of ``radii`` (None: every radius)."""
+    return radii is None or any(abs(eps - float(r)) <= 1e-12 for r in radii)
 
 
 def _decide_open(model, x, y, eps, first, open_, sure, exact, complete, solver, method, device, attacked_idx):
@@ -101,7 +116,7 @@ def _decide_open(model, x, y, eps, first, open_, sure, exact, complete, solver, 
 
 
 def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size, complete=None,
-                   solver="bab") -> pd.DataFrame:
+                   solver="bab", complete_radii=None) -> pd.DataFrame:
     from robrep.harness.plan import test_indices
     from robrep.rows.masks import attacked_robust, certified_path, save_masks
 
@@ -123,7 +138,7 @@ def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size
             with torch.no_grad():
                 sure[i, candidates] = certified(model, x[candidates.to(x.device)], y[candidates.to(y.device)], eps,
                                                 first["norm"], method, batch_size, ops=ops).cpu()
-        if complete is not None and eps > 0:
+        if complete is not None and eps > 0 and _among(eps, complete_radii):
             # the candidates the attacks left robust (all, where the run kept no masks) the bounds did not decide
             open_ = candidates & ~sure[i] if robust is None else candidates & robust[i] & ~sure[i]
             _decide_open(model, x, y, eps, first, open_, sure[i], exact, complete, solver, method, device,
@@ -137,7 +152,9 @@ def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size
     seconds = time.perf_counter() - t0
     name = method if complete is None else f"{method}+{solver}"
     detail = "" if complete is None else (
-        f"; complete method at {complete:g} s/point decided {exact['certified'] + exact['broken']} of "
+        f"; complete method at {complete:g} s/point"
+        + ("" if complete_radii is None else f" at radius {', '.join(f'{float(r):g}' for r in sorted(complete_radii))}")
+        + f" decided {exact['certified'] + exact['broken']} of "
         f"{exact['open']} open points: {exact['certified']} certified, {exact['broken']} broken"
         + (f" ({exact['missed']} that every attack missed)" if exact["missed"] else ""))
     note = f"{name} (robrep certify, {time.strftime('%Y-%m-%d')}, {seconds:.0f} s{detail})"

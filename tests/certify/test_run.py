@@ -127,3 +127,23 @@ def test_publishing_checks_every_certified_point_against_the_runs_attacks(run, t
     next((copy / "examples").rglob("certified--ibp.safetensors")).unlink()
     with pytest.raises(LeaderboardError, match="without their per-point record"):
         publish([copy], out=board)
+
+
+def test_the_complete_method_runs_only_at_the_radii_asked_and_refuses_others(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    crown = certify_run(copy, method="crown").sort_values(["task", "radius"]).reset_index(drop=True)
+    before = (copy / "results.csv").read_bytes()
+    with pytest.raises(CertifyError, match=r"--complete-radii 0.02: not a radius of this run \(its radii: 0, 0.01, 0.03\)"):
+        certify_run(copy, complete=5, complete_radii=[0.02])
+    with pytest.raises(CertifyError, match="give --complete SECONDS too"):
+        certify_run(copy, complete_radii=[0.03])
+    assert (copy / "results.csv").read_bytes() == before
+    rows = certify_run(copy, complete=5, complete_radii=[0.03]).sort_values(["task", "radius"]).reset_index(drop=True)
+    assert rows["certified_by"].str.contains(r"complete method at 5 s/point at radius 0.03 decided").all()
+    small = rows["radius"] < 0.03  # bounds alone there: what CROWN alone certifies
+    assert (rows.loc[small, "certified_accuracy"] == crown.loc[small, "certified_accuracy"]).all()
+    assert (rows.loc[~small, "certified_accuracy"] >= crown.loc[~small, "certified_accuracy"] - 1e-6).all()
+    assert (rows.loc[~small, "certified_accuracy"] > crown.loc[~small, "certified_accuracy"] + 1e-6).any()
