@@ -57,7 +57,7 @@ def certify_run(out: str | Path, *, method: str = "crown", device: str = "cpu", 
         if complete is None:
             raise CertifyError("--complete-radii says where the complete method runs: give --complete SECONDS too")
         own = sorted({float(r) for r in df["radius"]})
-        wrong = [r for r in complete_radii if not any(abs(float(r) - o) <= 1e-12 for o in own)]
+        wrong = [r for r in complete_radii if not _among(float(r), own)]
         if wrong:
             raise CertifyError(f"--complete-radii {', '.join(f'{r:g}' for r in wrong)}: not a radius of this run "
                                f"(its radii: {', '.join(f'{r:g}' for r in own)})")
