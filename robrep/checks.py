@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from robrep.attacks.base import LATE, REACH, AttackResult, predict, radius_seed
-from robrep.attacks.geometry import bounds_of, perturbation_norm, uniform_in_ball
+from robrep.attacks.geometry import bounds_of, distance, uniform_in_ball
 from robrep.rows.layout import EXPLORED_MIN, LATE_MAX
 
 NOISE_DRAWS = 4
@@ -75,7 +75,7 @@ def check_result(
     for r in result.radii:
         adv, robust = result.x_adv[r], result.robust[r]
         acc = robust.float().mean().item()
-        dist = perturbation_norm(adv - x, norm)
+        dist = distance(adv, x, norm)
         recomputed = predict(model, adv, batch_size) == y
         if prior is not None:
             recomputed &= prior.robust[r].to(recomputed.device)

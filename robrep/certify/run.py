@@ -85,7 +85,7 @@ def _among(eps: float, radii) -> bool:
     return radii is None or any(abs(eps - float(r)) <= 1e-12 for r in radii)
 
 
-def _decide_open(model, x, y, eps, first, open_, sure, exact, complete, solver, method, device, attacked_idx):
+def _decide_open(model, x, y, eps, first, open_, sure, exact, complete, solver, method, attacked_idx):
     """Run the complete method on the ``open_`` points; mark what it certifies in ``sure``, tally into ``exact``.
 
     ``attacked_idx`` (the test indices, where the run kept attack masks) turns a broken point into a warning: every
@@ -101,7 +101,7 @@ def _decide_open(model, x, y, eps, first, open_, sure, exact, complete, solver, 
                              points=points, method=method)
     else:
         d = decide(model.cpu(), x.cpu(), y.cpu(), eps, time_limit=complete, points=points, method=method)
-    model.to(device)
+    model.to(x.device)  # the solvers run on the CPU
     status = d.status[points]
     sure[points[status == CERTIFIED]] = True
     broken = points[status == BROKEN]
@@ -141,7 +141,7 @@ def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size
         if complete is not None and eps > 0 and _among(eps, complete_radii):
             # the candidates the attacks left robust (all, where the run kept no masks) the bounds did not decide
             open_ = candidates & ~sure[i] if robust is None else candidates & robust[i] & ~sure[i]
-            _decide_open(model, x, y, eps, first, open_, sure[i], exact, complete, solver, method, device,
+            _decide_open(model, x, y, eps, first, open_, sure[i], exact, complete, solver, method,
                          idx if robust is not None else None)
         if robust is not None:
             broken = sure[i] & ~robust[i]
