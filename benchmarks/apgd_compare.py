@@ -28,7 +28,7 @@ from script_command import command  # noqa: E402
 from robrep.attacks.apgd import APGD  # noqa: E402
 from robrep.attacks.external import TorchattacksAttack  # noqa: E402
 from robrep.data import load_dataset  # noqa: E402
-from robrep.harness.plan import test_indices  # noqa: E402
+from robrep.harness.plan import claim_points  # noqa: E402
 from robrep.rows.files import read_results  # noqa: E402
 from robrep.rows.masks import attacked_robust  # noqa: E402
 from robrep.verify import attacked_model  # noqa: E402
@@ -52,8 +52,7 @@ def compare(folder: Path, learners: set[str] | None) -> list[dict]:
         radii = sorted(set(rows["radius"]))
         model = attacked_model(folder, first, str(first["checkpoint"]), "cpu")
         ds = load_dataset(first["dataset"])
-        idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
-        x, y = ds.test.batch(idx), ds.test.labels[task][idx]
+        _, x, y = claim_points(ds, first)
         entering = before_autoattack(folder, rows, first, radii)
         for i, eps in enumerate(radii):
             sel = entering[i].nonzero().squeeze(1)

@@ -33,7 +33,7 @@ from robrep.certify.bab import branch_and_bound
 from robrep.certify.complete import BROKEN, CERTIFIED, decide
 from robrep.rows.masks import attacked_robust
 from robrep.data import load_dataset
-from robrep.harness.plan import test_indices
+from robrep.harness.plan import claim_points
 from robrep.rows.files import read_results
 from robrep.verify import attacked_model, claims
 
@@ -42,8 +42,7 @@ def measure(folder: Path, first, df, radius: float, points: int, seconds: float,
             bounds: str = "alpha-crown") -> dict:
     model = attacked_model(folder, first, str(first["checkpoint"]), "cpu")
     ds = load_dataset(first["dataset"])
-    idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
-    x, y = ds.test.batch(idx), ds.test.labels[first["task"]][idx]
+    _, x, y = claim_points(ds, first)
     radii = sorted(set(float(r) for r in df[(df["run"] == first["run"]) & (df["task"] == first["task"])]["radius"]))
     robust = attacked_robust(folder, df, first, radii)[radii.index(radius)]
     out = {"learner": first["learner"], "arch": first["arch"], "radius": radius, "n": len(x),

@@ -27,7 +27,7 @@ from robrep.attacks import PGD
 from robrep.attacks.apgd import APGD
 from robrep.certify import certified
 from robrep.data import load_dataset
-from robrep.harness.plan import test_indices
+from robrep.harness.plan import claim_points
 from robrep.rows.files import read_results
 from robrep.rows.masks import attacked_robust
 from robrep.verify import attacked_model, claims
@@ -42,8 +42,7 @@ ATTACKS = {  # key: (what it is, the attack)
 def measure(folder: Path, first, df, radius: float) -> dict:
     model = attacked_model(folder, first, str(first["checkpoint"]), "cpu").eval()
     ds = load_dataset(first["dataset"])
-    idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
-    x, y = ds.test.batch(idx), ds.test.labels[first["task"]][idx]
+    idx, x, y = claim_points(ds, first)
     radii = sorted(set(float(r) for r in df[(df["run"] == first["run"]) & (df["task"] == first["task"])]["radius"]))
     robust = attacked_robust(folder, df, first, radii)[radii.index(radius)]
     sure = certified(model, x, y, radius, first["norm"], "crown")

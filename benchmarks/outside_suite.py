@@ -27,7 +27,7 @@ import torch
 from robrep.attacks.geometry import admissible, ball_box, bounds_of, project
 from robrep.rows.masks import attacked_robust
 from robrep.data import load_dataset
-from robrep.harness.plan import test_indices
+from robrep.harness.plan import claim_points
 from robrep.rows.files import read_results
 from robrep.verify import attacked_model
 
@@ -67,8 +67,7 @@ def compare(folder: Path, data_root=None) -> list[dict]:
         radii = sorted(set(rows["radius"]))
         model = attacked_model(folder, first, str(first["checkpoint"]), "cpu")
         ds = load_dataset(dataset, root=data_root)
-        idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
-        x, y = ds.test.batch(idx), ds.test.labels[task][idx]
+        idx, x, y = claim_points(ds, first)
         ours = attacked_robust(folder, df, first, radii)  # the protocol's per-point worst case
         worst = rows[rows["suite"] == "worst-case"].set_index("radius")["adversarial_accuracy"]
         for i, eps in enumerate(radii):

@@ -21,7 +21,7 @@ import torch
 from script_command import command
 from robrep.certify.smoothing import certify_smoothed
 from robrep.data import load_dataset
-from robrep.harness.plan import test_indices
+from robrep.harness.plan import claim_points
 from robrep.rows.files import read_results
 from robrep.verify import attacked_model, claims
 
@@ -43,8 +43,7 @@ def main() -> int:
             continue
         model = attacked_model(args.run, first, str(first["checkpoint"]), "cpu")
         ds = load_dataset(first["dataset"])
-        idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
-        x, y = ds.test.batch(idx), ds.test.labels[first["task"]][idx]
+        _, x, y = claim_points(ds, first)
         radii = sorted(float(r) for r in g["radius"])
         attacked = dict(zip(g["radius"].astype(float), g["adversarial_accuracy"].astype(float)))
         for sigma in (float(s) for s in args.sigmas.split(",")):

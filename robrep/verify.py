@@ -243,11 +243,10 @@ def _most(cells: pd.DataFrame, column: str, default: int) -> int:
 def _judge(model, ds, first, rows: pd.DataFrame, budget: tuple[int, int], tolerance: float, device,
            margin: bool = False) -> list[Verdict]:
     """One verdict per claimed row: the independent attack at its radius (once per radius) against its number."""
-    from robrep.harness.plan import test_indices
+    from robrep.harness.plan import claim_points
 
     n_steps, n_restarts = budget
-    idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
-    x, y = ds.test.batch(idx).to(device), ds.test.labels[first["task"]][idx].to(device)
+    _, x, y = claim_points(ds, first, device)
     found: dict[float, float] = {}
     verdicts = []
     for r in rows.to_dict("records"):

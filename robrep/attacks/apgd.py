@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robrep.attacks.base import Attack, Progress
-from robrep.attacks.geometry import bounds_of, flat_norm
+from robrep.attacks.geometry import bounds_of
 
 LOSSES = ("ce", "dlr", "dlr-targeted")
 MAX_ROWS = 8192  # rows (points x targets x restarts) stepped together; more points are attacked in chunks

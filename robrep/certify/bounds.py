@@ -311,7 +311,6 @@ def _activation_bounds(ops, dom: _Domain, method: str) -> tuple[list, torch.Tens
     """The bounds of every activation's input (IBP, or CROWN layer by layer), and of the last affine map's input."""
     layer_bounds: list = [None] * len(ops)
     lo, hi = dom.lo, dom.hi
-    n = len(dom.x0)
     for i, op in enumerate(ops[:-1]):
         if isinstance(op, Activation):
             layer_bounds[i] = (lo, hi)

@@ -117,13 +117,12 @@ def _decide_open(model, x, y, eps, first, open_, sure, exact, complete, solver, 
 
 def _certify_group(folder: Path, df, rows, model, ds, method, device, batch_size, complete=None,
                    solver="bab", complete_radii=None) -> pd.DataFrame:
-    from robrep.harness.plan import test_indices
+    from robrep.harness.plan import claim_points
     from robrep.rows.masks import attacked_robust, certified_path, save_masks
 
     first = rows.iloc[0]
     radii = sorted(set(float(r) for r in df[(df["run"] == first["run"]) & (df["task"] == first["task"])]["radius"]))
-    idx = test_indices(len(ds.test), int(first["n_examples"]), int(first["seed"]))
-    x, y = ds.test.batch(idx).to(device), ds.test.labels[first["task"]][idx].to(device)
+    idx, x, y = claim_points(ds, first, device)
     robust = attacked_robust(folder, df, first, radii)
     sure = torch.zeros(len(radii), len(x), dtype=torch.bool)
     t0 = time.perf_counter()

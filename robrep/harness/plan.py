@@ -40,6 +40,14 @@ def test_indices(n_test: int, n_examples: int | None, seed: int) -> torch.Tensor
     return torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:n_examples].sort().values
 
 
+def claim_points(ds, row, device="cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(idx, x, y): the test points a published row is about (its run's selection, ``n_examples`` and ``seed``),
+    their inputs and their labels of the row's task, on ``device``: what ``robrep verify``, ``robrep certify``
+    and the benchmarks that re-examine a row attack or bound."""
+    idx = test_indices(len(ds.test), int(row["n_examples"]), int(row["seed"]))
+    return idx, ds.test.batch(idx).to(device), ds.test.labels[row["task"]][idx].to(device)
+
+
 def probe_indices(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
     """Training points whose labels the probe sees: all, or a stratified random ``fraction`` (>= 1 per class)."""
     if fraction >= 1:
