@@ -80,9 +80,10 @@ def ball_box(x: torch.Tensor, eps: float, norm: str, bounds: tuple[float, float]
 def project(x_adv: torch.Tensor, box: tuple[torch.Tensor, ...], eps: float, norm: str,
             bounds: tuple[float, float]) -> torch.Tensor:
     """x_adv moved into the ball of radius eps around its point (``box = ball_box(x, ...)``) and the bounds: for
-    L2 the perturbation is scaled onto the ball, then clipped to the bounds."""
+    L2 the perturbation is scaled onto the ball, then clipped to the bounds. Under L-inf x_adv is clamped in place
+    (callers pass the step they just computed)."""
     if norm == "linf":
-        return x_adv.clamp(*box)
+        return x_adv.clamp_(*box)
     x = box[0]
     delta = x_adv - x
     delta = delta * (eps / flat_norm(delta)).clamp(max=1.0)

@@ -56,9 +56,10 @@ class PGD(Attack):
         return uniform_in_ball(x, eps, self.norm, gen, bounds)
 
     def ascent_step(self, xt, grad, alpha):
-        """One ascent step from xt: alpha times the gradient's sign (L-inf) or its direction (L2)."""
-        if self.norm == "linf":
-            return torch.add(xt, grad.sign(), alpha=alpha)  # alpha * sign is exact: xt + alpha * sign, rounded once
+        """One ascent step from xt: alpha times the gradient's sign (L-inf) or its direction (L2). May write into
+        xt and grad (the loop's own, used for nothing else)."""
+        if self.norm == "linf":  # in place: xt and grad are this step's own (alpha * sign is exact: rounded once)
+            return xt.add_(grad.sign_(), alpha=alpha)
         return xt + alpha * (grad / flat_norm(grad))
 
     def loss_of(self, restart: int) -> str:
