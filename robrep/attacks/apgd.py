@@ -28,6 +28,7 @@ from torch import nn
 
 from robrep.attacks.base import Attack, Progress
 from robrep.attacks.geometry import bounds_of
+from robrep.attacks.observer import expect
 
 LOSSES = ("ce", "dlr", "dlr-targeted")
 MAX_ROWS = 8192  # rows (points x targets x restarts) stepped together; more points are attacked in chunks
@@ -171,6 +172,7 @@ class APGD(Attack):
 
     def _evaluate(self, model, rows):
         """Loss, its input gradient, and whether the decision changed, at every row's current iterate."""
+        expect(model, rows.point)  # each row's point, for the Observer
         with torch.enable_grad():
             xa = rows.xa.clone().requires_grad_(True)
             logits = model(xa)

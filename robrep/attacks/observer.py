@@ -37,6 +37,7 @@ class Observer(nn.Module):
         self._last: torch.Tensor | None = None  # the points the last query batch was matched to
         self._last_x: torch.Tensor | None = None  # their rows of x, when every query matched its guess
         self._kept: torch.Tensor | None = None  # those of them whose query was not misclassified in the ball
+        self._expected: torch.Tensor | None = None  # the points the attack says its next query perturbs (``expect``)
         self._pairwise: torch.Tensor | None = None  # distances between attacked points, rows filled on need
         self._nearest: torch.Tensor | None = None  # each point's distance to its nearest other one
 
@@ -75,6 +76,9 @@ class Observer(nn.Module):
         slack = self.eps + ball_slack(self.eps)
         n = len(self.x)
         guess, xs = (torch.arange(n, device=q.device), self.x) if len(q) == n else (None, None)
+        expected, self._expected = self._expected, None
+        if expected is not None and len(expected) == len(q):
+            guess, xs = expected, None  # what the attack said (a guess like the others: checked below)
         if guess is None and self._last is not None and len(self._last) == len(q):
             guess, xs = self._last, self._last_x  # the same subset as the last call (an attack's next step on the points left)
         if guess is None and self._kept is not None and len(self._kept) == len(q):
@@ -174,6 +178,12 @@ class Observer(nn.Module):
             self._pairwise[c] = d
         return self._pairwise[points]
 
+    def expect(self, points: torch.Tensor) -> None:
+        """Say which attacked point each row of the next query perturbs (an attack with several rows per point,
+        or one that queries a subset of its rows). Only a guess, checked as the others: a row outside its
+        point's ball is matched by the search, so a wrong hint costs time and never changes the evidence."""
+        self._expected = points
+
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         out = self.model(q)
         self.calls += 1
@@ -193,3 +203,10 @@ class Observer(nn.Module):
         if broke.any():
             self.first_break[j[broke]] = self.calls
             self.found[j[broke]] = q[broke]
+
+
+def expect(model: nn.Module, points: torch.Tensor) -> None:
+    """Tell the model, where it is an ``Observer``, which attacked point each row of the next query perturbs (a
+    hint for attacks with several rows per point: ``Observer.expect``); any other model is left alone."""
+    if isinstance(model, Observer):
+        model.expect(points)

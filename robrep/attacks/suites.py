@@ -192,6 +192,15 @@ def native_apgd_t(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, 
 
 native_apgd_t.min_classes = 4
 
+
+@_attack("native", "FAB-T")
+def native_fab_t(n_classes: int = 10, *, steps: int = 100, restarts: int = 10, norm: str = "linf") -> Attack:
+    """robrep's targeted FAB as AutoAttack's standard version runs it (one run per target, no random start, the
+    n_classes - 1 classes with the largest clean logits as targets), every target of a point in one batch."""
+    from robrep.attacks.fab import FAB
+
+    return FAB(steps=steps, n_targets=n_classes - 1, norm=_norm(norm))
+
 # a suite's attacks under each threat model. Under L2 foolbox's single-step FGM is replaced by DDN: clipped to
 # [0, 1] pixels, one L2 gradient step leaves a good share of the robust points short of half the radius (the
 # exploration check refuses such rows), where DDN searches the ball. Under L2 torchattacks adds the untargeted

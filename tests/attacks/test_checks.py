@@ -229,6 +229,31 @@ def test_the_observer_finds_the_ball_that_holds_a_query_wherever_points_lie(norm
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_an_attacks_hint_of_each_rows_point_is_checked_like_any_guess(norm):
+    """Several rows per point (targets, restarts), as a batched attack queries them: with the right hint every row
+    goes to its point; with a wrong one (rows given to other points) each row inside a ball is still matched to a
+    point whose ball holds it, measured against every point; a hint is used once."""
+    from robrep.attacks.geometry import ball_slack, perturbation_norm
+    from robrep.attacks.observer import Observer, expect
+
+    gen = torch.Generator().manual_seed(2)
+    eps = 0.1 if norm == "linf" else 1.0
+    x = torch.rand(40, 1, 12, 12, generator=gen)
+    obs = Observer(nn.Flatten(), x, torch.zeros(40, dtype=torch.long), eps, norm)
+    point = torch.arange(40).repeat_interleave(3)
+    delta = torch.rand(120, 1, 12, 12, generator=gen) * 2 - 1
+    q = x[point] + 0.5 * delta * (eps / perturbation_norm(delta, norm)).view(-1, 1, 1, 1)
+    every = perturbation_norm((q[:, None] - x[None]).flatten(0, 1), norm).view(len(q), len(x))
+    for hint in (point, point.roll(7)):
+        expect(obs, hint)
+        j, dist = obs.match(q)
+        assert (dist <= eps + ball_slack(eps)).all() and torch.allclose(dist, every.gather(1, j[:, None]).squeeze(1))
+        assert torch.equal(j, point) or not torch.equal(hint, point)
+        assert obs._expected is None
+    expect(nn.Flatten(), point)  # a bare model (no Observer): nothing to tell
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_the_observers_distance_is_the_perturbations_norm_and_leaves_its_inputs(norm):
     from robrep.attacks.geometry import distance, perturbation_norm
 
