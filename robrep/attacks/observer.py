@@ -62,8 +62,8 @@ class Observer(nn.Module):
     def match(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """For each query: the attacked point it perturbs, and the distance to it in the attack's norm.
 
-        A query is a perturbation of the point whose ball it lies in. Cheapest first: the point at the same
-        index (attacks that query the whole batch in order, or the same subset as in their last call); then
+        A query is a perturbation of the point whose ball it lies in. Cheapest first: the guessed point (``_guess``:
+        the one the attack named, the one at the same index, or the same subset as in the last call); then
         (when queries x points x input size is at most ``DIRECT``, the nearest of all points, measured); else
         the nearest on block means; then the ``CANDIDATES`` nearest; then, for a query still outside the
         ball of its match, every point the block-mean bound (``distance_bound``) does not rule out, until one holds
@@ -75,14 +75,7 @@ class Observer(nn.Module):
         the ``CANDIDATES``."""
         slack = self.eps + ball_slack(self.eps)
         n = len(self.x)
-        guess, xs = (torch.arange(n, device=q.device), self.x) if len(q) == n else (None, None)
-        expected, self._expected = self._expected, None
-        if expected is not None and len(expected) == len(q):
-            guess, xs = expected, None  # what the attack said (a guess like the others: checked below)
-        if guess is None and self._last is not None and len(self._last) == len(q):
-            guess, xs = self._last, self._last_x  # the same subset as the last call (an attack's next step on the points left)
-        if guess is None and self._kept is not None and len(self._kept) == len(q):
-            guess = self._kept  # the last call's points less those it broke (an attack that drops broken points)
+        guess, xs = self._guess(q)
         if guess is not None:
             best = guess.clone()
             xs = self.x[best] if xs is None else xs
@@ -121,6 +114,21 @@ class Observer(nn.Module):
         best[rows[take]], dist[rows[take]] = b[take], dk[take]
         self._search(q, rows, rest_i, bound, best, dist, slack)
         return best, dist
+
+    def _guess(self, q: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The points the queries most likely perturb, and their rows of x where at hand (None, None: no guess).
+        What the attack said (``expect``); else the points in order (a query of the whole batch); else the last
+        call's points (an attack's next step on the points left), or those less the ones it broke."""
+        expected, self._expected = self._expected, None
+        if expected is not None and len(expected) == len(q):
+            return expected, None
+        if len(q) == len(self.x):
+            return torch.arange(len(q), device=q.device), self.x
+        if self._last is not None and len(self._last) == len(q):
+            return self._last, self._last_x
+        if self._kept is not None and len(self._kept) == len(q):
+            return self._kept, None
+        return None, None
 
     def _search(self, q, rows, rest_i, bound, best, dist, slack) -> None:
         """For each query ``rows`` (its block-mean bounds ``bound[rest_i]``) still outside its match's ball: every

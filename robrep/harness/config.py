@@ -191,7 +191,7 @@ class BenchConfig:
         action="store_true", help="train again even if a cached checkpoint exists"))
     protocol: str | None = field(default=None, metadata=_cli(
         help="run a standard board protocol (robrep.protocols: mnist5k-linf, colormnist5k-linf, mnist5k-l2, "
-        "celeba-linf): it fixes the data, tasks, threat model, radii, test points, labels and attacks; options "
+        "colormnist5k-l2, celeba-linf, cifar10-linf): it fixes the data, tasks, threat model, radii, test points, labels and attacks; options "
         "that would change them are refused"))
 
     def __post_init__(self) -> None:
