@@ -238,6 +238,8 @@ class FAB(Attack):
                 if not last:
                     df[hit], dg[hit], _ = self._evaluate(model, x1[hit], rows["y"][hit], rows["target"][hit],
                                                          rows["point"][hit])
+            if last:
+                break
             rows["x1"], rows["df"], rows["dg"] = x1, df, dg
             keep = ~broken[rows["point"]]
             if not keep.all():
