@@ -72,3 +72,21 @@ def test_convolutions_are_bounded_in_patches_on_a_gpu_as_on_the_cpu(norm, eps):
     on_gpu = lower_margins(model.to("cuda"), x.cuda(), y.cuda(), eps, norm).cpu()
     finite = torch.isfinite(on_cpu)
     assert torch.allclose(on_cpu[finite], on_gpu[finite], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["native/APGD-T", "native/FAB-T"])
+def test_the_batched_targeted_attacks_on_a_gpu_break_what_they_break_on_the_cpu(name, undefended):
+    """robrep's APGD-T and FAB-T (every target of a point in one batch: the GPU's case) on the same model and points:
+    the same decisions up to the noise of other kernels."""
+    import copy
+
+    from robrep.attacks import ATTACKS
+
+    model, x, y = undefended
+    x, y = x[:100], y[:100]
+    attack = ATTACKS.create(name, 10, steps=20)
+    on_cpu = attack.run(model, x, y, [0.0, 0.05], seed=0).robust[0.05]
+    gpu_model = copy.deepcopy(model).to("cuda")
+    on_gpu = attack.run(gpu_model, x.cuda(), y.cuda(), [0.0, 0.05], seed=0).robust[0.05].cpu()
+    assert 0 < int((~on_cpu).sum()) < len(x)
+    assert (on_cpu == on_gpu).float().mean() >= 0.97
