@@ -178,9 +178,11 @@ class Attack:
         pred, tie = decide(model, x_adv, batch_size)
         return self.admissible(x, x_adv, eps, bounds_of(model)), pred != y, tie
 
-    def restarted(self, model, x, y, eps, generator, progress, restarts: int, call) -> tuple:
+    def restarted(self, model, x, y, eps, generator, progress, restarts: int, call, grad: bool = True) -> tuple:
         """Run ``call(x, y, seed) -> x_adv`` ``restarts`` times with new seeds, each time on the points no
-        earlier run broke with an admissible input (a rejected example is attacked again)."""
+        earlier run broke with an admissible input (a rejected example is attacked again). ``grad``: whether the
+        call runs with gradients on (False for library attacks that switch them on themselves where they need
+        them, so that what they do elsewhere builds no autograd graph)."""
         broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         restart = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
         x_adv = x.clone()
@@ -189,7 +191,7 @@ class Attack:
             if len(idx):
                 seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
                 torch.manual_seed(seed)  # libraries draw random starts from torch's global generator
-                with torch.enable_grad():
+                with torch.set_grad_enabled(grad):
                     adv = call(x[idx], y[idx], seed).detach().to(x.dtype)
                 won = (predict(model, adv) != y[idx]) & self.admissible(x[idx], adv, eps, bounds_of(model))
                 broken[idx[won]] = True

@@ -156,3 +156,43 @@ def test_autoattack_runs_at_its_published_budgets_with_the_paper_protocol_and_sa
     standard = COMPOSITIONS["AutoAttackStandard"]({"n_classes": 10})
     assert [name for name, _ in standard] == ["APGD", "APGDT", "FAB", "Square"]
     assert standard[2][1]["multi_targeted"] and standard[1][1]["n_classes"] == 10
+
+
+def test_library_attacks_that_take_gradients_themselves_run_without_them_and_keep_no_graph(undefended):
+    """torchattacks' APGD index-assigns its iterate (which requires grad) into its best-so-far tensor; run with
+    gradients on, that chains every iteration's iterate into one graph kept to the end of the run (memory that
+    grows with the budget: 14 GB on colormnist5k's L2 protocol). robrep runs the attacks that switch gradients on
+    themselves with them off: the same examples, and no tensors piling up over the iterations."""
+    import gc
+
+    import torch
+
+    from robrep.attacks.external import TorchattacksAttack
+
+    model, x, y = undefended
+    x, y = x[:40], y[:40]
+
+    class Counting(torch.nn.Module):
+        bounds = (0.0, 1.0)
+
+        def __init__(self):
+            super().__init__()
+            self.model, self.live = model, []
+
+        def forward(self, q):
+            self.live.append(sum(1 for o in gc.get_objects() if torch.is_tensor(o)))
+            return self.model(q)
+
+    for name, kwargs in (("APGD", {"loss": "ce", "steps": 30, "n_restarts": 1}),
+                         ("APGDT", {"steps": 30, "n_restarts": 1, "n_classes": 10})):
+        attack = TorchattacksAttack(name, kwargs, norm="l2")
+        assert attack.grad_free
+        counting = Counting()
+        ours = attack.perturb(counting, x, y, 0.5, torch.Generator().manual_seed(0))[1]
+        assert max(counting.live) - counting.live[2] < 50, (name, counting.live[2], max(counting.live))
+        with torch.enable_grad():  # as before: gradients on throughout
+            before = attack.restarted(model, x, y, 0.5, torch.Generator().manual_seed(0), None, 1,
+                                      lambda xs, ys, seed: attack.build(model, 0.5, seed)(xs, ys), grad=True)[1]
+        assert torch.equal(ours, before), name
+    assert not TorchattacksAttack("PGD", {"steps": 5}).grad_free
+    assert TorchattacksAttack("AutoAttackStandard", {"n_classes": 10}).grad_free
