@@ -107,8 +107,9 @@ def project_l2(points: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.
     w3s = (w ** 2).gather(1, indr)
     w5 = w3s.sum(dim=1, keepdim=True)
     ws = w5 - torch.cumsum(w3s, dim=1)
+    big = (w.abs() > 1e-8).float()
     d = -(r * w)
-    d.mul_((w.abs() > 1e-8).float())
+    d.mul_(big)
     s = torch.cat((-w5 * rs[:, 0:1], torch.cumsum((-rs2 + rs) * ws, dim=1) - w5 * rs[:, 0:1]), 1)
     c4 = s[:, 0] + c < 0
     c3 = (d * w).sum(dim=1) + c > 0
@@ -134,7 +135,7 @@ def project_l2(points: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.
         alpha[ws_[rows, lb] == 0] = 0
         c5 = (alpha.unsqueeze(-1) > _where_all(c2, r)).float()
         d[c2] = _where_all(c2, d) * c5 - alpha.unsqueeze(-1) * _where_all(c2, w) * (1 - c5)
-    return d * (w.abs() > 1e-8).float()
+    return d * big
 
 
 @dataclass(repr=False)
@@ -159,10 +160,9 @@ class FAB(Attack):
     def budget(self) -> dict:
         return {"steps": self.steps, "restarts": 1, "step_size": None}
 
-    def units(self, radii):
-        return sum(1 for r in radii if r > 0)
-
     def _size(self, d: torch.Tensor) -> torch.Tensor:
+        """Per row, the step's size as the reference measures it (L2 as the root of the summed squares, not
+        ``torch.norm``: the same floats as the reference, bit for bit)."""
         flat = d.flatten(1)
         return flat.abs().amax(1) if self.norm == "linf" else (flat ** 2).sum(1).sqrt()
 

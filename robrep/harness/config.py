@@ -19,6 +19,7 @@ import torch
 
 from robrep.encoders import Preprocessing
 from robrep.nets import ARCHS
+from robrep.protocols import PROTOCOLS
 from robrep.rows.layout import CERTIFY_METHODS, NORMS, norm_name
 from robrep.encoders.contract import ContractError
 from robrep.validate import ConfigError, check_fields
@@ -190,9 +191,8 @@ class BenchConfig:
     retrain: bool = field(default=False, metadata=_cli(
         action="store_true", help="train again even if a cached checkpoint exists"))
     protocol: str | None = field(default=None, metadata=_cli(
-        help="run a standard board protocol (robrep.protocols: mnist5k-linf, colormnist5k-linf, mnist5k-l2, "
-        "colormnist5k-l2, celeba-linf, cifar10-linf): it fixes the data, tasks, threat model, radii, test points, labels and attacks; options "
-        "that would change them are refused"))
+        help=f"run a standard board protocol ({', '.join(PROTOCOLS)}): it fixes the data, tasks, threat model, "
+        "radii, test points, labels and attacks; options that would change them are refused"))
 
     def __post_init__(self) -> None:
         for name in ("learners", "datasets", "radii", "suites"):
