@@ -7,6 +7,7 @@
 #   3. the default bench with --device cuda from an empty cache, timed, beside the same on the CPU's threads;
 #   4. a one-GPU torchrun of a small bench;
 #   5. the standard protocol's per-part timing table (benchmarks/protocol_parts.py) on the GPU, 200 test points;
+#   6. the tasks of one encoder one at a time against stacked into one pass (benchmarks/stacked_cells.py), 17 tasks;
 # Everything goes to the terminal and to $OUT/gpu_check.log when $OUT is set (the device tool's output folder).
 #     bash benchmarks/gpu_check.sh
 set -u
@@ -42,6 +43,10 @@ timed env ROBREP_CACHE="$WORK/cache-ddp" timeout 150 torchrun --standalone --npr
 step "where the standard protocol's time goes on the GPU (200 test points, the VAE)"
 timed env ROBREP_CACHE="$WORK/cache-gpu" timeout 150 python benchmarks/protocol_parts.py --device cuda \
     --learners vae --n-examples 200 --json "${OUT:-$WORK}/protocol_parts_gpu.json"
+
+step "17 tasks of one encoder, one at a time and stacked (robrep bench --stack-tasks), on the GPU"
+timed env ROBREP_CACHE="$WORK/cache-gpu" timeout 150 python benchmarks/stacked_cells.py --device cuda --tasks 17 \
+    --json "${OUT:-$WORK}/stacked_cells_gpu.json"
 
 step "done"
 rm -rf "$WORK"

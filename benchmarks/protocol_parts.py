@@ -58,14 +58,14 @@ class Counter:
         counter = self
         part, forward = base.Attack._attack_part, observer.Observer.forward
 
-        def _attack_part(attack, model, x, y, idx, eps, *args):
+        def _attack_part(attack, loop, idx, eps, progress):
             key = (attack.name, float(eps))
-            counter.stage = (key, model)
+            counter.stage = (key, loop.model)
             t0 = time.perf_counter()
-            robust = args[2]
+            robust = loop.robust
             before = int(robust[idx].sum())
             try:
-                return part(attack, model, x, y, idx, eps, *args)
+                return part(attack, loop, idx, eps, progress)
             finally:
                 cell = counter.cells[key]
                 cell["seconds"] += time.perf_counter() - t0

@@ -210,46 +210,75 @@ class Attack:
         (``robrep.attacks.cascade``); only the points still robust against them are attacked, and the result
         is the cascade's so far (its robust points and, for the points earlier attacks broke, their lateness;
         their adversarial inputs are not carried: ``x_adv`` holds x for them)."""
+        loop = RadiusLoop(self, model, x, y, radii, seed, prior, batch_size)
+        for eps in loop.radii:
+            parts = loop.begin(eps)
+            for s, part in enumerate(parts):
+                self._attack_part(loop, part, eps, progress if s == 0 else None)
+            if not parts and eps > 0 and progress:
+                progress(self.units([eps]))
+            loop.end(eps)
+        return loop.result()
+
+    def _attack_part(self, loop: RadiusLoop, part: torch.Tensor, eps: float, progress: Progress | None) -> None:
+        """Attack one part of a radius's points (an Observer between the attack and the model) and settle it."""
+        observer = loop.observer(part, eps)
+        loop.settle(part, eps, observer, self.perturb(observer, loop.x[part], loop.y[part], eps, loop.gen, progress))
+
+
+class RadiusLoop:
+    """One cell's way through its radii (``Attack.run``; ``robrep.attacks.stacked`` steps several cells at once):
+    radius 0 evaluated without attacking, each larger radius attacking only the points still robust (under the
+    cascade's ``prior`` too) with its own seed, in parts of ``batch_size`` points, every returned input checked
+    by the guards and every query seen by an ``Observer`` (the evidence)."""
+
+    def __init__(self, attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, radii: list[float],
+                 seed: int, prior: AttackResult | None = None, batch_size: int = 1000):
         if any(r < 0 for r in radii):
             raise ValueError(f"attack radii must be >= 0, got {radii}")
-        t0 = time.perf_counter()
+        self.attack, self.model, self.x, self.y, self.seed = attack, model, x, y, seed
+        self.prior, self.batch_size = prior, batch_size
+        self.t0 = time.perf_counter()
         model.eval()
-        radii = radius_grid(radii)
-        res = AttackResult(radii, clean_correct=predict(model, x, batch_size) == y)
-        robust, x_adv = res.clean_correct.clone(), x.clone()
-        for eps in radii:
-            res.attacked[eps] = res.rejected[eps] = 0
-            res.late[eps] = torch.zeros_like(robust)
-            if prior is not None:
-                robust &= prior.robust[eps].to(robust.device)
-                res.late[eps] |= prior.late[eps].to(robust.device)
-            if eps > 0:
-                # only points not yet broken at a smaller radius (unless the attack opts out of reuse)
-                fresh = res.clean_correct if prior is None else res.clean_correct & prior.robust[eps].to(robust.device)
-                idx = (robust if self.reuse else fresh).nonzero().squeeze(1)
-                res.seeds[eps] = radius_seed(seed, eps)
-                gen = torch.Generator().manual_seed(res.seeds[eps])
-                evidence = Evidence(measured_late=self.kind != "single-step")
-                for s in range(0, len(idx), batch_size):
-                    part = idx[s:s + batch_size]
-                    self._attack_part(model, x, y, part, eps, gen, progress if s == 0 else None, robust, x_adv,
-                                      res, evidence)
-                if not len(idx) and progress:
-                    progress(self.units([eps]))
-                res.attacked[eps] = len(idx)
-                res.evidence[eps] = evidence
-            res.robust[eps] = robust.clone()
-            res.x_adv[eps] = x_adv.clone()
-        res.wall_seconds = time.perf_counter() - t0
-        return res
+        self.radii = radius_grid(radii)
+        self.res = AttackResult(self.radii, clean_correct=predict(model, x, batch_size) == y)
+        self.robust, self.x_adv = self.res.clean_correct.clone(), x.clone()
+        self.gen: torch.Generator | None = None
+        self.evidence: Evidence | None = None
 
-    def _attack_part(self, model, x, y, part, eps, gen, progress, robust, x_adv, res, evidence) -> None:
+    def begin(self, eps: float) -> list[torch.Tensor]:
+        """Start radius ``eps``: the parts (index tensors, at most ``batch_size`` points each) to attack, in order,
+        each attacked from ``gen`` (this radius's seed) one after the other; none at radius 0."""
+        res, robust, prior = self.res, self.robust, self.prior
+        res.attacked[eps] = res.rejected[eps] = 0
+        res.late[eps] = torch.zeros_like(robust)
+        if prior is not None:
+            robust &= prior.robust[eps].to(robust.device)
+            res.late[eps] |= prior.late[eps].to(robust.device)
+        if eps == 0:
+            return []
+        # only points not yet broken at a smaller radius (unless the attack opts out of reuse)
+        fresh = res.clean_correct if prior is None else res.clean_correct & prior.robust[eps].to(robust.device)
+        idx = (robust if self.attack.reuse else fresh).nonzero().squeeze(1)
+        res.seeds[eps] = radius_seed(self.seed, eps)
+        self.gen = torch.Generator().manual_seed(res.seeds[eps])
+        self.evidence = Evidence(measured_late=self.attack.kind != "single-step")
+        res.attacked[eps] = len(idx)
+        return [idx[s:s + self.batch_size] for s in range(0, len(idx), self.batch_size)]
+
+    def observer(self, part: torch.Tensor, eps: float) -> Observer:
+        """The model the attack is given for ``part``: an Observer of this cell's model on its points."""
+        return Observer(self.model, self.x[part], self.y[part], eps, self.attack.norm).eval()
+
+    def settle(self, part: torch.Tensor, eps: float, observer: Observer, out: tuple) -> None:
+        """Take what the attack returned for ``part`` (``Attack.perturb``'s tuple): the guards decide which
+        points fell, its ``observer``'s record gives the evidence."""
+        attack, model, x, y, res = self.attack, self.model, self.x, self.y, self.res
+        robust, x_adv, evidence = self.robust, self.x_adv, self.evidence
         xs, ys = x[part], y[part]
-        observer = Observer(model, xs, ys, eps, self.norm).eval()
-        out = self.perturb(observer, xs, ys, eps, gen, progress)
         broken, adv = out[0], out[1].to(x.dtype)
         info = out[2] if len(out) > 2 else {}
-        valid, fooled, tie = self.validate(model, xs, ys, adv, eps)
+        valid, fooled, tie = attack.validate(model, xs, ys, adv, eps)
         # claimed, but not confirmed: outside the guards, or correctly classified (a tie the attack decided
         # otherwise in its own batch is not a rejection; the point just stays robust)
         res.rejected[eps] += int((broken & ~(valid & (fooled | tie))).sum())
@@ -260,7 +289,7 @@ class Attack:
         # a misclassified input the attack queried but did not return (it returned its last iterate) counts too
         missed = robust[part] & (observer.first_break >= 0)
         if missed.any():
-            ok, wrong, _ = self.validate(model, xs[missed], ys[missed], observer.found[missed], eps)
+            ok, wrong, _ = attack.validate(model, xs[missed], ys[missed], observer.found[missed], eps)
             take = missed.nonzero().squeeze(1)[ok & wrong]
             robust[part[take]] = False
             x_adv[part[take]] = observer.found[take]
@@ -277,3 +306,14 @@ class Attack:
         if evidence.measured_late:
             res.late[eps][part] = (late | last) & ~still
         evidence.add(part_evidence)
+
+    def end(self, eps: float) -> None:
+        """Close radius ``eps``: its robust points and inputs, and its evidence."""
+        if eps > 0:
+            self.res.evidence[eps] = self.evidence
+        self.res.robust[eps] = self.robust.clone()
+        self.res.x_adv[eps] = self.x_adv.clone()
+
+    def result(self) -> AttackResult:
+        self.res.wall_seconds = time.perf_counter() - self.t0
+        return self.res

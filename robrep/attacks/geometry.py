@@ -47,10 +47,20 @@ def bounds_of(model) -> tuple[float, float]:
     return bounds
 
 
-def uniform_in_ball(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator,
+def uniform_in_ball(x: torch.Tensor, eps: float, norm: str, gen,
                     bounds: tuple[float, float]) -> torch.Tensor:
     """x plus noise drawn uniformly from the ball of radius eps (L-inf: the cube; L2: uniform direction,
-    radius eps * U^(1/D)), clipped to ``bounds``. Drawn on the CPU from ``gen``, so it is the same on any device."""
+    radius eps * U^(1/D)), clipped to ``bounds``. Drawn on the CPU from ``gen``, so it is the same on any device.
+    ``gen``: a ``torch.Generator``, or consecutive pieces of x, each with its own: a list of (generator, rows)
+    (stacked cells, ``robrep.attacks.stacked``: each piece drawn as if it were attacked alone)."""
+    if not isinstance(gen, torch.Generator):
+        pieces, s = [], 0
+        for g, n in gen:
+            pieces.append(uniform_in_ball(x[s:s + n], eps, norm, g, bounds))
+            s += n
+        if s != len(x):
+            raise ValueError(f"the generators' pieces cover {s} rows of {len(x)}")
+        return torch.cat(pieces) if pieces else x.clone()
     if norm == "linf":
         delta = torch.empty(x.shape).uniform_(-eps, eps, generator=gen)
     else:

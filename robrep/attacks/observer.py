@@ -23,6 +23,8 @@ class Observer(nn.Module):
     call at which a query inside the ball was first misclassified, and that query.
     ``benchmarks/observer_overhead.py`` measures what it costs an attack."""
 
+    takes_hints = True  # ``expect``
+
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str):
         super().__init__()
         self.model, self.x, self.y, self.eps, self.norm = model, x, y, eps, norm
@@ -121,6 +123,8 @@ class Observer(nn.Module):
         call's points (an attack's next step on the points left), or those less the ones it broke."""
         expected, self._expected = self._expected, None
         if expected is not None and len(expected) == len(q):
+            if self._last is not None and len(self._last) == len(q) and torch.equal(self._last, expected):
+                return self._last, self._last_x  # the same points as the last call: their rows are at hand
             return expected, None
         if len(q) == len(self.x):
             return torch.arange(len(q), device=q.device), self.x
@@ -194,11 +198,16 @@ class Observer(nn.Module):
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         out = self.model(q)
+        self.record(q, out)
+        return out
+
+    def record(self, q: torch.Tensor, logits: torch.Tensor) -> None:
+        """Count one model call, the queries ``q`` and the logits the model gave them (``forward``; stacked
+        cells, ``robrep.attacks.stacked``, call it with each cell's rows of a shared call)."""
         self.calls += 1
         with torch.no_grad():
             if len(q) and q.shape[1:] == self.x.shape[1:]:
-                self._observe(q.detach().to(self.x.dtype), out.detach())
-        return out
+                self._observe(q.detach().to(self.x.dtype), logits.detach())
 
     def _observe(self, q: torch.Tensor, logits: torch.Tensor) -> None:
         j, dist = self.match(q)
@@ -214,7 +223,7 @@ class Observer(nn.Module):
 
 
 def expect(model: nn.Module, points: torch.Tensor) -> None:
-    """Tell the model, where it is an ``Observer``, which attacked point each row of the next query perturbs (a
-    hint for attacks with several rows per point: ``Observer.expect``); any other model is left alone."""
-    if isinstance(model, Observer):
+    """Tell the model, where it takes the hint (an ``Observer``, stacked cells: ``robrep.attacks.stacked``), which
+    attacked point each row of the next query perturbs (``Observer.expect``); any other model is left alone."""
+    if getattr(model, "takes_hints", False):
         model.expect(points)

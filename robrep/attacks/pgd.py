@@ -20,6 +20,8 @@ from torch import nn
 
 from robrep.attacks.base import Attack, Progress
 from robrep.attacks.geometry import ball_box, bounds_of, flat_norm, project, uniform_in_ball
+from robrep.attacks.observer import expect
+from robrep.attacks.stacked import at
 
 
 LOSSES = ("ce", "margin", "ce+margin")
@@ -39,6 +41,7 @@ class PGD(Attack):
 
     name = "pgd"
     kind = "iterative"
+    stackable = True  # several cells of one encoder in one pass (robrep.attacks.stacked): it names its rows
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.restarts < 1:
@@ -92,11 +95,12 @@ class PGD(Attack):
                 continue
             x0, y0 = x[idx], y[idx]
             box = ball_box(x0, eps, self.norm, limits)
-            xt = self.random_start(x0, eps, generator, limits)
+            xt = self.random_start(x0, eps, at(generator, idx), limits)
             for t in range(self.steps + 1):
                 last = t == self.steps  # the last iterate is only scored: no graph
                 with torch.enable_grad() if not last else torch.no_grad():
                     xt.requires_grad_(not last)
+                    expect(model, idx)  # the points of the rows (for the Observer; stacked cells need it)
                     logits = model(xt)
                     # any admissible iterate that changes the decision breaks the point (an inadmissible
                     # one, e.g. a rounding error past the ball, is not counted and the point stays attacked);

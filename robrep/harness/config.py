@@ -180,6 +180,11 @@ class BenchConfig:
         "reconstructions"))
     seed: int = field(default=0, metadata=_cli(type=int, help="seed of training, probes and attacks (default 0)"))
     device: str = field(default="cpu", metadata=_cli(help="cpu, cuda or cuda:N"))
+    # the tasks of one encoder attacked together where the attack allows it (robrep's PGD; robrep.attacks.stacked):
+    # the same rows, one encoder pass per step for every task (fewer, larger kernels: for GPUs)
+    stack_tasks: bool = field(default=False, metadata=_cli(
+        action="store_true", help="attack the tasks of one encoder in one stacked pass where the attack allows it "
+        "(robrep's PGD): the same numbers, fewer and larger kernels (for GPUs)"))
     threads: int | None = field(default=None, metadata=_cli(  # None: as the process has them (the CLI chooses)
         type=int, help="CPU threads (default: OMP_NUM_THREADS, else this process's share of the cores); 1 when "
         "other processes share the machine"))

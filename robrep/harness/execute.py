@@ -32,9 +32,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from robrep.attacks import Attack
+from robrep.attacks import Attack, AttackResult
 from robrep.attacks.pgd import PGD
-from robrep.attacks.base import AttackResult, radius_grid
+from robrep.attacks.stacked import Cell, run_stacked
 from robrep.io import atomic_write, short_hash
 from robrep.checks import check_result
 from robrep.data import Dataset, cache_dir
@@ -56,7 +56,7 @@ from robrep.rng import kept_random_state
 from robrep.harness.cells import cell_rows, encoder_row, result_rows
 from robrep.harness.worst import stored_as, worst_case_rows
 from robrep.rows.files import read_results
-from robrep.rows.layout import cell_key, cell_keys, encoder_fields, row_key
+from robrep.rows.layout import cell_key, cell_keys, encoder_fields, radius_grid, row_key
 from robrep.rows.masks import done_cells, is_finished, load_masks, masks_path, save_masks
 from robrep.threads import use_threads
 from robrep.train import resolve_device
@@ -77,13 +77,38 @@ def run_cell(model: ProbedEncoder, x: torch.Tensor, y: torch.Tensor, attack: Att
     accuracies are the cascade's so far, and each row counts the points this attack broke first
     (``n_broken_first``).
     """
-    before = None
-    if prior is not None:
-        grid = radius_grid(radii)
-        before = AttackResult(grid, clean_correct=prior["robust"][0].to(x.device),
-                              robust={r: prior["robust"][i].to(x.device) for i, r in enumerate(grid)},
-                              late={r: prior["late"][i].to(x.device) for i, r in enumerate(grid)})
+    before = _prior_result(prior, radii, x.device)
     res = attack.run(model, x, y, list(radii), seed=seed, progress=progress, prior=before)
+    return _cell_outcome(model, x, y, attack, res, seed, before, cascade)
+
+
+def run_cells_stacked(models: list[ProbedEncoder], x: torch.Tensor, ys: list[torch.Tensor], attack: Attack, radii,
+                      seed: int, progress=None, priors: list | None = None, cascade: bool = False,
+                      ) -> list[tuple[list[dict], dict[str, torch.Tensor]]]:
+    """``run_cell`` for each task of one encoder (``models``: its probes on the one encoder, ``ys`` their labels,
+    ``priors`` their cascade masks), attacked in one stacked pass (``robrep.attacks.stacked``): the same rows and
+    masks, one encoder pass per step for all of them. Each row's ``wall_seconds`` is its share of the pass."""
+    priors = priors or [None] * len(models)
+    befores = [_prior_result(p, radii, x.device) for p in priors]
+    results = run_stacked(attack, [Cell(m, x, y, b) for m, y, b in zip(models, ys, befores)], list(radii), seed,
+                          progress)
+    return [_cell_outcome(m, x, y, attack, res, seed, b, cascade)
+            for m, y, res, b in zip(models, ys, results, befores)]
+
+
+def _prior_result(prior: dict[str, torch.Tensor] | None, radii, device) -> AttackResult | None:
+    """The masks of a cascade's stage before, as the ``AttackResult`` an attack's ``run`` takes as its prior."""
+    if prior is None:
+        return None
+    grid = radius_grid(radii)
+    return AttackResult(grid, clean_correct=prior["robust"][0].to(device),
+                        robust={r: prior["robust"][i].to(device) for i, r in enumerate(grid)},
+                        late={r: prior["late"][i].to(device) for i, r in enumerate(grid)})
+
+
+def _cell_outcome(model, x, y, attack: Attack, res: AttackResult, seed: int, before: AttackResult | None,
+                  cascade: bool) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """A finished attack's rows (results and checks) and masks (``run_cell``)."""
     checks = check_result(model, x, y, res, attack.norm, seed, prior=before)
     rows = result_rows(res, checks)
     if cascade:
@@ -102,6 +127,26 @@ def _stage(src: EncoderSource, dataset: str, what: str):
         raise
     except Exception as e:
         raise LearnerError(src.label, f"failed {what} on {dataset}: {type(e).__name__}: {e}", src.source, what) from e
+
+
+@dataclass
+class _Stages:
+    """The cells of one task a unit runs (``_Run.attack``), with what they share: the probed model, the labels and,
+    in a cascade, the masks of the last stage run."""
+
+    task: str
+    attacks: list[Attack]
+    cells: list[dict]
+    chained: bool
+    model: ProbedEncoder
+    y: torch.Tensor
+    todo: list[int]  # the cells left to run, in order
+    prior: dict[str, torch.Tensor] | None = None
+
+    @property
+    def head(self) -> Attack:
+        """The attack of the next cell to run."""
+        return self.attacks[self.todo[0]]
 
 
 @dataclass
@@ -265,9 +310,39 @@ class _Run:
             probe=cfg.probe_mode,
         )
 
-    def attack(self, j: int, t: int, a: int) -> int:
-        """Run cell (job j, task t, attack a) whole and post its rows; its masks go next to them. In a cascade,
-        run stage ``a`` and every later one, each on the masks of the stage before. Returns the cells run."""
+    def attack(self, j: int, t: int, todo: list[int]) -> int:
+        """Run the cells ``todo`` of (job j, task t) whole, in order, and post their rows; their masks go next to
+        them. In a cascade ``todo`` is a stage and every later one, each run on the masks of the stage before.
+        Returns the cells run."""
+        stages = self._stages(j, t, todo)
+        while stages.todo:
+            self._run_stage(j, stages)
+        return len(todo)
+
+    def attack_tasks(self, j: int, todos: list[list[int]]) -> int:
+        """Run the cells ``todos[t]`` of every task t of job j (as ``attack``), each task's in its order, and the
+        tasks' turns of one stackable attack (robrep's PGD, the same settings) in one stacked pass
+        (``robrep.attacks.stacked``; ``--stack-tasks``): the same rows, one encoder pass per step for all."""
+        pending = [self._stages(j, t, todo) for t, todo in enumerate(todos) if todo]
+        while pending:
+            solo = [st for st in pending if not getattr(st.head, "stackable", False)]
+            for st in solo:  # what cannot be stacked runs first, one task at a time, up to its next stackable turn
+                self._run_stage(j, st)
+            if not solo:
+                groups: dict[str, list[_Stages]] = {}
+                for st in pending:
+                    groups.setdefault(f"{st.head!r} {st.chained}", []).append(st)
+                for group in groups.values():
+                    if len(group) > 1:
+                        self._run_stacked(j, group)
+                    else:
+                        self._run_stage(j, group[0])
+            pending = [st for st in pending if st.todo]
+        return sum(len(todo) for todo in todos)
+
+    def _stages(self, j: int, t: int, todo: list[int]) -> _Stages:
+        """What running cells ``todo`` of (job j, task t) needs: the probed model, labels, cells and, resuming a
+        cascade, the masks of the stage before the first."""
         cfg, job = self.cfg, self.jobs[j]
         src, ds = job.src, job.ds
         task, attacks = job.tasks[t]
@@ -278,36 +353,63 @@ class _Run:
                                "it was fitted in this run (is the output folder shared by every process?)",
                                src.source, "loading its probe")
         probe, facts = saved
-        model = ProbedEncoder(got.encoder, probe.to(self.device))
-        y = ds.test.labels[task.name][job.idx].to(self.device)
-        cells = job.cells(t, self.base(j, t, got, facts))
-        chained = job.is_cascade(t)
-        stages = range(a, len(attacks)) if chained else [a]
-        prior = None  # in a cascade: the masks of the stage before (kept from the last stage, read back on resume)
-        for k in stages:
-            attack, cell = attacks[k], cells[k]
-            if chained and k == a > 0:
-                prior = load_masks(masks_path(self.out, cells[k - 1], cfg.radii))
-                if "late" not in prior:
-                    raise LearnerError(src.label, f"the cascade's stage {k - 1} on task {task.name} has masks without "
-                                       "'late' (written by an older robrep); delete them to run it again",
-                                       src.source, "resuming its cascade")
-            where = f" (cascade stage {k + 1} of {len(attacks)})" if chained else ""
-            self.progress.phase(f"{attack.qualname}{where}: {src.label} / {ds.name} / {task.name}",
-                                attack.units(cfg.radii))
-            stamp, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
-            with _stage(src, ds.name, f"under attack {attack.qualname} (task {task.name})"):
-                partial, masks = run_cell(model, self.x_test(j), y, attack, cfg.radii, cfg.seed,
-                                          self.progress.advance, prior=prior, cascade=chained)
-            rows = cell_rows(cell, partial, stamp)
-            path = masks_path(self.out, cell, cfg.radii)
-            save_masks(path, cfg.radii, masks, job.idx)
-            post(self.out, path.stem + "--" + short_hash(cell_key({**cell, "radius": None})), rows)
-            self.progress.cell_done(f"{attack.qualname}{where}: {src.label} / {ds.name} / {task.name}",
-                                    rows.to_dict("records"),
-                                    time.perf_counter() - t0)
-            prior = masks
-        return len(stages)
+        stages = _Stages(task.name, attacks, job.cells(t, self.base(j, t, got, facts)), job.is_cascade(t),
+                         ProbedEncoder(got.encoder, probe.to(self.device)),
+                         ds.test.labels[task.name][job.idx].to(self.device), list(todo))
+        a = stages.todo[0]
+        if stages.chained and a > 0:
+            stages.prior = load_masks(masks_path(self.out, stages.cells[a - 1], cfg.radii))
+            if "late" not in stages.prior:
+                raise LearnerError(src.label, f"the cascade's stage {a - 1} on task {task.name} has masks without "
+                                   "'late' (written by an older robrep); delete them to run it again",
+                                   src.source, "resuming its cascade")
+        return stages
+
+    def _label(self, j: int, stages: _Stages, k: int) -> str:
+        job = self.jobs[j]
+        where = f" (cascade stage {k + 1} of {len(stages.attacks)})" if stages.chained else ""
+        return f"{stages.attacks[k].qualname}{where}: {job.src.label} / {job.ds.name} / {stages.task}"
+
+    def _run_stage(self, j: int, stages: _Stages) -> None:
+        """Run the next of ``stages``' cells alone, post it."""
+        cfg, job, k = self.cfg, self.jobs[j], stages.todo[0]
+        attack = stages.attacks[k]
+        self.progress.phase(self._label(j, stages, k), attack.units(cfg.radii))
+        stamp, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
+        with _stage(job.src, job.ds.name, f"under attack {attack.qualname} (task {stages.task})"):
+            outcome = run_cell(stages.model, self.x_test(j), stages.y, attack, cfg.radii, cfg.seed,
+                               self.progress.advance, prior=stages.prior if stages.chained else None,
+                               cascade=stages.chained)
+        self._post(j, stages, outcome, stamp, time.perf_counter() - t0)
+
+    def _run_stacked(self, j: int, group: list[_Stages]) -> None:
+        """Run the next cell of every task in ``group`` (the same stackable attack) in one stacked pass, post each."""
+        cfg, job = self.cfg, self.jobs[j]
+        attack = group[0].head
+        self.progress.phase(f"{attack.qualname}, {len(group)} tasks stacked: {job.src.label} / {job.ds.name}",
+                            attack.units(cfg.radii) * len(group))
+        stamp, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
+        tasks = ", ".join(st.task for st in group)
+        with _stage(job.src, job.ds.name, f"under attack {attack.qualname} (tasks {tasks}, stacked)"):
+            outcomes = run_cells_stacked([st.model for st in group], self.x_test(j), [st.y for st in group], attack,
+                                         cfg.radii, cfg.seed, self.progress.advance,
+                                         priors=[st.prior if st.chained else None for st in group],
+                                         cascade=group[0].chained)
+        seconds = (time.perf_counter() - t0) / len(group)
+        for st, outcome in zip(group, outcomes):
+            self._post(j, st, outcome, stamp, seconds)
+
+    def _post(self, j: int, stages: _Stages, outcome, stamp: str, seconds: float) -> None:
+        """Post the finished next cell of ``stages`` (rows, and masks next to them) and move on to the one after."""
+        cfg, job, k = self.cfg, self.jobs[j], stages.todo.pop(0)
+        partial, masks = outcome
+        cell = stages.cells[k]
+        rows = cell_rows(cell, partial, stamp)
+        path = masks_path(self.out, cell, cfg.radii)
+        save_masks(path, cfg.radii, masks, job.idx)
+        post(self.out, path.stem + "--" + short_hash(cell_key({**cell, "radius": None})), rows)
+        self.progress.cell_done(self._label(j, stages, k), rows.to_dict("records"), seconds)
+        stages.prior = masks
 
     # --- the writer ------------------------------------------------------------------------------------------
 
@@ -324,16 +426,19 @@ class _Run:
         identity = self.world.noted("identity", j)
         if identity is None:
             return [], 0
-        job, units, n = self.jobs[j], [], 0
+        job, units, todos = self.jobs[j], [], []
         for t in range(len(job.tasks)):
             todo = [a for a, cell in enumerate(job.cells(t, self.cell_base(j, t, identity)))
                     if not is_finished(done, cell, self.out, self.cfg.radii)]
             if job.is_cascade(t) and todo:
-                units.append([j, t, todo[0]])
-                n += len(job.tasks[t][1]) - todo[0]
+                todo = list(range(todo[0], len(job.tasks[t][1])))
+                units.append([j, t, todo])
             else:
-                units += [[j, t, a] for a in todo]
-                n += len(todo)
+                units += [[j, t, [a]] for a in todo]
+            todos.append(todo)
+        n = sum(map(len, todos))
+        if self.cfg.stack_tasks and sum(1 for todo in todos if todo) > 1:
+            return [[j, None, todos]], n  # one unit: every task's cells, the stackable turns stacked
         return units, n
 
     def finish(self, store: ResultsStore, skipped: list[dict]) -> dict:
@@ -534,11 +639,11 @@ def _prepare_all(run: _Run, done: dict, writer: bool) -> None:
 def _attack_all(run: _Run, store: ResultsStore | None) -> None:
     """Attack cells as they are published: a rank with no job left to prepare takes the next one."""
     world = run.world
-    for j, t, a in world.take("cells", closed=lambda: world.count("prepared", 0) >= len(run.jobs)):
-        ran = 1
+    for j, t, todo in world.take("cells", closed=lambda: world.count("prepared", 0) >= len(run.jobs)):
+        ran = sum(map(len, todo)) if t is None else len(todo)
         if not run.skipped(j):
             with run.guard(j):
-                ran = run.attack(j, t, a)
+                ran = run.attack_tasks(j, todo) if t is None else run.attack(j, t, todo)
         attacked = world.count("attacked", ran)
         if store is not None:
             store.collect()

@@ -206,3 +206,26 @@ def test_adding_a_radius_to_a_finished_run_leaves_the_other_radii(tmp_path):
     cols = ["radius", "adversarial_accuracy", "noise_accuracy", "n_attacked"]
     assert len(more) == 4
     pd.testing.assert_frame_equal(first[cols].reset_index(drop=True), more[more["radius"] < 0.2][cols].reset_index(drop=True))
+
+
+def test_stacked_tasks_write_the_rows_and_masks_of_one_task_at_a_time(tmp_path):
+    """``stack_tasks``: robrep's PGD attacks colormnist's two tasks in one pass, inside a cascade with foolbox's
+    attacks before and after it; every row and mask is the one the tasks get one at a time."""
+    from robrep.rows.masks import load_masks
+
+    small = dict(learners=("vae",), datasets=("colormnist5k",), epochs=1, radii=(0.0, 0.05, 0.1), steps=5,
+                 restarts=2, n_examples=80, suites=("native", "foolbox"))
+    alone = bench(out=str(tmp_path / "alone"), **small)
+    stacked = bench(out=str(tmp_path / "stacked"), stack_tasks=True, **small)
+    assert set(alone["task"]) == {"digit", "color"} and set(alone["suite"]) == {"native", "foolbox", "worst-case"}
+    varies = {"timestamp", "wall_seconds"}
+    key = ["task", "suite", "attack", "radius"]
+    a, b = (df.sort_values(key).reset_index(drop=True).drop(columns=list(varies)) for df in (alone, stacked))
+    pd.testing.assert_frame_equal(a, b)
+    mid = alone[alone["radius"] == 0.05]  # the attacks did something, and not everything
+    assert (mid["adversarial_accuracy"] > 0).all() and (mid["adversarial_accuracy"] < mid["nominal_accuracy"]).all()
+    masks = sorted((tmp_path / "alone").glob("examples/**/*.safetensors"))
+    assert len(masks) >= 2 * 3
+    for path in masks:
+        other = load_masks(tmp_path / "stacked" / path.relative_to(tmp_path / "alone"))
+        assert all(torch.equal(v, other[k]) for k, v in load_masks(path).items()), path

@@ -1,0 +1,159 @@
+"""Stacked cells: the tasks of one encoder attacked in one pass of the attack, each as if it ran alone.
+
+On a GPU one cell of a small encoder (500 points through an MLP) is a few small kernels per step, and the
+device mostly waits on their launches. The tasks of one encoder (CelebA's 17 attributes, ColorMNIST's digit
+and colour) attack the same encoder at the same radii with the same seed, each through its own probe:
+``run_stacked`` stacks their points into one batch per radius, so that each step is one encoder pass for all
+of them, and gives each cell what it would have had alone:
+
+- its own random starts, drawn from its own generator in its own order (``Streams``, ``at``);
+- its own probe on its rows (``Stacked``), and its own ``Observer``, which records its rows' queries only and
+  counts only the calls that held one of them (the calls it would have made alone);
+- its own radius loop (``robrep.attacks.base.RadiusLoop``): its points still robust, its cascade prior, the
+  guards and the evidence on its own model.
+
+What can differ is the last bits of a logit (matrix kernels block by batch size), as between any two batch
+sizes; decisions on the decision boundary are re-computed on the input alone (``decide``).
+``tests/attacks/test_stacked.py`` checks the masks, the evidence and the rows against one cell at a time.
+
+An attack can be stacked (``stackable = True``) when it names each query's rows to the model
+(``robrep.attacks.observer.expect``), draws its random starts through ``at(generator, rows)``, and treats its
+rows independently (its objective a sum over them): robrep's PGD.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robrep.attacks.base import Attack, AttackResult, RadiusLoop
+
+
+class Streams:
+    """One random generator per cell of a stacked batch: ``at(streams, rows)`` gives each cell's rows their
+    own generator, in the cells' order, so a draw for the rows is the draw each cell would make alone."""
+
+    def __init__(self, generators: list[torch.Generator], segment: torch.Tensor):
+        self.generators, self.segment = generators, segment.cpu()
+
+    def pieces(self, rows: torch.Tensor) -> list[tuple[torch.Generator, int]]:
+        seg = self.segment[rows.cpu()]
+        if len(seg) > 1 and bool((seg[1:] < seg[:-1]).any()):
+            raise ValueError("stacked rows must be in the order of their cells")
+        counts = torch.bincount(seg, minlength=len(self.generators)).tolist()
+        return [(g, n) for g, n in zip(self.generators, counts) if n]
+
+
+def at(generator, rows: torch.Tensor):
+    """What an attack draws the random starts of its rows ``rows`` (indices into the points it was given) from:
+    ``generator`` itself, or, for stacked cells (``Streams``), each cell's rows with their cell's generator."""
+    return generator.pieces(rows) if isinstance(generator, Streams) else generator
+
+
+class Stacked(nn.Module):
+    """The model a stacked attack is given: the shared encoder once on every query, then each cell's probe on its
+    rows, its logits padded to the widest probe with -inf (never the argmax, no gradient, no margin). Each query
+    must be named by the attack (``expect``: which stacked row each query perturbs); each cell's ``Observer``
+    records its rows of the call."""
+
+    takes_hints = True  # ``expect``: it needs them
+
+    def __init__(self, encoder: nn.Module, probes: list[nn.Module], observers: list, sizes: list[int]):
+        super().__init__()
+        self.encoder, self.probes, self.observers = encoder, probes, observers
+        self.widths = [p.out_features for p in probes]
+        self.width = max(self.widths)
+        self.offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0).tolist()
+        self.segment = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        self._rows: torch.Tensor | None = None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.encoder.bounds
+
+    def expect(self, rows: torch.Tensor) -> None:
+        self._rows = rows
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        rows, self._rows = self._rows, None
+        if rows is None or len(rows) != len(q):
+            raise RuntimeError("a stacked attack must name the rows of every query (robrep.attacks.observer.expect)")
+        z = self.encoder(q)
+        seg = self.segment.to(rows.device)[rows]
+        out = z.new_full((len(q), self.width), float("-inf"))
+        for i, (probe, observer) in enumerate(zip(self.probes, self.observers)):
+            m = (seg == i).nonzero().squeeze(1)
+            if not len(m):
+                continue
+            logits = probe(z[m])
+            out[m, :self.widths[i]] = logits
+            observer.expect(rows[m] - self.offsets[i])
+            observer.record(q[m], logits)
+        return out
+
+
+@dataclass
+class Cell:
+    """One cell to stack: its model (a ``robrep.probes.ProbedEncoder``), points, labels and cascade prior."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    prior: AttackResult | None = None
+
+
+def can_stack(attack: Attack, cells: list[Cell]) -> bool:
+    """Whether ``cells`` can run as one stacked pass of ``attack``: a stackable attack, more than one cell, one
+    encoder (the same module) behind every cell's probe, and linear probes."""
+    if not getattr(attack, "stackable", False) or len(cells) < 2:
+        return False
+    encoder = getattr(cells[0].model, "encoder", None)
+    return encoder is not None and all(
+        getattr(c.model, "encoder", None) is encoder and isinstance(getattr(c.model, "probe", None), nn.Linear)
+        for c in cells)
+
+
+def _scaled(progress, n: int):
+    """``progress`` for a stacked pass: each unit of work the attack reports is one for each of its ``n`` cells."""
+    return lambda units: progress(units * n)
+
+
+@torch.no_grad()
+def run_stacked(attack: Attack, cells: list[Cell], radii: list[float], seed: int, progress=None,
+                batch_size: int = 1000) -> list[AttackResult]:
+    """``[attack.run(c.model, c.x, c.y, radii, seed, prior=c.prior) for c in cells]``, in one pass per radius
+    and part (module docstring). ``batch_size``: each cell's part size, as ``Attack.run``'s. Each result's
+    ``wall_seconds`` is its share of the whole (the cells' seconds add up to the pass's)."""
+    if not can_stack(attack, cells):
+        raise ValueError(f"{attack.qualname} cannot stack these cells (a stackable attack, and one encoder behind "
+                         "every cell's linear probe)")
+    t0 = time.perf_counter()
+    loops = [RadiusLoop(attack, c.model, c.x, c.y, radii, seed, c.prior, batch_size) for c in cells]
+    encoder = cells[0].model.encoder
+    for eps in loops[0].radii:
+        parts = [loop.begin(eps) for loop in loops]
+        for k in range(max(map(len, parts))):
+            group = [(loop, p[k]) for loop, p in zip(loops, parts) if k < len(p)]
+            observers = [loop.observer(part, eps) for loop, part in group]
+            sizes = [len(part) for _, part in group]
+            model = Stacked(encoder, [loop.model.probe for loop, _ in group], observers, sizes).eval()
+            streams = Streams([loop.gen for loop, _ in group], model.segment)
+            x = torch.cat([loop.x[part] for loop, part in group])
+            y = torch.cat([loop.y[part] for loop, part in group])
+            tick = _scaled(progress, len(group)) if progress and k == 0 else None
+            out = attack.perturb(model, x, y, eps, streams, tick)
+            info = out[2] if len(out) > 2 else {}
+            for (loop, part), observer, s, n in zip(group, observers, model.offsets, sizes):
+                own = {**info, "restart": info["restart"][s:s + n]} if "restart" in info else info
+                loop.settle(part, eps, observer, (out[0][s:s + n], out[1][s:s + n], own))
+        if eps > 0 and progress:
+            progress(attack.units([eps]) * sum(1 for p in parts if not p))
+        for loop in loops:
+            loop.end(eps)
+    results = [loop.result() for loop in loops]
+    share = (time.perf_counter() - t0) / len(results)
+    for res in results:  # each cell's share of the pass, so that the cells' seconds add up to it
+        res.wall_seconds = share
+    return results
