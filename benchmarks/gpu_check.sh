@@ -3,7 +3,7 @@
 # installed (pip install -e ".[test]"):
 #   1. the device, torch and the driver;
 #   2. the CUDA paths of the tests (tests/test_cuda.py: bench, adversarial probe, certifier, smoothing, the batched
-#      targeted attacks);
+#      targeted attacks, stacked tasks);
 #   3. the default bench with --device cuda from an empty cache, timed, beside the same on the CPU's threads;
 #   4. a one-GPU torchrun of a small bench;
 #   5. the standard protocol's per-part timing table (benchmarks/protocol_parts.py) on the GPU, 200 test points;

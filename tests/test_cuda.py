@@ -90,3 +90,27 @@ def test_the_batched_targeted_attacks_on_a_gpu_break_what_they_break_on_the_cpu(
     on_gpu = attack.run(gpu_model, x.cuda(), y.cuda(), [0.0, 0.05], seed=0).robust[0.05].cpu()
     assert 0 < int((~on_cpu).sum()) < len(x)
     assert (on_cpu == on_gpu).float().mean() >= 0.97
+
+
+def test_stacked_tasks_on_a_gpu_get_what_they_get_alone_there(undefended, mnist5k):
+    """The tasks of one encoder stacked into one pass on the GPU (``robrep bench --stack-tasks``' case): each task
+    the same points as attacked alone on the GPU, and near what the CPU gives."""
+    import copy
+
+    from robrep.attacks.pgd import PGD
+    from robrep.attacks.stacked import Cell, run_stacked
+    from robrep.probes import ProbedEncoder, features, train_probe
+
+    model, x, y = undefended
+    encoder = copy.deepcopy(model.encoder).to("cuda")
+    feats = features(encoder, mnist5k.train.images.cuda())
+    labels = mnist5k.train.labels["digit"].cuda()
+    x, y = x.cuda(), y.cuda()
+    cells = [Cell(ProbedEncoder(encoder, train_probe(feats, f(labels), k)), x, f(y))
+             for f, k in ((lambda v: v, 10), (lambda v: (v >= 5).long(), 2), (lambda v: v % 3, 3))]
+    attack = PGD(steps=20, restarts=2)
+    alone = [attack.run(c.model, c.x, c.y, [0.0, 0.05], seed=0) for c in cells]
+    stacked = run_stacked(attack, cells, [0.0, 0.05], seed=0)
+    for a, b in zip(alone, stacked):
+        assert 0 < int((~a.robust[0.05]).sum()) < len(x)
+        assert (a.robust[0.05] == b.robust[0.05]).float().mean() >= 0.99

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from robrep.attacks.base import Attack, AttackResult, RadiusLoop
@@ -55,8 +56,8 @@ def at(generator, rows: torch.Tensor):
 class Stacked(nn.Module):
     """The model a stacked attack is given: the shared encoder once on every query, then each cell's probe on its
     rows, its logits padded to the widest probe with -inf (never the argmax, no gradient, no margin). Each query
-    must be named by the attack (``expect``: which stacked row each query perturbs); each cell's ``Observer``
-    records its rows of the call."""
+    must be named by the attack (``expect``: which stacked row each query perturbs), its rows in the order of
+    their cells (checked); each cell's ``Observer`` records its rows of the call."""
 
     takes_hints = True  # ``expect``: it needs them
 
@@ -66,7 +67,8 @@ class Stacked(nn.Module):
         self.widths = [p.out_features for p in probes]
         self.width = max(self.widths)
         self.offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0).tolist()
-        self.segment = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        self.segment = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))  # each row's cell
+        self._segment: torch.Tensor | None = None  # the same, on the queries' device
         self._rows: torch.Tensor | None = None
 
     @property
@@ -81,17 +83,27 @@ class Stacked(nn.Module):
         if rows is None or len(rows) != len(q):
             raise RuntimeError("a stacked attack must name the rows of every query (robrep.attacks.observer.expect)")
         z = self.encoder(q)
-        seg = self.segment.to(rows.device)[rows]
-        out = z.new_full((len(q), self.width), float("-inf"))
-        for i, (probe, observer) in enumerate(zip(self.probes, self.observers)):
-            m = (seg == i).nonzero().squeeze(1)
-            if not len(m):
+        if self._segment is None or self._segment.device != rows.device:
+            self._segment = self.segment.to(rows.device)
+        seg = self._segment[rows]
+        # each cell's rows are consecutive (the attack keeps its rows in order): one slice per cell, and one
+        # transfer from the device for the counts and the order's check
+        out_of_order = (seg[1:] < seg[:-1]).any().view(1) if len(seg) > 1 else seg.new_zeros(1, dtype=torch.bool)
+        *counts, unordered = torch.cat([torch.bincount(seg, minlength=len(self.probes)),
+                                        out_of_order.long()]).tolist()
+        if unordered:
+            raise RuntimeError("a stacked attack must keep its rows in the order of their cells")
+        pieces, s = [], 0
+        for i, n in enumerate(counts):
+            if not n:
                 continue
-            logits = probe(z[m])
-            out[m, :self.widths[i]] = logits
-            observer.expect(rows[m] - self.offsets[i])
-            observer.record(q[m], logits)
-        return out
+            logits = self.probes[i](z[s:s + n])
+            self.observers[i].expect(rows[s:s + n] - self.offsets[i])
+            self.observers[i].record(q[s:s + n], logits)
+            pad = self.width - self.widths[i]
+            pieces.append(F.pad(logits, (0, pad), value=float("-inf")) if pad else logits)
+            s += n
+        return torch.cat(pieces)
 
 
 @dataclass

@@ -77,3 +77,6 @@ def test_what_cannot_be_stacked_is_refused(tasks):
     model = Stacked(tasks[0].model.encoder, [c.model.probe for c in tasks], [], [1, 1, 1])
     with pytest.raises(RuntimeError, match="name the rows"):
         model(tasks[0].x[:3])  # a query without its rows
+    model.expect(torch.tensor([2, 1, 0]))
+    with pytest.raises(RuntimeError, match="in the order of their cells"):
+        model(tasks[0].x[:3])  # rows of the third cell before the first's: the slices would be wrong

@@ -208,15 +208,27 @@ def test_adding_a_radius_to_a_finished_run_leaves_the_other_radii(tmp_path):
     pd.testing.assert_frame_equal(first[cols].reset_index(drop=True), more[more["radius"] < 0.2][cols].reset_index(drop=True))
 
 
-def test_stacked_tasks_write_the_rows_and_masks_of_one_task_at_a_time(tmp_path):
+def test_stacked_tasks_write_the_rows_and_masks_of_one_task_at_a_time(tmp_path, monkeypatch):
     """``stack_tasks``: robrep's PGD attacks colormnist's two tasks in one pass, inside a cascade with foolbox's
     attacks before and after it; every row and mask is the one the tasks get one at a time."""
-    from robrep.rows.masks import load_masks
+    from robrep.rows.masks import load_masks, masks_path
 
     small = dict(learners=("vae",), datasets=("colormnist5k",), epochs=1, radii=(0.0, 0.05, 0.1), steps=5,
                  restarts=2, n_examples=80, suites=("native", "foolbox"))
+    from robrep.harness import execute
+
+    passes = []  # the tasks of each stacked pass
+
+    def counted(attack, cells, *args, **kwargs):
+        passes.append(sorted(str(c.model.probe.out_features) for c in cells))
+        return run_stacked(attack, cells, *args, **kwargs)
+
+    run_stacked = execute.run_stacked
+    monkeypatch.setattr(execute, "run_stacked", counted)
     alone = bench(out=str(tmp_path / "alone"), **small)
+    assert passes == []
     stacked = bench(out=str(tmp_path / "stacked"), stack_tasks=True, **small)
+    assert passes == [["10", "7"]]  # robrep's PGD on both tasks (10 digits, 7 colours), once
     assert set(alone["task"]) == {"digit", "color"} and set(alone["suite"]) == {"native", "foolbox", "worst-case"}
     varies = {"timestamp", "wall_seconds"}
     key = ["task", "suite", "attack", "radius"]
@@ -229,3 +241,19 @@ def test_stacked_tasks_write_the_rows_and_masks_of_one_task_at_a_time(tmp_path):
     for path in masks:
         other = load_masks(tmp_path / "stacked" / path.relative_to(tmp_path / "alone"))
         assert all(torch.equal(v, other[k]) for k, v in load_masks(path).items()), path
+    # killed with the tasks at different stages (colour from the stage before robrep's PGD on, digit from robrep's
+    # PGD on): the resumed run runs the colour's stage alone, then both tasks' PGD stacked, and the same rows again
+    place = {(r["task"], r["suite"], r["attack"]): len(json.loads(r["attack_config"])["cascade_after"]["attacks"])
+             for _, r in stacked[stacked["suite"] != "worst-case"].iterrows()}
+    pgd = place[("color", "native", "pgd")]
+    lost = 0
+    for (task, suite, attack), k in place.items():
+        if k >= pgd - (task == "color"):
+            row = stacked[(stacked["task"] == task) & (stacked["suite"] == suite) & (stacked["attack"] == attack)]
+            masks_path(tmp_path / "stacked", row.iloc[0].to_dict(), small["radii"]).unlink()
+            lost += 1
+    assert pgd > 0 and lost >= 3
+    passes.clear()
+    resumed = bench(out=str(tmp_path / "stacked"), stack_tasks=True, **small)
+    assert passes == [["10", "7"]]
+    pd.testing.assert_frame_equal(a, resumed.sort_values(key).reset_index(drop=True).drop(columns=list(varies)))
