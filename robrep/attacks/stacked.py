@@ -116,15 +116,14 @@ class Cell:
     prior: AttackResult | None = None
 
 
-def can_stack(attack: Attack, cells: list[Cell]) -> bool:
-    """Whether ``cells`` can run as one stacked pass of ``attack``: a stackable attack, more than one cell, one
-    encoder (the same module) behind every cell's probe, and linear probes."""
-    if not getattr(attack, "stackable", False) or len(cells) < 2:
+def can_stack(attack: Attack, models: list[nn.Module]) -> bool:
+    """Whether cells of these ``models`` can run as one stacked pass of ``attack``: a stackable attack, more than
+    one cell, one encoder (the same module) behind every cell's probe, and linear probes."""
+    if not getattr(attack, "stackable", False) or len(models) < 2:
         return False
-    encoder = getattr(cells[0].model, "encoder", None)
+    encoder = getattr(models[0], "encoder", None)
     return encoder is not None and all(
-        getattr(c.model, "encoder", None) is encoder and isinstance(getattr(c.model, "probe", None), nn.Linear)
-        for c in cells)
+        getattr(m, "encoder", None) is encoder and isinstance(getattr(m, "probe", None), nn.Linear) for m in models)
 
 
 def _scaled(progress, n: int):
@@ -138,7 +137,7 @@ def run_stacked(attack: Attack, cells: list[Cell], radii: list[float], seed: int
     """``[attack.run(c.model, c.x, c.y, radii, seed, prior=c.prior) for c in cells]``, in one pass per radius
     and part (module docstring). ``batch_size``: each cell's part size, as ``Attack.run``'s. Each result's
     ``wall_seconds`` is its share of the whole (the cells' seconds add up to the pass's)."""
-    if not can_stack(attack, cells):
+    if not can_stack(attack, [c.model for c in cells]):
         raise ValueError(f"{attack.qualname} cannot stack these cells (a stackable attack, and one encoder behind "
                          "every cell's linear probe)")
     t0 = time.perf_counter()

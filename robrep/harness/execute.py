@@ -34,7 +34,7 @@ import torch
 
 from robrep.attacks import Attack, AttackResult
 from robrep.attacks.pgd import PGD
-from robrep.attacks.stacked import Cell, run_stacked
+from robrep.attacks.stacked import Cell, can_stack, run_stacked
 from robrep.io import atomic_write, short_hash
 from robrep.checks import check_result
 from robrep.data import Dataset, cache_dir
@@ -333,10 +333,11 @@ class _Run:
                 for st in pending:
                     groups.setdefault(f"{st.head!r} {st.chained}", []).append(st)
                 for group in groups.values():
-                    if len(group) > 1:
+                    if can_stack(group[0].head, [st.model for st in group]):
                         self._run_stacked(j, group)
                     else:
-                        self._run_stage(j, group[0])
+                        for st in group:
+                            self._run_stage(j, st)
             pending = [st for st in pending if st.todo]
         return sum(len(todo) for todo in todos)
 

@@ -68,10 +68,11 @@ def test_stacked_cascade_stages_and_parts_match(tasks):
 
 def test_what_cannot_be_stacked_is_refused(tasks):
     other = ProbedEncoder(copy.deepcopy(tasks[0].model.encoder), tasks[0].model.probe)  # an equal, other encoder
-    assert can_stack(PGD(steps=2, restarts=1), tasks)
-    assert not can_stack(PGD(steps=2, restarts=1), tasks[:1])  # one cell: nothing to stack
-    assert not can_stack(APGD(steps=2), tasks)  # an attack that does not name its rows
-    assert not can_stack(PGD(steps=2, restarts=1), [tasks[0], Cell(other, tasks[1].x, tasks[1].y)])
+    models = [c.model for c in tasks]
+    assert can_stack(PGD(steps=2, restarts=1), models)
+    assert not can_stack(PGD(steps=2, restarts=1), models[:1])  # one cell: nothing to stack
+    assert not can_stack(APGD(steps=2), models)  # an attack that does not name its rows
+    assert not can_stack(PGD(steps=2, restarts=1), [models[0], other])
     with pytest.raises(ValueError, match="cannot stack"):
         run_stacked(APGD(steps=2), tasks, [0.0, 0.1], seed=0)
     model = Stacked(tasks[0].model.encoder, [c.model.probe for c in tasks], [], [1, 1, 1])

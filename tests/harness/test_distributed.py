@@ -344,3 +344,16 @@ def test_a_rank_that_fails_stops_the_ranks_waiting_for_it():
         with pytest.raises(DistributedError, match="rank 0: OSError: disk full"):
             wait()
     assert time.monotonic() - t0 < 5
+
+
+def test_stacked_tasks_on_two_ranks_give_the_single_process_rows(tmp_path):
+    """``--stack-tasks`` on two ranks (a unit is a learner's tasks, robrep's PGD stacked across them): the rows of
+    one process attacking one task at a time."""
+    options = [*OPTIONS, "--dataset", "colormnist5k"]
+    one = _bench(tmp_path / "one", tmp_path / "cache", options=options)
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
+    two = _bench(tmp_path / "two", tmp_path / "cache", nproc=2, options=[*options, "--stack-tasks"])
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    want = _rows(tmp_path / "one" / "results.csv")
+    assert {json.loads(k)[2] for k in want} >= {"digit", "color"}
+    _assert_same(_rows(tmp_path / "two" / "results.csv"), want)
