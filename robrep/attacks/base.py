@@ -2,7 +2,7 @@
 
 An attack writes ``perturb``: one radius, given the points still robust at radius ``eps``, return
 which it broke and the inputs it ended with (the adversarial example for a broken point, its last
-or best iterate for the others). The base class owns the rest:
+or best iterate for the others). The base class and its radius loop (``RadiusLoop``) own the rest:
 
 - radius 0 is evaluated without attacking (it is the clean accuracy);
 - radii are visited in increasing order and a point broken at radius r counts as broken at
