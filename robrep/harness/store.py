@@ -18,6 +18,7 @@ SQLite is only ever opened by that one writer, so the output folder may be on a 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -106,14 +107,27 @@ class ResultsStore:
         pairs = keyed_records(rows)
         if not pairs:
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        with self.transaction():
+            self._upsert(pairs)
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """One write transaction: no other writer of the store runs between its reads and writes (a second one
+        waits for it), so a read-modify-write (``amend``) cannot lose what another command wrote meanwhile."""
+        if self.conn.in_transaction:  # already inside one (``add`` within ``transaction``)
+            yield
+            return
+        _retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
         try:
-            self.conn.executemany("INSERT INTO rows (key, data) VALUES (?, ?) "
-                                  "ON CONFLICT(key) DO UPDATE SET data = excluded.data", pairs)
+            yield
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+
+    def _upsert(self, pairs: list[tuple[str, str]]) -> None:
+        self.conn.executemany("INSERT INTO rows (key, data) VALUES (?, ?) "
+                              "ON CONFLICT(key) DO UPDATE SET data = excluded.data", pairs)
 
     def collect(self) -> int:
         """Move every posted cell (``post``) into the store; returns how many rows came in. A file that cannot
@@ -174,13 +188,17 @@ def amend(folder: Path, csv: Path, updates: list[tuple[tuple, float, dict[str, A
         return False
     store = ResultsStore(folder)
     try:
-        stored = {row_key(r): r for r in store.frame().to_dict("records")}
-        if not all(k in stored and abs(stored[k]["adversarial_accuracy"] - acc) < 1e-9 for k, acc, _ in updates):
-            log.warning("%s differs from %s (edited by hand?): nothing is recorded in it", csv,
-                        folder / "results.sqlite")
-            return False
-        store.add(pd.DataFrame([{**stored[k], **columns} for k, _, columns in updates]))
-        store.export()
+        # read and write in one transaction: another command amending the same rows (verify and certify at once)
+        # waits, then reads what this one wrote, so neither's columns are lost
+        with store.transaction():
+            stored = {row_key(r): r for r in store.frame().to_dict("records")}
+            if not all(k in stored and abs(stored[k]["adversarial_accuracy"] - acc) < 1e-9 for k, acc, _ in updates):
+                log.warning("%s differs from %s (edited by hand?): nothing is recorded in it", csv,
+                            folder / "results.sqlite")
+                return False
+            store.add(pd.DataFrame([{**stored[k], **columns} for k, _, columns in updates]))
+        with store.transaction():  # the CSV written while no other writer can commit: the exports follow the commits
+            store.export()
         return True
     finally:
         store.close()

@@ -198,3 +198,42 @@ def test_cells_posted_by_a_killed_run_count_as_done_and_are_collected_by_the_nex
                                   df.sort_values(key)[key + ["adversarial_accuracy"]].reset_index(drop=True))
     with sqlite3.connect(moved / "results.sqlite") as conn:
         assert conn.execute("SELECT COUNT(*) FROM rows").fetchone()[0] == len(df)
+
+
+def test_two_commands_amending_one_run_at_once_keep_both_columns(finished, monkeypatch):
+    """robrep verify and robrep certify on one finished run at the same time (each reads the rows, adds its
+    columns, writes them back): the second waits for the first, so neither's columns are lost, in the store and in
+    the CSV. Without the transaction the slower one writes back rows read before the other's columns existed."""
+    import threading
+    import time
+
+    from robrep.harness import store as store_module
+    from robrep.rows.layout import row_key
+
+    out, _ = finished
+    rows = ResultsStore(out).frame()
+    slow = threading.Event()
+    frame = ResultsStore.frame
+
+    def slow_frame(self):
+        df = frame(self)
+        if threading.current_thread().name == "verify" and not slow.is_set():
+            slow.set()
+            time.sleep(1.0)  # verify has read the rows; certify writes its columns meanwhile
+        return df
+
+    monkeypatch.setattr(ResultsStore, "frame", slow_frame)
+    keys = [(row_key(r), r["adversarial_accuracy"]) for r in rows.to_dict("records")]
+    verify = threading.Thread(name="verify", target=store_module.amend, args=(
+        out, out / "results.csv", [(k, a, {"verified": "held: a test"}) for k, a in keys]))
+    certify = threading.Thread(name="certify", target=store_module.amend, args=(
+        out, out / "results.csv", [(k, a, {"certified_accuracy": 0.0, "certified_by": "ibp: a test"})
+                                   for k, a in keys]))
+    verify.start()
+    assert slow.wait(10)
+    certify.start()
+    verify.join(30)
+    certify.join(30)
+    for df in (ResultsStore(out).frame(), read_results(out / "results.csv")):
+        assert len(df) == len(rows)
+        assert (df["verified"] == "held: a test").all() and (df["certified_by"] == "ibp: a test").all()
