@@ -167,9 +167,12 @@ class ResultsStore:
         return df
 
     def export(self) -> pd.DataFrame:
-        """Write results.csv from the store (atomically); returns what was written."""
-        df = self.frame()
-        write_results(self.csv, df)
+        """Write results.csv from the store (atomically), under the write lock, so that the CSVs of several writers
+        (a bench, verify, certify) are written in the order of their commits and the last one holds them all;
+        returns what was written."""
+        with self.transaction():
+            df = self.frame()
+            write_results(self.csv, df)
         return df
 
     def close(self) -> None:
@@ -197,8 +200,7 @@ def amend(folder: Path, csv: Path, updates: list[tuple[tuple, float, dict[str, A
                             folder / "results.sqlite")
                 return False
             store.add(pd.DataFrame([{**stored[k], **columns} for k, _, columns in updates]))
-        with store.transaction():  # the CSV written while no other writer can commit: the exports follow the commits
-            store.export()
+        store.export()
         return True
     finally:
         store.close()
