@@ -32,6 +32,9 @@ from torch import nn
 from robrep.attacks.base import Attack, AttackResult, RadiusLoop
 
 
+MAX_ROWS = 8192  # rows of one stacked pass at most (whole cells' parts): its memory, the GPU's case
+
+
 class Streams:
     """One random generator per cell of a stacked batch: ``at(streams, rows)`` gives each cell's rows their
     own generator, in the cells' order, so a draw for the rows is the draw each cell would make alone."""
@@ -133,10 +136,11 @@ def _scaled(progress, n: int):
 
 @torch.no_grad()
 def run_stacked(attack: Attack, cells: list[Cell], radii: list[float], seed: int, progress=None,
-                batch_size: int = 1000) -> list[AttackResult]:
+                batch_size: int = 1000, max_rows: int = MAX_ROWS) -> list[AttackResult]:
     """``[attack.run(c.model, c.x, c.y, radii, seed, prior=c.prior) for c in cells]``, in one pass per radius
-    and part (module docstring). ``batch_size``: each cell's part size, as ``Attack.run``'s. Each result's
-    ``wall_seconds`` is its share of the whole (the cells' seconds add up to the pass's)."""
+    and part (module docstring). ``batch_size``: each cell's part size, as ``Attack.run``'s; ``max_rows``: the most
+    rows one stacked pass holds (the cells' parts beyond it go to the next pass: memory, e.g. CelebA's 17 tasks of
+    1,000 images each). Each result's ``wall_seconds`` is its share of the whole (the cells' seconds add up to it)."""
     if not can_stack(attack, [c.model for c in cells]):
         raise ValueError(f"{attack.qualname} cannot stack these cells (a stackable attack, and one encoder behind "
                          "every cell's linear probe)")
@@ -146,19 +150,8 @@ def run_stacked(attack: Attack, cells: list[Cell], radii: list[float], seed: int
     for eps in loops[0].radii:
         parts = [loop.begin(eps) for loop in loops]
         for k in range(max(map(len, parts))):
-            group = [(loop, p[k]) for loop, p in zip(loops, parts) if k < len(p)]
-            observers = [loop.observer(part, eps) for loop, part in group]
-            sizes = [len(part) for _, part in group]
-            model = Stacked(encoder, [loop.model.probe for loop, _ in group], observers, sizes).eval()
-            streams = Streams([loop.gen for loop, _ in group], model.segment)
-            x = torch.cat([loop.x[part] for loop, part in group])
-            y = torch.cat([loop.y[part] for loop, part in group])
-            tick = _scaled(progress, len(group)) if progress and k == 0 else None
-            out = attack.perturb(model, x, y, eps, streams, tick)
-            info = out[2] if len(out) > 2 else {}
-            for (loop, part), observer, s, n in zip(group, observers, model.offsets, sizes):
-                own = {**info, "restart": info["restart"][s:s + n]} if "restart" in info else info
-                loop.settle(part, eps, observer, (out[0][s:s + n], out[1][s:s + n], own))
+            for group in _groups([(loop, p[k]) for loop, p in zip(loops, parts) if k < len(p)], max_rows):
+                _attack_group(attack, encoder, group, eps, progress if k == 0 else None)
         if eps > 0 and progress:
             progress(attack.units([eps]) * sum(1 for p in parts if not p))
         for loop in loops:
@@ -168,3 +161,33 @@ def run_stacked(attack: Attack, cells: list[Cell], radii: list[float], seed: int
     for res in results:  # each cell's share of the pass, so that the cells' seconds add up to it
         res.wall_seconds = share
     return results
+
+
+def _groups(parts: list, max_rows: int) -> list[list]:
+    """The (loop, part) pairs of one step of the radius, in order, in consecutive groups of at most ``max_rows``
+    rows (a part larger than that alone)."""
+    groups, rows = [[]], 0
+    for loop, part in parts:
+        if groups[-1] and rows + len(part) > max_rows:
+            groups.append([])
+            rows = 0
+        groups[-1].append((loop, part))
+        rows += len(part)
+    return groups
+
+
+def _attack_group(attack: Attack, encoder: nn.Module, group: list, eps: float, progress) -> None:
+    """One stacked pass of ``attack`` over a group of cells' parts at radius ``eps``, each part settled by its
+    cell's loop."""
+    observers = [loop.observer(part, eps) for loop, part in group]
+    sizes = [len(part) for _, part in group]
+    model = Stacked(encoder, [loop.model.probe for loop, _ in group], observers, sizes).eval()
+    streams = Streams([loop.gen for loop, _ in group], model.segment)
+    x = torch.cat([loop.x[part] for loop, part in group])
+    y = torch.cat([loop.y[part] for loop, part in group])
+    tick = _scaled(progress, len(group)) if progress else None
+    out = attack.perturb(model, x, y, eps, streams, tick)
+    info = out[2] if len(out) > 2 else {}
+    for (loop, part), observer, s, n in zip(group, observers, model.offsets, sizes):
+        own = {**info, "restart": info["restart"][s:s + n]} if "restart" in info else info
+        loop.settle(part, eps, observer, (out[0][s:s + n], out[1][s:s + n], own))
