@@ -31,7 +31,6 @@ from torch import nn
 
 from robrep.attacks.base import Attack, AttackResult, RadiusLoop
 
-
 MAX_ROWS = 8192  # rows of one stacked pass at most (whole cells' parts): its memory, the GPU's case
 
 
