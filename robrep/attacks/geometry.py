@@ -53,7 +53,7 @@ def uniform_in_ball(x: torch.Tensor, eps: float, norm: str, gen,
     radius eps * U^(1/D)), clipped to ``bounds``. Drawn on the CPU from ``gen``, so it is the same on any device.
     ``gen``: a ``torch.Generator``, or consecutive pieces of x, each with its own: a list of (generator, rows)
     (stacked cells, ``robrep.attacks.stacked``: each piece drawn as if it were attacked alone)."""
-    if not isinstance(gen, torch.Generator):
+    if gen is not None and not isinstance(gen, torch.Generator):
         pieces, s = [], 0
         for g, n in gen:
             pieces.append(uniform_in_ball(x[s:s + n], eps, norm, g, bounds))

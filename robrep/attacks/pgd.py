@@ -41,7 +41,14 @@ class PGD(Attack):
 
     name = "pgd"
     kind = "iterative"
-    stackable = True  # several cells of one encoder in one pass (robrep.attacks.stacked): it names its rows
+    @property
+    def stackable(self) -> bool:
+        """Whether cells of one encoder can share a pass of it (``robrep.attacks.stacked``): robrep's own loop,
+        which names its rows and treats them independently. A subclass that replaces a part (its random start,
+        step, objective) may draw from the generator itself or mix rows, so it is attacked one cell at a time."""
+        cls = type(self)
+        return all(getattr(cls, part) is getattr(PGD, part)
+                   for part in ("perturb", "random_start", "ascent_step", "objective", "loss_of"))
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.restarts < 1:

@@ -31,7 +31,7 @@ from torch import nn
 
 from robrep.attacks.base import Attack, AttackResult, RadiusLoop
 
-MAX_ROWS = 8192  # rows of one stacked pass at most (whole cells' parts): its memory, the GPU's case
+MAX_ROWS = 4096  # rows of one stacked pass at most (whole cells' parts): its memory, 4x one cell's part
 
 
 class Streams:

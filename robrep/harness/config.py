@@ -184,7 +184,8 @@ class BenchConfig:
     # the same rows, one encoder pass per step for every task (fewer, larger kernels: for GPUs)
     stack_tasks: bool = field(default=False, metadata=_cli(
         action="store_true", help="attack the tasks of one encoder in one stacked pass where the attack allows it "
-        "(robrep's PGD): the same numbers, fewer and larger kernels (for GPUs)"))
+        "(robrep's PGD): each task attacked as alone (up to the float rounding any other batch size brings), "
+        "fewer and larger kernels (for GPUs)"))
     threads: int | None = field(default=None, metadata=_cli(  # None: as the process has them (the CLI chooses)
         type=int, help="CPU threads (default: OMP_NUM_THREADS, else this process's share of the cores); 1 when "
         "other processes share the machine"))

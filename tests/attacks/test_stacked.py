@@ -75,6 +75,12 @@ def test_what_cannot_be_stacked_is_refused(tasks):
     assert can_stack(PGD(steps=2, restarts=1), models)
     assert not can_stack(PGD(steps=2, restarts=1), models[:1])  # one cell: nothing to stack
     assert not can_stack(APGD(steps=2), models)  # an attack that does not name its rows
+
+    class OwnStart(PGD):  # a variant that draws its random start itself: attacked one cell at a time
+        def random_start(self, x, eps, gen, bounds):
+            return x.clone()
+
+    assert not can_stack(OwnStart(steps=2, restarts=1), models)
     assert not can_stack(PGD(steps=2, restarts=1), [models[0], other])
     with pytest.raises(ValueError, match="cannot stack"):
         run_stacked(APGD(steps=2), tasks, [0.0, 0.1], seed=0)
