@@ -41,6 +41,7 @@ class PGD(Attack):
 
     name = "pgd"
     kind = "iterative"
+
     @property
     def stackable(self) -> bool:
         """Whether cells of one encoder can share a pass of it (``robrep.attacks.stacked``): robrep's own loop,

@@ -42,11 +42,18 @@ class Streams:
         self.generators, self.segment = generators, segment.cpu()
 
     def pieces(self, rows: torch.Tensor) -> list[tuple[torch.Generator, int]]:
-        seg = self.segment[rows.cpu()]
-        if len(seg) > 1 and bool((seg[1:] < seg[:-1]).any()):
-            raise ValueError("stacked rows must be in the order of their cells")
-        counts = torch.bincount(seg, minlength=len(self.generators)).tolist()
+        counts = _cell_counts(self.segment[rows.cpu()], len(self.generators))
         return [(g, n) for g, n in zip(self.generators, counts) if n]
+
+
+def _cell_counts(seg: torch.Tensor, n_cells: int) -> list[int]:
+    """How many of the stacked rows (``seg``: each row's cell) each cell has, the rows being in the order of their
+    cells (refused otherwise: each cell's rows are then one slice); one transfer from the rows' device."""
+    out_of_order = (seg[1:] < seg[:-1]).any().view(1) if len(seg) > 1 else seg.new_zeros(1, dtype=torch.bool)
+    *counts, unordered = torch.cat([torch.bincount(seg, minlength=n_cells), out_of_order.long()]).tolist()
+    if unordered:
+        raise RuntimeError("a stacked attack must keep its rows in the order of their cells")
+    return counts
 
 
 def at(generator, rows: torch.Tensor):
@@ -87,16 +94,8 @@ class Stacked(nn.Module):
         z = self.encoder(q)
         if self._segment is None or self._segment.device != rows.device:
             self._segment = self.segment.to(rows.device)
-        seg = self._segment[rows]
-        # each cell's rows are consecutive (the attack keeps its rows in order): one slice per cell, and one
-        # transfer from the device for the counts and the order's check
-        out_of_order = (seg[1:] < seg[:-1]).any().view(1) if len(seg) > 1 else seg.new_zeros(1, dtype=torch.bool)
-        *counts, unordered = torch.cat([torch.bincount(seg, minlength=len(self.probes)),
-                                        out_of_order.long()]).tolist()
-        if unordered:
-            raise RuntimeError("a stacked attack must keep its rows in the order of their cells")
         pieces, s = [], 0
-        for i, n in enumerate(counts):
+        for i, n in enumerate(_cell_counts(self._segment[rows], len(self.probes))):  # one slice per cell
             if not n:
                 continue
             logits = self.probes[i](z[s:s + n])

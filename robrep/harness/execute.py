@@ -310,16 +310,14 @@ class _Run:
             probe=cfg.probe_mode,
         )
 
-    def attack(self, j: int, t: int, todo: list[int]) -> int:
+    def attack(self, j: int, t: int, todo: list[int]) -> None:
         """Run the cells ``todo`` of (job j, task t) whole, in order, and post their rows; their masks go next to
-        them. In a cascade ``todo`` is a stage and every later one, each run on the masks of the stage before.
-        Returns the cells run."""
+        them. In a cascade ``todo`` is a stage and every later one, each run on the masks of the stage before."""
         stages = self._stages(j, t, todo)
         while stages.todo:
             self._run_stage(j, stages)
-        return len(todo)
 
-    def attack_tasks(self, j: int, todos: list[list[int]]) -> int:
+    def attack_tasks(self, j: int, todos: list[list[int]]) -> None:
         """Run the cells ``todos[t]`` of every task t of job j (as ``attack``), each task's in its order, and the
         tasks' turns of one stackable attack (robrep's PGD, the same settings) in one stacked pass
         (``robrep.attacks.stacked``; ``--stack-tasks``): the same rows, one encoder pass per step for all."""
@@ -339,7 +337,6 @@ class _Run:
                         for st in group:
                             self._run_stage(j, st)
             pending = [st for st in pending if st.todo]
-        return sum(len(todo) for todo in todos)
 
     def _stages(self, j: int, t: int, todo: list[int]) -> _Stages:
         """What running cells ``todo`` of (job j, task t) needs: the probed model, labels, cells and, resuming a
@@ -379,8 +376,7 @@ class _Run:
         stamp, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
         with _stage(job.src, job.ds.name, f"under attack {attack.qualname} (task {stages.task})"):
             outcome = run_cell(stages.model, self.x_test(j), stages.y, attack, cfg.radii, cfg.seed,
-                               self.progress.advance, prior=stages.prior if stages.chained else None,
-                               cascade=stages.chained)
+                               self.progress.advance, prior=stages.prior, cascade=stages.chained)
         self._post(j, stages, outcome, stamp, time.perf_counter() - t0)
 
     def _run_stacked(self, j: int, group: list[_Stages]) -> None:
@@ -394,8 +390,7 @@ class _Run:
         with _stage(job.src, job.ds.name, f"under attack {attack.qualname} (tasks {tasks}, stacked)"):
             outcomes = run_cells_stacked([st.model for st in group], self.x_test(j), [st.y for st in group], attack,
                                          cfg.radii, cfg.seed, self.progress.advance,
-                                         priors=[st.prior if st.chained else None for st in group],
-                                         cascade=group[0].chained)
+                                         priors=[st.prior for st in group], cascade=group[0].chained)
         seconds = (time.perf_counter() - t0) / len(group)
         for st, outcome in zip(group, outcomes):
             self._post(j, st, outcome, stamp, seconds)
@@ -410,7 +405,8 @@ class _Run:
         save_masks(path, cfg.radii, masks, job.idx)
         post(self.out, path.stem + "--" + short_hash(cell_key({**cell, "radius": None})), rows)
         self.progress.cell_done(self._label(j, stages, k), rows.to_dict("records"), seconds)
-        stages.prior = masks
+        if stages.chained:  # the next stage attacks what this one left
+            stages.prior = masks
 
     # --- the writer ------------------------------------------------------------------------------------------
 
@@ -641,11 +637,10 @@ def _attack_all(run: _Run, store: ResultsStore | None) -> None:
     """Attack cells as they are published: a rank with no job left to prepare takes the next one."""
     world = run.world
     for j, t, todo in world.take("cells", closed=lambda: world.count("prepared", 0) >= len(run.jobs)):
-        ran = sum(map(len, todo)) if t is None else len(todo)
         if not run.skipped(j):
             with run.guard(j):
-                ran = run.attack_tasks(j, todo) if t is None else run.attack(j, t, todo)
-        attacked = world.count("attacked", ran)
+                run.attack_tasks(j, todo) if t is None else run.attack(j, t, todo)
+        attacked = world.count("attacked", sum(map(len, todo)) if t is None else len(todo))
         if store is not None:
             store.collect()
             store.export()

@@ -108,7 +108,8 @@ class ResultsStore:
         if not pairs:
             return
         with self.transaction():
-            self._upsert(pairs)
+            self.conn.executemany("INSERT INTO rows (key, data) VALUES (?, ?) "
+                                  "ON CONFLICT(key) DO UPDATE SET data = excluded.data", pairs)
 
     @contextlib.contextmanager
     def transaction(self):
@@ -124,10 +125,6 @@ class ResultsStore:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
-
-    def _upsert(self, pairs: list[tuple[str, str]]) -> None:
-        self.conn.executemany("INSERT INTO rows (key, data) VALUES (?, ?) "
-                              "ON CONFLICT(key) DO UPDATE SET data = excluded.data", pairs)
 
     def collect(self) -> int:
         """Move every posted cell (``post``) into the store; returns how many rows came in. A file that cannot
