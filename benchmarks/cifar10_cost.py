@@ -74,7 +74,7 @@ def mlp_attack_seconds_per_point() -> tuple[float, int]:
     board = pd.read_csv(REPO / "leaderboard" / "mnist5k-linf.csv")
     board = board[(board["arch"] == "mlp") & (board["suite"] != "worst-case")]
     if "probe" in board:
-        board = board[board["probe"].fillna("standard") == "standard"]
+        board = board[board["probe"].astype(object).fillna("standard") == "standard"]
     cells = board.drop_duplicates(["run", "task", "suite", "attack"])
     per = cells.groupby("run")["wall_seconds"].sum() / cells.groupby("run")["n_examples"].first()
     return float(per.median()), len(per)

@@ -49,7 +49,7 @@ def main() -> None:
             print(f"{learner:15s} {suite + '/' + attack:44s} {str(steps):>5s} {str(restarts):>4s} "
                   f"{a['wall_seconds'].iloc[0]:7.1f}  {accs}")
         print()
-    warnings = df[df["warnings"].fillna("") != ""]
+    warnings = df[df["warnings"].astype(object).fillna("") != ""]
     for _, w in warnings.iterrows():
         print(f"warning: {w['learner']} r={w['radius']:g}: {w['warnings']}")
     print(f"all checks passed: {bool(df['checks_passed'].all())}")

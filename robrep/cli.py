@@ -269,7 +269,7 @@ def _print_results(df) -> None:
         console.print(f"all {len(df)} rows passed the checks (noise floor, convergence, explored, guards, "
                       "consistency)")
     if "warnings" in df:
-        for _, row in df[df["warnings"].fillna("").astype(str) != ""].iterrows():
+        for _, row in df[df["warnings"].astype(object).fillna("").astype(str) != ""].iterrows():
             console.print(f"[yellow]warning[/yellow] {terminal(row['run'])} / {terminal(row['task'])} / "
                           f"r={row['radius']:g}: {terminal(row['warnings'])}")
 

@@ -11,6 +11,15 @@ from fixtures import reload_all  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def pytest_configure(config):
+    """pandas' warnings of what its next major version will refuse are errors here: robrep must keep working
+    when it arrives (where this pandas has them)."""
+    import pandas.errors
+
+    if hasattr(pandas.errors, "Pandas4Warning"):
+        config.addinivalue_line("filterwarnings", "error::pandas.errors.Pandas4Warning")
+
+
 @pytest.fixture(autouse=True)
 def _threads_restored():
     """A test that benches with threads=N in this process leaves torch's thread count as it found it (a bench

@@ -218,14 +218,14 @@ class APGD(Attack):
             hit = hit[self.admissible(rows.x0[hit], rows.xa[hit], eps, limits)]
             hit = hit[~out.broken[rows.point[hit]]]
             if len(hit):
-                first = _first_per_point(rows.point[hit])
+                first = first_per_point(rows.point[hit])
                 hit = hit[first]
                 p = rows.point[hit]
                 out.broken[p], out.restart[p], out.x_adv[p] = True, rows.replica[hit], rows.xa[hit]
         return ~out.broken[rows.point]
 
 
-def _first_per_point(point: torch.Tensor) -> torch.Tensor:
+def first_per_point(point: torch.Tensor) -> torch.Tensor:
     """Indices into ``point`` of the first row of each point it holds."""
     order = torch.argsort(point, stable=True)
     p = point[order]
@@ -259,6 +259,6 @@ class _Outcome:
 
     def finish(self, rows: _Rows):
         if len(rows):  # the points no row broke: the best iterate of their first row
-            first = _first_per_point(rows.point)
+            first = first_per_point(rows.point)
             self.x_adv[rows.point[first]] = rows.x_best[first]
         return self.broken, self.x_adv, self.restart

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robrep.attacks.apgd import _first_per_point
+from robrep.attacks.apgd import first_per_point
 from robrep.attacks.base import Attack, Progress
 from robrep.attacks.geometry import bounds_of
 from robrep.attacks.observer import expect
@@ -230,7 +230,7 @@ class FAB(Attack):
                 ok = self.admissible(x0[hit], x1[hit], eps, limits)
                 won = hit[ok & ~broken[rows["point"][hit]]]
                 if len(won):  # a point's first such row gives its example
-                    first = _first_per_point(rows["point"][won])
+                    first = first_per_point(rows["point"][won])
                     p = rows["point"][won[first]]
                     broken[p], x_adv[p] = True, x1[won[first]]
                 x1 = x1.clone()

@@ -140,7 +140,7 @@ def headline_table(board: pd.DataFrame, radii: list[float] | None = None) -> pd.
                 row["source"] = next((v for v in g.get("source", pd.Series(dtype=object)) if not is_missing(v)), "")
                 row["robrep_version"] = str(s["robrep_version"].iloc[0])
                 row["checks"] = _checks_words(s)
-                row["warnings"] = int((s.get("warnings", pd.Series("", index=s.index)).fillna("").astype(str) != "").sum())
+                row["warnings"] = int((s.get("warnings", pd.Series("", index=s.index)).astype(object).fillna("").astype(str) != "").sum())
                 out.append(row)
     table = pd.DataFrame(out)
     table = table.sort_values(list(PLACE) + ["headline", "clean", "label"], ascending=[True] * len(PLACE) + [False, False, True],

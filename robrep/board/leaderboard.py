@@ -141,7 +141,7 @@ def _unverified(rows: pd.DataFrame, protocol) -> str | None:
     from robrep.protocols import verdict_holds
 
     worst = rows[rows["suite"] == "worst-case"]
-    verdicts = worst["verified"].fillna("").astype(str) if "verified" in worst else pd.Series([""] * len(worst))
+    verdicts = worst["verified"].astype(object).fillna("").astype(str) if "verified" in worst else pd.Series([""] * len(worst))
     held = [verdict_holds(v, protocol, int(n)) for v, n in zip(verdicts, worst["n_classes"])]
     if not len(worst) or all(held):
         return None

@@ -240,11 +240,11 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     df["probe"] = df.get("probe", pd.Series(STANDARD_PROBE, index=df.index)).astype(object).fillna(STANDARD_PROBE) \
         .replace("", STANDARD_PROBE).astype(str)
     # rows from before the cascade: every attack attacked every point
-    df["protocol"] = df.get("protocol", pd.Series("per-attack", index=df.index)).fillna("per-attack") \
+    df["protocol"] = df.get("protocol", pd.Series("per-attack", index=df.index)).astype(object).fillna("per-attack") \
         .replace("", "per-attack").astype(str)
     # no warnings; a learner without an architecture choice; rows from before provenance was recorded
     for column in ("warnings", "arch", "source"):
         df[column] = df.get(column, pd.Series("", index=df.index)).astype(object).fillna("").astype(str)
     if "learner" in df:  # rows from before labels: the learner's name
-        df["label"] = df.get("label", df["learner"]).fillna(df["learner"])
+        df["label"] = df.get("label", df["learner"]).astype(object).fillna(df["learner"])
     return df

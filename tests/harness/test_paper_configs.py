@@ -85,7 +85,7 @@ def test_table1_runs_on_a_miniature_celeba(tmp_path):
     tt = task_table(df)
     assert list(tt.index) == sorted(DEFAULT_TASKS) and tt.attrs["radius"] == 0.1
     assert list(tt.columns) == [(lab, w) for lab in ("se-adversarial", "vae") for w in ("nominal", "adversarial")]
-    md = render_markdown(df.fillna(""), "celeba")
+    md = render_markdown(df.astype(object).fillna(""), "celeba")
     assert "| task | se-adversarial nominal | se-adversarial adversarial | vae nominal | vae adversarial |" in md
     assert sum(line.startswith(f"| {t} |") for t in DEFAULT_TASKS for line in md.splitlines()) == 17
     assert "## Bald" not in md  # not one table per task
