@@ -13,6 +13,13 @@ torchattacks PGD, threads (the native PGD's share of the matrix-product throughp
    10 x 2) with ``--threads`` 1 and the default (this process's cores), on an idle machine and beside
    another process that keeps every core busy with matrix products.
 All in one process, one after the other: the ratios are from the same run. Prints numbers; asserts nothing.
+
+With ``--against REV`` (part ``against``): figure 7's cascade with this tree and with robrep at git revision REV
+(checked out into a temporary worktree, imported in a subprocess), both run at once, one thread each, each from
+its own cache (encoders trained first, outside the timing; their SHA-256 must agree, or the comparison says so):
+wall seconds of each and their ratio, the worst case per learner and radius side by side, and per point: the
+points each side broke that the other left robust (the worst case over every attack of a cell, from the
+per-example masks). A faster protocol that breaks fewer points is weaker: the point counts say so.
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+HERE = Path(__file__).resolve().parent
 FIG7 = dict(learners=("vae", "se-random", "se-adversarial"), datasets=("mnist5k",),
             suites=("native", "torchattacks", "foolbox"), radii=(0.0, 0.05, 0.1, 0.15, 0.2), steps=100, restarts=10,
             seed=0, learner_config={"se-adversarial": {"selection_steps": 20, "selection_start": "random"}})  # the paper's L = 20, as fig. 7 pins it
@@ -123,12 +131,92 @@ def part_threads(out: Path) -> None:
               + f"   ({times[cores()] / times[1]:.2f}x the 1-thread time with {cores()})")
 
 
+def _cascade_worker(folder: Path, n_examples: int) -> None:
+    """Run by part ``against`` in a subprocess (robrep from its PYTHONPATH): train figure 7's encoders (a radius-0
+    bench, untimed), then time its cascade into ``folder``; prints the seconds as JSON on its last line."""
+    import json
+
+    import robrep
+
+    robrep.bench(**{**FIG7, "n_examples": 10, "radii": (0.0,)}, threads=1, out=str(folder / "warmup"))
+    t0 = time.perf_counter()
+    robrep.bench(**FIG7, n_examples=n_examples, worst_case="cascade", threads=1, out=str(folder / "cascade"))
+    print(json.dumps({"seconds": time.perf_counter() - t0, "robrep": robrep.__file__}))
+
+
+def _worst_points(folder: Path) -> dict:
+    """(learner, radius) -> the set of test indices robust under every attack of the cell (its masks ANDed)."""
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    rows = pd.read_csv(folder / "results.csv")
+    out = {}
+    for run, learner in rows.drop_duplicates("run").set_index("run")["learner"].items():
+        files = [f for f in sorted((folder / "examples" / run).rglob("*.safetensors"))
+                 if not f.name.startswith("certified--")]
+        stored = [load_file(f) for f in files]
+        robust = torch.stack([s["robust"].bool() for s in stored]).all(0)
+        radii, idx = stored[0]["radii"].tolist(), stored[0]["indices"].tolist()
+        for k, r in enumerate(radii):
+            out[(learner, r)] = {i for i, keep in zip(idx, robust[k].tolist()) if keep}
+    return out
+
+
+def part_against(rev: str, n_examples: int, out: Path) -> None:
+    import json
+
+    import pandas as pd
+
+    root = HERE.parent
+    tree = out / "against-tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=root, check=True, capture_output=True)
+    try:
+        sides = {"this tree": root, rev: tree}
+        procs = {}
+        for k, (name, path) in enumerate(sides.items()):
+            env = dict(os.environ, PYTHONPATH=str(path), OMP_NUM_THREADS="1", ROBREP_CACHE=str(out / f"cache-{k}"))
+            folder = out / f"side-{k}"
+            folder.mkdir(parents=True)
+            with open(folder / "stdout", "w") as o, open(folder / "stderr", "w") as e:  # no pipe to fill
+                procs[name] = (folder, subprocess.Popen(
+                    [sys.executable, str(HERE / "protocol_cost.py"), "--worker", str(folder), str(n_examples)],
+                    env=env, cwd=path, stdout=o, stderr=e))
+        got = {}
+        for name, (folder, proc) in procs.items():
+            if proc.wait():
+                raise SystemExit(f"{name}: the cascade failed\n{(folder / 'stderr').read_text()[-3000:]}")
+            last = (folder / "stdout").read_text().strip().splitlines()[-1]
+            got[name] = (folder / "cascade", json.loads(last)["seconds"])
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True)
+    (new, t_new), (old, t_old) = got["this tree"], got[rev]
+    rows = {side: pd.read_csv(folder / "results.csv") for side, (folder, _) in got.items()}
+    shas = {side: df.groupby("learner")["encoder_sha256"].first() for side, df in rows.items()}
+    same = (shas["this tree"] == shas[rev]).all()
+    print(f"\nfigure 7's cascade ({n_examples} digits, 3 learners, 10 attacks, 5 radii), one thread each, at once:")
+    print(f"   this tree: {t_new:8.0f} s")
+    print(f"   {rev:9s}: {t_old:8.0f} s   {rev} / this tree = {t_old / t_new:.2f}")
+    print(f"   encoders identical on both sides (SHA-256): {same}")
+    wn, wo = _worst_points(new), _worst_points(old)
+    print(f"   worst case per radius, {rev} | this tree; points broken by one side only ({rev} only / this tree only):")
+    for key in sorted(wn):
+        a, b = wo.get(key, set()), wn[key]
+        print(f"   {key[0]:16s} r={key[1]:<5g} {len(a) / n_examples:6.3f} | {len(b) / n_examples:6.3f}   "
+              f"{len(b - a):3d} / {len(a - b):3d}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", default="cascade,pgd,threads")
     ap.add_argument("--n-examples", type=int, default=500)
     ap.add_argument("--out", type=Path, help="run folders (default: a temporary folder, removed afterwards)")
+    ap.add_argument("--against", metavar="REV", help="part 'against': figure 7's cascade here and at git revision REV")
+    ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return _cascade_worker(Path(args.worker[0]), int(args.worker[1]))
+    if args.against and "against" not in args.part.split(","):
+        args.part = "against"
     parts = args.part.split(",")
     out = args.out or Path(tempfile.mkdtemp(prefix="robrep-protocol-cost-"))
     try:
@@ -140,6 +228,10 @@ def main() -> None:
             part_threads(out)
         if "cascade" in parts:
             part_cascade(args.n_examples, out)
+        if "against" in parts:
+            if not args.against:
+                raise SystemExit("the part 'against' needs --against REV")
+            part_against(args.against, args.n_examples, out)
     finally:
         if args.out is None:
             shutil.rmtree(out, ignore_errors=True)
