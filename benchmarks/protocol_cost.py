@@ -188,7 +188,7 @@ def part_against(rev: str, n_examples: int, out: Path) -> None:
             last = (folder / "stdout").read_text().strip().splitlines()[-1]
             got[name] = (folder / "cascade", json.loads(last)["seconds"])
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True)
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True, check=False)
     (new, t_new), (old, t_old) = got["this tree"], got[rev]
     rows = {side: pd.read_csv(folder / "results.csv") for side, (folder, _) in got.items()}
     shas = {side: df.groupby("learner")["encoder_sha256"].first() for side, df in rows.items()}

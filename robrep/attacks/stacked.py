@@ -31,7 +31,8 @@ from torch import nn
 
 from robrep.attacks.base import Attack, AttackResult, RadiusLoop
 
-MAX_ROWS = 4096  # rows of one stacked pass at most (whole cells' parts): its memory, 4x one cell's part
+MAX_ROWS = 4096  # rows of one stacked pass at most (whole cells' parts), where the encoder's activations are small
+STACK_BYTES = 2 ** 30  # ... and where they are not: the activations one pass keeps, at most this or one cell's part's
 
 
 class Streams:
@@ -134,17 +135,20 @@ def _scaled(progress, n: int):
 
 @torch.no_grad()
 def run_stacked(attack: Attack, cells: list[Cell], radii: list[float], seed: int, progress=None,
-                batch_size: int = 1000, max_rows: int = MAX_ROWS) -> list[AttackResult]:
+                batch_size: int = 1000, max_rows: int | None = None) -> list[AttackResult]:
     """``[attack.run(c.model, c.x, c.y, radii, seed, prior=c.prior) for c in cells]``, in one pass per radius
     and part (module docstring). ``batch_size``: each cell's part size, as ``Attack.run``'s; ``max_rows``: the most
     rows one stacked pass holds (the cells' parts beyond it go to the next pass: memory, e.g. CelebA's 17 tasks of
-    1,000 images each). Each result's ``wall_seconds`` is its share of the whole (the cells' seconds add up to it)."""
+    1,000 images each; default ``stack_rows``: what the encoder's activations allow). Each result's
+    ``wall_seconds`` is its share of the whole (the cells' seconds add up to it)."""
     if not can_stack(attack, [c.model for c in cells]):
         raise ValueError(f"{attack.qualname} cannot stack these cells (a stackable attack, and one encoder behind "
                          "every cell's linear probe)")
     t0 = time.perf_counter()
     loops = [RadiusLoop(attack, c.model, c.x, c.y, radii, seed, c.prior, batch_size) for c in cells]
     encoder = cells[0].model.encoder
+    if max_rows is None:
+        max_rows = stack_rows(encoder, cells[0].x, batch_size)
     for eps in loops[0].radii:
         parts = [loop.begin(eps) for loop in loops]
         for k in range(max(map(len, parts))):
@@ -159,6 +163,31 @@ def run_stacked(attack: Attack, cells: list[Cell], radii: list[float], seed: int
     for res in results:  # each cell's share of the pass, so that the cells' seconds add up to it
         res.wall_seconds = share
     return results
+
+
+def stack_rows(encoder: nn.Module, x: torch.Tensor, batch_size: int) -> int:
+    """The most rows one stacked pass of ``encoder`` holds: ``MAX_ROWS``, or fewer where its activations kept for
+    the input gradient are large, so that a pass keeps at most ``STACK_BYTES`` of them, or as many as one cell's
+    part (``batch_size`` rows) keeps if that is more: stacking never needs much more memory than a cell alone
+    (a ResNet-18 on 64 x 64 images keeps about 33 MiB per row: 4,096 rows would be 134 GiB). Measured on rows
+    of ``x`` (two forward passes of one and three rows: what a row adds, the weights left out)."""
+    one, three = (_saved_bytes(encoder, x[:1].expand(n, *x.shape[1:])) for n in (1, 3))
+    per_row = max((three - one) / 2, 1.0)
+    return int(min(MAX_ROWS, max(batch_size, STACK_BYTES // per_row)))
+
+
+def _saved_bytes(encoder: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the tensors autograd keeps for the input gradient of ``encoder`` on ``x``."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        encoder(x.detach().clone().requires_grad_(True))
+    return total
 
 
 def _groups(parts: list, max_rows: int) -> list[list]:

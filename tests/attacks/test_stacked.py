@@ -1,13 +1,15 @@
 """Stacked cells (robrep.attacks.stacked): the tasks of one encoder attacked in one pass give each task exactly
 what it gets attacked alone, on a trained encoder with probes of different widths."""
 import copy
+import math
 
 import pytest
 import torch
 
+from robrep.attacks import stacked as stacked_module
 from robrep.attacks.apgd import APGD
 from robrep.attacks.pgd import PGD
-from robrep.attacks.stacked import Cell, Stacked, can_stack, run_stacked
+from robrep.attacks.stacked import Cell, Stacked, can_stack, run_stacked, stack_rows
 from robrep.probes import ProbedEncoder, features, train_probe
 
 
@@ -67,6 +69,34 @@ def test_stacked_cascade_stages_and_parts_match(tasks):
     for a, b in zip(alone, run_stacked(later, cells, radii, seed=0, batch_size=70, max_rows=150)):
         same(a, b)
     assert any(int((p.robust[0.08] & ~a.robust[0.08]).sum()) > 0 for p, a in zip(priors, alone))
+
+
+def test_a_stacked_pass_holds_no_more_rows_than_the_encoders_activations_allow(tasks, monkeypatch):
+    """Rows per pass: MAX_ROWS for a small encoder; where a row's activations are large, as many as STACK_BYTES
+    of them, and never fewer than one cell's part; the passes keep to it and the answers stay those alone."""
+    from robrep.nets import ResNet18Encoder
+
+    encoder, x = tasks[0].model.encoder, tasks[0].x
+    assert stack_rows(encoder, x, 100) == stacked_module.MAX_ROWS
+    per_row = (stacked_module._saved_bytes(encoder, x[:3]) - stacked_module._saved_bytes(encoder, x[:1])) / 2
+    assert per_row > 0
+    monkeypatch.setattr(stacked_module, "STACK_BYTES", math.ceil(per_row * 250))
+    assert stack_rows(encoder, x, 100) == 250  # the activations' budget, between a part and MAX_ROWS
+    assert stack_rows(encoder, x, 400) == 400  # never fewer than one cell's part
+    big = ResNet18Encoder((3, 64, 64), 8).eval().requires_grad_(False)  # ~28 MiB per row: a part's worth only
+    monkeypatch.setattr(stacked_module, "STACK_BYTES", 2 ** 30)
+    assert stack_rows(big, torch.rand(2, 3, 64, 64), 1000) == 1000
+    # the default pass size follows: three cells of 90-point parts, at most 250 rows (two parts) a pass
+    monkeypatch.setattr(stacked_module, "STACK_BYTES", math.ceil(per_row * 250))
+    seen = []
+    group = stacked_module._attack_group
+    monkeypatch.setattr(stacked_module, "_attack_group", lambda a, e, g, *rest: (seen.append(sum(len(p) for _, p in g)),
+                                                                                   group(a, e, g, *rest)))
+    attack, radii = PGD(steps=10, restarts=1), [0.0, 0.05]
+    alone = [attack.run(c.model, c.x, c.y, radii, seed=0, batch_size=90) for c in tasks]
+    for a, b in zip(alone, run_stacked(attack, tasks, radii, seed=0, batch_size=90)):
+        same(a, b)
+    assert seen and max(seen) <= 250 and max(seen) > 90
 
 
 def test_what_cannot_be_stacked_is_refused(tasks):

@@ -2,7 +2,6 @@
 of the run contradicts stops the command before anything is written."""
 import pandas as pd
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 import robrep
