@@ -169,7 +169,7 @@ def stack_rows(encoder: nn.Module, x: torch.Tensor, batch_size: int) -> int:
     """The most rows one stacked pass of ``encoder`` holds: ``MAX_ROWS``, or fewer where its activations kept for
     the input gradient are large, so that a pass keeps at most ``STACK_BYTES`` of them, or as many as one cell's
     part (``batch_size`` rows) keeps if that is more: stacking never needs much more memory than a cell alone
-    (a ResNet-18 on 64 x 64 images keeps about 33 MiB per row: 4,096 rows would be 134 GiB). Measured on rows
+    (a ResNet-18 on 64 x 64 images keeps about 28 MiB per row: 4,096 rows would be 112 GiB). Measured on rows
     of ``x`` (two forward passes of one and three rows: what a row adds, the weights left out)."""
     one, three = (_saved_bytes(encoder, x[:1].expand(n, *x.shape[1:])) for n in (1, 3))
     per_row = max((three - one) / 2, 1.0)
