@@ -14,7 +14,7 @@
 #     bash benchmarks/gpu_check.sh --prepare     # wheels of the pure-Python dependencies into .whl/ (ignored)
 # and on the GPU machine, from the repository root with .whl/ beside it:
 #     bash benchmarks/gpu_check.sh
-# which installs from .whl/ whatever python3 there cannot import (into a scratch folder, nothing system-wide),
+# which installs from .whl/ the ones python3 there cannot import (into a scratch folder, nothing system-wide),
 # and runs robrep from this tree (no install needed). The wheels are the versions this machine has installed.
 set -u
 cd "$(dirname "$0")/.."
@@ -24,11 +24,16 @@ DEPS="torchattacks:torchattacks foolbox:foolbox eagerpy:eagerpy git:GitPython gi
 mlxtend:mlxtend tomli_w:tomli_w"
 
 if [ "${1:-}" = "--prepare" ]; then
-    mkdir -p .whl
-    # shellcheck disable=SC2046  # one argument per distribution==version
+    pins=""
+    for d in $DEPS; do
+        pin="$("$PY" -c "import importlib.metadata as m; print('${d#*:}==' + m.version('${d#*:}'))")" \
+            || { echo "${d#*:} is not installed here: install robrep first (pip install -e .)"; exit 1; }
+        pins="$pins $pin"
+    done
+    rm -rf .whl && mkdir .whl  # one version of each: two stop the install there
+    # shellcheck disable=SC2086  # one argument per distribution==version
     "$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation py --abi none \
-        --platform any -d .whl $(for d in $DEPS; do
-            "$PY" -c "import importlib.metadata as m; print('${d#*:}==' + m.version('${d#*:}'))"; done) || exit 1
+        --platform any -d .whl $pins || exit 1
     ls -l .whl
     echo "now, on the GPU machine: bash benchmarks/gpu_check.sh (with .whl/ carried along)"
     exit 0
@@ -36,6 +41,8 @@ fi
 
 LOG="${OUT:-/tmp}/gpu_check.log"
 WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+export GIT_PYTHON_REFRESH=quiet  # foolbox imports GitPython, which refuses to import where no git program is
 exec > >(tee "$LOG") 2>&1
 step() { echo; echo "== $1 ($(date +%T))"; }
 timed() { local t0=$SECONDS; "$@"; local rc=$?; echo "-> rc $rc, $((SECONDS - t0)) s"; return 0; }
@@ -45,8 +52,14 @@ missing=""
 for d in $DEPS; do "$PY" -c "import ${d%%:*}" 2>/dev/null || missing="$missing ${d#*:}"; done
 if [ -n "$missing" ]; then
     echo "not importable here:$missing"
-    ls .whl/*.whl > /dev/null 2>&1 || { echo "and no .whl/ folder: run 'bash benchmarks/gpu_check.sh --prepare' where pip reaches its registry, and carry .whl/"; exit 1; }
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .whl/*.whl || exit 1
+    wheels=""
+    for dist in $missing; do  # the wheels of the missing ones only: the machine's own copies of the rest stay
+        wheel="$(ls .whl/"$(echo "$dist" | tr 'A-Z-' 'a-z_')"-*.whl 2>/dev/null | head -1)"
+        [ -n "$wheel" ] || { echo "no wheel of $dist in .whl/: run 'bash benchmarks/gpu_check.sh --prepare' where pip reaches its registry, and carry .whl/"; exit 1; }
+        wheels="$wheels $wheel"
+    done
+    # shellcheck disable=SC2086
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" $wheels || exit 1
     export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # robrep from this tree, installed or not
@@ -83,4 +96,3 @@ timed env ROBREP_CACHE="$WORK/cache-gpu" timeout 150 "$PY" benchmarks/stacked_ce
     --json "${OUT:-$WORK}/stacked_cells_gpu.json"
 
 step "done"
-rm -rf "$WORK"

@@ -170,37 +170,48 @@ def part_against(rev: str, n_examples: int, out: Path) -> None:
     root = HERE.parent
     tree = out / "against-tree"
     subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=root, check=True, capture_output=True)
+    procs = {}
     try:
-        sides = {"this tree": root, rev: tree}
-        procs = {}
-        for k, (name, path) in enumerate(sides.items()):
-            env = dict(os.environ, PYTHONPATH=str(path), OMP_NUM_THREADS="1", ROBREP_CACHE=str(out / f"cache-{k}"))
+        for k, (name, path) in enumerate({"this tree": root, rev: tree}.items()):
+            env = dict(os.environ, OMP_NUM_THREADS="1", ROBREP_CACHE=str(out / f"cache-{k}"),
+                       PYTHONPATH=os.pathsep.join(p for p in (str(path), os.environ.get("PYTHONPATH")) if p))
             folder = out / f"side-{k}"
             folder.mkdir(parents=True)
             with open(folder / "stdout", "w") as o, open(folder / "stderr", "w") as e:  # no pipe to fill
-                procs[name] = (folder, subprocess.Popen(
+                procs[name] = (path, folder, subprocess.Popen(
                     [sys.executable, str(HERE / "protocol_cost.py"), "--worker", str(folder), str(n_examples)],
                     env=env, cwd=path, stdout=o, stderr=e))
         got = {}
-        for name, (folder, proc) in procs.items():
+        for name, (path, folder, proc) in procs.items():
             if proc.wait():
                 raise SystemExit(f"{name}: the cascade failed\n{(folder / 'stderr').read_text()[-3000:]}")
-            last = (folder / "stdout").read_text().strip().splitlines()[-1]
-            got[name] = (folder / "cascade", json.loads(last)["seconds"])
+            done = json.loads((folder / "stdout").read_text().strip().splitlines()[-1])
+            if not Path(done["robrep"]).resolve().is_relative_to(Path(path).resolve()):
+                raise SystemExit(f"{name}: imported robrep from {done['robrep']}, not from {path}")
+            got[name] = (folder / "cascade", done["seconds"])
     finally:
+        for _, _, proc in procs.values():  # the other side, when one failed
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True, check=False)
+        subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True, check=False)
     (new, t_new), (old, t_old) = got["this tree"], got[rev]
     rows = {side: pd.read_csv(folder / "results.csv") for side, (folder, _) in got.items()}
     shas = {side: df.groupby("learner")["encoder_sha256"].first() for side, df in rows.items()}
-    same = (shas["this tree"] == shas[rev]).all()
+    if set(shas["this tree"].index) != set(shas[rev].index):
+        raise SystemExit(f"the two sides ran other learners: {sorted(shas['this tree'].index)} / {sorted(shas[rev].index)}")
+    same = (shas["this tree"] == shas[rev].reindex(shas["this tree"].index)).all()
     print(f"\nfigure 7's cascade ({n_examples} digits, 3 learners, 10 attacks, 5 radii), one thread each, at once:")
     print(f"   this tree: {t_new:8.0f} s")
     print(f"   {rev:9s}: {t_old:8.0f} s   {rev} / this tree = {t_old / t_new:.2f}")
     print(f"   encoders identical on both sides (SHA-256): {same}")
     wn, wo = _worst_points(new), _worst_points(old)
+    if set(wn) != set(wo):
+        raise SystemExit(f"the two sides' cells differ: {sorted(set(wn) ^ set(wo))}")
     print(f"   worst case per radius, {rev} | this tree; points broken by one side only ({rev} only / this tree only):")
     for key in sorted(wn):
-        a, b = wo.get(key, set()), wn[key]
+        a, b = wo[key], wn[key]
         print(f"   {key[0]:16s} r={key[1]:<5g} {len(a) / n_examples:6.3f} | {len(b) / n_examples:6.3f}   "
               f"{len(b - a):3d} / {len(a - b):3d}")
 
@@ -216,7 +227,7 @@ def main() -> None:
     if args.worker:
         return _cascade_worker(Path(args.worker[0]), int(args.worker[1]))
     if args.against and "against" not in args.part.split(","):
-        args.part = "against"
+        args.part = "against" if args.part == ap.get_default("part") else f"{args.part},against"
     parts = args.part.split(",")
     out = args.out or Path(tempfile.mkdtemp(prefix="robrep-protocol-cost-"))
     try:

