@@ -24,13 +24,13 @@ Prints the table; asserts nothing (timings on a shared machine are noisy: compar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -150,22 +150,16 @@ def main() -> None:
     if args.worker is not None:  # one side of a comparison: the JSON on the last line
         print(json.dumps(measure(args.worker)))
         return
-    repo = HERE.parent
-    sides = {"this tree": repo}
-    with tempfile.TemporaryDirectory(prefix="robrep-against-") as tmp:
+    from revision import checked_out
+
+    sides = {"this tree": HERE.parent}
+    with checked_out(args.against) if args.against else contextlib.nullcontext() as old:
         if args.against:
-            old = Path(tmp) / "tree"
-            subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(old), args.against],
-                           check=True, capture_output=True)
             sides[args.against] = old
-        try:
-            runs = {side: [] for side in sides}
-            for _ in range(args.rounds if args.against else 1):
-                for side, tree in sides.items():
-                    runs[side].append(_worker(tree, args.n_examples))
-        finally:
-            if args.against:
-                subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(old)], check=False)
+        runs = {side: [] for side in sides}
+        for _ in range(args.rounds if args.against else 1):
+            for side, tree in sides.items():
+                runs[side].append(_worker(tree, args.n_examples))
     report(runs, args)
 
 

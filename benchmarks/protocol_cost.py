@@ -162,40 +162,50 @@ def _worst_points(folder: Path) -> dict:
     return out
 
 
-def part_against(rev: str, n_examples: int, out: Path) -> None:
+def _start_sides(procs: dict, sides: dict, n_examples: int, out: Path) -> None:
+    """Start one ``--worker`` per side (name -> tree to import robrep from), one thread and its own cache each,
+    into ``procs`` (name -> (tree, folder, process))."""
+    for k, (name, path) in enumerate(sides.items()):
+        env = dict(os.environ, OMP_NUM_THREADS="1", ROBREP_CACHE=str(out / f"cache-{k}"),
+                   PYTHONPATH=os.pathsep.join(p for p in (str(path), os.environ.get("PYTHONPATH")) if p))
+        folder = out / f"side-{k}"
+        folder.mkdir(parents=True)
+        with open(folder / "stdout", "w") as o, open(folder / "stderr", "w") as e:  # no pipe to fill
+            procs[name] = (path, folder, subprocess.Popen(
+                [sys.executable, str(HERE / "protocol_cost.py"), "--worker", str(folder), str(n_examples)],
+                env=env, cwd=path, stdout=o, stderr=e))
+
+
+def _finished_sides(procs: dict) -> dict:
+    """name -> (its cascade's run folder, its seconds), once every side has ended; refused if one failed or
+    imported robrep from elsewhere than its tree."""
     import json
 
-    import pandas as pd
+    got = {}
+    for name, (path, folder, proc) in procs.items():
+        if proc.wait():
+            raise SystemExit(f"{name}: the cascade failed\n{(folder / 'stderr').read_text()[-3000:]}")
+        done = json.loads((folder / "stdout").read_text().strip().splitlines()[-1])
+        if not Path(done["robrep"]).resolve().is_relative_to(Path(path).resolve()):
+            raise SystemExit(f"{name}: imported robrep from {done['robrep']}, not from {path}")
+        got[name] = (folder / "cascade", done["seconds"])
+    return got
 
-    root = HERE.parent
-    tree = out / "against-tree"
-    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=root, check=True, capture_output=True)
+
+def part_against(rev: str, n_examples: int, out: Path) -> None:
+    import pandas as pd
+    from revision import checked_out
+
     procs = {}
-    try:
-        for k, (name, path) in enumerate({"this tree": root, rev: tree}.items()):
-            env = dict(os.environ, OMP_NUM_THREADS="1", ROBREP_CACHE=str(out / f"cache-{k}"),
-                       PYTHONPATH=os.pathsep.join(p for p in (str(path), os.environ.get("PYTHONPATH")) if p))
-            folder = out / f"side-{k}"
-            folder.mkdir(parents=True)
-            with open(folder / "stdout", "w") as o, open(folder / "stderr", "w") as e:  # no pipe to fill
-                procs[name] = (path, folder, subprocess.Popen(
-                    [sys.executable, str(HERE / "protocol_cost.py"), "--worker", str(folder), str(n_examples)],
-                    env=env, cwd=path, stdout=o, stderr=e))
-        got = {}
-        for name, (path, folder, proc) in procs.items():
-            if proc.wait():
-                raise SystemExit(f"{name}: the cascade failed\n{(folder / 'stderr').read_text()[-3000:]}")
-            done = json.loads((folder / "stdout").read_text().strip().splitlines()[-1])
-            if not Path(done["robrep"]).resolve().is_relative_to(Path(path).resolve()):
-                raise SystemExit(f"{name}: imported robrep from {done['robrep']}, not from {path}")
-            got[name] = (folder / "cascade", done["seconds"])
-    finally:
-        for _, _, proc in procs.values():  # the other side, when one failed
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True, check=False)
-        subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True, check=False)
+    with checked_out(rev) as tree:
+        try:
+            _start_sides(procs, {"this tree": HERE.parent, rev: tree}, n_examples, out)
+            got = _finished_sides(procs)
+        finally:
+            for _, _, proc in procs.values():  # the other side, when one failed
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
     (new, t_new), (old, t_old) = got["this tree"], got[rev]
     rows = {side: pd.read_csv(folder / "results.csv") for side, (folder, _) in got.items()}
     shas = {side: df.groupby("learner")["encoder_sha256"].first() for side, df in rows.items()}
