@@ -82,6 +82,7 @@ def main(argv=None) -> int:
         passes["n"] += 1
         passes["rows"] += len(inputs[0])
 
+    max_rows = stack_rows(encoder, x, 1000)  # measured before the hook: its two small passes are not counted
     hook = encoder.register_forward_hook(count)
     attack = PGD(steps=args.steps, restarts=args.restarts)
     measured = {}
@@ -89,9 +90,7 @@ def main(argv=None) -> int:
         passes.update(n=0, rows=0)
         t0 = synced(device)
         if mode == "stacked":
-            rows = stack_rows(encoder, x, 1000)  # measured before the pass: its two small passes are not counted
-            passes.update(n=0, rows=0)
-            results = run_stacked(attack, cells, RADII, seed=0, max_rows=rows)
+            results = run_stacked(attack, cells, RADII, seed=0, max_rows=max_rows)
         else:
             results = [attack.run(c.model, c.x, c.y, RADII, seed=0) for c in cells]
         seconds = synced(device) - t0
